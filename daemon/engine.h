@@ -1,0 +1,82 @@
+/*
+ * engine.h - the boundary between chand's transport (nng) and its engine
+ * (channels, counters, parked waiters, executor shards).
+ *
+ * The transport decodes a request body into a chd_req and submits it; from
+ * then on the engine owns the request until it calls r->reply exactly once.
+ * The engine never touches nng; the transport never touches a channel.
+ * Unit tests create chd_req values with their own reply function, so the
+ * whole engine runs in-process without a socket.
+ */
+#ifndef CHD_ENGINE_H
+#define CHD_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chan.pb-c.h"
+#include "wire.h"
+
+typedef struct chd_req chd_req;
+
+/*
+ * Called exactly once per request, from any engine thread, with the answer.
+ * resp is only borrowed for the call: the callee encodes it (or copies what
+ * it needs) before returning, and the engine frees resp afterwards. The
+ * callee also frees r (and r->msg with r->alloc). After the connection went
+ * away, the engine still calls reply (the transport drops the answer): a
+ * message handed out in such an answer stays in custody until confirmed,
+ * so nothing is lost.
+ */
+typedef void (*chd_reply_fn)(chd_req *r, const Chan__V1__Response *resp);
+
+struct chd_req {
+	Chan__V1__Request *msg;    /* decoded request, owned by the request */
+	chl_capped_alloc   alloc;  /* the allocator msg was decoded with */
+	uint32_t           conn;   /* connection id (nng pipe id), never 0 */
+	chd_reply_fn       reply;  /* set by the creator */
+	void              *owner;  /* creator's private data (nng ctx/aio) */
+};
+
+typedef struct chd_engine_opts {
+	int      workers;          /* executor shards (threads), >= 1 */
+	uint64_t max_message_size; /* bytes; default 1 MiB */
+	uint32_t max_batch;        /* messages per send/recv request */
+	bool     auto_create;      /* send/recv create missing channels */
+} chd_engine_opts;
+
+typedef struct chd_engine chd_engine;
+
+/* Fills opts with the defaults (workers 2, 1 MiB, 1024, auto_create). */
+void chd_engine_opts_default(chd_engine_opts *opts);
+
+/*
+ * Starts the shard threads. Returns 0, or an errno value (nothing started).
+ * Calls evthread_use_pthreads() itself (idempotent) before any base exists.
+ */
+int chd_engine_start(const chd_engine_opts *opts, chd_engine **out);
+
+/* Any thread. Takes ownership of r: r->reply is always called. */
+void chd_engine_submit(chd_engine *e, chd_req *r);
+
+/*
+ * Any thread. A connection appeared / went away. On close every shard
+ * detaches that connection's receivers, drops its registered senders
+ * (closing channels whose last sender it was), cancels its parked waiters
+ * and gives its unconfirmed deliveries back to their channels.
+ * pid is the peer's pid where the transport knows it, else 0.
+ */
+void chd_engine_conn_open(chd_engine *e, uint32_t conn, int pid);
+void chd_engine_conn_close(chd_engine *e, uint32_t conn);
+
+/*
+ * Any thread but a shard's. Answers every parked waiter SHUTTING_DOWN,
+ * and every later submit too; returns when all shards have done so.
+ */
+void chd_engine_shutdown(chd_engine *e);
+
+/* Joins the shard threads and frees everything. After shutdown. */
+void chd_engine_free(chd_engine *e);
+
+#endif
