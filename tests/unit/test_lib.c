@@ -1,0 +1,645 @@
+/*
+ * test_lib.c - the shared lib/: the status list against SPEC's table, the
+ * name rule, durations, and the capped decoding allocator.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <chan/status.h>
+
+#include "duration.h"
+#include "names.h"
+#include "wire.h"
+
+/* ---- statuses ----------------------------------------------------------- */
+
+/* SPEC "Status codes", written out by hand on purpose: this is the check. */
+static const struct {
+	chan_status s;
+	const char *name;
+	int         exit_code;
+} spec_statuses[] = {
+	{ CHAN_OK, "OK", 0 },
+	{ CHAN_INTERNAL, "INTERNAL", 70 },
+	{ CHAN_TIMEOUT, "TIMEOUT", 2 },
+	{ CHAN_EMPTY, "EMPTY", 3 },
+	{ CHAN_FULL, "FULL", 4 },
+	{ CHAN_CLOSED, "CLOSED", 5 },
+	{ CHAN_NOT_FOUND, "NOT_FOUND", 6 },
+	{ CHAN_BUSY, "BUSY", 7 },
+	{ CHAN_ALREADY_EXISTS, "ALREADY_EXISTS", 8 },
+	{ CHAN_TOO_LARGE, "TOO_LARGE", 9 },
+	{ CHAN_PERMISSION_DENIED, "PERMISSION_DENIED", 10 },
+	{ CHAN_RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED", 11 },
+	{ CHAN_OUT_OF_RANGE, "OUT_OF_RANGE", 12 },
+	{ CHAN_SHUTTING_DOWN, "SHUTTING_DOWN", 13 },
+	{ CHAN_INVALID_ARGUMENT, "INVALID_ARGUMENT", 64 },
+	{ CHAN_UNAVAILABLE, "UNAVAILABLE", 69 },
+	{ CHAN_PROTOCOL, "PROTOCOL", 69 },
+};
+#define N_SPEC_STATUSES (sizeof(spec_statuses) / sizeof(spec_statuses[0]))
+
+START_TEST(status_table_matches_spec)
+{
+	chan_status s = spec_statuses[_i].s;
+
+	ck_assert_str_eq(chan_status_name(s), spec_statuses[_i].name);
+	ck_assert_int_eq(chan_status_exit_code(s), spec_statuses[_i].exit_code);
+	ck_assert_ptr_nonnull(chan_strerror(s));
+	ck_assert_msg(strlen(chan_strerror(s)) > 0, "status %s has empty text",
+	    spec_statuses[_i].name);
+	ck_assert_msg(strcmp(chan_strerror(s), "unknown status") != 0,
+	    "status %s has no text of its own", spec_statuses[_i].name);
+}
+END_TEST
+
+START_TEST(status_list_is_complete)
+{
+	/* Every status the enum has is in SPEC's table, and only those. */
+	ck_assert_int_eq((int) CHAN_STATUS_COUNT_, (int) N_SPEC_STATUSES);
+	for (int s = 0; s < (int) CHAN_STATUS_COUNT_; s++) {
+		int found = 0;
+		for (size_t i = 0; i < N_SPEC_STATUSES; i++) {
+			found += (int) spec_statuses[i].s == s;
+		}
+		ck_assert_msg(found == 1, "status %d (%s) listed %d times", s,
+		    chan_status_name((chan_status) s), found);
+	}
+}
+END_TEST
+
+START_TEST(status_texts_distinct)
+{
+	for (int a = 0; a < (int) CHAN_STATUS_COUNT_; a++) {
+		for (int b = a + 1; b < (int) CHAN_STATUS_COUNT_; b++) {
+			ck_assert_str_ne(chan_strerror((chan_status) a),
+			    chan_strerror((chan_status) b));
+		}
+	}
+}
+END_TEST
+
+START_TEST(status_wire_numbers)
+{
+	/* The wire enum uses the same numbers (the proto's promise). */
+	ck_assert_int_eq(CHAN__V1__STATUS__OK, CHAN_OK);
+	ck_assert_int_eq(CHAN__V1__STATUS__TIMEOUT, CHAN_TIMEOUT);
+	ck_assert_int_eq(CHAN__V1__STATUS__INVALID_ARGUMENT,
+	    CHAN_INVALID_ARGUMENT);
+	ck_assert_int_eq(CHAN__V1__STATUS__PROTOCOL, CHAN_PROTOCOL);
+	/* The generated descriptor knows every value by the same name. */
+	for (int s = 0; s < (int) CHAN_STATUS_COUNT_; s++) {
+		const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+		    &chan__v1__status__descriptor, s);
+		ck_assert_msg(v != NULL, "wire has no status %d", s);
+		ck_assert_str_eq(v->name, chan_status_name((chan_status) s));
+	}
+}
+END_TEST
+
+START_TEST(status_out_of_range)
+{
+	ck_assert_str_eq(chan_status_name((chan_status) 999), "UNKNOWN");
+	ck_assert_str_eq(chan_status_name((chan_status) -1), "UNKNOWN");
+	ck_assert_int_eq(chan_status_exit_code((chan_status) 999), 70);
+	ck_assert_int_eq(chan_status_exit_code(CHAN_STATUS_COUNT_), 70);
+	ck_assert_ptr_nonnull(chan_strerror((chan_status) 999));
+	ck_assert_ptr_nonnull(chan_strerror((chan_status) -5));
+}
+END_TEST
+
+/* ---- names ---------------------------------------------------------------- */
+
+static int
+name_ok(const char *s)
+{
+	char err[256];
+
+	return (chl_name_valid(s, strlen(s), err, sizeof(err)));
+}
+
+START_TEST(name_every_allowed_class)
+{
+	static const char all[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                          "abcdefghijklmnopqrstuvwxyz"
+	                          "0123456789._:-";
+	char err[256];
+
+	ck_assert_msg(name_ok(all), "'%s' rejected", all);
+	for (const char *p = all; *p != '\0'; p++) {
+		char one[2] = { *p, '\0' };
+		ck_assert_msg(chl_name_valid(one, 1, err, sizeof(err)),
+		    "single '%s' rejected: %s", one, err);
+	}
+	ck_assert(name_ok("jobs"));
+	ck_assert(name_ok("a.b_c:d-e"));
+	ck_assert(name_ok("..."));
+	ck_assert(name_ok("-"));
+	ck_assert(name_ok("0"));
+}
+END_TEST
+
+START_TEST(name_every_other_byte_rejected)
+{
+	char err[256];
+
+	for (int c = 0; c < 256; c++) {
+		char b = (char) c;
+		int  allowed = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		    c == ':' || c == '-';
+		err[0] = '\0';
+		ck_assert_msg(chl_name_valid(&b, 1, err, sizeof(err)) == allowed,
+		    "byte 0x%02x: valid=%d, expected %d", c, !allowed,
+		    allowed);
+		if (!allowed) {
+			ck_assert_msg(strstr(err, "[A-Za-z0-9._:-]") != NULL,
+			    "message for byte 0x%02x lacks the rule: '%s'", c,
+			    err);
+		}
+	}
+}
+END_TEST
+
+START_TEST(name_length_limits)
+{
+	char buf[130], err[256];
+
+	memset(buf, 'a', sizeof(buf));
+	ck_assert(chl_name_valid(buf, 1, err, sizeof(err)));
+	ck_assert_msg(chl_name_valid(buf, 128, err, sizeof(err)),
+	    "128 bytes rejected: %s", err);
+	err[0] = '\0';
+	ck_assert(!chl_name_valid(buf, 129, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "128") != NULL, "no limit in '%s'", err);
+	ck_assert_msg(strstr(err, "[A-Za-z0-9._:-]") != NULL,
+	    "no rule in '%s'", err);
+	ck_assert(!chl_name_valid(buf, 130, err, sizeof(err)));
+}
+END_TEST
+
+START_TEST(name_empty_and_null)
+{
+	char err[256];
+
+	err[0] = '\0';
+	ck_assert(!chl_name_valid("", 0, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "[A-Za-z0-9._:-]") != NULL,
+	    "no rule in '%s'", err);
+	ck_assert(!chl_name_valid(NULL, 0, err, sizeof(err)));
+	ck_assert(!chl_name_valid(NULL, 5, err, sizeof(err)));
+	/* No message buffer: still a plain answer, no crash. */
+	ck_assert(!chl_name_valid("", 0, NULL, 0));
+	ck_assert(!chl_name_valid("a b", 3, NULL, 0));
+	ck_assert(chl_name_valid("ab", 2, NULL, 0));
+}
+END_TEST
+
+START_TEST(name_space_nul_utf8)
+{
+	char err[256];
+
+	err[0] = '\0';
+	ck_assert(!chl_name_valid("a b", 3, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "[A-Za-z0-9._:-]") != NULL,
+	    "no rule in '%s'", err);
+
+	/* An embedded NUL counts: the length is the name, not strlen. */
+	err[0] = '\0';
+	ck_assert(!chl_name_valid("ab\0cd", 5, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "0x00") != NULL, "no byte in '%s'", err);
+	ck_assert(chl_name_valid("ab\0cd", 2, err, sizeof(err)));
+
+	/* UTF-8 letters are not in the rule. */
+	ck_assert(!name_ok("caf\xc3\xa9"));
+	ck_assert(!name_ok("\xe2\x9c\x93"));
+	ck_assert(!name_ok("a/b"));
+	ck_assert(!name_ok("a\tb"));
+	ck_assert(!name_ok("a\nb"));
+	ck_assert(!name_ok("a*"));
+	ck_assert(!name_ok("a,b"));
+}
+END_TEST
+
+START_TEST(name_small_err_buffer)
+{
+	char err[8];
+
+	memset(err, 'x', sizeof(err));
+	ck_assert(!chl_name_valid("a b", 3, err, sizeof(err)));
+	ck_assert_msg(memchr(err, '\0', sizeof(err)) != NULL,
+	    "message not NUL-terminated within its buffer");
+}
+END_TEST
+
+/* ---- durations -------------------------------------------------------------- */
+
+static void
+dur_is(const char *s, int64_t want)
+{
+	char    err[256] = "";
+	int64_t ms = -12345;
+
+	ck_assert_msg(chl_duration_parse(s, &ms, err, sizeof(err)),
+	    "'%s' rejected: %s", s, err);
+	ck_assert_msg(ms == want, "'%s' parsed to %lld ms, expected %lld", s,
+	    (long long) ms, (long long) want);
+}
+
+static void
+dur_bad(const char *s)
+{
+	char    err[256] = "";
+	int64_t ms = -12345;
+
+	ck_assert_msg(!chl_duration_parse(s, &ms, err, sizeof(err)),
+	    "'%s' accepted as %lld ms", s == NULL ? "(null)" : s,
+	    (long long) ms);
+	ck_assert_msg(strlen(err) > 0, "no message for bad '%s'",
+	    s == NULL ? "(null)" : s);
+	ck_assert_msg(ms == -12345, "'%s' rejected but wrote %lld",
+	    s == NULL ? "(null)" : s, (long long) ms);
+}
+
+START_TEST(duration_units)
+{
+	dur_is("250ms", 250);
+	dur_is("2s", 2000);
+	dur_is("1.5s", 1500);
+	dur_is("1m", 60000);
+	dur_is("1h", 3600000);
+	dur_is("0", 0);
+	dur_is("0s", 0);
+	dur_is("0ms", 0);
+	dur_is("1ms", 1);
+	dur_is("90m", 5400000);
+	dur_is("2.5m", 150000);
+	dur_is("0.25h", 900000);
+}
+END_TEST
+
+START_TEST(duration_bare_number_is_seconds)
+{
+	dur_is("5", 5000);
+	dur_is("1.5", 1500);
+	dur_is("0.001", 1);
+	dur_is("0.25", 250);
+	dur_is("007", 7000);
+	dur_is(".5", 500);
+	dur_is("3.", 3000);
+}
+END_TEST
+
+START_TEST(duration_rounding)
+{
+	/* Nearest millisecond. */
+	dur_is("0.0004", 0);
+	dur_is("0.0006", 1);
+	dur_is("1.2345s", 1235);
+	dur_is("0.5ms", 1);
+	dur_is("0.4ms", 0);
+	dur_is("1.000000000001", 1000);
+}
+END_TEST
+
+START_TEST(duration_junk)
+{
+	dur_bad("");
+	dur_bad(NULL);
+	dur_bad("abc");
+	dur_bad("s");
+	dur_bad("ms");
+	dur_bad(".");
+	dur_bad("1x");
+	dur_bad("1 s");
+	dur_bad(" 1s");
+	dur_bad("1s ");
+	dur_bad("1sec");
+	dur_bad("1S");
+	dur_bad("1.5.2");
+	dur_bad("1e3");
+	dur_bad("+1s");
+	dur_bad("1s2");
+	dur_bad("1d");
+	dur_bad("1us");
+	dur_bad("0x10");
+}
+END_TEST
+
+START_TEST(duration_negative)
+{
+	dur_bad("-1");
+	dur_bad("-1s");
+	dur_bad("-250ms");
+	dur_bad("-0");
+}
+END_TEST
+
+START_TEST(duration_overflow)
+{
+	char buf[64];
+
+	/* INT64_MAX ms itself is fine, one more is not. */
+	dur_is("9223372036854775807ms", INT64_MAX);
+	dur_bad("9223372036854775808ms");
+	dur_bad("99999999999999999999999999ms");
+	dur_bad("9223372036854775807s");
+	dur_bad("9223372036854775807h");
+	dur_bad("18446744073709551616");
+	/* The largest whole number of seconds that fits, and one past it. */
+	snprintf(buf, sizeof(buf), "%llds", (long long) (INT64_MAX / 1000));
+	dur_is(buf, (INT64_MAX / 1000) * 1000);
+	snprintf(buf, sizeof(buf), "%llds", (long long) (INT64_MAX / 1000) + 1);
+	dur_bad(buf);
+	/* Fraction pushing past the limit. */
+	dur_bad("9223372036854775807.9ms");
+}
+END_TEST
+
+START_TEST(duration_message_names_input)
+{
+	char    err[256] = "";
+	int64_t ms;
+
+	ck_assert(!chl_duration_parse("12parsecs", &ms, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "12parsecs") != NULL,
+	    "message does not name the input: '%s'", err);
+	ck_assert_msg(strstr(err, "250ms") != NULL,
+	    "message gives no example: '%s'", err);
+	/* No message buffer: no crash. */
+	ck_assert(!chl_duration_parse("junk", &ms, NULL, 0));
+}
+END_TEST
+
+/* ---- capped allocator and decoding --------------------------------------------- */
+
+/* Packs a Send request of n payload bytes; caller frees *out. */
+static size_t
+pack_send(const char *name, size_t n, uint8_t **out)
+{
+	Chan__V1__Request req = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Send    snd = CHAN__V1__SEND__INIT;
+	ProtobufCBinaryData data;
+	size_t len;
+
+	data.len = n;
+	data.data = malloc(n > 0 ? n : 1);
+	ck_assert_ptr_nonnull(data.data);
+	memset(data.data, 0xab, n);
+	snd.name = (char *) name;
+	snd.n_data = 1;
+	snd.data = &data;
+	snd.has_timeout_ms = 1;
+	snd.timeout_ms = 250;
+	req.has_id = 1;
+	req.id = 42;
+	req.op_case = CHAN__V1__REQUEST__OP_SEND;
+	req.send = &snd;
+	len = chan__v1__request__get_packed_size(&req);
+	*out = malloc(len);
+	ck_assert_ptr_nonnull(*out);
+	ck_assert_uint_eq(chan__v1__request__pack(&req, *out), len);
+	free(data.data);
+	return (len);
+}
+
+START_TEST(capped_decode_within_cap)
+{
+	chl_capped_alloc   ca;
+	Chan__V1__Request *r;
+	uint8_t           *buf;
+	size_t             len = pack_send("jobs", 1000, &buf);
+
+	chl_capped_alloc_init(&ca, 64 * 1024);
+	ck_assert_uint_eq(ca.used, 0);
+	r = chl_request_decode(&ca, buf, len);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_uint_eq(r->id, 42);
+	ck_assert_int_eq(r->op_case, CHAN__V1__REQUEST__OP_SEND);
+	ck_assert_str_eq(r->send->name, "jobs");
+	ck_assert_uint_eq(r->send->n_data, 1);
+	ck_assert_uint_eq(r->send->data[0].len, 1000);
+	ck_assert_uint_eq(r->send->data[0].data[999], 0xab);
+	ck_assert_int_eq(r->send->timeout_ms, 250);
+	ck_assert_msg(ca.used >= 1000, "used %zu < payload 1000", ca.used);
+	ck_assert_msg(ca.used <= ca.cap, "used %zu over cap %zu", ca.used,
+	    ca.cap);
+	chl_request_free(&ca, r);
+	ck_assert_uint_eq(ca.used, 0);
+	free(buf);
+}
+END_TEST
+
+START_TEST(capped_decode_over_cap)
+{
+	chl_capped_alloc   ca;
+	Chan__V1__Request *r;
+	uint8_t           *buf;
+	size_t             len = pack_send("jobs", 10000, &buf);
+
+	/* A valid request whose decoded form needs more than the cap. */
+	chl_capped_alloc_init(&ca, 4096);
+	r = chl_request_decode(&ca, buf, len);
+	ck_assert_ptr_null(r);
+	ck_assert_msg(ca.used == 0, "failed decode left %zu bytes in use",
+	    ca.used);
+	/* The same bytes with room enough decode. */
+	chl_capped_alloc_init(&ca, 1 << 20);
+	r = chl_request_decode(&ca, buf, len);
+	ck_assert_ptr_nonnull(r);
+	chl_request_free(&ca, r);
+	ck_assert_uint_eq(ca.used, 0);
+	free(buf);
+}
+END_TEST
+
+START_TEST(capped_decode_truncated)
+{
+	chl_capped_alloc   ca;
+	Chan__V1__Request *r;
+	uint8_t           *buf;
+	size_t             len = pack_send("jobs", 300, &buf);
+
+	chl_capped_alloc_init(&ca, 1 << 20);
+	/* Every proper prefix that cuts into the Send is a bad body. */
+	for (size_t cut = 1; cut < len; cut++) {
+		r = chl_request_decode(&ca, buf, cut);
+		if (r != NULL) {
+			/* A cut exactly between top-level fields is valid. */
+			ck_assert_msg(r->op_case != CHAN__V1__REQUEST__OP_SEND ||
+			    r->send->n_data == 0 ||
+			    r->send->data[0].len == 300,
+			    "prefix %zu of %zu decoded a torn payload", cut,
+			    len);
+			chl_request_free(&ca, r);
+		}
+		ck_assert_msg(ca.used == 0, "prefix %zu left %zu bytes in use",
+		    cut, ca.used);
+	}
+	/* Cutting inside the payload never decodes. */
+	ck_assert_ptr_null(chl_request_decode(&ca, buf, len - 1));
+	ck_assert_ptr_null(chl_request_decode(&ca, buf, len - 150));
+	ck_assert_uint_eq(ca.used, 0);
+	free(buf);
+}
+END_TEST
+
+START_TEST(capped_decode_garbage)
+{
+	static const uint8_t junk1[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+		0xff, 0xff, 0xff, 0xff, 0xff };
+	/* Field 15 (send), length-delimited, claiming 2^31 bytes. */
+	static const uint8_t junk2[] = { 0x7a, 0x80, 0x80, 0x80, 0x80, 0x08,
+		0x01 };
+	/* Wire type 7 does not exist. */
+	static const uint8_t junk3[] = { 0x0f, 0x00 };
+	chl_capped_alloc ca;
+	uint8_t          rnd[512];
+
+	chl_capped_alloc_init(&ca, 1 << 20);
+	ck_assert_ptr_null(chl_request_decode(&ca, junk1, sizeof(junk1)));
+	ck_assert_ptr_null(chl_request_decode(&ca, junk2, sizeof(junk2)));
+	ck_assert_ptr_null(chl_request_decode(&ca, junk3, sizeof(junk3)));
+	ck_assert_ptr_null(chl_response_decode(&ca, junk1, sizeof(junk1)));
+	ck_assert_uint_eq(ca.used, 0);
+	/* Random bytes: decode or not, never leak budget, never crash. */
+	srand(7);
+	for (int i = 0; i < 2000; i++) {
+		size_t n = (size_t) (rand() % (int) sizeof(rnd));
+		for (size_t j = 0; j < n; j++) {
+			rnd[j] = (uint8_t) rand();
+		}
+		Chan__V1__Request *r = chl_request_decode(&ca, rnd, n);
+		chl_request_free(&ca, r);
+		ck_assert_msg(ca.used == 0, "round %d left %zu bytes in use",
+		    i, ca.used);
+	}
+}
+END_TEST
+
+START_TEST(capped_decode_empty_body)
+{
+	chl_capped_alloc   ca;
+	Chan__V1__Request *r;
+
+	/* Zero bytes is a valid (all-absent) Request: no op. The daemon
+	 * answers that INVALID_ARGUMENT; decoding itself must succeed. */
+	chl_capped_alloc_init(&ca, 4096);
+	r = chl_request_decode(&ca, "", 0);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(r->op_case, CHAN__V1__REQUEST__OP__NOT_SET);
+	chl_request_free(&ca, r);
+	ck_assert_uint_eq(ca.used, 0);
+}
+END_TEST
+
+START_TEST(capped_response_roundtrip)
+{
+	Chan__V1__Response   resp = CHAN__V1__RESPONSE__INIT;
+	Chan__V1__ValueResult val = CHAN__V1__VALUE_RESULT__INIT;
+	chl_capped_alloc     ca;
+	Chan__V1__Response  *r;
+	uint8_t              buf[128];
+	size_t               len;
+
+	resp.has_id = 1;
+	resp.id = 7;
+	resp.has_status = 1;
+	resp.status = CHAN__V1__STATUS__OUT_OF_RANGE;
+	resp.error = "counter 'c' would overflow";
+	resp.result_case = CHAN__V1__RESPONSE__RESULT_VALUE;
+	val.has_value = 1;
+	val.value = -5;
+	resp.value = &val;
+	len = chan__v1__response__pack(&resp, buf);
+	chl_capped_alloc_init(&ca, 4096);
+	r = chl_response_decode(&ca, buf, len);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(r->status, CHAN__V1__STATUS__OUT_OF_RANGE);
+	ck_assert_str_eq(r->error, "counter 'c' would overflow");
+	ck_assert_int_eq(r->value->value, -5);
+	chl_response_free(&ca, r);
+	ck_assert_uint_eq(ca.used, 0);
+	/* Too small a budget for the same answer. */
+	chl_capped_alloc_init(&ca, 16);
+	ck_assert_ptr_null(chl_response_decode(&ca, buf, len));
+	ck_assert_uint_eq(ca.used, 0);
+}
+END_TEST
+
+START_TEST(clocks_move_forward)
+{
+	int64_t  m1 = chl_now_mono_ms(), m2;
+	uint64_t u = chl_now_unix_us();
+
+	/* After 2020-01-01 and before 2100: a plausible Unix time in us. */
+	ck_assert_msg(u > 1577836800ULL * 1000000ULL, "unix us %llu",
+	    (unsigned long long) u);
+	ck_assert_msg(u < 4102444800ULL * 1000000ULL, "unix us %llu",
+	    (unsigned long long) u);
+	m2 = chl_now_mono_ms();
+	ck_assert_msg(m2 >= m1, "monotonic went back: %lld then %lld",
+	    (long long) m1, (long long) m2);
+}
+END_TEST
+
+static Suite *
+lib_suite(void)
+{
+	Suite *s = suite_create("lib");
+	TCase *tc;
+
+	tc = tcase_create("status");
+	tcase_add_loop_test(tc, status_table_matches_spec, 0,
+	    (int) N_SPEC_STATUSES);
+	tcase_add_test(tc, status_list_is_complete);
+	tcase_add_test(tc, status_texts_distinct);
+	tcase_add_test(tc, status_wire_numbers);
+	tcase_add_test(tc, status_out_of_range);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("names");
+	tcase_add_test(tc, name_every_allowed_class);
+	tcase_add_test(tc, name_every_other_byte_rejected);
+	tcase_add_test(tc, name_length_limits);
+	tcase_add_test(tc, name_empty_and_null);
+	tcase_add_test(tc, name_space_nul_utf8);
+	tcase_add_test(tc, name_small_err_buffer);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("durations");
+	tcase_add_test(tc, duration_units);
+	tcase_add_test(tc, duration_bare_number_is_seconds);
+	tcase_add_test(tc, duration_rounding);
+	tcase_add_test(tc, duration_junk);
+	tcase_add_test(tc, duration_negative);
+	tcase_add_test(tc, duration_overflow);
+	tcase_add_test(tc, duration_message_names_input);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("wire");
+	tcase_add_test(tc, capped_decode_within_cap);
+	tcase_add_test(tc, capped_decode_over_cap);
+	tcase_add_test(tc, capped_decode_truncated);
+	tcase_add_test(tc, capped_decode_garbage);
+	tcase_add_test(tc, capped_decode_empty_body);
+	tcase_add_test(tc, capped_response_roundtrip);
+	tcase_add_test(tc, clocks_move_forward);
+	suite_add_tcase(s, tc);
+	return (s);
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(lib_suite());
+	int      failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+}
