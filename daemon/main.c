@@ -1,0 +1,226 @@
+/*
+ * main.c - chand: settings, engine, transport, signals, systemd.
+ *
+ * The main thread only sets things up, waits for SIGTERM/SIGINT with
+ * sigwait (every thread is started with those signals blocked) and runs
+ * the shutdown sequence; all request work happens on nng's and the
+ * engine's threads.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "engine.h"
+#include "notify.h"
+#include "transport.h"
+
+#define CHD_DRAIN_MS 1000     /* time given to SHUTTING_DOWN answers to flush */
+#define CHD_LINGER_MS 500     /* then for clients to read them and hang up */
+#define CHD_WATCHDOG_SEC 10   /* shutdown taking longer than this: give up */
+
+static sigset_t chd_sigs;
+
+static const char *
+chd_signame(int sig)
+{
+	switch (sig) {
+	case SIGTERM:
+		return ("SIGTERM");
+	case SIGINT:
+		return ("SIGINT");
+	case SIGHUP:
+		return ("SIGHUP");
+	default:
+		return ("signal");
+	}
+}
+
+/*
+ * Runs during shutdown: a second SIGTERM/SIGINT, or a shutdown stuck for
+ * CHD_WATCHDOG_SEC, ends the process at once rather than leave it hanging.
+ */
+static void *
+chd_watchdog(void *arg)
+{
+	struct timespec ts = { CHD_WATCHDOG_SEC, 0 };
+	int64_t         deadline = chl_now_mono_ms() + CHD_WATCHDOG_SEC * 1000;
+	int             sig;
+
+	(void) arg;
+	for (;;) {
+		int64_t left = deadline - chl_now_mono_ms();
+
+		if (left <= 0) {
+			chd_log(CHD_LOG_ERROR,
+			    "shutdown still running after %d s; exiting now",
+			    CHD_WATCHDOG_SEC);
+			_exit(CHD_EXIT_FAIL);
+		}
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (left % 1000) * 1000000L;
+		sig = sigtimedwait(&chd_sigs, NULL, &ts);
+		if (sig == SIGTERM || sig == SIGINT) {
+			chd_log(CHD_LOG_WARN, "second %s during shutdown; exiting now",
+			    chd_signame(sig));
+			_exit(CHD_EXIT_FAIL);
+		}
+	}
+	return (NULL);
+}
+
+static void
+chd_engine_opts_from(const chd_config *cfg, chd_engine_opts *eo)
+{
+	chd_engine_opts_default(eo);
+	eo->workers = cfg->workers;
+	eo->max_message_size = cfg->max_message_size;
+	eo->max_batch = cfg->max_batch;
+	eo->auto_create = cfg->auto_create;
+}
+
+static void
+chd_transport_opts_from(const chd_config *cfg, chd_transport_opts *to)
+{
+	uint64_t rmax = chd_config_request_max(cfg);
+
+	memset(to, 0, sizeof(*to));
+	to->recv_max = (size_t) rmax;
+	/*
+	 * Decoding copies every bytes field and adds per-element structs; twice
+	 * the body plus slack covers any legitimate request.
+	 */
+	to->decode_cap = (size_t) (rmax * 2 + CHD_REQUEST_OVERHEAD);
+	to->receivers = cfg->workers * 2;
+	if (to->receivers < 4) {
+		to->receivers = 4;
+	}
+	to->socket_mode = cfg->socket_mode;
+	to->tls_cert = cfg->tls_cert;
+	to->tls_key = cfg->tls_key;
+}
+
+/* Waits for SIGTERM/SIGINT; SIGHUP is logged and ignored. */
+static int
+chd_wait_for_stop(void)
+{
+	int sig;
+
+	for (;;) {
+		if (sigwait(&chd_sigs, &sig) != 0) {
+			continue;
+		}
+		if (sig == SIGTERM || sig == SIGINT) {
+			return (sig);
+		}
+		chd_log(CHD_LOG_INFO,
+		    "%s ignored: settings are read only at start; restart chand "
+		    "to change them",
+		    chd_signame(sig));
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	chd_config         cfg;
+	chd_engine_opts    eo;
+	chd_transport_opts to;
+	chd_engine        *engine = NULL;
+	chd_transport     *t = NULL;
+	pthread_t          wd;
+	char               err[1024];
+	int                rv, sig, code = CHD_EXIT_FAIL;
+
+	switch (chd_config_parse(&cfg, argc, argv, err, sizeof(err))) {
+	case CHD_CONFIG_EXIT_OK:
+		chd_config_fini(&cfg);
+		return (CHD_EXIT_OK);
+	case CHD_CONFIG_USAGE:
+		fprintf(stderr, "chand: %s\nTry 'chand --help' for more.\n", err);
+		chd_config_fini(&cfg);
+		return (CHD_EXIT_USAGE);
+	case CHD_CONFIG_RUN:
+		break;
+	}
+	chd_log_set_level(cfg.log_level);
+
+	/* Before any thread exists, so nng's and the engine's inherit it. */
+	(void) signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&chd_sigs);
+	sigaddset(&chd_sigs, SIGTERM);
+	sigaddset(&chd_sigs, SIGINT);
+	sigaddset(&chd_sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &chd_sigs, NULL);
+
+	chd_engine_opts_from(&cfg, &eo);
+	if ((rv = chd_engine_start(&eo, &engine)) != 0) {
+		chd_log(CHD_LOG_ERROR, "cannot start the engine: %s", strerror(rv));
+		goto out;
+	}
+	chd_transport_opts_from(&cfg, &to);
+	if (chd_transport_open(engine, &to, &t, err, sizeof(err)) != 0) {
+		chd_log(CHD_LOG_ERROR, "%s", err);
+		goto stop;
+	}
+	for (size_t i = 0; i < cfg.nlisten; i++) {
+		if (chd_transport_listen(t, cfg.listen[i], err, sizeof(err)) != 0) {
+			chd_log(CHD_LOG_ERROR, "%s", err);
+			goto stop;
+		}
+	}
+	if (chd_transport_start(t, err, sizeof(err)) != 0) {
+		chd_log(CHD_LOG_ERROR, "%s", err);
+		goto stop;
+	}
+	chd_log(CHD_LOG_INFO,
+	    "chand %s ready (pid %d): %d workers, max message %" PRIu64
+	    " bytes, max batch %" PRIu32 ", max request %zu bytes, "
+	    "auto-create %s",
+	    CHAN_VERSION, (int) getpid(), cfg.workers, cfg.max_message_size,
+	    cfg.max_batch, to.recv_max, cfg.auto_create ? "on" : "off");
+	chd_notify_ready("serving");
+
+	sig = chd_wait_for_stop();
+	chd_log(CHD_LOG_INFO, "%s received: shutting down", chd_signame(sig));
+	chd_notify_stopping();
+	if (pthread_create(&wd, NULL, chd_watchdog, NULL) == 0) {
+		(void) pthread_detach(wd);
+	}
+	code = CHD_EXIT_OK;
+
+stop:
+	/*
+	 * Answer every waiter (and every request from now on) SHUTTING_DOWN,
+	 * let the answers go out, then close listeners and connections. The
+	 * listeners stay open until then: closing an nng listener also closes
+	 * every connection it accepted, which would drop those answers.
+	 */
+	chd_engine_shutdown(engine);
+	if (t != NULL) {
+		if (!chd_transport_drain(t, CHD_DRAIN_MS)) {
+			chd_log(CHD_LOG_WARN,
+			    "some answers were not sent within %d ms; dropping them",
+			    CHD_DRAIN_MS);
+		} else if (!chd_transport_linger(t, CHD_LINGER_MS)) {
+			chd_log(CHD_LOG_INFO,
+			    "closing %u connection(s) still open after %d ms",
+			    chd_transport_connections(t), CHD_LINGER_MS);
+		}
+		chd_transport_close(t);
+	}
+	chd_engine_free(engine);
+	chd_transport_free(t);
+	if (code == CHD_EXIT_OK) {
+		chd_log(CHD_LOG_INFO, "stopped");
+	}
+out:
+	chd_config_fini(&cfg);
+	return (code);
+}

@@ -1,0 +1,890 @@
+/*
+ * transport.c - nng REP socket, contexts, listeners, pipe events.
+ *
+ * Each request lives in one nng context from the moment it is received
+ * until its reply is handed to nng: a REP context can only answer the
+ * request it received. Requests may park in the engine for a long time
+ * (blocked recv, counter wait), so contexts are not a fixed pool: a few
+ * stay in nng_ctx_recv at all times, and whenever one receives a request
+ * another takes its place (recycled from the idle list, or opened).
+ */
+#include "transport.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
+#include <nng/transport/ipc/ipc.h>
+
+#include "notify.h"
+
+#define CHD_MAX_LISTENERS 32
+#define CHD_IDLE_MAX 64          /* idle contexts kept open for reuse */
+#define CHD_RECEIVERS_MAX 64     /* contexts kept in nng_ctx_recv, at most */
+#define CHD_PROBE_TIMEOUT_MS 1000 /* stale-socket probe */
+
+typedef enum {
+	CHD_CTX_IDLE, /* open, not in use */
+	CHD_CTX_RECV, /* waiting in nng_ctx_recv */
+	CHD_CTX_BUSY, /* holds a request (engine or being encoded) */
+	CHD_CTX_SEND, /* reply handed to nng_ctx_send */
+	CHD_CTX_DEAD, /* socket closed; freed by chd_transport_free */
+} chd_ctx_state;
+
+typedef struct chd_tctx chd_tctx;
+struct chd_tctx {
+	chd_transport *t;
+	nng_ctx        ctx;
+	nng_aio       *aio;
+	chd_ctx_state  state;
+	chd_tctx      *prev, *next; /* t->all */
+	chd_tctx      *next_idle;   /* t->idle */
+};
+
+struct chd_transport {
+	nng_socket      sock;
+	chd_engine     *engine;
+	size_t          decode_cap;
+	int             receivers; /* target count in CHD_CTX_RECV */
+	int             socket_mode;
+	const char     *tls_cert, *tls_key;
+	nng_tls_config *tls;
+
+	pthread_mutex_t mtx; /* everything below, ctx states */
+	pthread_cond_t  cv;  /* inflight reached 0 */
+	chd_tctx       *all;
+	chd_tctx       *idle;
+	int             nidle;
+	int             nrecv;    /* contexts in CHD_CTX_RECV */
+	unsigned long   inflight; /* requests received, reply not yet sent */
+	bool            closing;  /* socket closed or closing: never re-arm */
+	bool            warned_open;
+
+	/* Serialises pipe events against chd_transport_close. */
+	pthread_mutex_t pipe_mtx;
+	pthread_cond_t  pipe_cv; /* conns reached 0 */
+	bool            engine_live;
+	unsigned        conns;
+
+	nng_listener listeners[CHD_MAX_LISTENERS];
+	int          nlisteners;
+};
+
+static void chd_ctx_cb(void *arg);
+
+static void
+chd_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+chd_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void) vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- contexts --------------------------------------------------------- */
+
+/* Opens a new context in state IDLE and links it into t->all. */
+static chd_tctx *
+chd_ctx_new(chd_transport *t)
+{
+	chd_tctx *c;
+	int       rv;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		return (NULL);
+	}
+	c->t = t;
+	if ((rv = nng_aio_alloc(&c->aio, chd_ctx_cb, c)) != 0) {
+		free(c);
+		return (NULL);
+	}
+	if ((rv = nng_ctx_open(&c->ctx, t->sock)) != 0) {
+		nng_aio_free(c->aio);
+		free(c);
+		return (NULL);
+	}
+	c->state = CHD_CTX_IDLE;
+	pthread_mutex_lock(&t->mtx);
+	c->next = t->all;
+	if (t->all != NULL) {
+		t->all->prev = c;
+	}
+	t->all = c;
+	pthread_mutex_unlock(&t->mtx);
+	return (c);
+}
+
+/*
+ * Keeps t->receivers contexts in nng_ctx_recv. Called with t->mtx held
+ * (dropped and retaken around opening a context); the contexts to put in
+ * nng_ctx_recv go to arm[] (at most CHD_RECEIVERS_MAX): the caller arms
+ * them after unlocking, so no nng call runs under our lock.
+ */
+static int
+chd_refill_locked(chd_transport *t, chd_tctx **arm)
+{
+	int n = 0;
+
+	while (!t->closing && t->nrecv < t->receivers) {
+		chd_tctx *c;
+
+		if ((c = t->idle) != NULL) {
+			t->idle = c->next_idle;
+			t->nidle--;
+		} else {
+			pthread_mutex_unlock(&t->mtx);
+			c = chd_ctx_new(t);
+			pthread_mutex_lock(&t->mtx);
+			if (c == NULL) {
+				/* Out of memory: serve with fewer receivers. */
+				if (!t->warned_open) {
+					t->warned_open = true;
+					chd_log(CHD_LOG_WARN,
+					    "cannot open an nng context; "
+					    "receiving with %d",
+					    t->nrecv);
+				}
+				break;
+			}
+			if (t->closing) {
+				c->state = CHD_CTX_DEAD;
+				break;
+			}
+		}
+		c->state = CHD_CTX_RECV;
+		t->nrecv++;
+		arm[n++] = c;
+	}
+	return (n);
+}
+
+static void
+chd_arm(chd_tctx **arm, int n)
+{
+	for (int i = 0; i < n; i++) {
+		nng_ctx_recv(arm[i]->ctx, arm[i]->aio);
+	}
+}
+
+/*
+ * A context is done with its request (reply sent or dropped): back to the
+ * receivers if they are short, else idle, else closed. t->mtx held.
+ */
+static void
+chd_ctx_recycle_locked(chd_transport *t, chd_tctx *c, bool *reap, bool *rearm)
+{
+	*reap = false;
+	*rearm = false;
+	if (t->inflight > 0 && --t->inflight == 0) {
+		pthread_cond_broadcast(&t->cv);
+	}
+	if (t->closing) {
+		c->state = CHD_CTX_DEAD;
+		return;
+	}
+	if (t->nrecv < t->receivers) {
+		c->state = CHD_CTX_RECV;
+		t->nrecv++;
+		*rearm = true;
+		return;
+	}
+	if (t->nidle < CHD_IDLE_MAX) {
+		c->state = CHD_CTX_IDLE;
+		c->next_idle = t->idle;
+		t->idle = c;
+		t->nidle++;
+		return;
+	}
+	/* Surplus after a burst: unlink; the caller closes and reaps it. */
+	if (c->prev != NULL) {
+		c->prev->next = c->next;
+	} else {
+		t->all = c->next;
+	}
+	if (c->next != NULL) {
+		c->next->prev = c->prev;
+	}
+	*reap = true;
+}
+
+static void
+chd_ctx_recycle(chd_tctx *c)
+{
+	chd_transport *t = c->t;
+	bool           reap, rearm;
+
+	pthread_mutex_lock(&t->mtx);
+	chd_ctx_recycle_locked(t, c, &reap, &rearm);
+	pthread_mutex_unlock(&t->mtx);
+	if (rearm) {
+		nng_ctx_recv(c->ctx, c->aio);
+	} else if (reap) {
+		/* We may be in c->aio's own callback: reap, never free. */
+		(void) nng_ctx_close(c->ctx);
+		nng_aio_reap(c->aio);
+		free(c);
+	}
+}
+
+/* Encodes resp and hands it to nng on c's context. Any thread. */
+static void
+chd_ctx_send(chd_tctx *c, const Chan__V1__Response *resp)
+{
+	chd_transport *t = c->t;
+	nng_msg       *m;
+	size_t         n;
+
+	n = chan__v1__response__get_packed_size(resp);
+	if (nng_msg_alloc(&m, n) != 0) {
+		Chan__V1__Response small = CHAN__V1__RESPONSE__INIT;
+
+		/* Too big to allocate: the client still gets an answer. */
+		small.has_id = resp->has_id;
+		small.id = resp->id;
+		small.has_status = 1;
+		small.status = CHAN__V1__STATUS__RESOURCE_EXHAUSTED;
+		small.error = "daemon out of memory encoding the answer";
+		n = chan__v1__response__get_packed_size(&small);
+		if (nng_msg_alloc(&m, n) != 0) {
+			chd_log(CHD_LOG_WARN,
+			    "out of memory: dropping an answer (conn gets none)");
+			chd_ctx_recycle(c);
+			return;
+		}
+		resp = &small;
+		(void) chan__v1__response__pack(resp, nng_msg_body(m));
+	} else {
+		(void) chan__v1__response__pack(resp, nng_msg_body(m));
+	}
+	pthread_mutex_lock(&t->mtx);
+	c->state = CHD_CTX_SEND;
+	pthread_mutex_unlock(&t->mtx);
+	nng_aio_set_msg(c->aio, m);
+	nng_ctx_send(c->ctx, c->aio);
+}
+
+/* r->reply: the engine's answer, from any engine thread. */
+static void
+chd_reply(chd_req *r, const Chan__V1__Response *resp)
+{
+	chd_tctx *c = r->owner;
+
+	/* resp may point into r->msg (e.g. names): encode before freeing. */
+	chd_ctx_send(c, resp);
+	chl_request_free(&r->alloc, r->msg);
+	free(r);
+}
+
+static void
+chd_ctx_answer(chd_tctx *c, Chan__V1__Status st, const char *text)
+{
+	Chan__V1__Response resp = CHAN__V1__RESPONSE__INIT;
+
+	resp.has_status = 1;
+	resp.status = st;
+	resp.error = (char *) text;
+	chd_ctx_send(c, &resp);
+}
+
+/* A request arrived on c (state BUSY): decode and submit. */
+static void
+chd_ctx_request(chd_tctx *c, nng_msg *m)
+{
+	chd_transport *t = c->t;
+	chd_req       *r;
+	int            pipe_id;
+
+	pipe_id = nng_pipe_id(nng_msg_get_pipe(m));
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		nng_msg_free(m);
+		chd_ctx_answer(c, CHAN__V1__STATUS__RESOURCE_EXHAUSTED,
+		    "daemon out of memory");
+		return;
+	}
+	chl_capped_alloc_init(&r->alloc, t->decode_cap);
+	r->msg = chl_request_decode(&r->alloc, nng_msg_body(m), nng_msg_len(m));
+	nng_msg_free(m);
+	if (r->msg == NULL) {
+		free(r);
+		chd_log(CHD_LOG_DEBUG, "conn %d: request does not decode",
+		    pipe_id);
+		chd_ctx_answer(c, CHAN__V1__STATUS__PROTOCOL,
+		    "request does not decode as chan.v1.Request");
+		return;
+	}
+	r->conn = pipe_id > 0 ? (uint32_t) pipe_id : UINT32_MAX;
+	r->reply = chd_reply;
+	r->owner = c;
+	chd_engine_submit(t->engine, r);
+}
+
+/* Completion of c->aio: a receive or a send, told apart by c->state. */
+static void
+chd_ctx_cb(void *arg)
+{
+	chd_tctx      *c = arg;
+	chd_transport *t = c->t;
+	int            rv = nng_aio_result(c->aio);
+	nng_msg       *m;
+	chd_tctx      *arm[CHD_RECEIVERS_MAX];
+	int            n;
+
+	pthread_mutex_lock(&t->mtx);
+	if (c->state == CHD_CTX_SEND) {
+		pthread_mutex_unlock(&t->mtx);
+		if (rv != 0) {
+			/* Not sent (socket closing): the message is still ours. */
+			nng_msg_free(nng_aio_get_msg(c->aio));
+			nng_aio_set_msg(c->aio, NULL);
+		}
+		chd_ctx_recycle(c);
+		return;
+	}
+	if (c->state != CHD_CTX_RECV) {
+		pthread_mutex_unlock(&t->mtx);
+		return;
+	}
+	t->nrecv--;
+	if (rv != 0) {
+		if (t->closing || rv == NNG_ECLOSED) {
+			c->state = CHD_CTX_DEAD;
+			pthread_mutex_unlock(&t->mtx);
+			return;
+		}
+		/* Transient (e.g. NNG_ENOMEM): keep this context receiving. */
+		chd_log(CHD_LOG_WARN, "receive failed: %s", nng_strerror(rv));
+		c->state = CHD_CTX_RECV;
+		t->nrecv++;
+		pthread_mutex_unlock(&t->mtx);
+		nng_ctx_recv(c->ctx, c->aio);
+		return;
+	}
+	m = nng_aio_get_msg(c->aio);
+	nng_aio_set_msg(c->aio, NULL);
+	c->state = CHD_CTX_BUSY;
+	t->inflight++;
+	n = chd_refill_locked(t, arm);
+	pthread_mutex_unlock(&t->mtx);
+	chd_arm(arm, n);
+	chd_ctx_request(c, m);
+}
+
+/* ---- pipes ------------------------------------------------------------ */
+
+/* nng's pipe callback: never touches the socket, only the engine. */
+static void
+chd_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	chd_transport *t = arg;
+	int            id = nng_pipe_id(p);
+	int            pid = 0;
+	uint32_t       conn = id > 0 ? (uint32_t) id : UINT32_MAX;
+
+	pthread_mutex_lock(&t->pipe_mtx);
+	if (ev == NNG_PIPE_EV_ADD_POST) {
+		uint64_t v;
+
+		/*
+		 * Only ipc knows the peer (tcp answers NNG_ENOTSUP). nng 1.5.2
+		 * stores it as a uint64: nng_pipe_get_int gets NNG_EBADTYPE.
+		 */
+		if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &v) == 0 &&
+		    v > 0 && v <= INT_MAX) {
+			pid = (int) v;
+		}
+		t->conns++;
+		if (t->engine_live) {
+			chd_engine_conn_open(t->engine, conn, pid);
+		}
+		chd_log(CHD_LOG_DEBUG, "conn %u opened (pid %d)", conn, pid);
+	} else if (ev == NNG_PIPE_EV_REM_POST) {
+		if (t->conns > 0 && --t->conns == 0) {
+			pthread_cond_broadcast(&t->pipe_cv);
+		}
+		if (t->engine_live) {
+			chd_engine_conn_close(t->engine, conn);
+		}
+		chd_log(CHD_LOG_DEBUG, "conn %u closed", conn);
+	}
+	pthread_mutex_unlock(&t->pipe_mtx);
+}
+
+unsigned
+chd_transport_connections(chd_transport *t)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&t->pipe_mtx);
+	n = t->conns;
+	pthread_mutex_unlock(&t->pipe_mtx);
+	return (n);
+}
+
+/* ---- socket and listeners --------------------------------------------- */
+
+int
+chd_transport_open(chd_engine *e, const chd_transport_opts *o,
+    chd_transport **out, char *err, size_t errlen)
+{
+	chd_transport *t;
+	int            rv;
+
+	if ((t = calloc(1, sizeof(*t))) == NULL) {
+		chd_errf(err, errlen, "out of memory");
+		return (-1);
+	}
+	t->engine = e;
+	t->engine_live = true;
+	t->decode_cap = o->decode_cap;
+	t->receivers = o->receivers > 0 ? o->receivers : 4;
+	if (t->receivers > CHD_RECEIVERS_MAX) {
+		t->receivers = CHD_RECEIVERS_MAX;
+	}
+	t->socket_mode = o->socket_mode;
+	t->tls_cert = o->tls_cert;
+	t->tls_key = o->tls_key;
+	pthread_mutex_init(&t->mtx, NULL);
+	pthread_cond_init(&t->cv, NULL);
+	pthread_mutex_init(&t->pipe_mtx, NULL);
+	pthread_cond_init(&t->pipe_cv, NULL);
+
+	if ((rv = nng_rep0_open(&t->sock)) != 0) {
+		chd_errf(err, errlen, "cannot open an nng REP socket: %s",
+		    nng_strerror(rv));
+		goto fail;
+	}
+	/* nng 1.5.2 otherwise allocates whatever length a peer declares. */
+	if ((rv = nng_socket_set_size(t->sock, NNG_OPT_RECVMAXSZ, o->recv_max)) !=
+	        0 ||
+	    (rv = nng_pipe_notify(t->sock, NNG_PIPE_EV_ADD_POST, chd_pipe_cb,
+	         t)) != 0 ||
+	    (rv = nng_pipe_notify(t->sock, NNG_PIPE_EV_REM_POST, chd_pipe_cb,
+	         t)) != 0) {
+		chd_errf(err, errlen, "cannot set up the nng socket: %s",
+		    nng_strerror(rv));
+		nng_close(t->sock);
+		goto fail;
+	}
+	*out = t;
+	return (0);
+
+fail:
+	pthread_mutex_destroy(&t->mtx);
+	pthread_cond_destroy(&t->cv);
+	pthread_mutex_destroy(&t->pipe_mtx);
+	pthread_cond_destroy(&t->pipe_cv);
+	free(t);
+	return (-1);
+}
+
+/* mkdir -p of path's parent directory, mode 0755 for what it creates. */
+static int
+chd_mkdir_parent(const char *path, char *err, size_t errlen)
+{
+	char  dir[PATH_MAX];
+	char *slash;
+
+	if (strlen(path) >= sizeof(dir)) {
+		chd_errf(err, errlen, "path too long");
+		return (-1);
+	}
+	strcpy(dir, path);
+	if ((slash = strrchr(dir, '/')) == NULL || slash == dir) {
+		return (0);
+	}
+	*slash = '\0';
+	for (char *p = dir + 1; *p != '\0'; p++) {
+		if (*p != '/') {
+			continue;
+		}
+		*p = '\0';
+		if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+			chd_errf(err, errlen, "cannot create directory %s: %s", dir,
+			    strerror(errno));
+			return (-1);
+		}
+		*p = '/';
+	}
+	if (mkdir(dir, 0755) == 0) {
+		chd_log(CHD_LOG_INFO, "created directory %s", dir);
+	} else if (errno != EEXIST) {
+		chd_errf(err, errlen, "cannot create directory %s: %s", dir,
+		    strerror(errno));
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Asks whatever listens on url for a Ping, over nng (a raw connect and
+ * close would trip nng #1518 in a live 1.5.2 daemon). Returns 0 when a
+ * chand answered, NNG_ECONNREFUSED when nothing listens, NNG_ETIMEDOUT
+ * when something accepted but gave no chan.v1 answer, else the error.
+ */
+static int
+chd_probe(const char *url)
+{
+	nng_socket          s;
+	Chan__V1__Request   req = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Ping      ping = CHAN__V1__PING__INIT;
+	Chan__V1__Response *resp;
+	chl_capped_alloc    ca;
+	uint8_t             buf[32];
+	void               *ans = NULL;
+	size_t              anslen;
+	int                 rv;
+
+	if ((rv = nng_req0_open(&s)) != 0) {
+		return (rv);
+	}
+	(void) nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, CHD_PROBE_TIMEOUT_MS);
+	(void) nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, CHD_PROBE_TIMEOUT_MS);
+	(void) nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 65536);
+	if ((rv = nng_dial(s, url, NULL, 0)) != 0) {
+		goto out;
+	}
+	req.has_id = 1;
+	req.id = 1;
+	req.op_case = CHAN__V1__REQUEST__OP_PING;
+	req.ping = &ping;
+	if ((rv = nng_send(s, buf, chan__v1__request__pack(&req, buf), 0)) !=
+	        0 ||
+	    (rv = nng_recv(s, &ans, &anslen, NNG_FLAG_ALLOC)) != 0) {
+		rv = NNG_ETIMEDOUT;
+		goto out;
+	}
+	chl_capped_alloc_init(&ca, 65536);
+	resp = chl_response_decode(&ca, ans, anslen);
+	rv = resp != NULL ? 0 : NNG_ETIMEDOUT;
+	chl_response_free(&ca, resp);
+	nng_free(ans, anslen);
+out:
+	nng_close(s);
+	return (rv);
+}
+
+/* Existing socket file at path: remove it if stale, refuse if alive. */
+static int
+chd_ipc_prepare(const char *url, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	int         rv;
+
+	if (chd_mkdir_parent(path, err, errlen) != 0) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", err);
+		chd_errf(err, errlen, "cannot listen on %s: %s", url, why);
+		return (-1);
+	}
+	if (lstat(path, &st) != 0) {
+		return (0); /* nothing there (or unreadable: listen will say) */
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		chd_errf(err, errlen,
+		    "cannot listen on %s: %s exists and is not a socket", url,
+		    path);
+		return (-1);
+	}
+	switch ((rv = chd_probe(url))) {
+	case 0:
+		chd_errf(err, errlen, "another chand is listening on %s", url);
+		return (-1);
+	case NNG_ECONNREFUSED:
+	case NNG_ENOENT:
+		/* A crashed daemon's leftover: nobody will ever answer. */
+		if (unlink(path) != 0 && errno != ENOENT) {
+			chd_errf(err, errlen,
+			    "cannot listen on %s: cannot remove stale socket: %s",
+			    url, strerror(errno));
+			return (-1);
+		}
+		chd_log(CHD_LOG_INFO, "removed stale socket %s (nothing answered)",
+		    path);
+		return (0);
+	case NNG_ETIMEDOUT:
+		chd_errf(err, errlen,
+		    "cannot listen on %s: a process is listening there and does "
+		    "not answer as chand",
+		    url);
+		return (-1);
+	default:
+		chd_errf(err, errlen,
+		    "cannot listen on %s: socket exists and probing it failed: %s",
+		    url, nng_strerror(rv));
+		return (-1);
+	}
+}
+
+/* Reads a whole (small) PEM file into a NUL-terminated string. */
+static char *
+chd_read_file(const char *path, char *err, size_t errlen)
+{
+	FILE  *f;
+	char  *buf = NULL;
+	size_t len = 0, cap = 0, n;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		chd_errf(err, errlen, "%s: %s", path, strerror(errno));
+		return (NULL);
+	}
+	do {
+		if (cap - len < 4096) {
+			char *nb = realloc(buf, cap + 65536);
+
+			if (nb == NULL || cap > (1u << 24)) {
+				free(nb != NULL ? nb : buf);
+				fclose(f);
+				chd_errf(err, errlen, "%s: too large", path);
+				return (NULL);
+			}
+			buf = nb;
+			cap += 65536;
+		}
+		n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+	} while (n > 0);
+	fclose(f);
+	buf[len] = '\0';
+	return (buf);
+}
+
+static int
+chd_tls_setup(chd_transport *t, char *err, size_t errlen)
+{
+	char  why[600];
+	char *cert = NULL, *key = NULL;
+	int   rv;
+
+	if (t->tls != NULL) {
+		return (0);
+	}
+	if (t->tls_cert == NULL) {
+		chd_errf(err, errlen, "no --tls-cert given");
+		return (-1);
+	}
+	if ((rv = nng_tls_config_alloc(&t->tls, NNG_TLS_MODE_SERVER)) != 0) {
+		chd_errf(err, errlen, "TLS: %s", nng_strerror(rv));
+		return (-1);
+	}
+	if (t->tls_key == NULL) {
+		rv = nng_tls_config_cert_key_file(t->tls, t->tls_cert, NULL);
+		if (rv != 0) {
+			chd_errf(err, errlen, "TLS certificate and key %s: %s",
+			    t->tls_cert, nng_strerror(rv));
+			goto fail;
+		}
+		return (0);
+	}
+	if ((cert = chd_read_file(t->tls_cert, why, sizeof(why))) == NULL ||
+	    (key = chd_read_file(t->tls_key, why, sizeof(why))) == NULL) {
+		chd_errf(err, errlen, "TLS: %s", why);
+		goto fail;
+	}
+	if ((rv = nng_tls_config_own_cert(t->tls, cert, key, NULL)) != 0) {
+		chd_errf(err, errlen, "TLS certificate %s with key %s: %s",
+		    t->tls_cert, t->tls_key, nng_strerror(rv));
+		goto fail;
+	}
+	free(cert);
+	free(key);
+	return (0);
+fail:
+	free(cert);
+	free(key);
+	nng_tls_config_free(t->tls);
+	t->tls = NULL;
+	return (-1);
+}
+
+int
+chd_transport_listen(chd_transport *t, const char *url, char *err,
+    size_t errlen)
+{
+	nng_listener l;
+	char         why[600];
+	int          rv;
+
+	if (t->nlisteners == CHD_MAX_LISTENERS) {
+		chd_errf(err, errlen, "cannot listen on %s: too many listeners",
+		    url);
+		return (-1);
+	}
+	if (strncmp(url, "ipc://", 6) == 0 &&
+	    chd_ipc_prepare(url, url + 6, err, errlen) != 0) {
+		return (-1);
+	}
+	if ((rv = nng_listener_create(&l, t->sock, url)) != 0) {
+		chd_errf(err, errlen, "cannot listen on %s: %s", url,
+		    rv == NNG_ENOTSUP ? "unsupported URL scheme"
+		                      : nng_strerror(rv));
+		return (-1);
+	}
+	if (strncmp(url, "ipc://", 6) == 0 && t->socket_mode >= 0 &&
+	    (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS,
+	         t->socket_mode)) != 0) {
+		chd_errf(err, errlen, "cannot listen on %s: socket mode: %s", url,
+		    nng_strerror(rv));
+		goto fail;
+	}
+	if (strncmp(url, "tls+tcp://", 10) == 0) {
+		if (chd_tls_setup(t, why, sizeof(why)) != 0) {
+			chd_errf(err, errlen, "cannot listen on %s: %s", url, why);
+			goto fail;
+		}
+		if ((rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, t->tls)) !=
+		    0) {
+			chd_errf(err, errlen, "cannot listen on %s: TLS: %s", url,
+			    nng_strerror(rv));
+			goto fail;
+		}
+	}
+	if ((rv = nng_listener_start(l, 0)) != 0) {
+		chd_errf(err, errlen, "cannot listen on %s: %s", url,
+		    nng_strerror(rv));
+		goto fail;
+	}
+	t->listeners[t->nlisteners++] = l;
+	chd_log(CHD_LOG_INFO, "listening on %s", url);
+	return (0);
+fail:
+	(void) nng_listener_close(l);
+	return (-1);
+}
+
+int
+chd_transport_start(chd_transport *t, char *err, size_t errlen)
+{
+	chd_tctx *arm[CHD_RECEIVERS_MAX];
+	int       n;
+
+	pthread_mutex_lock(&t->mtx);
+	n = chd_refill_locked(t, arm);
+	pthread_mutex_unlock(&t->mtx);
+	if (n == 0) {
+		chd_errf(err, errlen, "cannot open any nng context");
+		return (-1);
+	}
+	chd_arm(arm, n);
+	return (0);
+}
+
+void
+chd_transport_stop_listening(chd_transport *t)
+{
+	for (int i = 0; i < t->nlisteners; i++) {
+		(void) nng_listener_close(t->listeners[i]);
+	}
+	t->nlisteners = 0;
+}
+
+static void
+chd_deadline(struct timespec *dl, int timeout_ms)
+{
+	clock_gettime(CLOCK_REALTIME, dl);
+	dl->tv_sec += timeout_ms / 1000;
+	dl->tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+	if (dl->tv_nsec >= 1000000000L) {
+		dl->tv_sec++;
+		dl->tv_nsec -= 1000000000L;
+	}
+}
+
+bool
+chd_transport_drain(chd_transport *t, int timeout_ms)
+{
+	struct timespec dl;
+	bool            done;
+
+	chd_deadline(&dl, timeout_ms);
+	pthread_mutex_lock(&t->mtx);
+	while (t->inflight > 0) {
+		if (pthread_cond_timedwait(&t->cv, &t->mtx, &dl) == ETIMEDOUT) {
+			break;
+		}
+	}
+	done = t->inflight == 0;
+	pthread_mutex_unlock(&t->mtx);
+	return (done);
+}
+
+bool
+chd_transport_linger(chd_transport *t, int timeout_ms)
+{
+	struct timespec dl;
+	bool            done;
+
+	chd_deadline(&dl, timeout_ms);
+	pthread_mutex_lock(&t->pipe_mtx);
+	while (t->conns > 0) {
+		if (pthread_cond_timedwait(&t->pipe_cv, &t->pipe_mtx, &dl) ==
+		    ETIMEDOUT) {
+			break;
+		}
+	}
+	done = t->conns == 0;
+	pthread_mutex_unlock(&t->pipe_mtx);
+	return (done);
+}
+
+void
+chd_transport_close(chd_transport *t)
+{
+	pthread_mutex_lock(&t->pipe_mtx);
+	t->engine_live = false;
+	pthread_mutex_unlock(&t->pipe_mtx);
+
+	pthread_mutex_lock(&t->mtx);
+	t->closing = true;
+	pthread_mutex_unlock(&t->mtx);
+	chd_transport_stop_listening(t);
+	(void) nng_close(t->sock);
+}
+
+void
+chd_transport_free(chd_transport *t)
+{
+	chd_tctx *c, *next;
+
+	if (t == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&t->mtx);
+	c = t->all;
+	t->all = NULL;
+	pthread_mutex_unlock(&t->mtx);
+	for (; c != NULL; c = next) {
+		next = c->next;
+		nng_aio_stop(c->aio); /* waits for a running callback */
+		if (nng_aio_get_msg(c->aio) != NULL) {
+			nng_msg_free(nng_aio_get_msg(c->aio));
+		}
+		nng_aio_free(c->aio);
+		free(c);
+	}
+	if (t->tls != NULL) {
+		nng_tls_config_free(t->tls);
+	}
+	pthread_mutex_destroy(&t->mtx);
+	pthread_cond_destroy(&t->cv);
+	pthread_mutex_destroy(&t->pipe_mtx);
+	pthread_cond_destroy(&t->pipe_cv);
+	free(t);
+}
