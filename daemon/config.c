@@ -165,14 +165,7 @@ chd_add_listen(chd_config *cfg, const char *url, char *err, size_t errlen)
 		chd_errf(err, errlen, "listen: empty URL");
 		return (-1);
 	}
-	if (strncmp(url, "ipc://", 6) != 0 && strncmp(url, "tcp://", 6) != 0 &&
-	    strncmp(url, "tls+tcp://", 10) != 0) {
-		chd_errf(err, errlen,
-		    "listen: '%s': unsupported URL scheme (use ipc://PATH, "
-		    "tcp://HOST:PORT or tls+tcp://HOST:PORT)",
-		    url);
-		return (-1);
-	}
+	/* The scheme is nng's to judge, at listen time (exit 1, not usage). */
 	if (cfg->nlisten == CHD_MAX_LISTEN) {
 		chd_errf(err, errlen, "listen: at most %d URLs", CHD_MAX_LISTEN);
 		return (-1);
@@ -546,15 +539,6 @@ chd_config_parse(chd_config *cfg, int argc, char **argv, char *err,
 	if (cfg->nlisten == 0 &&
 	    chd_add_listen(cfg, CHAN_DEFAULT_URL, err, errlen) != 0) {
 		return (CHD_CONFIG_USAGE);
-	}
-	for (size_t i = 0; i < cfg->nlisten; i++) {
-		if (strncmp(cfg->listen[i], "tls+tcp://", 10) == 0 &&
-		    cfg->tls_cert == NULL) {
-			chd_errf(err, errlen,
-			    "listen: '%s' needs --tls-cert (tls-cert = FILE)",
-			    cfg->listen[i]);
-			return (CHD_CONFIG_USAGE);
-		}
 	}
 	return (CHD_CONFIG_RUN);
 }

@@ -11,6 +11,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -732,9 +733,11 @@ chd_transport_listen(chd_transport *t, const char *url, char *err,
 		return (-1);
 	}
 	if ((rv = nng_listener_create(&l, t->sock, url)) != 0) {
-		chd_errf(err, errlen, "cannot listen on %s: %s", url,
-		    rv == NNG_ENOTSUP ? "unsupported URL scheme"
-		                      : nng_strerror(rv));
+		chd_errf(err, errlen, "cannot listen on %s: %s%s", url,
+		    nng_strerror(rv),
+		    rv == NNG_ENOTSUP ? " (URL scheme: use ipc://PATH, "
+		                        "tcp://HOST:PORT or tls+tcp://HOST:PORT)"
+		                      : "");
 		return (-1);
 	}
 	if (strncmp(url, "ipc://", 6) == 0 && t->socket_mode >= 0 &&
@@ -762,7 +765,22 @@ chd_transport_listen(chd_transport *t, const char *url, char *err,
 		goto fail;
 	}
 	t->listeners[t->nlisteners++] = l;
-	chd_log(CHD_LOG_INFO, "listening on %s", url);
+	{
+		nng_sockaddr sa;
+
+		/* Port 0 asks for any free port: say which one we got. */
+		if (nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa) == 0 &&
+		    sa.s_family == NNG_AF_INET) {
+			chd_log(CHD_LOG_INFO, "listening on %s (port %u)", url,
+			    (unsigned) ntohs(sa.s_in.sa_port));
+		} else if (nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa) == 0 &&
+		    sa.s_family == NNG_AF_INET6) {
+			chd_log(CHD_LOG_INFO, "listening on %s (port %u)", url,
+			    (unsigned) ntohs(sa.s_in6.sa_port));
+		} else {
+			chd_log(CHD_LOG_INFO, "listening on %s", url);
+		}
+	}
 	return (0);
 fail:
 	(void) nng_listener_close(l);
