@@ -1,0 +1,370 @@
+/* harness.c - start, probe and stop a real chand for integration tests. */
+#include "harness.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "wire.h"
+
+#ifndef CHAND_PATH
+#error "CHAND_PATH must name the chand binary"
+#endif
+
+/* The daemon this process started, for the atexit safety net. */
+static chh_daemon *chh_live;
+static bool        chh_atexit_set;
+
+int64_t
+chh_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+int
+chh_scaled_ms(int ms)
+{
+	const char *san = getenv("CHAN_TEST_SANITIZER");
+
+	/* Sanitized daemons start and stop several times slower. */
+	return (san != NULL && *san != '\0' ? ms * 4 : ms);
+}
+
+static void
+chh_rm_dir(chh_daemon *d)
+{
+	if (d->dir[0] == '\0') {
+		return;
+	}
+	unlink(d->sock);
+	unlink(d->log);
+	rmdir(d->dir);
+	d->dir[0] = '\0';
+}
+
+static void
+chh_atexit(void)
+{
+	if (chh_live != NULL && chh_live->pid > 0) {
+		kill(chh_live->pid, SIGKILL);
+		waitpid(chh_live->pid, NULL, 0);
+		chh_live->pid = 0;
+		chh_rm_dir(chh_live);
+	}
+}
+
+void
+chh_dump_log(const chh_daemon *d)
+{
+	char  buf[4096];
+	FILE *f;
+	size_t n;
+
+	if ((f = fopen(d->log, "r")) == NULL) {
+		return;
+	}
+	fprintf(stderr, "---- chand log (%s) ----\n", d->log);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+		fwrite(buf, 1, n, stderr);
+	}
+	fprintf(stderr, "---- end of chand log ----\n");
+	fclose(f);
+}
+
+static const char *
+chh_chand_path(void)
+{
+	const char *p = getenv("CHAN_TEST_CHAND");
+
+	return (p != NULL && *p != '\0' ? p : CHAND_PATH);
+}
+
+static void
+chh_exec_chand(chh_daemon *d, const char *const *extra)
+{
+	const char *argv[64];
+	int         n = 0, fd;
+
+	/* Dies with the test process, whatever kills that. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if ((fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600)) >= 0) {
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		close(fd);
+	}
+	if ((fd = open("/dev/null", O_RDONLY)) >= 0) {
+		dup2(fd, STDIN_FILENO);
+		close(fd);
+	}
+	argv[n++] = chh_chand_path();
+	argv[n++] = "--listen";
+	argv[n++] = d->url;
+	for (; extra != NULL && *extra != NULL && n < 62; extra++) {
+		argv[n++] = *extra;
+	}
+	argv[n] = NULL;
+	execv(argv[0], (char *const *) argv);
+	fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+void
+chh_start(chh_daemon *d, const char *const *extra)
+{
+	int64_t deadline;
+	int     st;
+
+	memset(d, 0, sizeof(*d));
+	snprintf(d->dir, sizeof(d->dir), "/tmp/chan-test-XXXXXX");
+	ck_assert_msg(mkdtemp(d->dir) != NULL, "mkdtemp: %s", strerror(errno));
+	snprintf(d->sock, sizeof(d->sock), "%s/s.sock", d->dir);
+	snprintf(d->url, sizeof(d->url), "ipc://%s", d->sock);
+	snprintf(d->log, sizeof(d->log), "%s/chand.log", d->dir);
+
+	if (!chh_atexit_set) {
+		atexit(chh_atexit);
+		chh_atexit_set = true;
+	}
+	fflush(NULL);
+	d->pid = fork();
+	ck_assert_msg(d->pid >= 0, "fork: %s", strerror(errno));
+	if (d->pid == 0) {
+		chh_exec_chand(d, extra);
+	}
+	chh_live = d;
+
+	deadline = chh_now_ms() + chh_scaled_ms(10000);
+	for (;;) {
+		Chan__V1__Request  req = CHAN__V1__REQUEST__INIT;
+		Chan__V1__Hello    hello = CHAN__V1__HELLO__INIT;
+		Chan__V1__Response *r;
+
+		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+			d->pid = 0;
+			chh_dump_log(d);
+			ck_abort_msg("chand exited during start-up (status 0x%x)",
+			    st);
+		}
+		hello.has_protocol_version = 1;
+		hello.protocol_version = CHL_PROTOCOL_VERSION;
+		hello.client_name = "chan-test-harness";
+		req.op_case = CHAN__V1__REQUEST__OP_HELLO;
+		req.hello = &hello;
+		if ((r = chh_call(d->url, &req, 1000, NULL)) != NULL) {
+			int status = r->status;
+			chh_resp_free(r);
+			ck_assert_msg(status == CHAN__V1__STATUS__OK,
+			    "Hello answered %d, expected OK", status);
+			return;
+		}
+		if (chh_now_ms() > deadline) {
+			chh_dump_log(d);
+			chh_kill(d);
+			ck_abort_msg("chand did not answer a Hello within %d ms",
+			    chh_scaled_ms(10000));
+		}
+		usleep(20 * 1000);
+	}
+}
+
+void
+chh_kill(chh_daemon *d)
+{
+	if (d->pid > 0) {
+		kill(d->pid, SIGKILL);
+		waitpid(d->pid, NULL, 0);
+		d->pid = 0;
+	}
+	chh_rm_dir(d);
+	if (chh_live == d) {
+		chh_live = NULL;
+	}
+}
+
+void
+chh_stop(chh_daemon *d)
+{
+	int64_t deadline;
+	int     st = 0, limit = chh_scaled_ms(5000);
+	pid_t   w;
+
+	if (d->pid <= 0) {
+		return;
+	}
+	ck_assert_msg(kill(d->pid, SIGTERM) == 0, "kill(%d): %s", (int) d->pid,
+	    strerror(errno));
+	deadline = chh_now_ms() + limit;
+	while ((w = waitpid(d->pid, &st, WNOHANG)) == 0 &&
+	    chh_now_ms() < deadline) {
+		usleep(10 * 1000);
+	}
+	if (w != d->pid) {
+		chh_dump_log(d);
+		chh_kill(d);
+		ck_abort_msg("chand did not exit within %d ms of SIGTERM",
+		    limit);
+	}
+	d->pid = 0;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		chh_dump_log(d);
+		chh_kill(d);
+		if (WIFSIGNALED(st)) {
+			ck_abort_msg("chand died of signal %d on SIGTERM, "
+			    "expected exit 0", WTERMSIG(st));
+		}
+		ck_abort_msg("chand exited %d on SIGTERM, expected 0",
+		    WEXITSTATUS(st));
+	}
+	chh_kill(d);
+}
+
+int
+chh_raw(const char *url, const void *body, size_t len, int timeout_ms,
+    void **reply, size_t *rlen)
+{
+	nng_socket s;
+	nng_msg   *m = NULL;
+	int        rv;
+
+	*reply = NULL;
+	*rlen = 0;
+	if ((rv = nng_req0_open(&s)) != 0) {
+		return (rv);
+	}
+	/* One try: a resend would hide a dropped connection. */
+	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 3600 * 1000);
+	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms);
+	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms);
+	/* Our side accepts any answer size; the daemon's limits are tested. */
+	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 0);
+	if ((rv = nng_dial(s, url, NULL, 0)) != 0) {
+		goto out;
+	}
+	if ((rv = nng_msg_alloc(&m, 0)) != 0 ||
+	    (rv = nng_msg_append(m, body, len)) != 0) {
+		goto out;
+	}
+	if ((rv = nng_sendmsg(s, m, 0)) != 0) {
+		goto out;
+	}
+	m = NULL;
+	if ((rv = nng_recvmsg(s, &m, 0)) != 0) {
+		m = NULL;
+		goto out;
+	}
+	*rlen = nng_msg_len(m);
+	if ((*reply = malloc(*rlen > 0 ? *rlen : 1)) == NULL) {
+		rv = NNG_ENOMEM;
+		goto out;
+	}
+	memcpy(*reply, nng_msg_body(m), *rlen);
+out:
+	if (m != NULL) {
+		nng_msg_free(m);
+	}
+	nng_close(s);
+	return (rv);
+}
+
+/* A random client identity per test process, and increasing ids. */
+static uint64_t
+chh_client_id(void)
+{
+	static uint64_t id;
+	int             fd;
+
+	if (id == 0) {
+		if ((fd = open("/dev/urandom", O_RDONLY)) >= 0) {
+			if (read(fd, &id, sizeof(id)) != (ssize_t) sizeof(id)) {
+				id = 0;
+			}
+			close(fd);
+		}
+		id ^= (uint64_t) getpid() << 32 ^ (uint64_t) chh_now_ms();
+		if (id == 0) {
+			id = 1;
+		}
+	}
+	return (id);
+}
+
+Chan__V1__Response *
+chh_call(const char *url, Chan__V1__Request *req, int timeout_ms,
+    int *nng_err)
+{
+	static uint64_t     next_id = 1;
+	Chan__V1__Response *resp = NULL;
+	uint8_t            *buf;
+	void               *reply;
+	size_t              len, rlen;
+	int                 rv;
+
+	if (!req->has_client) {
+		req->has_client = 1;
+		req->client = chh_client_id();
+	}
+	if (!req->has_id) {
+		req->has_id = 1;
+		req->id = __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED);
+	}
+	len = chan__v1__request__get_packed_size(req);
+	buf = malloc(len > 0 ? len : 1);
+	ck_assert_ptr_nonnull(buf);
+	chan__v1__request__pack(req, buf);
+	rv = chh_raw(url, buf, len, timeout_ms, &reply, &rlen);
+	free(buf);
+	if (nng_err != NULL) {
+		*nng_err = rv;
+	}
+	if (rv != 0) {
+		return (NULL);
+	}
+	/* The test trusts the daemon's answer size: plain allocator. */
+	resp = chan__v1__response__unpack(NULL, rlen, reply);
+	free(reply);
+	if (resp == NULL && nng_err != NULL) {
+		*nng_err = NNG_EPROTO;
+	}
+	return (resp);
+}
+
+void
+chh_resp_free(Chan__V1__Response *r)
+{
+	if (r != NULL) {
+		chan__v1__response__free_unpacked(r, NULL);
+	}
+}
+
+bool
+chh_ping(const char *url, int timeout_ms)
+{
+	Chan__V1__Request   req = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Ping      ping = CHAN__V1__PING__INIT;
+	Chan__V1__Response *r;
+	bool                ok;
+
+	req.op_case = CHAN__V1__REQUEST__OP_PING;
+	req.ping = &ping;
+	if ((r = chh_call(url, &req, timeout_ms, NULL)) == NULL) {
+		return (false);
+	}
+	ok = r->has_status ? r->status == CHAN__V1__STATUS__OK : true;
+	chh_resp_free(r);
+	return (ok);
+}
