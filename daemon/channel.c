@@ -1,0 +1,1137 @@
+/*
+ * channel.c - named MPSC channels of one shard (SPEC "Channels"): the
+ * message queue, parked senders and receivers, sender/receiver handles,
+ * and the custody of handed-out messages (deliveries) until confirmed.
+ *
+ * Every state change ends in chan_pump(), the one place that decides who
+ * proceeds: admit parked senders while they fit, hand messages to parked
+ * receivers, answer receivers CLOSED once closed and drained. Keeping that
+ * logic in one loop is what makes FIFO, rendezvous and all-or-nothing
+ * batches hold together.
+ */
+#include "engine_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "names.h"
+#include "wire.h"
+
+typedef struct chd_msg {
+	struct chd_msg *next;
+	uint64_t        seq;
+	uint64_t        time_us;
+	bool            redelivered;
+	size_t          len;
+	unsigned char   data[];
+} chd_msg;
+
+/* Messages handed out in one answer, kept until confirmed. */
+typedef struct chd_delivery {
+	chd_hnode            hn; /* hash = id */
+	uint64_t             id;
+	uint32_t             conn;
+	chd_chan            *ch;
+	chd_msg             *head;
+	size_t               n;
+	uint64_t             bytes;
+	struct chd_delivery *cprev, *cnext;
+} chd_delivery;
+
+typedef struct chd_sender {
+	struct chd_sender *next;
+	uint64_t           id;
+	uint32_t           conn;
+} chd_sender;
+
+enum chd_chan_kind { CHD_UNBOUNDED, CHD_BOUNDED, CHD_RENDEZVOUS };
+
+struct chd_chan {
+	chd_hnode          hn;
+	char              *name;
+	enum chd_chan_kind kind;
+	uint64_t           cap;
+	chd_msg           *qhead, *qtail;
+	uint64_t           depth, bytes;
+	uint64_t           next_seq;
+	bool               closed;
+	uint32_t           rx_conn;    /* valid while a receiver is attached */
+	uint64_t           rx_handle;  /* explicit receiver, 0: none */
+	chd_task          *rhead, *rtail;
+	uint32_t           nrecv;
+	chd_task          *shead, *stail;
+	uint32_t           nsend;
+	chd_sender        *senders;
+	uint32_t           nsenders;
+	bool               had_senders;
+	chd_delivery      *inflight;
+	uint64_t           nin_flight, in_flight_bytes;
+	uint64_t           total_sent, total_received, total_dropped;
+	uint64_t           total_redelivered;
+};
+
+static void chan_pump(chd_shard *sh, chd_chan *ch);
+
+const char *
+chd_chan_name(const chd_chan *ch)
+{
+	return (ch->name);
+}
+
+/* ---- lookup and lifetime -------------------------------------------------- */
+
+static chd_chan *
+chan_lookup(chd_shard *sh, const char *name)
+{
+	uint64_t   h = chd_hash_name('c', name);
+	chd_hnode *n = NULL;
+
+	while ((n = chd_htab_find(&sh->chans, h, n)) != NULL) {
+		chd_chan *ch = (chd_chan *) n;
+		if (strcmp(ch->name, name) == 0) {
+			return (ch);
+		}
+	}
+	return (NULL);
+}
+
+static chd_chan *
+chan_new(chd_shard *sh, const char *name, enum chd_chan_kind kind,
+    uint64_t cap)
+{
+	chd_chan *ch;
+
+	if ((ch = calloc(1, sizeof(*ch))) == NULL ||
+	    (ch->name = strdup(name)) == NULL) {
+		free(ch);
+		return (NULL);
+	}
+	ch->kind = kind;
+	ch->cap = cap;
+	ch->next_seq = 1;
+	ch->hn.hash = chd_hash_name('c', name);
+	chd_htab_insert(&sh->chans, &ch->hn);
+	sh->nchans++;
+	return (ch);
+}
+
+chd_chan *
+chd_chan_get(chd_shard *sh, const char *name, bool create)
+{
+	chd_chan *ch = chan_lookup(sh, name);
+
+	if (ch == NULL && create && sh->e->opts.auto_create) {
+		ch = chan_new(sh, name, CHD_UNBOUNDED, 0);
+	}
+	return (ch);
+}
+
+static void
+msgs_free(chd_msg *m)
+{
+	chd_msg *next;
+
+	for (; m != NULL; m = next) {
+		next = m->next;
+		free(m);
+	}
+}
+
+static void
+delivery_unlink(chd_shard *sh, chd_delivery *d)
+{
+	chd_chan *ch = d->ch;
+
+	chd_htab_remove(&sh->deliveries, &d->hn);
+	if (d->cprev != NULL) {
+		d->cprev->cnext = d->cnext;
+	} else {
+		ch->inflight = d->cnext;
+	}
+	if (d->cnext != NULL) {
+		d->cnext->cprev = d->cprev;
+	}
+	ch->nin_flight -= d->n;
+	ch->in_flight_bytes -= d->bytes;
+}
+
+/* Drops queued and in-flight messages (receiver drop, delete). */
+static void
+chan_discard(chd_shard *sh, chd_chan *ch)
+{
+	ch->total_dropped += ch->depth + ch->nin_flight;
+	msgs_free(ch->qhead);
+	ch->qhead = ch->qtail = NULL;
+	ch->depth = ch->bytes = 0;
+	while (ch->inflight != NULL) {
+		chd_delivery *d = ch->inflight;
+		delivery_unlink(sh, d);
+		msgs_free(d->head);
+		free(d);
+	}
+}
+
+static void
+chan_free(chd_shard *sh, chd_chan *ch)
+{
+	chd_sender *s, *next;
+
+	chan_discard(sh, ch);
+	for (s = ch->senders; s != NULL; s = next) {
+		next = s->next;
+		free(s);
+	}
+	chd_htab_remove(&sh->chans, &ch->hn);
+	sh->nchans--;
+	free(ch->name);
+	free(ch);
+}
+
+void
+chd_chan_each(chd_shard *sh, chd_chan_visit_fn fn, void *arg)
+{
+	for (size_t i = 0; i < sh->chans.nb; i++) {
+		chd_hnode *n, *next;
+		for (n = sh->chans.b[i]; n != NULL; n = next) {
+			next = n->hnext; /* fn may delete the channel */
+			fn(arg, (chd_chan *) n);
+		}
+	}
+}
+
+static void
+chan_free_visit(void *arg, chd_chan *ch)
+{
+	chan_free(arg, ch);
+}
+
+void
+chd_chan_free_all(chd_shard *sh)
+{
+	chd_chan_each(sh, chan_free_visit, sh);
+}
+
+void
+chd_chan_totals(chd_shard *sh, uint64_t *msgs, uint64_t *bytes)
+{
+	for (size_t i = 0; i < sh->chans.nb; i++) {
+		for (chd_hnode *n = sh->chans.b[i]; n != NULL; n = n->hnext) {
+			chd_chan *ch = (chd_chan *) n;
+			*msgs += ch->depth + ch->nin_flight;
+			*bytes += ch->bytes + ch->in_flight_bytes;
+		}
+	}
+}
+
+/* ---- receivers and senders queues ------------------------------------------ */
+
+static bool
+chan_attached(const chd_chan *ch)
+{
+	return (ch->rx_handle != 0 || ch->rhead != NULL);
+}
+
+uint32_t
+chd_chan_rx_busy(chd_chan *ch, uint32_t conn)
+{
+	if (chan_attached(ch) && ch->rx_conn != conn) {
+		return (ch->rx_conn);
+	}
+	return (0);
+}
+
+bool
+chd_chan_has_msgs(chd_chan *ch)
+{
+	return (ch->depth > 0);
+}
+
+bool
+chd_chan_closed_drained(chd_chan *ch)
+{
+	return (ch->closed && ch->depth == 0);
+}
+
+void
+chd_chan_add_receiver(chd_chan *ch, chd_task *t)
+{
+	if (!chan_attached(ch)) {
+		ch->rx_conn = t->conn;
+	}
+	t->ch = ch;
+	t->qnext = NULL;
+	t->qprev = ch->rtail;
+	if (ch->rtail != NULL) {
+		ch->rtail->qnext = t;
+	} else {
+		ch->rhead = t;
+	}
+	ch->rtail = t;
+	ch->nrecv++;
+}
+
+void
+chd_chan_remove_receiver(chd_chan *ch, chd_task *t)
+{
+	if (t->qprev != NULL) {
+		t->qprev->qnext = t->qnext;
+	} else {
+		ch->rhead = t->qnext;
+	}
+	if (t->qnext != NULL) {
+		t->qnext->qprev = t->qprev;
+	} else {
+		ch->rtail = t->qprev;
+	}
+	t->qprev = t->qnext = NULL;
+	ch->nrecv--;
+	if (!chan_attached(ch)) {
+		ch->rx_conn = 0;
+	}
+}
+
+static void
+chan_add_sender_task(chd_chan *ch, chd_task *t)
+{
+	t->ch = ch;
+	t->qnext = NULL;
+	t->qprev = ch->stail;
+	if (ch->stail != NULL) {
+		ch->stail->qnext = t;
+	} else {
+		ch->shead = t;
+	}
+	ch->stail = t;
+	ch->nsend++;
+}
+
+static void
+chan_remove_sender_task(chd_chan *ch, chd_task *t)
+{
+	if (t->qprev != NULL) {
+		t->qprev->qnext = t->qnext;
+	} else {
+		ch->shead = t->qnext;
+	}
+	if (t->qnext != NULL) {
+		t->qnext->qprev = t->qprev;
+	} else {
+		ch->stail = t->qprev;
+	}
+	t->qprev = t->qnext = NULL;
+	ch->nsend--;
+}
+
+/*
+ * A task left its queue with an answer: parked ones are freed here, the
+ * caller still holding a fresh (unparked) one sees done and frees it.
+ */
+static void
+task_finish(chd_task *t)
+{
+	t->done = true;
+	t->req = NULL;
+	if (t->parked) {
+		chd_task_unpark(t);
+		free(t);
+	}
+}
+
+/* ---- the queue ---------------------------------------------------------------- */
+
+/* All-or-nothing: allocates every message before linking any. */
+static chan_status
+chan_enqueue(chd_chan *ch, const ProtobufCBinaryData *data, size_t n,
+    uint64_t *first_seq)
+{
+	chd_msg *head = NULL, **tailp = &head, *m, *last = NULL;
+	uint64_t now = chl_now_unix_us();
+	uint64_t bytes = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if ((m = malloc(sizeof(*m) + data[i].len)) == NULL) {
+			msgs_free(head);
+			return (CHAN_RESOURCE_EXHAUSTED);
+		}
+		m->next = NULL;
+		m->time_us = now;
+		m->redelivered = false;
+		m->len = data[i].len;
+		if (data[i].len > 0) {
+			memcpy(m->data, data[i].data, data[i].len);
+		}
+		bytes += m->len;
+		*tailp = m;
+		tailp = &m->next;
+		last = m;
+	}
+	*first_seq = ch->next_seq;
+	for (m = head; m != NULL; m = m->next) {
+		m->seq = ch->next_seq++;
+	}
+	if (ch->qtail != NULL) {
+		ch->qtail->next = head;
+	} else {
+		ch->qhead = head;
+	}
+	ch->qtail = last;
+	ch->depth += n;
+	ch->bytes += bytes;
+	ch->total_sent += n;
+	return (CHAN_OK);
+}
+
+/* Whether a batch of n may enter the queue now (FIFO order is the caller's). */
+static bool
+chan_fits(const chd_chan *ch, uint64_t n)
+{
+	switch (ch->kind) {
+	case CHD_UNBOUNDED:
+		return (true);
+	case CHD_BOUNDED:
+		return (ch->depth + n <= ch->cap);
+	case CHD_RENDEZVOUS:
+		/* Only straight into a waiting receiver's hands. */
+		return (ch->rhead != NULL && ch->depth + n <= ch->rhead->max);
+	}
+	return (false);
+}
+
+static void
+send_reply_ok(chd_engine *e, chd_req *r, uint32_t n, uint64_t first)
+{
+	chd_resp              a;
+	Chan__V1__SendResult  sr = CHAN__V1__SEND_RESULT__INIT;
+
+	chd_resp_init(&a);
+	sr.has_accepted = sr.has_first_seq = true;
+	sr.accepted = n;
+	sr.first_seq = first;
+	a.r.result_case = CHAN__V1__RESPONSE__RESULT_SEND;
+	a.r.send = &sr;
+	chd_resp_send(e, r, &a, CHAN_OK);
+}
+
+/* Head sender enters the queue (or fails for lack of memory). */
+static void
+chan_admit_sender(chd_shard *sh, chd_chan *ch, chd_task *t)
+{
+	Chan__V1__Send *s = t->req->msg->send;
+	uint64_t        first = 0;
+	chan_status     st;
+
+	chan_remove_sender_task(ch, t);
+	st = chan_enqueue(ch, s->data, s->n_data, &first);
+	if (st == CHAN_OK) {
+		send_reply_ok(sh->e, t->req, (uint32_t) s->n_data, first);
+	} else {
+		chd_reply_err(sh->e, t->req, st,
+		    "out of memory storing %zu messages for channel '%s'",
+		    s->n_data, ch->name);
+	}
+	task_finish(t);
+}
+
+void
+chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
+    uint32_t max, bool with_channel)
+{
+	chd_resp              a;
+	Chan__V1__RecvResult  rr = CHAN__V1__RECV_RESULT__INIT;
+	Chan__V1__Message     init = CHAN__V1__MESSAGE__INIT;
+	Chan__V1__Message    *pms;
+	chd_delivery         *d;
+	size_t                n = ch->depth < max ? (size_t) ch->depth : max;
+	chd_msg              *m, *last = NULL;
+
+	chd_resp_init(&a);
+	if ((d = calloc(1, sizeof(*d))) == NULL ||
+	    (rr.messages = chd_resp_alloc(&a, sizeof(*rr.messages) * n)) ==
+	    NULL || (pms = chd_resp_alloc(&a, sizeof(*pms) * n)) == NULL) {
+		free(d);
+		chd_resp_send(sh->e, r, &a, CHAN_RESOURCE_EXHAUSTED);
+		return;
+	}
+	m = ch->qhead;
+	for (size_t i = 0; i < n; i++, m = m->next) {
+		Chan__V1__Message *pm = &pms[i];
+		*pm = init;
+		pm->channel = with_channel ? ch->name : NULL;
+		pm->has_seq = pm->has_time_us = pm->has_data = true;
+		pm->seq = m->seq;
+		pm->time_us = m->time_us;
+		pm->data.len = m->len;
+		pm->data.data = m->data;
+		pm->has_redelivered = m->redelivered;
+		pm->redelivered = m->redelivered;
+		rr.messages[i] = pm;
+		d->bytes += m->len;
+		last = m;
+	}
+	/* Cut the chain after the last one handed out. */
+	d->head = ch->qhead;
+	ch->qhead = last->next;
+	last->next = NULL;
+	if (ch->qhead == NULL) {
+		ch->qtail = NULL;
+	}
+	rr.n_messages = n;
+	ch->depth -= n;
+	ch->bytes -= d->bytes;
+	ch->total_received += n;
+	d->n = n;
+	d->ch = ch;
+	d->conn = conn;
+	d->id = sh->next_delivery++ * (uint64_t) sh->e->n + (uint64_t) sh->idx;
+	d->hn.hash = d->id;
+	chd_htab_insert(&sh->deliveries, &d->hn);
+	d->cnext = ch->inflight;
+	if (ch->inflight != NULL) {
+		ch->inflight->cprev = d;
+	}
+	ch->inflight = d;
+	ch->nin_flight += n;
+	ch->in_flight_bytes += d->bytes;
+	a.r.has_delivery = true;
+	a.r.delivery = d->id;
+	a.r.result_case = CHAN__V1__RESPONSE__RESULT_RECV;
+	a.r.recv = &rr;
+	chd_resp_send(sh->e, r, &a, CHAN_OK);
+}
+
+static void
+chan_serve_receiver(chd_shard *sh, chd_chan *ch, chd_task *t)
+{
+	if (t->kind == CHD_T_ANY) {
+		chd_any_serve(t);
+		return;
+	}
+	chd_chan_remove_receiver(ch, t);
+	chd_chan_deliver(sh, ch, t->req, t->conn, t->max, true);
+	task_finish(t);
+}
+
+static void
+chan_pump(chd_shard *sh, chd_chan *ch)
+{
+	bool progress = true;
+
+	while (progress) {
+		progress = false;
+		while (ch->shead != NULL && !ch->closed &&
+		    chan_fits(ch, ch->shead->max)) {
+			chan_admit_sender(sh, ch, ch->shead);
+			progress = true;
+		}
+		while (ch->rhead != NULL && ch->depth > 0) {
+			chan_serve_receiver(sh, ch, ch->rhead);
+			progress = true;
+		}
+	}
+	while (ch->closed && ch->depth == 0 && ch->rhead != NULL) {
+		chd_task *t = ch->rhead;
+		if (t->kind == CHD_T_ANY) {
+			chd_any_chan_closed(t);
+			continue;
+		}
+		chd_chan_remove_receiver(ch, t);
+		chd_reply_err(sh->e, t->req, CHAN_CLOSED,
+		    "channel '%s' is closed", ch->name);
+		task_finish(t);
+	}
+}
+
+/* End of stream: no more sends; receivers drain, then CLOSED. */
+static void
+chan_close(chd_shard *sh, chd_chan *ch)
+{
+	ch->closed = true;
+	while (ch->shead != NULL) {
+		chd_task *t = ch->shead;
+		chan_remove_sender_task(ch, t);
+		chd_reply_err(sh->e, t->req, CHAN_CLOSED,
+		    "channel '%s' was closed", ch->name);
+		task_finish(t);
+	}
+	chan_pump(sh, ch);
+}
+
+/* ---- custody --------------------------------------------------------------- */
+
+void
+chd_chan_confirm(chd_shard *sh, uint64_t id)
+{
+	chd_hnode *n = NULL;
+
+	while ((n = chd_htab_find(&sh->deliveries, id, n)) != NULL) {
+		chd_delivery *d = (chd_delivery *) n;
+		if (d->id == id) {
+			delivery_unlink(sh, d);
+			msgs_free(d->head);
+			free(d);
+			return;
+		}
+	}
+}
+
+/* Puts a delivery's messages back, merged into the queue by seq. */
+static void
+delivery_give_back(chd_shard *sh, chd_delivery *d)
+{
+	chd_chan *ch = d->ch;
+	chd_msg  *m, *next, **pp = &ch->qhead;
+
+	delivery_unlink(sh, d);
+	for (m = d->head; m != NULL; m = next) {
+		next = m->next;
+		m->redelivered = true;
+		while (*pp != NULL && (*pp)->seq < m->seq) {
+			pp = &(*pp)->next;
+		}
+		m->next = *pp;
+		*pp = m;
+		if (m->next == NULL) {
+			ch->qtail = m;
+		}
+		pp = &m->next;
+		ch->depth++;
+		ch->bytes += m->len;
+		ch->total_redelivered++;
+	}
+	free(d);
+}
+
+/* ---- connection gone --------------------------------------------------------- */
+
+static void
+sender_drop(chd_shard *sh, chd_chan *ch, chd_sender **pp)
+{
+	chd_sender *s = *pp;
+
+	*pp = s->next;
+	free(s);
+	ch->nsenders--;
+	if (ch->nsenders == 0 && ch->had_senders && !ch->closed) {
+		chan_close(sh, ch);
+	}
+}
+
+static void
+chan_conn_closed_visit(void *arg, chd_chan *ch)
+{
+	chd_shard    *sh = ((void **) arg)[0];
+	uint32_t      conn = *(uint32_t *) ((void **) arg)[1];
+	chd_sender  **pp;
+	chd_delivery *d, *next;
+
+	if (ch->rx_handle != 0 && ch->rx_conn == conn) {
+		ch->rx_handle = 0;
+		if (!chan_attached(ch)) {
+			ch->rx_conn = 0;
+		}
+	}
+	for (d = ch->inflight; d != NULL; d = next) {
+		next = d->cnext;
+		if (d->conn == conn) {
+			delivery_give_back(sh, d);
+		}
+	}
+	pp = &ch->senders;
+	while (*pp != NULL) {
+		if ((*pp)->conn == conn) {
+			sender_drop(sh, ch, pp);
+		} else {
+			pp = &(*pp)->next;
+		}
+	}
+	chan_pump(sh, ch);
+}
+
+void
+chd_chan_conn_closed(chd_shard *sh, uint32_t conn)
+{
+	chd_task *t, *next;
+	void     *arg[2] = { sh, &conn };
+
+	/* Aborting a channel task removes only itself (no pump here), so a
+	 * saved next stays valid; recv_any parts may remove several and are
+	 * handled in a second, restarting pass. */
+	for (t = sh->parked; t != NULL; t = next) {
+		next = t->snext;
+		if (t->conn == conn && t->kind != CHD_T_ANY) {
+			chd_task_abort(t, CHAN_UNAVAILABLE, "connection closed");
+		}
+	}
+	for (;;) {
+		for (t = sh->parked; t != NULL; t = t->snext) {
+			if (t->conn == conn) {
+				break;
+			}
+		}
+		if (t == NULL) {
+			break;
+		}
+		chd_task_abort(t, CHAN_UNAVAILABLE, "connection closed");
+	}
+	chd_chan_each(sh, chan_conn_closed_visit, arg);
+}
+
+void
+chd_task_abort(chd_task *t, chan_status st, const char *msg)
+{
+	chd_engine *e = t->sh->e;
+
+	switch (t->kind) {
+	case CHD_T_ANY:
+		chd_any_fail(t, st, "%s", msg);
+		return;
+	case CHD_T_RECV:
+		chd_chan_remove_receiver(t->ch, t);
+		break;
+	case CHD_T_SEND:
+		chan_remove_sender_task(t->ch, t);
+		break;
+	case CHD_T_CWAIT:
+		chd_counter_waiter_cancel(&t->cw);
+		break;
+	}
+	chd_reply_err(e, t->req, st, "%s", msg);
+	task_finish(t);
+}
+
+/* ---- timers ------------------------------------------------------------------- */
+
+static void
+recv_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	chd_task *t = arg;
+	chd_chan *ch = t->ch;
+
+	chd_chan_remove_receiver(ch, t);
+	chd_reply_err(t->sh->e, t->req, CHAN_TIMEOUT,
+	    "no message on channel '%s' within the timeout", ch->name);
+	task_finish(t);
+}
+
+static void
+send_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	chd_task  *t = arg;
+	chd_chan  *ch = t->ch;
+	chd_shard *sh = t->sh;
+
+	chan_remove_sender_task(ch, t);
+	chd_reply_err(sh->e, t->req, CHAN_TIMEOUT,
+	    "channel '%s' had no room within the timeout; nothing was sent",
+	    ch->name);
+	task_finish(t);
+	/* A smaller batch behind it may fit now. */
+	chan_pump(sh, ch);
+}
+
+/* ---- ops ---------------------------------------------------------------------- */
+
+static chd_task *
+task_new(chd_shard *sh, chd_req *r, enum chd_task_kind kind)
+{
+	chd_task *t = calloc(1, sizeof(*t));
+
+	if (t != NULL) {
+		t->kind = kind;
+		t->sh = sh;
+		t->req = r;
+		t->conn = r->conn;
+	}
+	return (t);
+}
+
+static void
+reply_not_found(chd_shard *sh, chd_req *r, const char *name)
+{
+	chd_reply_err(sh->e, r, CHAN_NOT_FOUND, "no channel named '%s'", name);
+}
+
+void
+chd_op_create(chd_shard *sh, chd_req *r)
+{
+	Chan__V1__Create  *c = r->msg->create;
+	enum chd_chan_kind kind = CHD_UNBOUNDED;
+	uint64_t           cap = 0;
+	chd_chan          *ch;
+
+	if (c->has_capacity) {
+		cap = c->capacity;
+		kind = cap == 0 ? CHD_RENDEZVOUS : CHD_BOUNDED;
+	}
+	if ((ch = chan_lookup(sh, c->name)) != NULL) {
+		if (ch->kind != kind || ch->cap != cap) {
+			chd_reply_err(sh->e, r, CHAN_ALREADY_EXISTS,
+			    "channel '%s' already exists with capacity %s",
+			    c->name, ch->kind == CHD_UNBOUNDED ? "unbounded" :
+			    ch->kind == CHD_RENDEZVOUS ? "0 (rendezvous)" :
+			    "of another size");
+			return;
+		}
+	} else if (chan_new(sh, c->name, kind, cap) == NULL) {
+		chd_reply_err(sh->e, r, CHAN_RESOURCE_EXHAUSTED,
+		    "out of memory creating channel '%s'", c->name);
+		return;
+	}
+	chd_reply_empty(sh->e, r);
+}
+
+static chd_sender *
+sender_find(chd_chan *ch, uint64_t id)
+{
+	chd_sender *s;
+
+	for (s = ch->senders; s != NULL && s->id != id; s = s->next) {
+	}
+	return (s);
+}
+
+void
+chd_op_send(chd_shard *sh, chd_req *r)
+{
+	Chan__V1__Send *s = r->msg->send;
+	int64_t         timeout = s->has_timeout_ms ? s->timeout_ms : -1;
+	chd_chan       *ch;
+	chd_task       *t;
+
+	if ((ch = chd_chan_get(sh, s->name, true)) == NULL) {
+		reply_not_found(sh, r, s->name);
+		return;
+	}
+	if (s->has_sender && s->sender != 0 &&
+	    sender_find(ch, s->sender) == NULL) {
+		chd_reply_err(sh->e, r, CHAN_NOT_FOUND,
+		    "no sender handle %llu on channel '%s'",
+		    (unsigned long long) s->sender, s->name);
+		return;
+	}
+	if (ch->closed) {
+		chd_reply_err(sh->e, r, CHAN_CLOSED,
+		    "channel '%s' is closed; nothing was sent", s->name);
+		return;
+	}
+	if (ch->kind == CHD_BOUNDED && s->n_data > ch->cap) {
+		chd_reply_err(sh->e, r, CHAN_INVALID_ARGUMENT,
+		    "batch of %zu messages can never fit channel '%s' of "
+		    "capacity %llu", s->n_data, s->name,
+		    (unsigned long long) ch->cap);
+		return;
+	}
+	if (ch->kind == CHD_RENDEZVOUS && s->n_data != 1) {
+		chd_reply_err(sh->e, r, CHAN_INVALID_ARGUMENT,
+		    "rendezvous channel '%s' takes one message per send, "
+		    "not %zu", s->name, s->n_data);
+		return;
+	}
+	if ((t = task_new(sh, r, CHD_T_SEND)) == NULL) {
+		chd_reply_err(sh->e, r, CHAN_RESOURCE_EXHAUSTED,
+		    "out of memory");
+		return;
+	}
+	t->max = (uint32_t) s->n_data;
+	chan_add_sender_task(ch, t);
+	chan_pump(sh, ch);
+	if (t->done) {
+		free(t);
+		return;
+	}
+	if (timeout == 0) {
+		chan_remove_sender_task(ch, t);
+		chd_reply_err(sh->e, r, CHAN_FULL, ch->kind == CHD_RENDEZVOUS ?
+		    "no receiver waiting on rendezvous channel '%s'" :
+		    "channel '%s' is full", s->name);
+		free(t);
+		return;
+	}
+	if (!chd_engine_conn_alive(sh->e, r->conn)) {
+		chan_remove_sender_task(ch, t);
+		chd_reply_err(sh->e, r, CHAN_UNAVAILABLE, "connection closed");
+		free(t);
+		return;
+	}
+	chd_task_park(t, timeout, send_timeout_cb);
+}
+
+void
+chd_op_recv(chd_shard *sh, chd_req *r)
+{
+	Chan__V1__Recv *rv = r->msg->recv;
+	int64_t         timeout = rv->has_timeout_ms ? rv->timeout_ms : -1;
+	uint64_t        handle = rv->has_receiver ? rv->receiver : 0;
+	chd_chan       *ch;
+	chd_task       *t;
+	uint32_t        other;
+
+	if ((ch = chd_chan_get(sh, rv->name, true)) == NULL) {
+		reply_not_found(sh, r, rv->name);
+		return;
+	}
+	if ((other = chd_chan_rx_busy(ch, r->conn)) != 0) {
+		chd_reply_err(sh->e, r, CHAN_BUSY,
+		    "channel '%s' has a receiver on another connection",
+		    rv->name);
+		return;
+	}
+	if (handle != 0 && ch->rx_handle != handle) {
+		chd_reply_err(sh->e, r, CHAN_NOT_FOUND,
+		    "no receiver handle %llu on channel '%s'",
+		    (unsigned long long) handle, rv->name);
+		return;
+	}
+	if ((t = task_new(sh, r, CHD_T_RECV)) == NULL) {
+		chd_reply_err(sh->e, r, CHAN_RESOURCE_EXHAUSTED,
+		    "out of memory");
+		return;
+	}
+	t->max = rv->has_max ? rv->max : 1;
+	t->receiver = handle;
+	chd_chan_add_receiver(ch, t);
+	chan_pump(sh, ch);
+	if (t->done) {
+		free(t);
+		return;
+	}
+	if (timeout == 0) {
+		chd_chan_remove_receiver(ch, t);
+		chd_reply_err(sh->e, r, CHAN_EMPTY, "channel '%s' is empty",
+		    rv->name);
+		free(t);
+		return;
+	}
+	if (!chd_engine_conn_alive(sh->e, r->conn)) {
+		chd_chan_remove_receiver(ch, t);
+		chd_reply_err(sh->e, r, CHAN_UNAVAILABLE, "connection closed");
+		free(t);
+		return;
+	}
+	chd_task_park(t, timeout, recv_timeout_cb);
+}
+
+void
+chd_op_close(chd_shard *sh, chd_req *r)
+{
+	const char *name = r->msg->close->name;
+	chd_chan   *ch;
+
+	if ((ch = chan_lookup(sh, name)) == NULL) {
+		reply_not_found(sh, r, name);
+		return;
+	}
+	chan_close(sh, ch);
+	chd_reply_empty(sh->e, r);
+}
+
+void
+chd_op_delete(chd_shard *sh, chd_req *r)
+{
+	const char *name = r->msg->delete_->name;
+	chd_chan   *ch;
+
+	if ((ch = chan_lookup(sh, name)) == NULL) {
+		reply_not_found(sh, r, name);
+		return;
+	}
+	while (ch->rhead != NULL) {
+		chd_task *t = ch->rhead;
+		if (t->kind == CHD_T_ANY) {
+			chd_any_fail(t, CHAN_NOT_FOUND,
+			    "channel '%s' was deleted", name);
+			continue;
+		}
+		chd_chan_remove_receiver(ch, t);
+		chd_reply_err(sh->e, t->req, CHAN_NOT_FOUND,
+		    "channel '%s' was deleted", name);
+		task_finish(t);
+	}
+	while (ch->shead != NULL) {
+		chd_task *t = ch->shead;
+		chan_remove_sender_task(ch, t);
+		chd_reply_err(sh->e, t->req, CHAN_NOT_FOUND,
+		    "channel '%s' was deleted; nothing was sent", name);
+		task_finish(t);
+	}
+	chan_free(sh, ch);
+	chd_reply_empty(sh->e, r);
+}
+
+void
+chd_chan_info(chd_shard *sh, chd_chan *ch, Chan__V1__ChannelInfo *ci)
+{
+	Chan__V1__ChannelInfo init = CHAN__V1__CHANNEL_INFO__INIT;
+
+	*ci = init;
+	ci->name = ch->name;
+	ci->has_bounded = ci->has_capacity = ci->has_depth = true;
+	ci->bounded = ch->kind != CHD_UNBOUNDED;
+	ci->capacity = ch->cap;
+	ci->depth = ch->depth;
+	ci->has_bytes = ci->has_closed = ci->has_receiver_attached = true;
+	ci->bytes = ch->bytes;
+	ci->closed = ch->closed;
+	ci->receiver_attached = chan_attached(ch);
+	ci->has_receiver_pid = true;
+	ci->receiver_pid = chan_attached(ch) ?
+	    chd_engine_conn_pid(sh->e, ch->rx_conn) : 0;
+	ci->has_senders = ci->has_blocked_senders = true;
+	ci->senders = ch->nsenders;
+	ci->blocked_senders = ch->nsend;
+	ci->has_blocked_receivers = ci->has_total_sent = true;
+	ci->blocked_receivers = ch->nrecv;
+	ci->total_sent = ch->total_sent;
+	ci->has_total_received = ci->has_total_dropped = true;
+	ci->total_received = ch->total_received;
+	ci->total_dropped = ch->total_dropped;
+	ci->has_in_flight = ci->has_total_redelivered = true;
+	ci->in_flight = ch->nin_flight;
+	ci->total_redelivered = ch->total_redelivered;
+}
+
+void
+chd_op_stat(chd_shard *sh, chd_req *r)
+{
+	const char           *name = r->msg->stat->name;
+	chd_chan             *ch;
+	chd_resp              a;
+	Chan__V1__ChannelInfo ci;
+
+	if ((ch = chan_lookup(sh, name)) == NULL) {
+		reply_not_found(sh, r, name);
+		return;
+	}
+	chd_chan_info(sh, ch, &ci);
+	chd_resp_init(&a);
+	a.r.result_case = CHAN__V1__RESPONSE__RESULT_STAT;
+	a.r.stat = &ci;
+	chd_resp_send(sh->e, r, &a, CHAN_OK);
+}
+
+static void
+reply_handle(chd_shard *sh, chd_req *r, uint64_t h)
+{
+	chd_resp               a;
+	Chan__V1__HandleResult hr = CHAN__V1__HANDLE_RESULT__INIT;
+
+	chd_resp_init(&a);
+	hr.has_handle = true;
+	hr.handle = h;
+	a.r.result_case = CHAN__V1__RESPONSE__RESULT_HANDLE;
+	a.r.handle = &hr;
+	chd_resp_send(sh->e, r, &a, CHAN_OK);
+}
+
+void
+chd_op_sender_open(chd_shard *sh, chd_req *r)
+{
+	const char *name = r->msg->sender_open->name;
+	chd_chan   *ch;
+	chd_sender *s;
+
+	if ((ch = chd_chan_get(sh, name, true)) == NULL) {
+		reply_not_found(sh, r, name);
+		return;
+	}
+	if (ch->closed) {
+		chd_reply_err(sh->e, r, CHAN_CLOSED, "channel '%s' is closed",
+		    name);
+		return;
+	}
+	if (!chd_engine_conn_alive(sh->e, r->conn)) {
+		chd_reply_err(sh->e, r, CHAN_UNAVAILABLE, "connection closed");
+		return;
+	}
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		chd_reply_err(sh->e, r, CHAN_RESOURCE_EXHAUSTED,
+		    "out of memory");
+		return;
+	}
+	s->id = sh->next_handle++;
+	s->conn = r->conn;
+	s->next = ch->senders;
+	ch->senders = s;
+	ch->nsenders++;
+	ch->had_senders = true;
+	reply_handle(sh, r, s->id);
+}
+
+void
+chd_op_sender_close(chd_shard *sh, chd_req *r)
+{
+	Chan__V1__SenderClose *sc = r->msg->sender_close;
+	chd_chan              *ch;
+	chd_sender           **pp;
+
+	if ((ch = chan_lookup(sh, sc->name)) == NULL) {
+		reply_not_found(sh, r, sc->name);
+		return;
+	}
+	for (pp = &ch->senders; *pp != NULL; pp = &(*pp)->next) {
+		if ((*pp)->id == sc->sender) {
+			sender_drop(sh, ch, pp);
+			chd_reply_empty(sh->e, r);
+			return;
+		}
+	}
+	chd_reply_err(sh->e, r, CHAN_NOT_FOUND,
+	    "no sender handle %llu on channel '%s'",
+	    (unsigned long long) sc->sender, sc->name);
+}
+
+void
+chd_op_receiver_open(chd_shard *sh, chd_req *r)
+{
+	const char *name = r->msg->receiver_open->name;
+	chd_chan   *ch;
+
+	if ((ch = chd_chan_get(sh, name, true)) == NULL) {
+		reply_not_found(sh, r, name);
+		return;
+	}
+	if (chd_chan_rx_busy(ch, r->conn) != 0) {
+		chd_reply_err(sh->e, r, CHAN_BUSY,
+		    "channel '%s' has a receiver on another connection", name);
+		return;
+	}
+	if (!chd_engine_conn_alive(sh->e, r->conn)) {
+		chd_reply_err(sh->e, r, CHAN_UNAVAILABLE, "connection closed");
+		return;
+	}
+	/* The same connection asking again gets the same receiver. */
+	if (ch->rx_handle == 0) {
+		ch->rx_handle = sh->next_handle++;
+		ch->rx_conn = r->conn;
+	}
+	reply_handle(sh, r, ch->rx_handle);
+}
+
+void
+chd_op_receiver_close(chd_shard *sh, chd_req *r)
+{
+	Chan__V1__ReceiverClose *rc = r->msg->receiver_close;
+	chd_chan                *ch;
+
+	if ((ch = chan_lookup(sh, rc->name)) == NULL) {
+		reply_not_found(sh, r, rc->name);
+		return;
+	}
+	if (ch->rx_handle == 0 || ch->rx_handle != rc->receiver) {
+		chd_reply_err(sh->e, r, CHAN_NOT_FOUND,
+		    "no receiver handle %llu on channel '%s'",
+		    (unsigned long long) rc->receiver, rc->name);
+		return;
+	}
+	ch->rx_handle = 0;
+	if (!chan_attached(ch)) {
+		ch->rx_conn = 0;
+	}
+	if (!(rc->has_detach_only && rc->detach_only)) {
+		/* Rust's Receiver dropped: SendError from now on. */
+		chan_discard(sh, ch);
+		chan_close(sh, ch);
+	}
+	chd_reply_empty(sh->e, r);
+}

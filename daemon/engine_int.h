@@ -1,0 +1,254 @@
+/*
+ * engine_int.h - what the engine's files share and nothing outside sees:
+ * shards, their mailboxes, parked tasks, channels, deliveries, answers.
+ *
+ * Threading rule: everything reachable from a chd_shard (channels,
+ * counters, tasks, deliveries) is touched only by that shard's thread. Other
+ * threads reach a shard only through chd_shard_post(). The few things that
+ * cross shards (recv_any waiters, fan-out gathers) use atomics.
+ */
+#ifndef CHD_ENGINE_INT_H
+#define CHD_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include <chan/status.h>
+
+#include "counter.h"
+#include "engine.h"
+
+typedef struct chd_shard chd_shard;
+typedef struct chd_chan  chd_chan;
+typedef struct chd_task  chd_task;
+typedef struct chd_any   chd_any;
+
+/* ---- small intrusive hash table (hash computed by the caller) ---------- */
+
+typedef struct chd_hnode {
+	struct chd_hnode *hnext;
+	uint64_t          hash;
+} chd_hnode;
+
+typedef struct chd_htab {
+	chd_hnode **b;
+	size_t      nb; /* power of two */
+	size_t      n;
+} chd_htab;
+
+int        chd_htab_init(chd_htab *t);
+void       chd_htab_fini(chd_htab *t);
+/* First node with this hash at or after `from` (NULL: start of bucket). */
+chd_hnode *chd_htab_find(chd_htab *t, uint64_t hash, chd_hnode *from);
+void       chd_htab_insert(chd_htab *t, chd_hnode *n);
+void       chd_htab_remove(chd_htab *t, chd_hnode *n);
+uint64_t   chd_hash_name(char domain, const char *s);
+
+/* ---- answers ------------------------------------------------------------ */
+
+/*
+ * A Response under construction. Everything it points to is either
+ * borrowed (lives until the reply returns) or allocated in its arena,
+ * freed in one go after the reply.
+ */
+typedef struct chd_ablk chd_ablk;
+typedef struct chd_resp {
+	Chan__V1__Response r;
+	chd_ablk          *arena;
+} chd_resp;
+
+void  chd_resp_init(chd_resp *a);
+void *chd_resp_alloc(chd_resp *a, size_t size); /* zeroed; NULL on ENOMEM */
+/* Sends a (id and status set here), frees the arena; r is gone after. */
+void  chd_resp_send(chd_engine *e, chd_req *r, chd_resp *a, chan_status st);
+/* An error (or bare) answer with a printf message. */
+void  chd_reply_err(chd_engine *e, chd_req *r, chan_status st,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void  chd_reply_empty(chd_engine *e, chd_req *r);
+
+/* ---- shards and their mailboxes ------------------------------------------ */
+
+typedef void (*chd_job_fn)(chd_shard *sh, void *arg);
+
+typedef struct chd_job {
+	struct chd_job *next;
+	chd_job_fn      fn;
+	void           *arg;
+} chd_job;
+
+/* Kinds of parked task. */
+enum chd_task_kind { CHD_T_RECV, CHD_T_SEND, CHD_T_ANY, CHD_T_CWAIT };
+
+/*
+ * A parked request: a blocked receiver or sender, one channel's part of a
+ * recv_any, or a counter waiter. Costs this struct (+ a timer when the
+ * timeout is finite); never a thread.
+ */
+struct chd_task {
+	enum chd_task_kind kind;
+	chd_shard         *sh;
+	chd_req           *req;    /* NULL for CHD_T_ANY (the chd_any owns it) */
+	uint32_t           conn;
+	struct event      *timer;  /* finite timeouts only */
+	chd_task          *sprev, *snext; /* shard's parked list */
+	chd_chan          *ch;     /* channel it waits on (not CWAIT) */
+	chd_task          *qprev, *qnext; /* channel's recv or send queue */
+	bool               done;   /* answered */
+	bool               parked; /* in the shard's parked list */
+	uint32_t           max;    /* recv: messages wanted; send: batch */
+	uint64_t           receiver; /* recv: explicit handle or 0 */
+	struct chd_any_part *part; /* CHD_T_ANY */
+	chd_task          *anext;  /* CHD_T_ANY: next of the same part */
+	chd_counter_waiter cw;     /* CHD_T_CWAIT */
+};
+
+/* Cross-shard recv_any waiter: the first shard to claim it answers. */
+typedef struct chd_any_part {
+	chd_any  *any;
+	int       shard;
+	int       nnames;
+	char    **names;     /* into chd_any.names */
+	bool      scanned;   /* shard thread only */
+	bool      finished;  /* shard thread only: ref given back */
+	chd_task *tasks;     /* shard thread only: registrations */
+	struct event *timer; /* home part only */
+} chd_any_part;
+
+struct chd_any {
+	atomic_int    refs;
+	atomic_bool   claimed;
+	atomic_int    pending;  /* parts whose first scan has not run */
+	atomic_int    nclosed;  /* listed channels found closed and drained */
+	int           nnames;   /* distinct names */
+	char        **names;
+	chd_req      *req;
+	chd_engine   *e;
+	uint32_t      conn;
+	int64_t       timeout_ms;
+	int           nparts;
+	chd_any_part *parts;
+};
+
+struct chd_shard {
+	chd_engine        *e;
+	int                idx;
+	pthread_t          thr;
+	struct event_base *base;
+	struct event      *mbox_ev;
+	pthread_mutex_t    mtx;
+	chd_job           *qhead, *qtail;
+	bool               stop;      /* under mtx */
+	bool               shutdown;  /* shard thread: answer SHUTTING_DOWN */
+	chd_htab           chans;
+	size_t             nchans;
+	chd_counters      *counters;
+	chd_task          *parked;    /* every parked task of this shard */
+	chd_htab           deliveries;
+	uint64_t           next_delivery;
+	uint64_t           next_handle;
+};
+
+struct chd_engine {
+	chd_engine_opts   opts;
+	int               n;
+	chd_shard       **shards;
+	atomic_bool       shutting;
+	atomic_uint_least64_t requests;
+	atomic_uint_least64_t connections;
+	int64_t           start_ms;
+	pthread_mutex_t   conn_mtx;   /* guards conns */
+	chd_htab          conns;      /* conn -> pid */
+	pthread_mutex_t   sd_mtx;
+	pthread_cond_t    sd_cv;
+	int               sd_pending;
+};
+
+int  chd_shard_start(chd_engine *e, int idx, chd_shard **out);
+/* Any thread. Runs fn(sh, arg) on the shard's thread, in post order. */
+int  chd_shard_post(chd_shard *sh, chd_job_fn fn, void *arg);
+void chd_shard_stop(chd_shard *sh);   /* joins the thread */
+bool chd_shard_drain(chd_shard *sh);  /* after stop: runs leftover jobs */
+void chd_shard_free(chd_shard *sh);
+
+chd_shard *chd_shard_for_chan(chd_engine *e, const char *name);
+chd_shard *chd_shard_for_counter(chd_engine *e, const char *name);
+
+/* Parked list and timers (shard thread). */
+void chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb);
+void chd_task_unpark(chd_task *t);
+int  chd_engine_conn_pid(chd_engine *e, uint32_t conn);
+/* False once the connection closed (or was never opened): such a request
+ * must not park or register anything, nobody would clean it up. */
+bool chd_engine_conn_alive(chd_engine *e, uint32_t conn);
+
+/* ---- channels (channel.c) ------------------------------------------------ */
+
+/* Shard-side handlers: run on the owner shard with a validated request. */
+void chd_op_create(chd_shard *sh, chd_req *r);
+void chd_op_send(chd_shard *sh, chd_req *r);
+void chd_op_recv(chd_shard *sh, chd_req *r);
+void chd_op_close(chd_shard *sh, chd_req *r);
+void chd_op_delete(chd_shard *sh, chd_req *r);
+void chd_op_stat(chd_shard *sh, chd_req *r);
+void chd_op_sender_open(chd_shard *sh, chd_req *r);
+void chd_op_sender_close(chd_shard *sh, chd_req *r);
+void chd_op_receiver_open(chd_shard *sh, chd_req *r);
+void chd_op_receiver_close(chd_shard *sh, chd_req *r);
+
+void chd_chan_confirm(chd_shard *sh, uint64_t delivery);
+void chd_chan_conn_closed(chd_shard *sh, uint32_t conn);
+void chd_chan_free_all(chd_shard *sh);
+/* Looks a channel up; creates it (unbounded) when create and allowed. */
+chd_chan *chd_chan_get(chd_shard *sh, const char *name, bool create);
+/* Fills one ChannelInfo (strings borrowed from the channel). */
+void chd_chan_info(chd_shard *sh, chd_chan *ch, Chan__V1__ChannelInfo *ci);
+typedef void (*chd_chan_visit_fn)(void *arg, chd_chan *ch);
+void chd_chan_each(chd_shard *sh, chd_chan_visit_fn fn, void *arg);
+void chd_chan_totals(chd_shard *sh, uint64_t *msgs, uint64_t *bytes);
+const char *chd_chan_name(const chd_chan *ch);
+
+/* For recv_any (recv_any.c uses these; shard thread). */
+uint32_t chd_chan_rx_busy(chd_chan *ch, uint32_t conn); /* other conn or 0 */
+bool     chd_chan_has_msgs(chd_chan *ch);
+bool     chd_chan_closed_drained(chd_chan *ch);
+void     chd_chan_add_receiver(chd_chan *ch, chd_task *t);
+void     chd_chan_remove_receiver(chd_chan *ch, chd_task *t);
+/* Hands out up to max messages of ch to r in a fresh answer and sends it. */
+void     chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r,
+    uint32_t conn, uint32_t max, bool with_channel);
+
+/* ---- recv_any (recv_any.c) ------------------------------------------------ */
+
+void chd_any_submit(chd_engine *e, chd_req *r);
+/* The channel part of a registration ends: message, closed, deleted. */
+void chd_any_serve(chd_task *t);              /* messages ready */
+void chd_any_chan_closed(chd_task *t);        /* closed and drained */
+void chd_any_fail(chd_task *t, chan_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- counters (counter_ops.c) -------------------------------------------- */
+
+void chd_op_counter_add(chd_shard *sh, chd_req *r);
+void chd_op_counter_get(chd_shard *sh, chd_req *r);
+void chd_op_counter_set(chd_shard *sh, chd_req *r);
+void chd_op_counter_cas(chd_shard *sh, chd_req *r);
+void chd_op_counter_wait(chd_shard *sh, chd_req *r);
+void chd_op_counter_delete(chd_shard *sh, chd_req *r);
+void chd_counter_wake(chd_counter_waiter *w, chan_status st, int64_t value);
+
+/* ---- fan-out (info.c) ----------------------------------------------------- */
+
+void chd_info_list(chd_engine *e, chd_req *r);
+void chd_info_stats(chd_engine *e, chd_req *r);
+void chd_info_counter_list(chd_engine *e, chd_req *r);
+void chd_info_hello(chd_engine *e, chd_req *r);
+void chd_info_ping(chd_engine *e, chd_req *r);
+
+/* Answers a parked task on shutdown / connection close (task.c). */
+void chd_task_abort(chd_task *t, chan_status st, const char *msg);
+
+#endif

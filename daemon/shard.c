@@ -1,0 +1,420 @@
+/*
+ * shard.c - executor shards: one thread, one libevent base and one mailbox
+ * each (memcached's thread.c pattern: a locked queue plus an event made
+ * active from other threads). Also the small shared helpers of the engine:
+ * the intrusive hash table, answer arenas, parked-task bookkeeping.
+ */
+#include "engine_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/thread.h>
+
+/* ---- hash table ---------------------------------------------------------- */
+
+int
+chd_htab_init(chd_htab *t)
+{
+	t->nb = 64;
+	t->n = 0;
+	if ((t->b = calloc(t->nb, sizeof(*t->b))) == NULL) {
+		return (ENOMEM);
+	}
+	return (0);
+}
+
+void
+chd_htab_fini(chd_htab *t)
+{
+	free(t->b);
+	t->b = NULL;
+	t->nb = t->n = 0;
+}
+
+chd_hnode *
+chd_htab_find(chd_htab *t, uint64_t hash, chd_hnode *from)
+{
+	chd_hnode *n = from != NULL ? from->hnext : t->b[hash & (t->nb - 1)];
+
+	for (; n != NULL; n = n->hnext) {
+		if (n->hash == hash) {
+			return (n);
+		}
+	}
+	return (NULL);
+}
+
+/* Doubles the buckets; on ENOMEM it keeps the old (slower, still right). */
+static void
+chd_htab_grow(chd_htab *t)
+{
+	size_t      nb = t->nb * 2;
+	chd_hnode **b;
+
+	if ((b = calloc(nb, sizeof(*b))) == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < t->nb; i++) {
+		chd_hnode *n, *next;
+		for (n = t->b[i]; n != NULL; n = next) {
+			next = n->hnext;
+			n->hnext = b[n->hash & (nb - 1)];
+			b[n->hash & (nb - 1)] = n;
+		}
+	}
+	free(t->b);
+	t->b = b;
+	t->nb = nb;
+}
+
+void
+chd_htab_insert(chd_htab *t, chd_hnode *n)
+{
+	size_t i;
+
+	if (t->n >= t->nb) {
+		chd_htab_grow(t);
+	}
+	i = n->hash & (t->nb - 1);
+	n->hnext = t->b[i];
+	t->b[i] = n;
+	t->n++;
+}
+
+void
+chd_htab_remove(chd_htab *t, chd_hnode *n)
+{
+	chd_hnode **pp = &t->b[n->hash & (t->nb - 1)];
+
+	for (; *pp != NULL; pp = &(*pp)->hnext) {
+		if (*pp == n) {
+			*pp = n->hnext;
+			t->n--;
+			return;
+		}
+	}
+}
+
+/* FNV-1a, 64 bit; the domain byte keeps channels and counters apart. */
+uint64_t
+chd_hash_name(char domain, const char *s)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	h = (h ^ (unsigned char) domain) * 1099511628211ull;
+	for (; *s != '\0'; s++) {
+		h = (h ^ (unsigned char) *s) * 1099511628211ull;
+	}
+	return (h);
+}
+
+chd_shard *
+chd_shard_for_chan(chd_engine *e, const char *name)
+{
+	/* High bits: the low ones pick the bucket inside the shard. */
+	return (e->shards[(chd_hash_name('c', name) >> 32) % (uint64_t) e->n]);
+}
+
+chd_shard *
+chd_shard_for_counter(chd_engine *e, const char *name)
+{
+	return (e->shards[(chd_hash_name('k', name) >> 32) % (uint64_t) e->n]);
+}
+
+/* ---- answers ------------------------------------------------------------- */
+
+struct chd_ablk {
+	chd_ablk *next;
+	size_t    size, used;
+	_Alignas(16) unsigned char mem[];
+};
+
+void
+chd_resp_init(chd_resp *a)
+{
+	Chan__V1__Response init = CHAN__V1__RESPONSE__INIT;
+
+	a->r = init;
+	a->arena = NULL;
+}
+
+void *
+chd_resp_alloc(chd_resp *a, size_t size)
+{
+	chd_ablk *b = a->arena;
+	void     *p;
+
+	size = (size + 15) & ~(size_t) 15;
+	if (b == NULL || b->size - b->used < size) {
+		size_t bs = size > 4000 ? size : 4000;
+		if ((b = malloc(sizeof(*b) + bs)) == NULL) {
+			return (NULL);
+		}
+		b->size = bs;
+		b->used = 0;
+		b->next = a->arena;
+		a->arena = b;
+	}
+	p = b->mem + b->used;
+	b->used += size;
+	memset(p, 0, size);
+	return (p);
+}
+
+void
+chd_resp_send(chd_engine *e, chd_req *r, chd_resp *a, chan_status st)
+{
+	chd_ablk *b, *next;
+
+	if (r->msg != NULL && r->msg->has_id) {
+		a->r.has_id = true;
+		a->r.id = r->msg->id;
+	}
+	a->r.has_status = true;
+	a->r.status = (Chan__V1__Status) st;
+	if (st != CHAN_OK && a->r.error == NULL) {
+		a->r.error = (char *) chan_strerror(st);
+	}
+	atomic_fetch_add(&e->requests, 1);
+	r->reply(r, &a->r);
+	for (b = a->arena; b != NULL; b = next) {
+		next = b->next;
+		free(b);
+	}
+	a->arena = NULL;
+}
+
+void
+chd_reply_err(chd_engine *e, chd_req *r, chan_status st, const char *fmt, ...)
+{
+	chd_resp a;
+	char     buf[512];
+	va_list  ap;
+
+	chd_resp_init(&a);
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	a.r.error = buf;
+	chd_resp_send(e, r, &a, st);
+}
+
+void
+chd_reply_empty(chd_engine *e, chd_req *r)
+{
+	chd_resp         a;
+	Chan__V1__Empty  empty = CHAN__V1__EMPTY__INIT;
+
+	chd_resp_init(&a);
+	a.r.result_case = CHAN__V1__RESPONSE__RESULT_EMPTY;
+	a.r.empty = &empty;
+	chd_resp_send(e, r, &a, CHAN_OK);
+}
+
+/* ---- parked tasks --------------------------------------------------------- */
+
+void
+chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
+{
+	chd_shard *sh = t->sh;
+
+	t->parked = true;
+	t->sprev = NULL;
+	t->snext = sh->parked;
+	if (sh->parked != NULL) {
+		sh->parked->sprev = t;
+	}
+	sh->parked = t;
+	if (timeout_ms > 0) {
+		struct timeval tv = { .tv_sec = timeout_ms / 1000,
+			.tv_usec = (timeout_ms % 1000) * 1000 };
+		/* Without a timer the task still ends on close/shutdown; a
+		 * failed allocation only loses the timeout, never the answer. */
+		if ((t->timer = evtimer_new(sh->base, cb, t)) != NULL) {
+			evtimer_add(t->timer, &tv);
+		}
+	}
+}
+
+void
+chd_task_unpark(chd_task *t)
+{
+	chd_shard *sh = t->sh;
+
+	if (!t->parked) {
+		return;
+	}
+	if (t->timer != NULL) {
+		event_free(t->timer);
+		t->timer = NULL;
+	}
+	if (t->sprev != NULL) {
+		t->sprev->snext = t->snext;
+	} else if (sh->parked == t) {
+		sh->parked = t->snext;
+	}
+	if (t->snext != NULL) {
+		t->snext->sprev = t->sprev;
+	}
+	t->sprev = t->snext = NULL;
+	t->parked = false;
+}
+
+/* ---- the shard thread ------------------------------------------------------ */
+
+static void
+chd_shard_run_jobs(chd_shard *sh)
+{
+	for (;;) {
+		chd_job *j, *next;
+		bool     stop;
+
+		pthread_mutex_lock(&sh->mtx);
+		j = sh->qhead;
+		sh->qhead = sh->qtail = NULL;
+		stop = sh->stop;
+		pthread_mutex_unlock(&sh->mtx);
+		if (j == NULL) {
+			if (stop) {
+				event_base_loopbreak(sh->base);
+			}
+			return;
+		}
+		for (; j != NULL; j = next) {
+			next = j->next;
+			j->fn(sh, j->arg);
+			free(j);
+		}
+	}
+}
+
+static void
+chd_shard_mbox_cb(evutil_socket_t fd, short what, void *arg)
+{
+	chd_shard_run_jobs(arg);
+}
+
+static void *
+chd_shard_main(void *arg)
+{
+	chd_shard *sh = arg;
+
+	event_base_loop(sh->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return (NULL);
+}
+
+int
+chd_shard_post(chd_shard *sh, chd_job_fn fn, void *arg)
+{
+	chd_job *j;
+	bool     wake;
+
+	if ((j = malloc(sizeof(*j))) == NULL) {
+		return (ENOMEM);
+	}
+	j->next = NULL;
+	j->fn = fn;
+	j->arg = arg;
+	pthread_mutex_lock(&sh->mtx);
+	wake = sh->qhead == NULL;
+	if (sh->qtail != NULL) {
+		sh->qtail->next = j;
+	} else {
+		sh->qhead = j;
+	}
+	sh->qtail = j;
+	pthread_mutex_unlock(&sh->mtx);
+	if (wake) {
+		event_active(sh->mbox_ev, EV_READ, 0);
+	}
+	return (0);
+}
+
+int
+chd_shard_start(chd_engine *e, int idx, chd_shard **out)
+{
+	chd_shard *sh;
+	int        rv = ENOMEM;
+
+	if ((sh = calloc(1, sizeof(*sh))) == NULL) {
+		return (ENOMEM);
+	}
+	sh->e = e;
+	sh->idx = idx;
+	sh->next_delivery = 1;
+	sh->next_handle = 1;
+	pthread_mutex_init(&sh->mtx, NULL);
+	if (chd_htab_init(&sh->chans) != 0 ||
+	    chd_htab_init(&sh->deliveries) != 0 ||
+	    (sh->counters = chd_counters_new(chd_counter_wake)) == NULL ||
+	    (sh->base = event_base_new()) == NULL ||
+	    (sh->mbox_ev = event_new(sh->base, -1, EV_PERSIST,
+	        chd_shard_mbox_cb, sh)) == NULL) {
+		goto fail;
+	}
+	if ((rv = pthread_create(&sh->thr, NULL, chd_shard_main, sh)) != 0) {
+		goto fail;
+	}
+	*out = sh;
+	return (0);
+fail:
+	if (sh->mbox_ev != NULL) {
+		event_free(sh->mbox_ev);
+	}
+	if (sh->base != NULL) {
+		event_base_free(sh->base);
+	}
+	if (sh->counters != NULL) {
+		chd_counters_free(sh->counters);
+	}
+	chd_htab_fini(&sh->chans);
+	chd_htab_fini(&sh->deliveries);
+	pthread_mutex_destroy(&sh->mtx);
+	free(sh);
+	return (rv);
+}
+
+void
+chd_shard_stop(chd_shard *sh)
+{
+	pthread_mutex_lock(&sh->mtx);
+	sh->stop = true;
+	pthread_mutex_unlock(&sh->mtx);
+	event_active(sh->mbox_ev, EV_READ, 0);
+	pthread_join(sh->thr, NULL);
+	sh->stop = false;
+}
+
+/*
+ * After chd_shard_stop the caller's thread is the owner. Jobs posted after
+ * the thread's last turn (recv_any cancels hold references) still run.
+ * Returns true when it ran any.
+ */
+bool
+chd_shard_drain(chd_shard *sh)
+{
+	bool ran;
+
+	pthread_mutex_lock(&sh->mtx);
+	ran = sh->qhead != NULL;
+	pthread_mutex_unlock(&sh->mtx);
+	chd_shard_run_jobs(sh);
+	return (ran);
+}
+
+void
+chd_shard_free(chd_shard *sh)
+{
+	chd_chan_free_all(sh);
+	chd_counters_free(sh->counters);
+	event_free(sh->mbox_ev);
+	event_base_free(sh->base);
+	chd_htab_fini(&sh->chans);
+	chd_htab_fini(&sh->deliveries);
+	pthread_mutex_destroy(&sh->mtx);
+	free(sh);
+}
