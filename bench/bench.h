@@ -1,0 +1,154 @@
+/*
+ * bench.h - chan-bench: chand beside Redis (and the raw nng floor), the same
+ * workloads on both in one run (issue 4). Shared types and helpers.
+ *
+ * chan-bench is a measuring tool, not library code: it prints and exits.
+ */
+#ifndef CHAN_BENCH_H
+#define CHAN_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- options ---------------------------------------------------------- */
+
+typedef struct bench_opts {
+	bool        quick;      /* everything in under a minute */
+	int         only;       /* 0: all workloads, else just this one */
+	const char *chand;      /* path of chand */
+	const char *chan;       /* path of the chan CLI */
+	const char *redis;      /* path of redis-server */
+	const char *redis_cli;  /* path of redis-cli */
+	int         workers;    /* chand --workers, 0: its default */
+	int         receivers;  /* parked receivers for the CPU measurement */
+	const char *dir;        /* private temp dir */
+	char        chand_url[512];
+	char        redis_sock[512];
+} bench_opts;
+
+/* ---- timing and latency ----------------------------------------------- */
+
+uint64_t bench_now_ns(void);
+void     bench_sleep_ns(uint64_t ns);
+
+/* Per-op durations, sorted once for percentiles. */
+typedef struct bench_lat {
+	uint64_t *ns;
+	size_t    n;
+	size_t    cap;
+	bool      sorted;
+} bench_lat;
+
+void   bench_lat_init(bench_lat *l, size_t cap);
+void   bench_lat_add(bench_lat *l, uint64_t ns);
+void   bench_lat_merge(bench_lat *dst, const bench_lat *src);
+double bench_lat_pct_us(bench_lat *l, double pct);
+void   bench_lat_free(bench_lat *l);
+
+/* One system's figures for one workload. */
+typedef struct bench_result {
+	bool   ran;
+	bool   failed;
+	double rate;    /* messages (or operations) per second */
+	double p50_us;
+	double p99_us;
+	char   err[160];
+} bench_result;
+
+void bench_result_fill(bench_result *r, size_t count, uint64_t elapsed_ns,
+    bench_lat *lat);
+void bench_result_fail(bench_result *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- the systems under test -------------------------------------------- */
+
+/*
+ * One client connection of one system. Every workload is written once,
+ * against these operations; "channel" is a Redis list key or a chand
+ * channel. Calls return 0 or -1 with a message in err.
+ */
+typedef struct bench_client bench_client;
+
+typedef struct bench_ops {
+	const char *name;
+	bench_client *(*connect)(const bench_opts *o, char *err, size_t errlen);
+	void (*disconnect)(bench_client *c);
+	/* Removes the channel (and what it holds) before a workload. */
+	int (*reset)(bench_client *c, const char *ch);
+	/* One message per call. */
+	int (*send)(bench_client *c, const char *ch, const void *data,
+	    size_t len);
+	/* n messages in the system's best batched/pipelined way. */
+	int (*send_batch)(bench_client *c, const char *ch,
+	    const void *const *data, const size_t *lens, size_t n);
+	/*
+	 * One message per call, waiting up to timeout_ms. The payload is
+	 * copied into buf (up to cap bytes); *len is its full length.
+	 */
+	int (*recv)(bench_client *c, const char *ch, void *buf, size_t cap,
+	    size_t *len, int64_t timeout_ms);
+	/* 1..max messages, waiting up to timeout_ms for the first; *got. */
+	int (*recv_batch)(bench_client *c, const char *ch, size_t max,
+	    size_t *got, int64_t timeout_ms);
+	/* One counter increment per call. */
+	int (*incr)(bench_client *c, const char *key);
+	/* n increments in the system's best pipelined/batched way. */
+	int (*incr_pipe)(bench_client *c, const char *key, size_t n);
+	/* The error text of the last failed call. */
+	const char *(*error)(bench_client *c);
+	/* A short note on how send_batch / incr_pipe work, for the report. */
+	const char *batch_note;
+} bench_ops;
+
+extern const bench_ops bench_redis_ops;
+#ifdef CHAN_BENCH_HAVE_CHAND
+extern const bench_ops bench_chand_ops;
+#endif
+
+/* ---- child processes --------------------------------------------------- */
+
+/*
+ * Starts argv[0] with stdin/stdout from the given fds (-1: /dev/null) and
+ * stderr into errpath (NULL: /dev/null). The pid is remembered so that
+ * every child is stopped on exit, error or SIGINT.
+ */
+pid_t bench_spawn(char *const argv[], int in_fd, int out_fd,
+    const char *errpath);
+/* Waits for pid; returns its exit status (-1 on error, 128+sig). */
+int   bench_wait(pid_t pid);
+/* SIGTERM, then SIGKILL after timeout_ms; forgets the pid. */
+void  bench_stop(pid_t pid, int timeout_ms);
+/* Remembers a path to unlink at exit (temp files, sockets). */
+void  bench_track_path(const char *path);
+/* Installs the exit/SIGINT cleanup (stop children, remove temp files). */
+void  bench_cleanup_install(const char *dir);
+void  bench_cleanup_run(void);
+
+/* The daemons under test. */
+pid_t bench_start_chand(const bench_opts *o, const char *url,
+    const char *logname);
+pid_t bench_start_redis(const bench_opts *o, const char *sock,
+    const char *logname);
+
+/* /proc readings of a process. */
+long   bench_rss_kb(pid_t pid);
+double bench_cpu_seconds(pid_t pid);
+
+/* ---- the raw nng floor -------------------------------------------------- */
+
+int bench_nng_echo(const bench_opts *o, size_t size, size_t count,
+    bench_result *r);
+/* Redis ECHO of the same size: Redis's own round-trip floor. */
+int bench_redis_echo(const bench_opts *o, size_t size, size_t count,
+    bench_result *r);
+
+/* ---- workload 7 and the memory / CPU figures ----------------------------- */
+
+int bench_script_chand(const bench_opts *o, size_t size, size_t lines,
+    bench_result *r);
+int bench_script_redis(const bench_opts *o, size_t size, size_t lines,
+    bench_result *r);
+
+#endif
