@@ -1,0 +1,195 @@
+/* cmd_counter.c - chan counter add|get|set|cas|wait|list|delete. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "cli.h"
+#include "out.h"
+
+typedef struct cli_counter_sub {
+	const char *name;
+	int         min_args; /* after the subcommand */
+	int         max_args;
+	const char *usage;
+} cli_counter_sub;
+
+static const cli_counter_sub cli_counter_subs[] = {
+	{ "add", 1, 2, "NAME [DELTA]" },
+	{ "get", 1, 1, "NAME" },
+	{ "set", 2, 2, "NAME V" },
+	{ "cas", 3, 3, "NAME EXPECTED NEW" },
+	{ "wait", 3, 3, "NAME OP VALUE" },
+	{ "list", 0, 0, "" },
+	{ "delete", 1, 1, "NAME" },
+	{ NULL, 0, 0, NULL },
+};
+
+/* Prints "VALUE\n" or {"name":..,KEY:VALUE}. */
+static void
+cli_counter_print(const cli_global *g, const char *what, const char *name, const char *key,
+    int64_t v)
+{
+	if (g->json) {
+		cli_outf(what, "{\"name\":\"%s\",\"%s\":%" PRId64 "}\n", name, key, v);
+	} else {
+		cli_outf(what, "%" PRId64 "\n", v);
+	}
+}
+
+static int
+cli_counter_num(const char *what, const char *arg, const char *label, int64_t *v)
+{
+	if (!cli_parse_i64(cli_arg(arg), v)) {
+		return (cli_usage("counter", "%s: %s '%s' is not a 64-bit integer", what, label,
+		    cli_arg(arg)));
+	}
+	return (0);
+}
+
+static int
+cli_counter_list(const cli_global *g, chan_client *c)
+{
+	chan_counter_info *infos;
+	chan_status        s;
+	size_t             n, k;
+
+	if ((s = chan_counter_list(c, &infos, &n)) != CHAN_OK) {
+		return (cli_fail("counter list", s));
+	}
+	for (k = 0; k < n; k++) {
+		if (g->json) {
+			cli_outf("counter list", "{\"name\":\"%s\",\"value\":%" PRId64 "}\n", infos[k].name,
+			    infos[k].value);
+		} else {
+			cli_outf("counter list", "%s\t%" PRId64 "\n", infos[k].name, infos[k].value);
+		}
+	}
+	chan_counter_list_free(infos);
+	return (0);
+}
+
+/* Runs one parsed subcommand; args[] are its positional arguments. */
+static int
+cli_counter_run(const cli_global *g, chan_client *c, const char *sub, char **args)
+{
+	char         what[32];
+	const char  *name = args[0];
+	int64_t      a = 1, b = 0, v = 0;
+	chan_wait_op op;
+	bool         swapped;
+	chan_status  s;
+	int          rv;
+
+	snprintf(what, sizeof(what), "counter %s", sub);
+	if (strcmp(sub, "list") == 0) {
+		return (cli_counter_list(g, c));
+	}
+	if (strcmp(sub, "add") == 0) {
+		if (args[1] != NULL && (rv = cli_counter_num(what, args[1], "DELTA", &a)) != 0) {
+			return (rv);
+		}
+		if ((s = chan_counter_add(c, name, a, &v)) != CHAN_OK) {
+			return (cli_fail(what, s));
+		}
+		cli_counter_print(g, what, name, "value", v);
+	} else if (strcmp(sub, "get") == 0) {
+		if ((s = chan_counter_get(c, name, &v)) != CHAN_OK) {
+			return (cli_fail(what, s));
+		}
+		cli_counter_print(g, what, name, "value", v);
+	} else if (strcmp(sub, "set") == 0) {
+		if ((rv = cli_counter_num(what, args[1], "V", &a)) != 0) {
+			return (rv);
+		}
+		if ((s = chan_counter_set(c, name, a, &v)) != CHAN_OK) {
+			return (cli_fail(what, s));
+		}
+		cli_counter_print(g, what, name, "old_value", v);
+	} else if (strcmp(sub, "cas") == 0) {
+		if ((rv = cli_counter_num(what, args[1], "EXPECTED", &a)) != 0 ||
+		    (rv = cli_counter_num(what, args[2], "NEW", &b)) != 0) {
+			return (rv);
+		}
+		if ((s = chan_counter_cas(c, name, a, b, &swapped, &v)) != CHAN_OK) {
+			return (cli_fail(what, s));
+		}
+		if (g->json) {
+			cli_outf(what, "{\"name\":\"%s\",\"swapped\":%s,\"value\":%" PRId64 "}\n", name,
+			    swapped ? "true" : "false", v);
+		} else {
+			cli_outf(what, "%" PRId64 "\n", v);
+		}
+		return (swapped ? 0 : 1);
+	} else if (strcmp(sub, "wait") == 0) {
+		if (!cli_parse_wait_op(cli_arg(args[1]), &op)) {
+			return (cli_usage("counter", "%s: OP '%s' is not one of == != < <= > >=", what,
+			    cli_arg(args[1])));
+		}
+		if ((rv = cli_counter_num(what, args[2], "VALUE", &a)) != 0) {
+			return (rv);
+		}
+		s = chan_counter_wait(c, name, op, a, cli_timeout(g, CHAN_WAIT_FOREVER), &v);
+		if (s != CHAN_OK) {
+			return (cli_fail(what, s));
+		}
+		cli_counter_print(g, what, name, "value", v);
+	} else {
+		if ((s = chan_counter_delete(c, name)) != CHAN_OK) {
+			return (cli_fail(what, s));
+		}
+	}
+	return (0);
+}
+
+int
+cli_cmd_counter(cli_global *g, int argc, char **argv)
+{
+	const cli_counter_sub *sub;
+	cli_parser             p;
+	chan_client           *c;
+	char                 **args;
+	int                    o, n, rv = -1;
+
+	/* "counter add x -5": -5 is a number, not an option. */
+	if ((args = cli_args_protect(argc, argv)) == NULL) {
+		fprintf(stderr, "chan: counter: out of memory\n");
+		return (chan_status_exit_code(CHAN_RESOURCE_EXHAUSTED));
+	}
+	cli_parser_init(&p, g, cli_cmd_find("counter"), argc, args, "", NULL);
+	while (rv < 0 && (o = cli_parser_next(&p)) != -1) {
+		rv = (o == 'h') ? 0 : (p.bad != 0 ? p.bad : CLI_EXIT_USAGE);
+	}
+	if (rv >= 0) {
+		goto out;
+	}
+	if (p.npos == 0) {
+		rv = cli_usage("counter", "missing subcommand (add get set cas wait list delete)");
+		goto out;
+	}
+	for (sub = cli_counter_subs; sub->name != NULL; sub++) {
+		if (strcmp(sub->name, cli_arg(p.pos[0])) == 0) {
+			break;
+		}
+	}
+	if (sub->name == NULL) {
+		rv = cli_usage("counter", "unknown subcommand '%s'", cli_arg(p.pos[0]));
+		goto out;
+	}
+	n = p.npos - 1;
+	if (n < sub->min_args || n > sub->max_args) {
+		rv = cli_usage("counter", "usage: chan counter %s %s", sub->name, sub->usage);
+		goto out;
+	}
+	if ((rv = cli_connect(g, "counter", &c)) != 0) {
+		goto out;
+	}
+	p.pos[p.npos] = NULL;
+	rv = cli_counter_run(g, c, sub->name, p.pos + 1);
+	cli_disconnect(c);
+out:
+	cli_parser_fini(&p);
+	cli_args_free(argc, args);
+	return (rv);
+}

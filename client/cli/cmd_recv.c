@@ -1,0 +1,239 @@
+/* cmd_recv.c - recv (one, -n N, --follow), try-recv, recv-any. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "args.h"
+#include "cli.h"
+#include "format.h"
+#include "out.h"
+
+typedef struct cli_recv_opts {
+	uint64_t count;  /* -n; 0: not given */
+	bool     follow;
+	bool     nul;
+} cli_recv_opts;
+
+/* Prints one message as a whole record. */
+static void
+cli_print_msg(const cli_global *g, const char *cmd, const chan_msg *m, bool with_channel, bool nul)
+{
+	cli_record r = {
+		.channel = chan_msg_channel(m),
+		.seq = chan_msg_seq(m),
+		.time_us = chan_msg_time_us(m),
+		.data = chan_msg_data(m),
+		.len = chan_msg_len(m),
+		.redelivered = chan_msg_redelivered(m),
+	};
+	size_t len = 0;
+	char  *line;
+
+	line = g->json ? cli_record_json(&r, &len) : cli_record_plain(&r, with_channel, nul ? '\0' : '\n', &len);
+	cli_out_take(cmd, line, len);
+}
+
+/* Options of recv / try-recv / recv-any. Returns -1 to go on, else the exit code. */
+static int
+cli_recv_parse(cli_parser *p, cli_recv_opts *o, bool counted)
+{
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	while ((c = cli_parser_next(p)) != -1) {
+		switch (c) {
+		case '0':
+			o->nul = true;
+			break;
+		case 'n':
+			if (!counted) {
+				return (cli_usage(p->cmd->name, "unknown option '-n'"));
+			}
+			if (!cli_parse_u64(p->optarg, &o->count) || o->count == 0) {
+				return (cli_usage(p->cmd->name, "-n: '%s' is not a number >= 1", p->optarg));
+			}
+			break;
+		case 'f':
+			if (!counted) {
+				return (cli_usage(p->cmd->name, "unknown option '--follow'"));
+			}
+			o->follow = true;
+			break;
+		case 'h':
+			return (0);
+		default:
+			return (p->bad != 0 ? p->bad : CLI_EXIT_USAGE);
+		}
+	}
+	if (o->count > 0 && o->follow) {
+		return (cli_usage(p->cmd->name, "-n and --follow exclude each other"));
+	}
+	if (p->npos == 0) {
+		return (cli_usage(p->cmd->name, "missing NAME"));
+	}
+	return (-1);
+}
+
+static const struct option cli_recv_longopts[] = {
+	{ "count", required_argument, NULL, 'n' },
+	{ "follow", no_argument, NULL, 'f' },
+	{ "null", no_argument, NULL, '0' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int64_t
+cli_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* -n N or --follow: many messages, several per round trip. */
+static int
+cli_recv_many(cli_global *g, chan_client *c, const char *name, const cli_recv_opts *o)
+{
+	size_t      max = chan_max_batch(c), n, k;
+	chan_msg  **msgs = calloc(max, sizeof(*msgs));
+	uint64_t    left = o->count;
+	int64_t     timeout = cli_timeout(g, CHAN_WAIT_FOREVER);
+	int64_t     deadline = timeout >= 0 ? cli_mono_ms() + timeout : 0;
+	chan_status s;
+
+	if (msgs == NULL) {
+		return (cli_fail("recv", CHAN_RESOURCE_EXHAUSTED));
+	}
+	for (;;) {
+		size_t  want = max;
+		int64_t t = timeout;
+
+		if (!o->follow) {
+			if (left == 0) {
+				break;
+			}
+			/* Never take more than still needed: the rest stays queued. */
+			if (left < want) {
+				want = (size_t) left;
+			}
+			if (timeout >= 0) {
+				t = deadline - cli_mono_ms();
+				t = t < 0 ? 0 : t;
+			}
+		}
+		if ((s = chan_recv_n(c, name, want, msgs, &n, t)) != CHAN_OK) {
+			free(msgs);
+			if (o->follow && cli_signals_caught() != 0 && s == CHAN_UNAVAILABLE) {
+				return (0); /* --follow ends on SIGINT/SIGTERM */
+			}
+			return (cli_fail("recv", s));
+		}
+		for (k = 0; k < n; k++) {
+			cli_print_msg(g, "recv", msgs[k], false, o->nul);
+			chan_msg_free(msgs[k]);
+		}
+		left -= o->follow ? 0 : n;
+	}
+	free(msgs);
+	return (0);
+}
+
+int
+cli_cmd_recv(cli_global *g, int argc, char **argv)
+{
+	cli_parser    p;
+	cli_recv_opts o;
+	chan_client  *c;
+	chan_msg     *m;
+	chan_status   s;
+	int           rv;
+
+	cli_parser_init(&p, g, cli_cmd_find("recv"), argc, argv, "0n:f", cli_recv_longopts);
+	if ((rv = cli_recv_parse(&p, &o, true)) >= 0) {
+		goto out;
+	}
+	if (p.npos > 1) {
+		rv = cli_usage("recv", "unexpected argument '%s'", p.pos[1]);
+		goto out;
+	}
+	if ((rv = cli_connect(g, "recv", &c)) != 0) {
+		goto out;
+	}
+	if (o.count > 0 || o.follow) {
+		rv = cli_recv_many(g, c, p.pos[0], &o);
+	} else if ((s = chan_recv(c, p.pos[0], &m, cli_timeout(g, CHAN_WAIT_FOREVER))) != CHAN_OK) {
+		rv = cli_fail("recv", s);
+	} else {
+		cli_print_msg(g, "recv", m, false, o.nul);
+		chan_msg_free(m);
+	}
+	cli_disconnect(c);
+out:
+	cli_parser_fini(&p);
+	return (rv);
+}
+
+int
+cli_cmd_try_recv(cli_global *g, int argc, char **argv)
+{
+	cli_parser    p;
+	cli_recv_opts o;
+	chan_client  *c;
+	chan_msg     *m;
+	chan_status   s;
+	int           rv;
+
+	cli_parser_init(&p, g, cli_cmd_find("try-recv"), argc, argv, "0", cli_recv_longopts);
+	if ((rv = cli_recv_parse(&p, &o, false)) >= 0) {
+		goto out;
+	}
+	if (p.npos > 1) {
+		rv = cli_usage("try-recv", "unexpected argument '%s'", p.pos[1]);
+		goto out;
+	}
+	if ((rv = cli_connect(g, "try-recv", &c)) != 0) {
+		goto out;
+	}
+	if ((s = chan_try_recv(c, p.pos[0], &m)) != CHAN_OK) {
+		rv = cli_fail("try-recv", s);
+	} else {
+		cli_print_msg(g, "try-recv", m, false, o.nul);
+		chan_msg_free(m);
+	}
+	cli_disconnect(c);
+out:
+	cli_parser_fini(&p);
+	return (rv);
+}
+
+int
+cli_cmd_recv_any(cli_global *g, int argc, char **argv)
+{
+	cli_parser    p;
+	cli_recv_opts o;
+	chan_client  *c;
+	chan_msg     *m;
+	chan_status   s;
+	int           rv;
+
+	cli_parser_init(&p, g, cli_cmd_find("recv-any"), argc, argv, "0", cli_recv_longopts);
+	if ((rv = cli_recv_parse(&p, &o, false)) >= 0) {
+		goto out;
+	}
+	if ((rv = cli_connect(g, "recv-any", &c)) != 0) {
+		goto out;
+	}
+	s = chan_recv_any(c, (const char *const *) p.pos, (size_t) p.npos, &m,
+	    cli_timeout(g, CHAN_WAIT_FOREVER));
+	if (s != CHAN_OK) {
+		rv = cli_fail("recv-any", s);
+	} else {
+		cli_print_msg(g, "recv-any", m, true, o.nul);
+		chan_msg_free(m);
+	}
+	cli_disconnect(c);
+out:
+	cli_parser_fini(&p);
+	return (rv);
+}

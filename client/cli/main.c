@@ -1,0 +1,349 @@
+/*
+ * main.c - chan: global options, the command table, help, and the helpers
+ * every command shares (option parsing, connect, errors).
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "duration.h"
+
+#define CLI_GLOBAL_OPTS                                                      \
+	"Global options (before or after the command):\n"                    \
+	"  --url URL        daemon address (default: $CHAN_URL, else " CHAN_DEFAULT_URL ")\n" \
+	"  --timeout DUR    how long blocking commands wait: 250ms, 2s, 1.5s, 1m;\n" \
+	"                   a bare number is seconds (default: forever)\n"       \
+	"  --json           JSON output, one object a line\n"                     \
+	"  -h, --help       this help;  -V, --version  print the version\n"
+
+const cli_cmd cli_cmds[] = {
+	{ "ping", cli_cmd_ping, "ping",
+	    "Round trip to the daemon. Prints \"pong\" and the round-trip time.\n" },
+	{ "stats", cli_cmd_stats, "stats",
+	    "Daemon-wide numbers, one \"key: value\" line each: uptime_ms, connections,\n"
+	    "channels, counters, messages, bytes, requests, workers.\n" },
+	{ "list", cli_cmd_list, "list",
+	    "Every channel, one \"NAME<TAB>DEPTH\" line each (--json: one object per channel).\n" },
+	{ "create", cli_cmd_create, "create NAME [--capacity N | --rendezvous]",
+	    "Creates a channel: unbounded without a flag, bounded to N with --capacity N,\n"
+	    "rendezvous (capacity 0) with --rendezvous. Idempotent with the same capacity;\n"
+	    "ALREADY_EXISTS (exit 8) with another one.\n" },
+	{ "send", cli_cmd_send, "send NAME [MSG...] [-0 | --raw] [--try]",
+	    "Sends each MSG as one message. Without MSG, reads stdin: one message per\n"
+	    "line (the newline is not part of it; a last line without newline counts),\n"
+	    "or with -0 one message per NUL-terminated record, or with --raw all of\n"
+	    "stdin as one message. Lines are sent in batches (all-or-nothing each).\n"
+	    "  -0, --null    stdin records end with NUL\n"
+	    "  --raw         all of stdin is one message\n"
+	    "  --try         do not wait for room: FULL (exit 4) at once\n"
+	    "Without --timeout or --try a send waits for room forever.\n" },
+	{ "recv", cli_cmd_recv, "recv NAME [-n N | --follow] [-0] [--json]",
+	    "Receives one message (or N, or until the channel closes) and prints each\n"
+	    "payload followed by a newline.\n"
+	    "  -n, --count N  exit 0 after N messages\n"
+	    "  -f, --follow   print until the channel closes (exit 5) or SIGINT/SIGTERM (exit 0)\n"
+	    "  -0, --null     end each payload with NUL instead of newline\n"
+	    "  --json         one {\"channel\",\"seq\",\"time\",\"data\"|\"data_b64\"} object a line\n"
+	    "Without --timeout it waits forever; with -n, --timeout bounds the whole\n"
+	    "command, with --follow the wait for each next message.\n" },
+	{ "try-recv", cli_cmd_try_recv, "try-recv NAME [-0] [--json]",
+	    "Receives one message without waiting: EMPTY (exit 3) or CLOSED (exit 5) at once.\n" },
+	{ "recv-any", cli_cmd_recv_any, "recv-any NAME... [-0] [--json]",
+	    "Receives the first message from any of the channels and prints\n"
+	    "\"NAME<TAB>payload\" and a newline (-0: NUL).\n" },
+	{ "close", cli_cmd_close, "close NAME",
+	    "Closes the channel: receivers drain it, then get CLOSED; sends get CLOSED.\n" },
+	{ "delete", cli_cmd_delete, "delete NAME",
+	    "Removes the channel and its messages; its waiters get NOT_FOUND.\n" },
+	{ "stat", cli_cmd_stat, "stat NAME",
+	    "One \"key: value\" line per field: name, capacity, depth, bytes, closed,\n"
+	    "receiver_attached, receiver_pid, senders, blocked_senders, blocked_receivers,\n"
+	    "total_sent, total_received, total_dropped, in_flight, total_redelivered.\n" },
+	{ "counter", cli_cmd_counter,
+	    "counter add NAME [DELTA] | get NAME | set NAME V | cas NAME EXPECTED NEW |\n"
+	    "            wait NAME OP VALUE | list | delete NAME",
+	    "Shared i64 counters. Each prints one value: add the new value (DELTA\n"
+	    "defaults to 1), get the value, set the old value, wait the value that\n"
+	    "satisfied the condition, cas the current value after the attempt.\n"
+	    "cas exits 0 when it swapped and 1 when it did not.\n"
+	    "OP is one of == != < <= > >= (or eq ne lt le gt ge). list prints\n"
+	    "\"NAME<TAB>VALUE\" lines. Negative numbers are taken as numbers.\n" },
+	{ NULL, NULL, NULL, NULL },
+};
+
+static void
+cli_main_help(FILE *f)
+{
+	const cli_cmd *c;
+
+	fprintf(f, "Usage: chan [--url URL] [--timeout DUR] [--json] COMMAND [ARGS]\n\n"
+	           "Talks to chand: named MPSC channels and shared counters.\n\nCommands:\n");
+	for (c = cli_cmds; c->name != NULL; c++) {
+		fprintf(f, "  %s\n", c->synopsis);
+	}
+	fprintf(f, "\n" CLI_GLOBAL_OPTS
+	           "\n'chan COMMAND --help' or 'chan help COMMAND' describes a command; see chan(1).\n"
+	           "Exit status: 0 ok, 2 TIMEOUT, 3 EMPTY, 4 FULL, 5 CLOSED, 6 NOT_FOUND, 7 BUSY,\n"
+	           "8 ALREADY_EXISTS, 9 TOO_LARGE, 10 PERMISSION_DENIED, 11 RESOURCE_EXHAUSTED,\n"
+	           "12 OUT_OF_RANGE, 13 SHUTTING_DOWN, 64 usage/INVALID_ARGUMENT,\n"
+	           "69 UNAVAILABLE/PROTOCOL, 70 INTERNAL.\n");
+}
+
+const cli_cmd *
+cli_cmd_find(const char *name)
+{
+	const cli_cmd *c;
+
+	for (c = cli_cmds; c->name != NULL; c++) {
+		if (strcmp(c->name, name) == 0) {
+			return (c);
+		}
+	}
+	return (NULL);
+}
+
+void
+cli_cmd_help(const cli_cmd *cmd)
+{
+	printf("Usage: chan [GLOBAL OPTIONS] %s\n\n%s\n" CLI_GLOBAL_OPTS, cmd->synopsis, cmd->help);
+}
+
+int
+cli_usage(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	char    msg[512];
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (cmd != NULL) {
+		fprintf(stderr, "chan: %s: %s\nTry 'chan %s --help'.\n", cmd, msg, cmd);
+	} else {
+		fprintf(stderr, "chan: %s\nTry 'chan --help'.\n", msg);
+	}
+	return (CLI_EXIT_USAGE);
+}
+
+int
+cli_fail(const char *cmd, chan_status s)
+{
+	int sig = cli_signals_caught();
+
+	/* A call cancelled by SIGINT/SIGTERM is not a daemon failure. */
+	if (sig != 0 && s == CHAN_UNAVAILABLE) {
+		return (128 + sig);
+	}
+	fprintf(stderr, "chan: %s: %s\n", cmd, chan_last_error(NULL));
+	return (chan_status_exit_code(s));
+}
+
+int
+cli_connect(cli_global *g, const char *cmd, chan_client **out)
+{
+	chan_status s;
+
+	if ((s = chan_connect(g->url, out)) != CHAN_OK) {
+		return (cli_fail(cmd, s));
+	}
+	cli_signals_watch(*out);
+	return (0);
+}
+
+void
+cli_disconnect(chan_client *c)
+{
+	cli_signals_stop();
+	chan_disconnect(c);
+}
+
+int64_t
+cli_timeout(const cli_global *g, int64_t dflt)
+{
+	return (g->timeout_ms == CLI_TIMEOUT_UNSET ? dflt : g->timeout_ms);
+}
+
+/* --timeout DUR into g; 0 or the usage exit code. */
+static int
+cli_set_timeout(cli_global *g, const char *cmd, const char *s)
+{
+	char    err[256];
+	int64_t ms;
+
+	if (!chl_duration_parse(s, &ms, err, sizeof(err))) {
+		return (cli_usage(cmd, "--timeout: %s", err));
+	}
+	g->timeout_ms = ms;
+	return (0);
+}
+
+enum { CLI_OPT_URL = 0x1000, CLI_OPT_TIMEOUT, CLI_OPT_JSON, CLI_OPT_VERSION };
+
+static const struct option cli_global_longopts[] = {
+	{ "url", required_argument, NULL, CLI_OPT_URL },
+	{ "timeout", required_argument, NULL, CLI_OPT_TIMEOUT },
+	{ "json", no_argument, NULL, CLI_OPT_JSON },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, CLI_OPT_VERSION },
+};
+#define CLI_NGLOBAL (sizeof(cli_global_longopts) / sizeof(cli_global_longopts[0]))
+
+void
+cli_parser_init(cli_parser *p, cli_global *g, const cli_cmd *cmd, int argc, char **argv,
+    const char *shortopts, const struct option *longopts)
+{
+	memset(p, 0, sizeof(*p));
+	p->g = g;
+	p->cmd = cmd;
+	p->argc = argc;
+	p->argv = argv;
+	p->shortopts = shortopts;
+	p->longopts = longopts;
+	p->pos = calloc((size_t) argc + 1, sizeof(char *));
+}
+
+void
+cli_parser_fini(cli_parser *p)
+{
+	free(p->pos);
+	p->pos = NULL;
+}
+
+/*
+ * getopt_long in "return in order" mode over the command's options plus
+ * the global ones; positional arguments are collected as they come.
+ */
+int
+cli_parser_next(cli_parser *p)
+{
+	struct option all[64];
+	char          shorts[64];
+	size_t        n = 0;
+	int           c;
+
+	if (p->pos == NULL) {
+		fprintf(stderr, "chan: %s: out of memory\n", p->cmd->name);
+		p->bad = CLI_EXIT_USAGE;
+		return ('?');
+	}
+	for (; p->longopts != NULL && p->longopts[n].name != NULL && n < 40; n++) {
+		all[n] = p->longopts[n];
+	}
+	memcpy(&all[n], cli_global_longopts, sizeof(cli_global_longopts));
+	memset(&all[n + CLI_NGLOBAL], 0, sizeof(all[0]));
+	snprintf(shorts, sizeof(shorts), "-:h%s", p->shortopts != NULL ? p->shortopts : "");
+	if (!p->started) {
+		optind = 0; /* glibc: full re-initialisation for this argv */
+		opterr = 0;
+		p->started = true;
+	}
+	for (;;) {
+		c = getopt_long(p->argc, p->argv, shorts, all, NULL);
+		switch (c) {
+		case 1:
+			p->pos[p->npos++] = optarg;
+			continue;
+		case 'h':
+			cli_cmd_help(p->cmd);
+			return ('h');
+		case CLI_OPT_URL:
+			p->g->url = optarg;
+			continue;
+		case CLI_OPT_JSON:
+			p->g->json = true;
+			continue;
+		case CLI_OPT_TIMEOUT:
+			if ((p->bad = cli_set_timeout(p->g, p->cmd->name, optarg)) != 0) {
+				return ('?');
+			}
+			continue;
+		case CLI_OPT_VERSION:
+			printf("chan %s\n", CHAN_VERSION);
+			return ('h');
+		case ':':
+			p->bad = cli_usage(p->cmd->name, "option '%s' needs an argument",
+			    p->argv[optind - 1]);
+			return ('?');
+		case '?':
+			if (optopt != 0) {
+				p->bad = cli_usage(p->cmd->name, "unknown option '-%c'", optopt);
+			} else {
+				p->bad = cli_usage(p->cmd->name, "unknown option '%s'", p->argv[optind - 1]);
+			}
+			return ('?');
+		default:
+			p->optarg = optarg;
+			return (c);
+		}
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "url", required_argument, NULL, CLI_OPT_URL },
+		{ "timeout", required_argument, NULL, CLI_OPT_TIMEOUT },
+		{ "json", no_argument, NULL, CLI_OPT_JSON },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	cli_global     g = { NULL, CLI_TIMEOUT_UNSET, false };
+	const cli_cmd *cmd;
+	int            c, rv;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case CLI_OPT_URL:
+			g.url = optarg;
+			break;
+		case CLI_OPT_TIMEOUT:
+			if ((rv = cli_set_timeout(&g, NULL, optarg)) != 0) {
+				return (rv);
+			}
+			break;
+		case CLI_OPT_JSON:
+			g.json = true;
+			break;
+		case 'h':
+			cli_main_help(stdout);
+			return (0);
+		case 'V':
+			printf("chan %s\n", CHAN_VERSION);
+			return (0);
+		case ':':
+			return (cli_usage(NULL, "option '%s' needs an argument", argv[optind - 1]));
+		default:
+			if (optopt != 0) {
+				return (cli_usage(NULL, "unknown option '-%c'", optopt));
+			}
+			return (cli_usage(NULL, "unknown option '%s'", argv[optind - 1]));
+		}
+	}
+	if (optind >= argc) {
+		return (cli_usage(NULL, "missing COMMAND"));
+	}
+	if (strcmp(argv[optind], "help") == 0) {
+		if (optind + 1 >= argc) {
+			cli_main_help(stdout);
+			return (0);
+		}
+		if ((cmd = cli_cmd_find(argv[optind + 1])) == NULL) {
+			return (cli_usage(NULL, "unknown command '%s'", argv[optind + 1]));
+		}
+		cli_cmd_help(cmd);
+		return (0);
+	}
+	if ((cmd = cli_cmd_find(argv[optind])) == NULL) {
+		return (cli_usage(NULL, "unknown command '%s'", argv[optind]));
+	}
+	cli_signals_block();
+	rv = cmd->run(&g, argc - optind, argv + optind);
+	cli_signals_stop();
+	return (rv);
+}

@@ -1,0 +1,289 @@
+/*
+ * chan/chan.h - libchan, the C client of chand.
+ *
+ * A chan_client is one connection to chand. It is safe to share between
+ * threads: every call is one request/answer exchange on its own nng context.
+ *
+ * Conventions (as in nng):
+ * - Every call that can fail returns a chan_status; CHAN_OK is 0. After a
+ *   failure, chan_last_error() gives the human message (the daemon's when it
+ *   sent one) for the last failure on the calling thread.
+ * - timeout_ms: -1 (CHAN_WAIT_FOREVER) waits forever, 0 does not wait, > 0
+ *   waits that long. The daemon applies it; the library itself never gives
+ *   up on a request whose answer may carry a message.
+ * - Output pointers are only written on CHAN_OK.
+ * - Ownership is written next to each declaration: "caller frees with X"
+ *   means the caller owns the result and releases it with X exactly once.
+ * - Names are 1 to 128 bytes of [A-Za-z0-9._:-]; NUL-terminated strings.
+ */
+#ifndef CHAN_CHAN_H
+#define CHAN_CHAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <chan/status.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CHAN_WAIT_FOREVER ((int64_t) -1)
+#define CHAN_NO_WAIT      ((int64_t) 0)
+
+/* Capacities for chan_create: unbounded, rendezvous (sync_channel(0)), or N > 0. */
+#define CHAN_UNBOUNDED  ((int64_t) -1)
+#define CHAN_RENDEZVOUS ((int64_t) 0)
+
+#define CHAN_NAME_MAX 128
+
+typedef struct chan_client   chan_client;   /* one connection to chand */
+typedef struct chan_msg      chan_msg;      /* one received message */
+typedef struct chan_sender   chan_sender;   /* registered sender (Rust's Sender) */
+typedef struct chan_receiver chan_receiver; /* attached receiver (Rust's Receiver) */
+
+/* ---- connection ------------------------------------------------------- */
+
+/*
+ * Connects to chand. url NULL: $CHAN_URL, else the compiled-in default.
+ * Fails fast with CHAN_UNAVAILABLE (message names the URL) when no daemon
+ * answers, CHAN_PROTOCOL on a protocol version mismatch.
+ * *out: caller frees with chan_disconnect.
+ */
+chan_status chan_connect(const char *url, chan_client **out);
+
+/*
+ * Confirms every message this client handed to its caller (one last round
+ * trip, bounded by a few seconds), then closes and frees c. c NULL: no-op.
+ * No call on c may be in progress or follow.
+ */
+void chan_disconnect(chan_client *c);
+
+/*
+ * From any thread (not a signal handler): every call in progress on c, and
+ * every later one, returns CHAN_UNAVAILABLE ("cancelled") at once. Messages
+ * a cancelled call would have received stay with the daemon and go back to
+ * their channel. chan_disconnect still confirms what was received.
+ */
+void chan_cancel(chan_client *c);
+
+/*
+ * The human message of the last failed call on this thread (any client).
+ * Never NULL; borrowed, valid until this thread's next libchan call.
+ */
+const char *chan_last_error(const chan_client *c);
+
+/* The daemon's limits, learnt at connect. */
+uint64_t    chan_max_message_size(const chan_client *c);
+uint32_t    chan_max_batch(const chan_client *c);
+/* The daemon's version string; borrowed, lives as long as c. */
+const char *chan_server_version(const chan_client *c);
+/* The URL c is connected to; borrowed, lives as long as c. */
+const char *chan_url(const chan_client *c);
+
+/* Round trip to the daemon; *rtt_us (may be NULL) gets the time it took. */
+chan_status chan_ping(chan_client *c, uint64_t *rtt_us);
+
+/* ---- messages ----------------------------------------------------------- */
+
+const void *chan_msg_data(const chan_msg *m);    /* borrowed, lives as long as m */
+size_t      chan_msg_len(const chan_msg *m);
+uint64_t    chan_msg_seq(const chan_msg *m);     /* per-channel, increasing */
+uint64_t    chan_msg_time_us(const chan_msg *m); /* enqueue time, Unix microseconds */
+const char *chan_msg_channel(const chan_msg *m); /* borrowed, lives as long as m */
+bool        chan_msg_redelivered(const chan_msg *m); /* handed out before, never confirmed */
+void        chan_msg_free(chan_msg *m);          /* m NULL: no-op */
+
+/* ---- channels ----------------------------------------------------------- */
+
+/*
+ * Creates a channel: capacity CHAN_UNBOUNDED, CHAN_RENDEZVOUS (0) or N > 0.
+ * Idempotent with the same capacity; CHAN_ALREADY_EXISTS with another one.
+ */
+chan_status chan_create(chan_client *c, const char *name, int64_t capacity);
+
+/* End of stream: receivers drain what is left, then get CHAN_CLOSED. */
+chan_status chan_close(chan_client *c, const char *name);
+
+/* Removes the channel and its messages; its waiters get CHAN_NOT_FOUND. */
+chan_status chan_delete(chan_client *c, const char *name);
+
+/*
+ * One message (copied; data may be NULL when len is 0). timeout_ms 0 is
+ * try_send (CHAN_FULL at once). Larger than chan_max_message_size:
+ * CHAN_TOO_LARGE, refused locally.
+ */
+chan_status chan_send(chan_client *c, const char *name, const void *data, size_t len,
+    int64_t timeout_ms);
+
+/* One payload of a batch; borrowed for the call. */
+typedef struct chan_buf {
+	const void *data;
+	size_t      len;
+} chan_buf;
+
+/*
+ * n (1..chan_max_batch) messages, all or nothing, in order. *first_seq (may
+ * be NULL) gets the sequence number of bufs[0]; the others follow it.
+ */
+chan_status chan_send_batch(chan_client *c, const char *name, const chan_buf *bufs, size_t n,
+    int64_t timeout_ms, uint64_t *first_seq);
+
+/*
+ * The oldest message, attaching as receiver for the length of the call.
+ * CHAN_TIMEOUT, CHAN_CLOSED once closed and drained, CHAN_BUSY when another
+ * receiver is attached. *out: caller frees with chan_msg_free.
+ */
+chan_status chan_recv(chan_client *c, const char *name, chan_msg **out, int64_t timeout_ms);
+
+/* chan_recv with timeout 0: CHAN_EMPTY at once, or CHAN_CLOSED. */
+chan_status chan_try_recv(chan_client *c, const char *name, chan_msg **out);
+
+/*
+ * 1 to max (<= chan_max_batch) messages in one round trip; waits only for
+ * the first. msgs must have room for max pointers; *n gets the count.
+ * Each msgs[i] (i < *n): caller frees with chan_msg_free.
+ */
+chan_status chan_recv_n(chan_client *c, const char *name, size_t max, chan_msg **msgs, size_t *n,
+    int64_t timeout_ms);
+
+/*
+ * The first message from any of names[0..n) (Rust's select!); the channel
+ * it came from is chan_msg_channel(*out). *out: caller frees with chan_msg_free.
+ */
+chan_status chan_recv_any(chan_client *c, const char *const *names, size_t n, chan_msg **out,
+    int64_t timeout_ms);
+
+/* What chan_stat and chan_list report about a channel. */
+typedef struct chan_stat_info {
+	char     name[CHAN_NAME_MAX + 1];
+	bool     bounded;           /* false: unbounded (capacity meaningless) */
+	uint64_t capacity;          /* when bounded; 0: rendezvous */
+	uint64_t depth;             /* messages queued */
+	uint64_t bytes;             /* payload bytes queued */
+	bool     closed;
+	bool     receiver_attached;
+	int32_t  receiver_pid;      /* 0: unknown */
+	uint32_t senders;           /* registered sender handles */
+	uint32_t blocked_senders;
+	uint32_t blocked_receivers;
+	uint64_t total_sent;
+	uint64_t total_received;
+	uint64_t total_dropped;
+	uint64_t in_flight;         /* leased, not yet acked (ack mode) */
+	uint64_t total_redelivered;
+} chan_stat_info;
+
+/* Fills *info (caller's storage) about one channel; CHAN_NOT_FOUND if none. */
+chan_status chan_stat(chan_client *c, const char *name, chan_stat_info *info);
+
+/* Every channel. *infos: caller frees with chan_list_free; *n: count. */
+chan_status chan_list(chan_client *c, chan_stat_info **infos, size_t *n);
+void        chan_list_free(chan_stat_info *infos); /* NULL: no-op */
+
+/* Daemon-wide numbers. */
+typedef struct chan_stats_info {
+	uint64_t uptime_ms;
+	uint64_t connections;
+	uint64_t channels;
+	uint64_t counters;
+	uint64_t messages;  /* messages held */
+	uint64_t bytes;     /* payload bytes held */
+	uint64_t requests;  /* requests served */
+	uint32_t workers;
+} chan_stats_info;
+
+/* Fills *info (caller's storage). */
+chan_status chan_stats(chan_client *c, chan_stats_info *info);
+
+/* ---- sender handles (Rust's Sender) ------------------------------------- */
+
+/*
+ * Registers a sender on name. When a channel has had registered senders and
+ * the last one is closed (or its connection goes away), the channel closes.
+ * *out: caller frees with chan_sender_close.
+ */
+chan_status chan_sender_open(chan_client *c, const char *name, chan_sender **out);
+/* Registers another sender on the same channel (Sender::clone). *out: as above. */
+chan_status chan_sender_clone(const chan_sender *s, chan_sender **out);
+chan_status chan_sender_send(chan_sender *s, const void *data, size_t len, int64_t timeout_ms);
+chan_status chan_sender_send_batch(chan_sender *s, const chan_buf *bufs, size_t n,
+    int64_t timeout_ms, uint64_t *first_seq);
+/* Drops the sender and frees s, whatever the status (s NULL: CHAN_OK). */
+chan_status chan_sender_close(chan_sender *s);
+
+/* ---- receiver handles (Rust's Receiver) --------------------------------- */
+
+/*
+ * Attaches as the channel's only receiver (CHAN_BUSY if another is).
+ * *out: caller frees with chan_receiver_close or chan_receiver_detach.
+ */
+chan_status chan_receiver_open(chan_client *c, const char *name, chan_receiver **out);
+/* As chan_recv / chan_recv_n, through the attached receiver. */
+chan_status chan_receiver_recv(chan_receiver *r, chan_msg **out, int64_t timeout_ms);
+chan_status chan_receiver_recv_n(chan_receiver *r, size_t max, chan_msg **msgs, size_t *n,
+    int64_t timeout_ms);
+/*
+ * Drops the receiver: the channel closes the other way (queued messages are
+ * discarded, sends get CHAN_CLOSED). Frees r whatever the status.
+ */
+chan_status chan_receiver_close(chan_receiver *r);
+/* Detaches without closing: the channel keeps buffering. Frees r whatever the status. */
+chan_status chan_receiver_detach(chan_receiver *r);
+
+/* ---- ack mode ----------------------------------------------------------- */
+
+/*
+ * Like chan_recv, but the message stays in flight until chan_ack, or goes
+ * back to the channel (redelivered) at chan_release or when lease_ms (> 0)
+ * ends. *out: caller frees with chan_msg_free.
+ */
+chan_status chan_recv_lease(chan_client *c, const char *name, uint64_t lease_ms, chan_msg **out,
+    int64_t timeout_ms);
+/* Finishes a leased message. */
+chan_status chan_ack(chan_client *c, const char *name, uint64_t seq);
+/* Gives a leased message back, available again after delay_ms. */
+chan_status chan_release(chan_client *c, const char *name, uint64_t seq, uint64_t delay_ms);
+
+/* ---- counters (Arc<Mutex<i64>> + Condvar) -------------------------------- */
+
+typedef enum chan_wait_op {
+	CHAN_WAIT_EQ = 0, /* == */
+	CHAN_WAIT_NE = 1, /* != */
+	CHAN_WAIT_LT = 2, /* <  */
+	CHAN_WAIT_LE = 3, /* <= */
+	CHAN_WAIT_GT = 4, /* >  */
+	CHAN_WAIT_GE = 5, /* >= */
+} chan_wait_op;
+
+/* Adds delta (creating the counter at 0); *new_value (may be NULL). i64 overflow: CHAN_OUT_OF_RANGE. */
+chan_status chan_counter_add(chan_client *c, const char *name, int64_t delta, int64_t *new_value);
+/* *value gets the value; CHAN_NOT_FOUND when there is no such counter. */
+chan_status chan_counter_get(chan_client *c, const char *name, int64_t *value);
+/* Sets value; *old_value (may be NULL) gets the previous one. */
+chan_status chan_counter_set(chan_client *c, const char *name, int64_t value, int64_t *old_value);
+/*
+ * Compare and swap. *swapped (may be NULL) tells whether it swapped,
+ * *current (may be NULL) gets the value after the attempt.
+ */
+chan_status chan_counter_cas(chan_client *c, const char *name, int64_t expected, int64_t new_value,
+    bool *swapped, int64_t *current);
+/* Waits until value OP operand holds; *value (may be NULL) gets the value that satisfied it. */
+chan_status chan_counter_wait(chan_client *c, const char *name, chan_wait_op op, int64_t operand,
+    int64_t timeout_ms, int64_t *value);
+chan_status chan_counter_delete(chan_client *c, const char *name);
+
+typedef struct chan_counter_info {
+	char    name[CHAN_NAME_MAX + 1];
+	int64_t value;
+} chan_counter_info;
+
+/* Every counter. *infos: caller frees with chan_counter_list_free; *n: count. */
+chan_status chan_counter_list(chan_client *c, chan_counter_info **infos, size_t *n);
+void        chan_counter_list_free(chan_counter_info *infos); /* NULL: no-op */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,533 @@
+/*
+ * client.c - connecting, the one request/answer path, confirmations,
+ * cancellation and the thread's last error.
+ */
+#include "client.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/protocol/reqrep0/req.h>
+
+#include "names.h"
+
+#define CHAN_HELLO_TIMEOUT_MS   5000 /* connect: a daemon answers Hello at once */
+#define CHAN_GOODBYE_TIMEOUT_MS 3000 /* disconnect: last confirmations */
+#define CHAN_PROBE_RECVMAX      (64u * 1024u)
+#define CHAN_MSG_OVERHEAD       512u /* per message in an answer: name, seq, time, tags */
+
+/* The human message of the last failure on this thread. */
+static __thread char chan_errbuf[512];
+
+chan_status
+chan_fail(chan_status s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(chan_errbuf, sizeof(chan_errbuf), fmt, ap);
+	va_end(ap);
+	return (s);
+}
+
+const char *
+chan_last_error(const chan_client *c)
+{
+	(void) c;
+	return (chan_errbuf[0] != '\0' ? chan_errbuf : "no error");
+}
+
+chan_status
+chan_check_name(const char *name)
+{
+	char err[256];
+
+	if (name == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "name is missing"));
+	}
+	if (!chl_name_valid(name, strlen(name), err, sizeof(err))) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "%s", err));
+	}
+	return (CHAN_OK);
+}
+
+/* nng errors of the transport, as statuses with a message naming the URL. */
+static chan_status
+chan_nng_fail(const chan_client *c, int rv, const char *what)
+{
+	switch (rv) {
+	case NNG_ENOMEM:
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "%s: out of memory", what));
+	case NNG_EADDRINVAL:
+	case NNG_ENOTSUP:
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "%s %s: %s", what, c->url, nng_strerror(rv)));
+	default:
+		return (chan_fail(CHAN_UNAVAILABLE, "%s %s: %s", what, c->url, nng_strerror(rv)));
+	}
+}
+
+void
+chan_exchange_init(chan_exchange *x)
+{
+	chan__v1__request__init(&x->req);
+	x->resp = NULL;
+	chl_capped_alloc_init(&x->alloc, 0);
+}
+
+void
+chan_exchange_fini(chan_exchange *x)
+{
+	chl_response_free(&x->alloc, x->resp);
+	x->resp = NULL;
+}
+
+void
+chan_confirm_later(chan_client *c, uint64_t delivery)
+{
+	if (delivery == 0) {
+		return;
+	}
+	pthread_mutex_lock(&c->mtx);
+	if (c->nconfirms == c->confirms_cap) {
+		size_t    ncap = c->confirms_cap ? c->confirms_cap * 2 : 16;
+		uint64_t *n = realloc(c->confirms, ncap * sizeof(*n));
+
+		if (n == NULL) {
+			/* Unconfirmed: the daemon gives it back later (at-least-once). */
+			pthread_mutex_unlock(&c->mtx);
+			return;
+		}
+		c->confirms = n;
+		c->confirms_cap = ncap;
+	}
+	c->confirms[c->nconfirms++] = delivery;
+	pthread_mutex_unlock(&c->mtx);
+}
+
+/* Puts confirmations that did not reach the daemon back in front. */
+static void
+chan_confirms_restore(chan_client *c, uint64_t *ids, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		chan_confirm_later(c, ids[i]);
+	}
+	free(ids);
+}
+
+/* Starts a call: takes the pending confirmations and opens its context. */
+static chan_status
+chan_call_begin(chan_client *c, chan_exchange *x, chan_call_link *link, bool internal)
+{
+	int rv;
+
+	pthread_mutex_lock(&c->mtx);
+	if (c->cancelled && !internal) {
+		pthread_mutex_unlock(&c->mtx);
+		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+	}
+	if ((rv = nng_ctx_open(&link->ctx, c->sock)) != 0) {
+		pthread_mutex_unlock(&c->mtx);
+		return (chan_nng_fail(c, rv, "cannot open a context on"));
+	}
+	link->next = c->calls;
+	c->calls = link;
+	x->req.confirm = c->confirms;
+	x->req.n_confirm = c->nconfirms;
+	c->confirms = NULL;
+	c->nconfirms = 0;
+	c->confirms_cap = 0;
+	pthread_mutex_unlock(&c->mtx);
+	return (CHAN_OK);
+}
+
+static void
+chan_call_end(chan_client *c, chan_call_link *link)
+{
+	chan_call_link **pp;
+
+	pthread_mutex_lock(&c->mtx);
+	for (pp = &c->calls; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == link) {
+			*pp = link->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->mtx);
+	nng_ctx_close(link->ctx); /* NNG_ECLOSED after chan_cancel: fine */
+}
+
+/* Encodes x->req into a new nng message. */
+static chan_status
+chan_encode(chan_client *c, chan_exchange *x, nng_msg **out)
+{
+	size_t   size = chan__v1__request__get_packed_size(&x->req);
+	nng_msg *m;
+	int      rv;
+
+	if ((rv = nng_msg_alloc(&m, size)) != 0) {
+		return (chan_nng_fail(c, rv, "cannot encode a request for"));
+	}
+	chan__v1__request__pack(&x->req, nng_msg_body(m));
+	*out = m;
+	return (CHAN_OK);
+}
+
+/* One send and one receive on the call's context. */
+static chan_status
+chan_transfer(chan_client *c, nng_ctx ctx, nng_msg *m, int64_t local_timeout_ms, nng_msg **answer)
+{
+	nng_aio *aio;
+	int      rv;
+	bool     cancelled;
+
+	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
+		nng_msg_free(m);
+		return (chan_nng_fail(c, rv, "cannot talk to"));
+	}
+	nng_aio_set_timeout(aio, local_timeout_ms < 0 ? NNG_DURATION_INFINITE
+	                                              : (nng_duration) local_timeout_ms);
+	nng_aio_set_msg(aio, m);
+	nng_ctx_send(ctx, aio);
+	nng_aio_wait(aio);
+	if ((rv = nng_aio_result(aio)) != 0) {
+		nng_msg_free(m);
+		goto fail;
+	}
+	nng_ctx_recv(ctx, aio);
+	nng_aio_wait(aio);
+	if ((rv = nng_aio_result(aio)) != 0) {
+		goto fail;
+	}
+	*answer = nng_aio_get_msg(aio);
+	nng_aio_free(aio);
+	return (CHAN_OK);
+
+fail:
+	nng_aio_free(aio);
+	pthread_mutex_lock(&c->mtx);
+	cancelled = c->cancelled;
+	pthread_mutex_unlock(&c->mtx);
+	if (cancelled && (rv == NNG_ECLOSED || rv == NNG_ECANCELED)) {
+		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+	}
+	if (rv == NNG_ETIMEDOUT) {
+		return (chan_fail(CHAN_UNAVAILABLE, "no answer from %s within %lld ms", c->url,
+		    (long long) local_timeout_ms));
+	}
+	return (chan_nng_fail(c, rv, "lost the exchange with"));
+}
+
+/* Decodes and checks the answer; keeps it in x->resp. */
+static chan_status
+chan_decode(chan_client *c, chan_exchange *x, nng_msg *answer)
+{
+	size_t len = nng_msg_len(answer);
+
+	/* protobuf-c copies every field; 4x plus slack covers any honest answer. */
+	chl_capped_alloc_init(&x->alloc, len * 4 + (1u << 20));
+	x->resp = chl_response_decode(&x->alloc, nng_msg_body(answer), len);
+	nng_msg_free(answer);
+	if (x->resp == NULL) {
+		return (chan_fail(CHAN_PROTOCOL, "undecodable answer (%zu bytes) from %s", len, c->url));
+	}
+	if (x->resp->id != x->req.id) {
+		return (chan_fail(CHAN_PROTOCOL, "answer to request %llu from %s, expected %llu",
+		    (unsigned long long) x->resp->id, c->url, (unsigned long long) x->req.id));
+	}
+	return (CHAN_OK);
+}
+
+chan_status
+chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t local_timeout_ms,
+    bool internal)
+{
+	chan_call_link link;
+	nng_msg       *m = NULL;
+	nng_msg       *answer = NULL;
+	chan_status    s;
+	chan_status    st;
+
+	x->req.has_id = 1;
+	x->req.id = atomic_fetch_add(&c->next_id, 1);
+	x->req.has_client = 1;
+	x->req.client = c->client_id;
+	if ((s = chan_call_begin(c, x, &link, internal)) != CHAN_OK) {
+		return (s);
+	}
+	if ((s = chan_encode(c, x, &m)) == CHAN_OK) {
+		s = chan_transfer(c, link.ctx, m, local_timeout_ms, &answer);
+	}
+	chan_call_end(c, &link);
+	if (s != CHAN_OK) {
+		/* Confirming twice is harmless, losing a confirmation is not. */
+		chan_confirms_restore(c, x->req.confirm, x->req.n_confirm);
+		x->req.confirm = NULL;
+		x->req.n_confirm = 0;
+		return (s);
+	}
+	free(x->req.confirm);
+	x->req.confirm = NULL;
+	x->req.n_confirm = 0;
+	if ((s = chan_decode(c, x, answer)) != CHAN_OK) {
+		return (s);
+	}
+	st = (chan_status) x->resp->status;
+	/* Answers carrying messages are confirmed by whoever unpacks them. */
+	if (st != CHAN_OK || x->resp->result_case != CHAN__V1__RESPONSE__RESULT_RECV) {
+		chan_confirm_later(c, x->resp->delivery);
+	}
+	if (st != CHAN_OK) {
+		if (x->resp->error != NULL && x->resp->error[0] != '\0') {
+			chan_fail(st, "%s", x->resp->error);
+		} else {
+			chan_fail(st, "%s", chan_strerror(st));
+		}
+		return (st);
+	}
+	if (want_result != 0 && (int) x->resp->result_case != want_result) {
+		return (chan_fail(CHAN_PROTOCOL, "answer from %s carries result %d, expected %d", c->url,
+		    (int) x->resp->result_case, want_result));
+	}
+	return (CHAN_OK);
+}
+
+static uint64_t
+chan_random_id(void)
+{
+	uint64_t id = 0;
+
+	while (id == 0) {
+		if (getrandom(&id, sizeof(id), 0) != (ssize_t) sizeof(id)) {
+			/* No entropy source: still distinct enough per process. */
+			id = chl_now_unix_us() ^ ((uint64_t) getpid() << 40) ^ (uint64_t) (uintptr_t) &id;
+		}
+	}
+	return (id);
+}
+
+static chan_status
+chan_open_socket(chan_client *c, size_t recvmax)
+{
+	int rv;
+
+	if ((rv = nng_req0_open(&c->sock)) != 0) {
+		return (chan_nng_fail(c, rv, "cannot open a socket for"));
+	}
+	/* Resends would duplicate requests parked in the daemon. */
+	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, recvmax);
+	if ((rv = nng_dial(c->sock, c->url, NULL, 0)) != 0) {
+		nng_close(c->sock);
+		c->sock = (nng_socket) NNG_SOCKET_INITIALIZER;
+		if (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP) {
+			return (chan_nng_fail(c, rv, "cannot connect to"));
+		}
+		return (chan_fail(CHAN_UNAVAILABLE, "cannot connect to %s: %s (is chand running?)",
+		    c->url, nng_strerror(rv)));
+	}
+	return (CHAN_OK);
+}
+
+/* Hello: the daemon's limits and protocol version. */
+static chan_status
+chan_hello(chan_client *c)
+{
+	chan_exchange          x;
+	Chan__V1__Hello        h = CHAN__V1__HELLO__INIT;
+	Chan__V1__HelloResult *r;
+	chan_status            s;
+
+	h.has_protocol_version = 1;
+	h.protocol_version = CHL_PROTOCOL_VERSION;
+	h.client_name = "libchan/" CHAN_VERSION;
+	chan_exchange_init(&x);
+	x.req.op_case = CHAN__V1__REQUEST__OP_HELLO;
+	x.req.hello = &h;
+	s = chan_exchange_run(c, &x, CHAN__V1__RESPONSE__RESULT_HELLO, CHAN_HELLO_TIMEOUT_MS, false);
+	if (s != CHAN_OK) {
+		goto out;
+	}
+	r = x.resp->hello;
+	if (r->protocol_version != CHL_PROTOCOL_VERSION) {
+		s = chan_fail(CHAN_PROTOCOL, "%s speaks protocol version %u, this client %u", c->url,
+		    r->protocol_version, (unsigned) CHL_PROTOCOL_VERSION);
+		goto out;
+	}
+	if (r->max_batch == 0 || r->max_message_size == 0) {
+		s = chan_fail(CHAN_PROTOCOL, "%s announced no limits", c->url);
+		goto out;
+	}
+	c->max_message_size = r->max_message_size;
+	c->max_batch = r->max_batch;
+	c->server_version = strdup(r->server_version != NULL ? r->server_version : "");
+	if (c->server_version == NULL) {
+		s = chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory");
+	}
+out:
+	chan_exchange_fini(&x);
+	return (s);
+}
+
+/* Largest answer the daemon's limits allow: a full batch of largest messages. */
+static size_t
+chan_recv_bound(const chan_client *c)
+{
+	uint64_t per = c->max_message_size + CHAN_MSG_OVERHEAD;
+	uint64_t total;
+
+	if (per > (UINT64_MAX - 65536) / c->max_batch) {
+		return (SIZE_MAX);
+	}
+	total = per * c->max_batch + 65536;
+	return (total > SIZE_MAX ? SIZE_MAX : (size_t) total);
+}
+
+chan_status
+chan_connect(const char *url, chan_client **out)
+{
+	chan_client *c;
+	chan_status  s;
+
+	if (out == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "chan_connect: out is NULL"));
+	}
+	if (url == NULL || url[0] == '\0') {
+		url = getenv("CHAN_URL");
+	}
+	if (url == NULL || url[0] == '\0') {
+		url = CHAN_DEFAULT_URL;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL || (c->url = strdup(url)) == NULL) {
+		free(c);
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
+	}
+	pthread_mutex_init(&c->mtx, NULL);
+	c->client_id = chan_random_id();
+	atomic_init(&c->next_id, 1);
+	/*
+	 * The receive limit of a connection is fixed when it is made, and the
+	 * right one is only known from Hello: ask on a small probe connection,
+	 * then make the real one.
+	 */
+	if ((s = chan_open_socket(c, CHAN_PROBE_RECVMAX)) != CHAN_OK) {
+		goto fail;
+	}
+	s = chan_hello(c);
+	nng_close(c->sock);
+	if (s != CHAN_OK) {
+		goto fail;
+	}
+	if ((s = chan_open_socket(c, chan_recv_bound(c))) != CHAN_OK) {
+		goto fail;
+	}
+	*out = c;
+	return (CHAN_OK);
+
+fail:
+	pthread_mutex_destroy(&c->mtx);
+	free(c->server_version);
+	free(c->url);
+	free(c);
+	return (s);
+}
+
+void
+chan_disconnect(chan_client *c)
+{
+	size_t pending;
+
+	if (c == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&c->mtx);
+	pending = c->nconfirms;
+	pthread_mutex_unlock(&c->mtx);
+	if (pending > 0) {
+		chan_exchange  x;
+		Chan__V1__Ping p = CHAN__V1__PING__INIT;
+
+		chan_exchange_init(&x);
+		x.req.op_case = CHAN__V1__REQUEST__OP_PING;
+		x.req.ping = &p;
+		(void) chan_exchange_run(c, &x, 0, CHAN_GOODBYE_TIMEOUT_MS, true);
+		chan_exchange_fini(&x);
+	}
+	nng_close(c->sock);
+	pthread_mutex_destroy(&c->mtx);
+	free(c->confirms);
+	free(c->server_version);
+	free(c->url);
+	free(c);
+}
+
+void
+chan_cancel(chan_client *c)
+{
+	chan_call_link *l;
+
+	if (c == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&c->mtx);
+	c->cancelled = true;
+	for (l = c->calls; l != NULL; l = l->next) {
+		nng_ctx_close(l->ctx);
+	}
+	pthread_mutex_unlock(&c->mtx);
+}
+
+uint64_t
+chan_max_message_size(const chan_client *c)
+{
+	return (c->max_message_size);
+}
+
+uint32_t
+chan_max_batch(const chan_client *c)
+{
+	return (c->max_batch);
+}
+
+const char *
+chan_server_version(const chan_client *c)
+{
+	return (c->server_version);
+}
+
+const char *
+chan_url(const chan_client *c)
+{
+	return (c->url);
+}
+
+chan_status
+chan_ping(chan_client *c, uint64_t *rtt_us)
+{
+	chan_exchange  x;
+	Chan__V1__Ping p = CHAN__V1__PING__INIT;
+	chan_status    s;
+	struct timespec t0, t1;
+
+	if (c == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "client is NULL"));
+	}
+	chan_exchange_init(&x);
+	x.req.op_case = CHAN__V1__REQUEST__OP_PING;
+	x.req.ping = &p;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	s = chan_exchange_run(c, &x, 0, -1, false);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (s == CHAN_OK && rtt_us != NULL) {
+		*rtt_us = (uint64_t) ((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+	}
+	chan_exchange_fini(&x);
+	return (s);
+}

@@ -1,0 +1,84 @@
+/*
+ * client.h - libchan internals: the client, the one request/answer path,
+ * custody confirmations and the thread's last error.
+ */
+#ifndef CHAN_CLIENT_INT_H
+#define CHAN_CLIENT_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include <chan/chan.h>
+
+#include "wire.h"
+
+/* A call in progress, so chan_cancel can close its context. */
+typedef struct chan_call_link {
+	struct chan_call_link *next;
+	nng_ctx                ctx;
+} chan_call_link;
+
+struct chan_client {
+	nng_socket       sock;
+	char            *url;
+	char            *server_version;
+	uint64_t         max_message_size;
+	uint32_t         max_batch;
+	uint64_t         client_id;
+	_Atomic uint64_t next_id;
+
+	pthread_mutex_t  mtx;       /* guards everything below */
+	bool             cancelled;
+	chan_call_link  *calls;
+	uint64_t        *confirms;  /* deliveries held by the caller, not yet sent */
+	size_t           nconfirms;
+	size_t           confirms_cap;
+};
+
+/* One exchange: the request the caller filled, and the decoded answer. */
+typedef struct chan_exchange {
+	Chan__V1__Request   req;
+	Chan__V1__Response *resp;  /* set on CHAN_OK */
+	chl_capped_alloc    alloc; /* what resp was decoded with */
+} chan_exchange;
+
+void chan_exchange_init(chan_exchange *x);
+void chan_exchange_fini(chan_exchange *x);
+
+/*
+ * Sends x->req (op already set) and waits for the answer. Fills id, client
+ * and pending confirmations. timeout_ms < 0: wait forever (the daemon
+ * decides); otherwise a local bound (only for calls whose answer carries no
+ * message). internal: ignore chan_cancel (the last confirmations).
+ * Returns the answer's status; on anything else than CHAN_OK the thread's
+ * last error is set. want_result: the Response result case expected on OK
+ * (0: any).
+ */
+chan_status chan_exchange_run(chan_client *c, chan_exchange *x, int want_result,
+    int64_t local_timeout_ms, bool internal);
+
+/* The caller now holds the messages of delivery d: confirm it next time. */
+void chan_confirm_later(chan_client *c, uint64_t delivery);
+
+/* Sets the thread's last error (printf-style) and returns s. */
+chan_status chan_fail(chan_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Name check (local, the daemon's rule): CHAN_OK or CHAN_INVALID_ARGUMENT. */
+chan_status chan_check_name(const char *name);
+
+/* Builds a chan_msg from a wire message (copies). NULL on ENOMEM. */
+chan_msg *chan_msg_from_wire(const Chan__V1__Message *w);
+
+/* Sends one payload batch, with sender handle id (0: one-shot). */
+chan_status chan_send_common(chan_client *c, const char *name, uint64_t sender,
+    const chan_buf *bufs, size_t n, int64_t timeout_ms, uint64_t *first_seq);
+
+/* Receives up to max messages (receiver handle, lease as in Recv). */
+chan_status chan_recv_common(chan_client *c, const char *name, uint64_t receiver, uint64_t lease_ms,
+    size_t max, chan_msg **msgs, size_t *n, int64_t timeout_ms);
+
+#endif
