@@ -42,8 +42,7 @@ static int
 cli_counter_num(const char *what, const char *arg, const char *label, int64_t *v)
 {
 	if (!cli_parse_i64(cli_arg(arg), v)) {
-		return (cli_usage("counter", "%s: %s '%s' is not a 64-bit integer", what, label,
-		    cli_arg(arg)));
+		return (cli_usage(what, "%s '%s' is not a 64-bit integer", label, cli_arg(arg)));
 	}
 	return (0);
 }
@@ -124,7 +123,7 @@ cli_counter_run(const cli_global *g, chan_client *c, const char *sub, char **arg
 		return (swapped ? 0 : 1);
 	} else if (strcmp(sub, "wait") == 0) {
 		if (!cli_parse_wait_op(cli_arg(args[1]), &op)) {
-			return (cli_usage("counter", "%s: OP '%s' is not one of == != < <= > >=", what,
+			return (cli_usage(what, "OP '%s' is not one of == != < <= > >=",
 			    cli_arg(args[1])));
 		}
 		if ((rv = cli_counter_num(what, args[2], "VALUE", &a)) != 0) {
@@ -179,7 +178,10 @@ cli_cmd_counter(cli_global *g, int argc, char **argv)
 	}
 	n = p.npos - 1;
 	if (n < sub->min_args || n > sub->max_args) {
-		rv = cli_usage("counter", "usage: chan counter %s %s", sub->name, sub->usage);
+		char what[32];
+
+		snprintf(what, sizeof(what), "counter %s", sub->name);
+		rv = cli_usage(what, "usage: chan counter %s %s", sub->name, sub->usage);
 		goto out;
 	}
 	if ((rv = cli_connect(g, "counter", &c)) != 0) {
