@@ -156,11 +156,15 @@ delivery_unlink(chd_shard *sh, chd_delivery *d)
 	ch->in_flight_bytes -= d->bytes;
 }
 
-/* Drops queued and in-flight messages (receiver drop, delete). */
+/*
+ * Drops queued and in-flight messages (receiver drop, delete). Only the
+ * queued ones count as dropped: the in-flight ones reached the receiver
+ * that is now hanging up; nothing will give them back any more.
+ */
 static void
 chan_discard(chd_shard *sh, chd_chan *ch)
 {
-	ch->total_dropped += ch->depth + ch->nin_flight;
+	ch->total_dropped += ch->depth;
 	msgs_free(ch->qhead);
 	ch->qhead = ch->qtail = NULL;
 	ch->depth = ch->bytes = 0;

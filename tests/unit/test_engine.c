@@ -1,0 +1,1354 @@
+/*
+ * test_engine.c - SPEC rules on the engine, in-process: requests are packed
+ * and decoded like the transport does, submitted with a reply function
+ * that unpacks a copy of the answer and signals a condvar.
+ */
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "engine.h"
+#include "engine_int.h" /* shard routing, to put channels on two shards */
+#include "wire.h"
+
+typedef struct treq {
+	chd_req             req; /* first: the reply gets a chd_req * */
+	int                 nreplies;
+	uint64_t            id;
+	Chan__V1__Response *resp;
+	struct treq        *all_next;
+} treq;
+
+static pthread_mutex_t mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t  cv = PTHREAD_COND_INITIALIZER;
+static treq           *all;
+static chd_engine     *E;
+static uint64_t        next_id;
+
+static void
+test_reply(chd_req *r, const Chan__V1__Response *resp)
+{
+	treq               *t = (treq *) r;
+	size_t              len = chan__v1__response__get_packed_size(resp);
+	uint8_t            *buf = malloc(len + 1);
+	Chan__V1__Response *copy;
+
+	chan__v1__response__pack(resp, buf);
+	copy = chan__v1__response__unpack(NULL, len, buf);
+	free(buf);
+	chl_request_free(&r->alloc, r->msg);
+	r->msg = NULL;
+	pthread_mutex_lock(&mtx);
+	t->nreplies++;
+	if (t->resp == NULL) {
+		t->resp = copy;
+	} else {
+		chan__v1__response__free_unpacked(copy, NULL);
+	}
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mtx);
+}
+
+static treq *
+submit(uint32_t conn, Chan__V1__Request *m)
+{
+	treq    *t = calloc(1, sizeof(*t));
+	size_t   len;
+	uint8_t *buf;
+
+	ck_assert_ptr_nonnull(t);
+	m->has_id = true;
+	m->id = ++next_id;
+	t->id = m->id;
+	len = chan__v1__request__get_packed_size(m);
+	buf = malloc(len + 1);
+	chan__v1__request__pack(m, buf);
+	chl_capped_alloc_init(&t->req.alloc, 64u << 20);
+	t->req.msg = chl_request_decode(&t->req.alloc, buf, len);
+	free(buf);
+	ck_assert_ptr_nonnull(t->req.msg);
+	t->req.conn = conn;
+	t->req.reply = test_reply;
+	pthread_mutex_lock(&mtx);
+	t->all_next = all;
+	all = t;
+	pthread_mutex_unlock(&mtx);
+	chd_engine_submit(E, &t->req);
+	return (t);
+}
+
+/* The answer, waiting up to ms; NULL if none came. */
+static Chan__V1__Response *
+wait_for(treq *t, int ms)
+{
+	struct timespec    ts;
+	Chan__V1__Response *r;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long) (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&mtx);
+	while (t->resp == NULL) {
+		if (pthread_cond_timedwait(&cv, &mtx, &ts) != 0) {
+			break;
+		}
+	}
+	r = t->resp;
+	pthread_mutex_unlock(&mtx);
+	return (r);
+}
+
+static Chan__V1__Response *
+answer(treq *t)
+{
+	Chan__V1__Response *r = wait_for(t, 10000);
+
+	ck_assert_msg(r != NULL, "no answer within 10 s");
+	ck_assert_uint_eq(r->id, t->id);
+	return (r);
+}
+
+static bool
+pending(treq *t, int ms)
+{
+	return (wait_for(t, ms) == NULL);
+}
+
+static void
+msleep(int ms)
+{
+	struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static void
+start_engine(bool auto_create)
+{
+	chd_engine_opts o;
+
+	chd_engine_opts_default(&o);
+	o.workers = 4;
+	o.max_message_size = 1000;
+	o.max_batch = 16;
+	o.auto_create = auto_create;
+	ck_assert_int_eq(chd_engine_start(&o, &E), 0);
+	for (uint32_t c = 1; c <= 20; c++) {
+		chd_engine_conn_open(E, c, (int) (1000 + c));
+	}
+}
+
+static void
+setup(void)
+{
+	all = NULL;
+	next_id = 0;
+	start_engine(true);
+}
+
+/* Every request got exactly one answer, whatever the test did. */
+static void
+teardown(void)
+{
+	treq *t, *next;
+
+	if (E != NULL) {
+		chd_engine_shutdown(E);
+		chd_engine_free(E);
+		E = NULL;
+	}
+	for (t = all; t != NULL; t = next) {
+		next = t->all_next;
+		ck_assert_int_eq(t->nreplies, 1);
+		if (t->resp != NULL) {
+			chan__v1__response__free_unpacked(t->resp, NULL);
+		}
+		free(t);
+	}
+	all = NULL;
+}
+
+/* ---- request builders ---------------------------------------------------- */
+
+static treq *
+r_create(uint32_t conn, const char *name, int64_t cap)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Create  c = CHAN__V1__CREATE__INIT;
+
+	c.name = (char *) name;
+	if (cap >= 0) {
+		c.has_capacity = true;
+		c.capacity = (uint64_t) cap;
+	}
+	m.op_case = CHAN__V1__REQUEST__OP_CREATE;
+	m.create = &c;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_sendv(uint32_t conn, const char *name, const char **msgs, size_t n,
+    int64_t timeout, uint64_t sender)
+{
+	Chan__V1__Request   m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Send      s = CHAN__V1__SEND__INIT;
+	ProtobufCBinaryData d[32];
+
+	for (size_t i = 0; i < n; i++) {
+		d[i].data = (uint8_t *) msgs[i];
+		d[i].len = strlen(msgs[i]);
+	}
+	s.name = (char *) name;
+	s.n_data = n;
+	s.data = d;
+	if (timeout != -2) {
+		s.has_timeout_ms = true;
+		s.timeout_ms = timeout;
+	}
+	s.has_sender = sender != 0;
+	s.sender = sender;
+	m.op_case = CHAN__V1__REQUEST__OP_SEND;
+	m.send = &s;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_send(uint32_t conn, const char *name, const char *msg, int64_t timeout)
+{
+	return (r_sendv(conn, name, &msg, 1, timeout, 0));
+}
+
+static treq *
+r_recvx(uint32_t conn, const char *name, uint32_t max, int64_t timeout,
+    uint64_t receiver, const uint64_t *confirm, size_t nconfirm)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Recv    r = CHAN__V1__RECV__INIT;
+
+	r.name = (char *) name;
+	if (max > 0) {
+		r.has_max = true;
+		r.max = max;
+	}
+	r.has_timeout_ms = true;
+	r.timeout_ms = timeout;
+	r.has_receiver = receiver != 0;
+	r.receiver = receiver;
+	m.op_case = CHAN__V1__REQUEST__OP_RECV;
+	m.recv = &r;
+	m.n_confirm = nconfirm;
+	m.confirm = (uint64_t *) confirm;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_recv(uint32_t conn, const char *name, int64_t timeout)
+{
+	return (r_recvx(conn, name, 0, timeout, 0, NULL, 0));
+}
+
+static treq *
+r_recv_any(uint32_t conn, const char **names, size_t n, int64_t timeout)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__RecvAny r = CHAN__V1__RECV_ANY__INIT;
+
+	r.names = (char **) names;
+	r.n_names = n;
+	r.has_timeout_ms = true;
+	r.timeout_ms = timeout;
+	m.op_case = CHAN__V1__REQUEST__OP_RECV_ANY;
+	m.recv_any = &r;
+	return (submit(conn, &m));
+}
+
+#define NAME_OP(fn, CASE, Type, INIT, field)                              \
+	static treq *fn(uint32_t conn, const char *name)                  \
+	{                                                                  \
+		Chan__V1__Request m = CHAN__V1__REQUEST__INIT;             \
+		Type              x = INIT;                                \
+		x.name = (char *) name;                                    \
+		m.op_case = CHAN__V1__REQUEST__OP_##CASE;                  \
+		m.field = &x;                                              \
+		return (submit(conn, &m));                                 \
+	}
+NAME_OP(r_close, CLOSE, Chan__V1__Close, CHAN__V1__CLOSE__INIT, close)
+NAME_OP(r_delete, DELETE, Chan__V1__Delete, CHAN__V1__DELETE__INIT, delete_)
+NAME_OP(r_stat, STAT, Chan__V1__Stat, CHAN__V1__STAT__INIT, stat)
+NAME_OP(r_sender_open, SENDER_OPEN, Chan__V1__SenderOpen,
+    CHAN__V1__SENDER_OPEN__INIT, sender_open)
+NAME_OP(r_receiver_open, RECEIVER_OPEN, Chan__V1__ReceiverOpen,
+    CHAN__V1__RECEIVER_OPEN__INIT, receiver_open)
+NAME_OP(r_cget, COUNTER_GET, Chan__V1__CounterGet,
+    CHAN__V1__COUNTER_GET__INIT, counter_get)
+NAME_OP(r_cdelete, COUNTER_DELETE, Chan__V1__CounterDelete,
+    CHAN__V1__COUNTER_DELETE__INIT, counter_delete)
+
+static treq *
+r_sender_close(uint32_t conn, const char *name, uint64_t h)
+{
+	Chan__V1__Request     m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__SenderClose x = CHAN__V1__SENDER_CLOSE__INIT;
+
+	x.name = (char *) name;
+	x.has_sender = true;
+	x.sender = h;
+	m.op_case = CHAN__V1__REQUEST__OP_SENDER_CLOSE;
+	m.sender_close = &x;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_receiver_close(uint32_t conn, const char *name, uint64_t h, bool detach)
+{
+	Chan__V1__Request       m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__ReceiverClose x = CHAN__V1__RECEIVER_CLOSE__INIT;
+
+	x.name = (char *) name;
+	x.has_receiver = true;
+	x.receiver = h;
+	x.has_detach_only = detach;
+	x.detach_only = detach;
+	m.op_case = CHAN__V1__REQUEST__OP_RECEIVER_CLOSE;
+	m.receiver_close = &x;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_simple(uint32_t conn, Chan__V1__Request__OpCase op)
+{
+	Chan__V1__Request     m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Ping        p = CHAN__V1__PING__INIT;
+	Chan__V1__Stats       s = CHAN__V1__STATS__INIT;
+	Chan__V1__List        l = CHAN__V1__LIST__INIT;
+	Chan__V1__Hello       h = CHAN__V1__HELLO__INIT;
+	Chan__V1__CounterList c = CHAN__V1__COUNTER_LIST__INIT;
+
+	m.op_case = op;
+	switch (op) {
+	case CHAN__V1__REQUEST__OP_PING: m.ping = &p; break;
+	case CHAN__V1__REQUEST__OP_STATS: m.stats = &s; break;
+	case CHAN__V1__REQUEST__OP_LIST: m.list = &l; break;
+	case CHAN__V1__REQUEST__OP_HELLO: m.hello = &h; break;
+	case CHAN__V1__REQUEST__OP_COUNTER_LIST: m.counter_list = &c; break;
+	default: break;
+	}
+	return (submit(conn, &m));
+}
+
+static treq *
+r_cadd(uint32_t conn, const char *name, int64_t delta)
+{
+	Chan__V1__Request    m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__CounterAdd x = CHAN__V1__COUNTER_ADD__INIT;
+
+	x.name = (char *) name;
+	x.has_delta = true;
+	x.delta = delta;
+	m.op_case = CHAN__V1__REQUEST__OP_COUNTER_ADD;
+	m.counter_add = &x;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_cset(uint32_t conn, const char *name, int64_t v)
+{
+	Chan__V1__Request    m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__CounterSet x = CHAN__V1__COUNTER_SET__INIT;
+
+	x.name = (char *) name;
+	x.has_value = true;
+	x.value = v;
+	m.op_case = CHAN__V1__REQUEST__OP_COUNTER_SET;
+	m.counter_set = &x;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_ccas(uint32_t conn, const char *name, int64_t expected, int64_t nv)
+{
+	Chan__V1__Request    m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__CounterCas x = CHAN__V1__COUNTER_CAS__INIT;
+
+	x.name = (char *) name;
+	x.has_expected = x.has_new_value = true;
+	x.expected = expected;
+	x.new_value = nv;
+	m.op_case = CHAN__V1__REQUEST__OP_COUNTER_CAS;
+	m.counter_cas = &x;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_cwait(uint32_t conn, const char *name, int op, int64_t v, int64_t timeout)
+{
+	Chan__V1__Request     m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__CounterWait x = CHAN__V1__COUNTER_WAIT__INIT;
+
+	x.name = (char *) name;
+	x.has_op = x.has_value = x.has_timeout_ms = true;
+	x.op = (Chan__V1__WaitOp) op;
+	x.value = v;
+	x.timeout_ms = timeout;
+	m.op_case = CHAN__V1__REQUEST__OP_COUNTER_WAIT;
+	m.counter_wait = &x;
+	return (submit(conn, &m));
+}
+
+/* ---- assertions helpers --------------------------------------------------- */
+
+static void
+expect_status(treq *t, chan_status st)
+{
+	Chan__V1__Response *r = answer(t);
+
+	ck_assert_msg((int) r->status == (int) st, "status %s (%s), wanted %s",
+	    chan_status_name((chan_status) r->status),
+	    r->error ? r->error : "", chan_status_name(st));
+	if (st != CHAN_OK) {
+		ck_assert_msg(r->error != NULL && r->error[0] != '\0',
+		    "error answer without a message");
+	}
+}
+
+static void
+expect_msg(treq *t, const char *data)
+{
+	Chan__V1__Response *r = answer(t);
+
+	expect_status(t, CHAN_OK);
+	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_RECV);
+	ck_assert_uint_eq(r->recv->n_messages, 1);
+	ck_assert_uint_eq(r->recv->messages[0]->data.len, strlen(data));
+	ck_assert(memcmp(r->recv->messages[0]->data.data, data,
+	    strlen(data)) == 0);
+	ck_assert(r->has_delivery && r->delivery != 0);
+}
+
+static Chan__V1__ChannelInfo *
+stat_of(const char *name)
+{
+	treq               *t = r_stat(1, name);
+	Chan__V1__Response *r = answer(t);
+
+	expect_status(t, CHAN_OK);
+	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_STAT);
+	return (r->stat);
+}
+
+static int64_t
+value_of(treq *t)
+{
+	Chan__V1__Response *r = answer(t);
+
+	expect_status(t, CHAN_OK);
+	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_VALUE);
+	return (r->value->value);
+}
+
+/* Waits until stat shows n blocked senders/receivers (parking is async). */
+static void
+wait_blocked(const char *name, uint32_t senders, uint32_t receivers)
+{
+	for (int i = 0; i < 500; i++) {
+		Chan__V1__ChannelInfo *ci = stat_of(name);
+		if (ci->blocked_senders == senders &&
+		    ci->blocked_receivers == receivers) {
+			return;
+		}
+		msleep(10);
+	}
+	ck_abort_msg("channel %s never had %u blocked senders and %u "
+	    "receivers", name, senders, receivers);
+}
+
+static int64_t
+now_ms(void)
+{
+	return (chl_now_mono_ms());
+}
+
+/* ---- capacities, FIFO, try ------------------------------------------------- */
+
+START_TEST(test_unbounded_fifo_seq_and_time)
+{
+	uint64_t before = chl_now_unix_us();
+
+	expect_status(r_send(1, "q", "a", -1), CHAN_OK);
+	expect_status(r_send(1, "q", "b", -1), CHAN_OK);
+	expect_status(r_send(2, "q", "c", 0), CHAN_OK);
+	for (int i = 0; i < 3; i++) {
+		treq *t = r_recv(3, "q", 0);
+		char  want[2] = { (char) ('a' + i), 0 };
+		expect_msg(t, want);
+		ck_assert_uint_eq(answer(t)->recv->messages[0]->seq,
+		    (uint64_t) i + 1);
+		ck_assert_uint_ge(answer(t)->recv->messages[0]->time_us, before);
+		ck_assert_str_eq(answer(t)->recv->messages[0]->channel, "q");
+	}
+	expect_status(r_recv(3, "q", 0), CHAN_EMPTY);
+}
+END_TEST
+
+START_TEST(test_create_idempotent_and_already_exists)
+{
+	expect_status(r_create(1, "b", 5), CHAN_OK);
+	expect_status(r_create(1, "b", 5), CHAN_OK);
+	expect_status(r_create(1, "b", 6), CHAN_ALREADY_EXISTS);
+	expect_status(r_create(1, "b", -1), CHAN_ALREADY_EXISTS);
+	expect_status(r_create(1, "u", -1), CHAN_OK);
+	expect_status(r_create(1, "u", 0), CHAN_ALREADY_EXISTS);
+	/* auto-created is unbounded */
+	expect_status(r_send(1, "auto", "x", 0), CHAN_OK);
+	expect_status(r_create(1, "auto", -1), CHAN_OK);
+	ck_assert(!stat_of("auto")->bounded);
+	ck_assert(stat_of("b")->bounded);
+	ck_assert_uint_eq(stat_of("b")->capacity, 5);
+}
+END_TEST
+
+START_TEST(test_no_auto_create_not_found)
+{
+	chd_engine_free(E);
+	start_engine(false);
+	expect_status(r_send(1, "nope", "x", 0), CHAN_NOT_FOUND);
+	expect_status(r_recv(1, "nope", 0), CHAN_NOT_FOUND);
+	expect_status(r_create(1, "nope", -1), CHAN_OK);
+	expect_status(r_send(1, "nope", "x", 0), CHAN_OK);
+}
+END_TEST
+
+START_TEST(test_bounded_try_send_full)
+{
+	expect_status(r_create(1, "b", 2), CHAN_OK);
+	expect_status(r_send(1, "b", "1", 0), CHAN_OK);
+	expect_status(r_send(1, "b", "2", 0), CHAN_OK);
+	expect_status(r_send(1, "b", "3", 0), CHAN_FULL);
+	ck_assert_uint_eq(stat_of("b")->depth, 2);
+}
+END_TEST
+
+START_TEST(test_try_recv_empty)
+{
+	expect_status(r_create(1, "e", -1), CHAN_OK);
+	expect_status(r_recv(1, "e", 0), CHAN_EMPTY);
+}
+END_TEST
+
+START_TEST(test_bounded_sender_waits_for_room)
+{
+	treq *s;
+
+	expect_status(r_create(1, "b", 1), CHAN_OK);
+	expect_status(r_send(1, "b", "a", -1), CHAN_OK);
+	s = r_send(1, "b", "b", -1);
+	ck_assert(pending(s, 150));
+	expect_msg(r_recv(2, "b", 0), "a");
+	expect_status(s, CHAN_OK);
+	expect_msg(r_recv(2, "b", 0), "b");
+}
+END_TEST
+
+START_TEST(test_blocked_senders_arrival_order)
+{
+	treq       *s[3];
+	const char *want[] = { "x", "y", "z" };
+
+	expect_status(r_create(1, "b", 1), CHAN_OK);
+	expect_status(r_send(1, "b", "first", -1), CHAN_OK);
+	for (int i = 0; i < 3; i++) {
+		s[i] = r_send((uint32_t) (4 + i), "b", want[i], -1);
+		wait_blocked("b", (uint32_t) i + 1, 0);
+	}
+	expect_msg(r_recv(2, "b", 0), "first");
+	for (int i = 0; i < 3; i++) {
+		expect_status(s[i], CHAN_OK);
+		expect_msg(r_recv(2, "b", -1), want[i]);
+	}
+}
+END_TEST
+
+START_TEST(test_send_timeout_leaves_nothing)
+{
+	int64_t t0;
+	treq   *s;
+
+	expect_status(r_create(1, "b", 1), CHAN_OK);
+	expect_status(r_send(1, "b", "a", -1), CHAN_OK);
+	t0 = now_ms();
+	s = r_send(1, "b", "late", 300);
+	expect_status(s, CHAN_TIMEOUT);
+	ck_assert_int_ge(now_ms() - t0, 270);
+	ck_assert_int_lt(now_ms() - t0, 5000);
+	ck_assert_uint_eq(stat_of("b")->depth, 1);
+	ck_assert_uint_eq(stat_of("b")->blocked_senders, 0);
+	expect_msg(r_recv(2, "b", 0), "a");
+	expect_status(r_recv(2, "b", 0), CHAN_EMPTY);
+}
+END_TEST
+
+START_TEST(test_recv_timeout)
+{
+	int64_t t0 = now_ms();
+
+	expect_status(r_recv(1, "t", 300), CHAN_TIMEOUT);
+	ck_assert_int_ge(now_ms() - t0, 270);
+	ck_assert_int_lt(now_ms() - t0, 5000);
+	ck_assert_uint_eq(stat_of("t")->blocked_receivers, 0);
+	ck_assert(!stat_of("t")->receiver_attached);
+}
+END_TEST
+
+START_TEST(test_rendezvous_try_send_full)
+{
+	expect_status(r_create(1, "rv", 0), CHAN_OK);
+	expect_status(r_send(1, "rv", "x", 0), CHAN_FULL);
+	ck_assert_uint_eq(stat_of("rv")->depth, 0);
+}
+END_TEST
+
+START_TEST(test_rendezvous_handoff_to_parked_receiver)
+{
+	treq *r;
+
+	expect_status(r_create(1, "rv", 0), CHAN_OK);
+	r = r_recv(2, "rv", -1);
+	wait_blocked("rv", 0, 1);
+	expect_status(r_send(1, "rv", "hand", 0), CHAN_OK);
+	expect_msg(r, "hand");
+}
+END_TEST
+
+START_TEST(test_rendezvous_sender_completes_only_when_taken)
+{
+	treq *s;
+
+	expect_status(r_create(1, "rv", 0), CHAN_OK);
+	s = r_send(1, "rv", "wait", -1);
+	ck_assert(pending(s, 200));
+	ck_assert_uint_eq(stat_of("rv")->depth, 0);
+	ck_assert_uint_eq(stat_of("rv")->blocked_senders, 1);
+	expect_msg(r_recv(2, "rv", 0), "wait");
+	expect_status(s, CHAN_OK);
+}
+END_TEST
+
+START_TEST(test_rendezvous_batch_invalid)
+{
+	const char *two[] = { "a", "b" };
+
+	expect_status(r_create(1, "rv", 0), CHAN_OK);
+	expect_status(r_sendv(1, "rv", two, 2, 0, 0), CHAN_INVALID_ARGUMENT);
+}
+END_TEST
+
+START_TEST(test_batch_all_or_nothing)
+{
+	const char *two[] = { "a", "b" };
+	const char *four[] = { "1", "2", "3", "4" };
+	treq       *s;
+
+	expect_status(r_create(1, "b", 3), CHAN_OK);
+	expect_status(r_sendv(1, "b", two, 2, 0, 0), CHAN_OK);
+	expect_status(r_sendv(1, "b", two, 2, 0, 0), CHAN_FULL);
+	ck_assert_uint_eq(stat_of("b")->depth, 2);
+	expect_status(r_sendv(1, "b", four, 4, -1, 0), CHAN_INVALID_ARGUMENT);
+	/* A parked batch enters whole once there is room for all of it. */
+	s = r_sendv(1, "b", two, 2, -1, 0);
+	ck_assert(pending(s, 100));
+	expect_msg(r_recv(2, "b", 0), "a");
+	expect_status(s, CHAN_OK);
+	ck_assert_uint_eq(answer(s)->send->accepted, 2);
+	ck_assert_uint_eq(answer(s)->send->first_seq, 3);
+	ck_assert_uint_eq(stat_of("b")->depth, 3);
+}
+END_TEST
+
+START_TEST(test_recv_max_n)
+{
+	const char *five[] = { "1", "2", "3", "4", "5" };
+	treq       *r;
+
+	expect_status(r_sendv(1, "m", five, 5, 0, 0), CHAN_OK);
+	r = r_recvx(2, "m", 3, 0, 0, NULL, 0);
+	expect_status(r, CHAN_OK);
+	ck_assert_uint_eq(answer(r)->recv->n_messages, 3);
+	ck_assert_uint_eq(answer(r)->recv->messages[2]->seq, 3);
+	r = r_recvx(2, "m", 10, 0, 0, NULL, 0);
+	expect_status(r, CHAN_OK);
+	ck_assert_uint_eq(answer(r)->recv->n_messages, 2);
+	/* waits only for the first */
+	r = r_recvx(2, "m", 10, -1, 0, NULL, 0);
+	ck_assert(pending(r, 100));
+	expect_status(r_send(1, "m", "solo", 0), CHAN_OK);
+	expect_msg(r, "solo");
+}
+END_TEST
+
+/* ---- close, senders, receivers ------------------------------------------- */
+
+START_TEST(test_close_drains_then_closed)
+{
+	treq *s;
+
+	expect_status(r_create(1, "c", 1), CHAN_OK);
+	expect_status(r_send(1, "c", "a", 0), CHAN_OK);
+	s = r_send(1, "c", "blocked", -1);
+	wait_blocked("c", 1, 0);
+	expect_status(r_close(1, "c"), CHAN_OK);
+	expect_status(s, CHAN_CLOSED);
+	expect_status(r_send(1, "c", "more", 0), CHAN_CLOSED);
+	ck_assert(stat_of("c")->closed);
+	expect_msg(r_recv(2, "c", -1), "a");
+	expect_status(r_recv(2, "c", -1), CHAN_CLOSED);
+	expect_status(r_recv(2, "c", 0), CHAN_CLOSED);
+}
+END_TEST
+
+START_TEST(test_close_wakes_parked_receiver)
+{
+	treq *r = r_recv(2, "c", -1);
+
+	wait_blocked("c", 0, 1);
+	expect_status(r_close(1, "c"), CHAN_OK);
+	expect_status(r, CHAN_CLOSED);
+}
+END_TEST
+
+START_TEST(test_sender_drop_closes)
+{
+	treq    *a, *b;
+	uint64_t ha, hb;
+
+	a = r_sender_open(1, "s");
+	b = r_sender_open(2, "s");
+	expect_status(a, CHAN_OK);
+	expect_status(b, CHAN_OK);
+	ha = answer(a)->handle->handle;
+	hb = answer(b)->handle->handle;
+	ck_assert_uint_ne(ha, hb);
+	ck_assert_uint_eq(stat_of("s")->senders, 2);
+	expect_status(r_sendv(1, "s", (const char *[]) { "m" }, 1, 0, ha),
+	    CHAN_OK);
+	expect_status(r_sender_close(1, "s", ha), CHAN_OK);
+	ck_assert(!stat_of("s")->closed);
+	expect_status(r_sender_close(1, "s", ha), CHAN_NOT_FOUND);
+	expect_status(r_sender_close(2, "s", hb), CHAN_OK);
+	ck_assert(stat_of("s")->closed);
+	expect_msg(r_recv(3, "s", -1), "m");
+	expect_status(r_recv(3, "s", -1), CHAN_CLOSED);
+}
+END_TEST
+
+START_TEST(test_sender_conn_close_closes)
+{
+	treq *r;
+
+	expect_status(r_sender_open(5, "s"), CHAN_OK);
+	r = r_recv(3, "s", -1);
+	wait_blocked("s", 0, 1);
+	chd_engine_conn_close(E, 5);
+	expect_status(r, CHAN_CLOSED);
+	/* one-shot sends register nothing: no close when they come and go */
+	expect_status(r_send(6, "o", "x", 0), CHAN_OK);
+	chd_engine_conn_close(E, 6);
+	ck_assert(!stat_of("o")->closed);
+}
+END_TEST
+
+START_TEST(test_receiver_drop_discards)
+{
+	treq    *o, *s;
+	uint64_t h;
+
+	expect_status(r_create(1, "d", 3), CHAN_OK);
+	expect_status(r_send(1, "d", "1", 0), CHAN_OK);
+	expect_status(r_send(1, "d", "2", 0), CHAN_OK);
+	o = r_receiver_open(2, "d");
+	expect_status(o, CHAN_OK);
+	h = answer(o)->handle->handle;
+	expect_msg(r_recvx(2, "d", 0, 0, h, NULL, 0), "1");
+	expect_status(r_send(1, "d", "3", 0), CHAN_OK);
+	expect_status(r_send(1, "d", "4", 0), CHAN_OK);
+	s = r_send(1, "d", "5", -1);
+	wait_blocked("d", 1, 0);
+	expect_status(r_receiver_close(2, "d", h, false), CHAN_OK);
+	expect_status(s, CHAN_CLOSED);
+	ck_assert_uint_eq(stat_of("d")->total_dropped, 3);
+	ck_assert_uint_eq(stat_of("d")->depth, 0);
+	ck_assert(stat_of("d")->closed);
+	ck_assert_uint_eq(stat_of("d")->in_flight, 0);
+	expect_status(r_send(1, "d", "6", 0), CHAN_CLOSED);
+	expect_status(r_recv(3, "d", 0), CHAN_CLOSED);
+}
+END_TEST
+
+START_TEST(test_receiver_detach_only_keeps_messages)
+{
+	treq    *o;
+	uint64_t h;
+
+	expect_status(r_send(1, "d", "1", 0), CHAN_OK);
+	o = r_receiver_open(2, "d");
+	expect_status(o, CHAN_OK);
+	h = answer(o)->handle->handle;
+	expect_status(r_recv(3, "d", 0), CHAN_BUSY);
+	expect_status(r_receiver_close(2, "d", h, true), CHAN_OK);
+	ck_assert(!stat_of("d")->closed);
+	expect_msg(r_recv(3, "d", 0), "1");
+}
+END_TEST
+
+START_TEST(test_busy_second_connection)
+{
+	treq    *o, *p;
+	uint64_t h;
+
+	o = r_receiver_open(1, "x");
+	expect_status(o, CHAN_OK);
+	h = answer(o)->handle->handle;
+	expect_status(r_recv(2, "x", 0), CHAN_BUSY);
+	expect_status(r_receiver_open(2, "x"), CHAN_BUSY);
+	ck_assert_int_eq(stat_of("x")->receiver_pid, 1001);
+	/* the owner's own recv is fine, with or without the handle */
+	expect_status(r_recvx(1, "x", 0, 0, h, NULL, 0), CHAN_EMPTY);
+	expect_status(r_recv(1, "x", 0), CHAN_EMPTY);
+	/* implicit attach lasts while the recv is parked */
+	p = r_recv(3, "y", -1);
+	wait_blocked("y", 0, 1);
+	ck_assert(stat_of("y")->receiver_attached);
+	expect_status(r_recv(4, "y", 0), CHAN_BUSY);
+	expect_status(r_send(4, "y", "m", 0), CHAN_OK);
+	expect_msg(p, "m");
+	ck_assert(!stat_of("y")->receiver_attached);
+	expect_status(r_recv(4, "y", 0), CHAN_EMPTY);
+}
+END_TEST
+
+START_TEST(test_receiver_detached_on_conn_close)
+{
+	treq *p;
+
+	expect_status(r_receiver_open(7, "x"), CHAN_OK);
+	expect_status(r_send(1, "x", "kept", 0), CHAN_OK);
+	p = r_recv(7, "z", -1);
+	wait_blocked("z", 0, 1);
+	chd_engine_conn_close(E, 7);
+	expect_status(p, CHAN_UNAVAILABLE);
+	ck_assert(!stat_of("x")->receiver_attached);
+	ck_assert(!stat_of("z")->receiver_attached);
+	ck_assert_uint_eq(stat_of("z")->blocked_receivers, 0);
+	expect_msg(r_recv(2, "x", 0), "kept");
+	/* a request of the gone connection does not park */
+	expect_status(r_recv(7, "x", -1), CHAN_UNAVAILABLE);
+}
+END_TEST
+
+/* ---- recv_any, delete, shutdown ------------------------------------------- */
+
+/* Two channel names owned by different shards. */
+static void
+two_shard_names(char *a, char *b)
+{
+	strcpy(a, "any.0");
+	for (int i = 1; i < 1000; i++) {
+		snprintf(b, 32, "any.%d", i);
+		if (chd_shard_for_chan(E, a) != chd_shard_for_chan(E, b)) {
+			return;
+		}
+	}
+	ck_abort_msg("no two names on different shards");
+}
+
+START_TEST(test_recv_any_across_shards)
+{
+	char        a[32], b[32];
+	const char *names[2] = { a, b };
+	treq       *r;
+
+	two_shard_names(a, b);
+	r = r_recv_any(2, names, 2, -1);
+	wait_blocked(a, 0, 1);
+	wait_blocked(b, 0, 1);
+	expect_status(r_recv(3, a, 0), CHAN_BUSY);
+	expect_status(r_send(1, b, "from-b", 0), CHAN_OK);
+	expect_msg(r, "from-b");
+	ck_assert_str_eq(answer(r)->recv->messages[0]->channel, b);
+	/* the registration on the other shard is gone */
+	wait_blocked(a, 0, 0);
+	ck_assert(!stat_of(a)->receiver_attached);
+	expect_status(r_send(1, a, "from-a", 0), CHAN_OK);
+	r = r_recv_any(2, names, 2, 0);
+	expect_msg(r, "from-a");
+	ck_assert_str_eq(answer(r)->recv->messages[0]->channel, a);
+	expect_status(r_recv_any(2, names, 2, 0), CHAN_EMPTY);
+}
+END_TEST
+
+START_TEST(test_recv_any_timeout_and_closed)
+{
+	char        a[32], b[32];
+	const char *names[2] = { a, b };
+	int64_t     t0 = now_ms();
+	treq       *r;
+
+	two_shard_names(a, b);
+	expect_status(r_recv_any(2, names, 2, 300), CHAN_TIMEOUT);
+	ck_assert_int_ge(now_ms() - t0, 270);
+	wait_blocked(a, 0, 0);
+	wait_blocked(b, 0, 0);
+	r = r_recv_any(2, names, 2, -1);
+	wait_blocked(a, 0, 1);
+	wait_blocked(b, 0, 1);
+	expect_status(r_close(1, a), CHAN_OK);
+	ck_assert(pending(r, 100));
+	expect_status(r_close(1, b), CHAN_OK);
+	expect_status(r, CHAN_CLOSED);
+	expect_status(r_recv_any(2, names, 2, -1), CHAN_CLOSED);
+}
+END_TEST
+
+START_TEST(test_delete_wakes_waiters_not_found)
+{
+	char        a[32], b[32];
+	const char *names[2] = { a, b };
+	treq       *r, *s, *any;
+
+	two_shard_names(a, b);
+	expect_status(r_create(1, "del", 1), CHAN_OK);
+	expect_status(r_send(1, "del", "x", 0), CHAN_OK);
+	s = r_send(1, "del", "y", -1);
+	r = r_recv(2, "del2", -1);
+	any = r_recv_any(3, names, 2, -1);
+	wait_blocked("del", 1, 0);
+	wait_blocked("del2", 0, 1);
+	wait_blocked(b, 0, 1);
+	expect_status(r_delete(1, "del"), CHAN_OK);
+	expect_status(s, CHAN_NOT_FOUND);
+	expect_status(r_delete(1, "del2"), CHAN_OK);
+	expect_status(r, CHAN_NOT_FOUND);
+	expect_status(r_delete(1, b), CHAN_OK);
+	expect_status(any, CHAN_NOT_FOUND);
+	expect_status(r_stat(1, "del"), CHAN_NOT_FOUND);
+	expect_status(r_delete(1, "del"), CHAN_NOT_FOUND);
+	wait_blocked(a, 0, 0);
+}
+END_TEST
+
+START_TEST(test_shutdown_wakes_everyone)
+{
+	char        a[32], b[32];
+	const char *names[2] = { a, b };
+	treq       *w[4];
+
+	two_shard_names(a, b);
+	expect_status(r_create(1, "b", 1), CHAN_OK);
+	expect_status(r_send(1, "b", "x", 0), CHAN_OK);
+	w[0] = r_send(1, "b", "y", -1);
+	w[1] = r_recv(2, "r", -1);
+	w[2] = r_recv_any(3, names, 2, -1);
+	w[3] = r_cwait(4, "k", CHAN__V1__WAIT_OP__GT, 10, -1);
+	wait_blocked("b", 1, 0);
+	wait_blocked("r", 0, 1);
+	wait_blocked(a, 0, 1);
+	wait_blocked(b, 0, 1);
+	for (int i = 0; i < 4; i++) {
+		ck_assert(pending(w[i], 20));
+	}
+	chd_engine_shutdown(E);
+	for (int i = 0; i < 4; i++) {
+		expect_status(w[i], CHAN_SHUTTING_DOWN);
+	}
+	expect_status(r_recv(2, "r", -1), CHAN_SHUTTING_DOWN);
+	expect_status(r_simple(1, CHAN__V1__REQUEST__OP_PING),
+	    CHAN_SHUTTING_DOWN);
+}
+END_TEST
+
+/* ---- counters ---------------------------------------------------------------- */
+
+START_TEST(test_counter_basic_ops)
+{
+	treq *c;
+
+	ck_assert_int_eq(value_of(r_cadd(1, "n", 5)), 5);
+	ck_assert_int_eq(value_of(r_cadd(1, "n", -7)), -2);
+	ck_assert_int_eq(value_of(r_cget(1, "n")), -2);
+	expect_status(r_cget(1, "missing"), CHAN_NOT_FOUND);
+	ck_assert_int_eq(value_of(r_cset(1, "n", 40)), -2);
+	c = r_ccas(1, "n", 40, 41);
+	expect_status(c, CHAN_OK);
+	ck_assert(answer(c)->cas->swapped);
+	ck_assert_int_eq(answer(c)->cas->value, 41);
+	c = r_ccas(1, "n", 40, 99);
+	ck_assert(!answer(c)->cas->swapped);
+	ck_assert_int_eq(answer(c)->cas->value, 41);
+	/* channels and counters are separate namespaces */
+	expect_status(r_stat(1, "n"), CHAN_NOT_FOUND);
+	expect_status(r_cdelete(1, "n"), CHAN_OK);
+	expect_status(r_cget(1, "n"), CHAN_NOT_FOUND);
+	expect_status(r_cdelete(1, "n"), CHAN_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_counter_overflow_out_of_range)
+{
+	value_of(r_cset(1, "big", INT64_MAX - 1));
+	expect_status(r_cadd(1, "big", 2), CHAN_OUT_OF_RANGE);
+	ck_assert_int_eq(value_of(r_cget(1, "big")), INT64_MAX - 1);
+	value_of(r_cset(1, "small", INT64_MIN));
+	expect_status(r_cadd(1, "small", -1), CHAN_OUT_OF_RANGE);
+	ck_assert_int_eq(value_of(r_cget(1, "small")), INT64_MIN);
+}
+END_TEST
+
+START_TEST(test_counter_wait_each_operator)
+{
+	/* value 5: each operator that holds answers at once */
+	int      holds[] = { CHAN__V1__WAIT_OP__EQ, CHAN__V1__WAIT_OP__NE,
+		CHAN__V1__WAIT_OP__LT, CHAN__V1__WAIT_OP__LE,
+		CHAN__V1__WAIT_OP__GT, CHAN__V1__WAIT_OP__GE };
+	int64_t  hv[] = { 5, 4, 6, 5, 4, 5 };
+	int64_t  nv[] = { 6, 5, 5, 4, 5, 6 }; /* does not hold at 5 */
+	int64_t  fix[] = { 6, 6, 4, 4, 6, 6 }; /* value that makes it hold */
+	treq    *w;
+
+	for (int i = 0; i < 6; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "w%d", i);
+		value_of(r_cset(1, name, 5));
+		ck_assert_int_eq(value_of(r_cwait(1, name, holds[i], hv[i], -1)),
+		    5);
+		expect_status(r_cwait(1, name, holds[i], nv[i], 0),
+		    CHAN_TIMEOUT);
+		w = r_cwait(1, name, holds[i], nv[i], -1);
+		ck_assert(pending(w, 50));
+		value_of(r_cset(1, name, fix[i]));
+		ck_assert_int_eq(value_of(w), fix[i]);
+	}
+}
+END_TEST
+
+START_TEST(test_counter_wait_wakes_every_satisfied_waiter)
+{
+	treq   *w[4];
+	int64_t t0;
+
+	w[0] = r_cwait(1, "k", CHAN__V1__WAIT_OP__GE, 3, -1);
+	w[1] = r_cwait(2, "k", CHAN__V1__WAIT_OP__GE, 3, -1);
+	w[2] = r_cwait(3, "k", CHAN__V1__WAIT_OP__EQ, 3, -1);
+	w[3] = r_cwait(4, "k", CHAN__V1__WAIT_OP__GT, 100, -1);
+	ck_assert(pending(w[0], 50));
+	value_of(r_cadd(1, "k", 3));
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(value_of(w[i]), 3);
+	}
+	ck_assert(pending(w[3], 50));
+	expect_status(r_cdelete(1, "k"), CHAN_OK);
+	expect_status(w[3], CHAN_NOT_FOUND);
+	t0 = now_ms();
+	expect_status(r_cwait(1, "k", CHAN__V1__WAIT_OP__GT, 100, 300),
+	    CHAN_TIMEOUT);
+	ck_assert_int_ge(now_ms() - t0, 270);
+}
+END_TEST
+
+START_TEST(test_counter_list_fans_out)
+{
+	treq               *l;
+	Chan__V1__Response *r;
+	char                name[16];
+
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "c%02d", i);
+		value_of(r_cadd(1, name, i));
+	}
+	l = r_simple(1, CHAN__V1__REQUEST__OP_COUNTER_LIST);
+	r = answer(l);
+	expect_status(l, CHAN_OK);
+	ck_assert_uint_eq(r->counter_list->n_counters, 20);
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "c%02d", i);
+		ck_assert_str_eq(r->counter_list->counters[i]->name, name);
+		ck_assert_int_eq(r->counter_list->counters[i]->value, i);
+	}
+}
+END_TEST
+
+/* ---- validation ------------------------------------------------------------ */
+
+START_TEST(test_invalid_names)
+{
+	char long_name[200];
+	treq *t;
+
+	memset(long_name, 'a', 129);
+	long_name[129] = '\0';
+	t = r_send(1, "a b", "x", 0);
+	expect_status(t, CHAN_INVALID_ARGUMENT);
+	ck_assert_ptr_nonnull(strstr(answer(t)->error, "[A-Za-z0-9._:-]"));
+	expect_status(r_send(1, "", "x", 0), CHAN_INVALID_ARGUMENT);
+	expect_status(r_recv(1, long_name, 0), CHAN_INVALID_ARGUMENT);
+	long_name[128] = '\0';
+	expect_status(r_send(1, long_name, "x", 0), CHAN_OK);
+	expect_status(r_cadd(1, "bad/name", 1), CHAN_INVALID_ARGUMENT);
+	expect_status(r_recv_any(1, (const char *[]) { "ok", "no way" }, 2, 0),
+	    CHAN_INVALID_ARGUMENT);
+	expect_status(r_stat(1, "ok"), CHAN_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_too_large_stores_nothing)
+{
+	char        big[1002];
+	const char *batch[2] = { "small", big };
+	treq       *t;
+
+	memset(big, 'x', 1001);
+	big[1001] = '\0';
+	t = r_sendv(1, "big", batch, 2, 0, 0);
+	expect_status(t, CHAN_TOO_LARGE);
+	ck_assert_ptr_nonnull(strstr(answer(t)->error, "1001"));
+	expect_status(r_stat(1, "big"), CHAN_NOT_FOUND);
+	big[1000] = '\0';
+	expect_status(r_send(1, "big", big, 0), CHAN_OK);
+}
+END_TEST
+
+START_TEST(test_bad_fields_invalid_argument)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	const char       *many[17];
+	treq             *t;
+
+	for (int i = 0; i < 17; i++) {
+		many[i] = "m";
+	}
+	t = submit(1, &m);
+	expect_status(t, CHAN_INVALID_ARGUMENT);
+	ck_assert_ptr_nonnull(strstr(answer(t)->error, "unknown request type"));
+	expect_status(r_send(1, "q", "x", -2 - 1), CHAN_INVALID_ARGUMENT);
+	expect_status(r_recv(1, "q", -5), CHAN_INVALID_ARGUMENT);
+	expect_status(r_recvx(1, "q", 17, 0, 0, NULL, 0),
+	    CHAN_INVALID_ARGUMENT);
+	expect_status(r_sendv(1, "q", many, 0, 0, 0), CHAN_INVALID_ARGUMENT);
+	expect_status(r_sendv(1, "q", many, 17, 0, 0), CHAN_INVALID_ARGUMENT);
+	expect_status(r_cwait(1, "k", 9, 0, 0), CHAN_INVALID_ARGUMENT);
+	expect_status(r_cwait(1, "k", 0, 0, -7), CHAN_INVALID_ARGUMENT);
+	expect_status(r_sender_close(1, "q", 0), CHAN_INVALID_ARGUMENT);
+	expect_status(r_stat(1, "q"), CHAN_NOT_FOUND);
+}
+END_TEST
+
+/* ---- custody ------------------------------------------------------------------ */
+
+START_TEST(test_custody_unconfirmed_goes_back_redelivered)
+{
+	treq                  *r;
+	Chan__V1__ChannelInfo *ci;
+
+	expect_status(r_send(1, "cu", "one", 0), CHAN_OK);
+	expect_status(r_send(1, "cu", "two", 0), CHAN_OK);
+	expect_status(r_send(1, "cu", "three", 0), CHAN_OK);
+	r = r_recv(8, "cu", 0);
+	expect_msg(r, "one");
+	ck_assert(!answer(r)->recv->messages[0]->redelivered);
+	r = r_recv(8, "cu", 0);
+	expect_msg(r, "two");
+	ci = stat_of("cu");
+	ck_assert_uint_eq(ci->in_flight, 2);
+	ck_assert_uint_eq(ci->depth, 1);
+	chd_engine_conn_close(E, 8);
+	r = r_recvx(9, "cu", 5, 0, 0, NULL, 0);
+	expect_status(r, CHAN_OK);
+	ck_assert_uint_eq(answer(r)->recv->n_messages, 3);
+	ck_assert_uint_eq(answer(r)->recv->messages[0]->seq, 1);
+	ck_assert(answer(r)->recv->messages[0]->redelivered);
+	ck_assert_uint_eq(answer(r)->recv->messages[1]->seq, 2);
+	ck_assert(answer(r)->recv->messages[1]->redelivered);
+	ck_assert_uint_eq(answer(r)->recv->messages[2]->seq, 3);
+	ck_assert(!answer(r)->recv->messages[2]->redelivered);
+	ck_assert_uint_eq(stat_of("cu")->total_redelivered, 2);
+}
+END_TEST
+
+START_TEST(test_custody_confirmed_is_gone)
+{
+	treq    *r;
+	uint64_t d;
+
+	expect_status(r_send(1, "cu", "one", 0), CHAN_OK);
+	expect_status(r_send(1, "cu", "two", 0), CHAN_OK);
+	r = r_recv(8, "cu", 0);
+	expect_msg(r, "one");
+	d = answer(r)->delivery;
+	/* the confirm rides on the next request, before its op */
+	r = r_recvx(8, "cu", 0, 0, 0, &d, 1);
+	expect_msg(r, "two");
+	ck_assert_uint_ne(answer(r)->delivery, d);
+	ck_assert_uint_eq(stat_of("cu")->in_flight, 1);
+	chd_engine_conn_close(E, 8);
+	ck_assert_uint_eq(stat_of("cu")->in_flight, 0);
+	r = r_recv(9, "cu", 0);
+	expect_msg(r, "two");
+	ck_assert(answer(r)->recv->messages[0]->redelivered);
+	expect_status(r_recv(9, "cu", 0), CHAN_EMPTY);
+}
+END_TEST
+
+/* ---- introspection ------------------------------------------------------------- */
+
+START_TEST(test_stat_list_stats_hello_ping)
+{
+	treq               *t;
+	Chan__V1__Response *r;
+
+	expect_status(r_create(1, "l2", 4), CHAN_OK);
+	expect_status(r_send(1, "l1", "abc", 0), CHAN_OK);
+	expect_status(r_send(1, "l1", "de", 0), CHAN_OK);
+	ck_assert_uint_eq(stat_of("l1")->bytes, 5);
+	ck_assert_uint_eq(stat_of("l1")->total_sent, 2);
+	value_of(r_cadd(1, "k1", 1));
+	t = r_simple(1, CHAN__V1__REQUEST__OP_LIST);
+	r = answer(t);
+	expect_status(t, CHAN_OK);
+	ck_assert_uint_eq(r->list->n_channels, 2);
+	ck_assert_str_eq(r->list->channels[0]->name, "l1");
+	ck_assert_uint_eq(r->list->channels[0]->depth, 2);
+	ck_assert_str_eq(r->list->channels[1]->name, "l2");
+	t = r_simple(1, CHAN__V1__REQUEST__OP_STATS);
+	r = answer(t);
+	expect_status(t, CHAN_OK);
+	ck_assert_uint_eq(r->stats->channels, 2);
+	ck_assert_uint_eq(r->stats->counters, 1);
+	ck_assert_uint_eq(r->stats->messages, 2);
+	ck_assert_uint_eq(r->stats->bytes, 5);
+	ck_assert_uint_eq(r->stats->connections, 20);
+	ck_assert_uint_eq(r->stats->workers, 4);
+	ck_assert_uint_ge(r->stats->requests, 8);
+	t = r_simple(1, CHAN__V1__REQUEST__OP_HELLO);
+	r = answer(t);
+	expect_status(t, CHAN_OK);
+	ck_assert_uint_eq(r->hello->protocol_version, CHL_PROTOCOL_VERSION);
+	ck_assert_uint_eq(r->hello->max_message_size, 1000);
+	ck_assert_uint_eq(r->hello->max_batch, 16);
+	ck_assert_str_eq(r->hello->server_version, CHAN_VERSION);
+	t = r_simple(1, CHAN__V1__REQUEST__OP_PING);
+	expect_status(t, CHAN_OK);
+	ck_assert_int_eq(answer(t)->result_case,
+	    CHAN__V1__RESPONSE__RESULT_EMPTY);
+}
+END_TEST
+
+/* ---- scale ----------------------------------------------------------------------- */
+
+#define NPARKED 10000
+
+START_TEST(test_10000_parked_receivers_cost_no_cpu)
+{
+	treq         **w = calloc(NPARKED, sizeof(*w));
+	char           name[32];
+	struct rusage  u0, u1;
+	int64_t        cpu_ms;
+
+	for (int i = 0; i < NPARKED; i++) {
+		snprintf(name, sizeof(name), "p%d", i);
+		w[i] = r_recv((uint32_t) (1 + i % 20), name, -1);
+	}
+	/* all parked: stats sees every channel; none answered */
+	for (int i = 0; i < 1000; i++) {
+		treq *t = r_simple(1, CHAN__V1__REQUEST__OP_STATS);
+		if (answer(t)->stats->channels == NPARKED) {
+			break;
+		}
+		msleep(10);
+	}
+	getrusage(RUSAGE_SELF, &u0);
+	msleep(500);
+	getrusage(RUSAGE_SELF, &u1);
+	cpu_ms = (u1.ru_utime.tv_sec - u0.ru_utime.tv_sec) * 1000 +
+	    (u1.ru_utime.tv_usec - u0.ru_utime.tv_usec) / 1000 +
+	    (u1.ru_stime.tv_sec - u0.ru_stime.tv_sec) * 1000 +
+	    (u1.ru_stime.tv_usec - u0.ru_stime.tv_usec) / 1000;
+	ck_assert_msg(cpu_ms < 250, "parked waiters burned %lld ms CPU",
+	    (long long) cpu_ms);
+	for (int i = 0; i < NPARKED; i++) {
+		ck_assert(pending(w[i], 0));
+	}
+	chd_engine_shutdown(E);
+	for (int i = 0; i < NPARKED; i++) {
+		expect_status(w[i], CHAN_SHUTTING_DOWN);
+	}
+	free(w);
+}
+END_TEST
+
+static Suite *
+engine_suite(void)
+{
+	Suite *s = suite_create("engine");
+	TCase *tc = tcase_create("spec");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_unbounded_fifo_seq_and_time);
+	tcase_add_test(tc, test_create_idempotent_and_already_exists);
+	tcase_add_test(tc, test_no_auto_create_not_found);
+	tcase_add_test(tc, test_bounded_try_send_full);
+	tcase_add_test(tc, test_try_recv_empty);
+	tcase_add_test(tc, test_bounded_sender_waits_for_room);
+	tcase_add_test(tc, test_blocked_senders_arrival_order);
+	tcase_add_test(tc, test_send_timeout_leaves_nothing);
+	tcase_add_test(tc, test_recv_timeout);
+	tcase_add_test(tc, test_rendezvous_try_send_full);
+	tcase_add_test(tc, test_rendezvous_handoff_to_parked_receiver);
+	tcase_add_test(tc, test_rendezvous_sender_completes_only_when_taken);
+	tcase_add_test(tc, test_rendezvous_batch_invalid);
+	tcase_add_test(tc, test_batch_all_or_nothing);
+	tcase_add_test(tc, test_recv_max_n);
+	tcase_add_test(tc, test_close_drains_then_closed);
+	tcase_add_test(tc, test_close_wakes_parked_receiver);
+	tcase_add_test(tc, test_sender_drop_closes);
+	tcase_add_test(tc, test_sender_conn_close_closes);
+	tcase_add_test(tc, test_receiver_drop_discards);
+	tcase_add_test(tc, test_receiver_detach_only_keeps_messages);
+	tcase_add_test(tc, test_busy_second_connection);
+	tcase_add_test(tc, test_receiver_detached_on_conn_close);
+	tcase_add_test(tc, test_recv_any_across_shards);
+	tcase_add_test(tc, test_recv_any_timeout_and_closed);
+	tcase_add_test(tc, test_delete_wakes_waiters_not_found);
+	tcase_add_test(tc, test_shutdown_wakes_everyone);
+	tcase_add_test(tc, test_counter_basic_ops);
+	tcase_add_test(tc, test_counter_overflow_out_of_range);
+	tcase_add_test(tc, test_counter_wait_each_operator);
+	tcase_add_test(tc, test_counter_wait_wakes_every_satisfied_waiter);
+	tcase_add_test(tc, test_counter_list_fans_out);
+	tcase_add_test(tc, test_invalid_names);
+	tcase_add_test(tc, test_too_large_stores_nothing);
+	tcase_add_test(tc, test_bad_fields_invalid_argument);
+	tcase_add_test(tc, test_custody_unconfirmed_goes_back_redelivered);
+	tcase_add_test(tc, test_custody_confirmed_is_gone);
+	tcase_add_test(tc, test_stat_list_stats_hello_ping);
+	tcase_add_test(tc, test_10000_parked_receivers_cost_no_cpu);
+	suite_add_tcase(s, tc);
+	return (s);
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(engine_suite());
+	int      nf;
+
+	srunner_run_all(sr, CK_NORMAL);
+	nf = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return (nf == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+}
