@@ -820,69 +820,140 @@ write_some(int fd, const void *b, size_t n)
 	}
 }
 
-START_TEST(raw_unix_garbage)
+/* SP over ipc: 0 'S' 'P' 0, protocol (BE16), 0 0. REQ is 0x30. */
+static const uint8_t sp_req[] = { 0, 'S', 'P', 0, 0x00, 0x30, 0, 0 };
+
+/*
+ * One raw unix-socket case per test, so each reports on its own. Every
+ * one ends with a fresh client's ping and a clean SIGTERM stop.
+ */
+START_TEST(raw_unix_connect_close)
 {
-	/* SP over ipc: 0 'S' 'P' 0, protocol (BE16), 0 0. REQ is 0x30. */
-	static const uint8_t sp_req[] = { 0, 'S', 'P', 0, 0x00, 0x30, 0, 0 };
-	static const uint8_t sp_rep[] = { 0, 'S', 'P', 0, 0x00, 0x31, 0, 0 };
-	static const uint8_t sp_bogus[] = { 0, 'S', 'P', 7, 0x12, 0x34, 9, 9 };
-	/* ipc frame: type 1, then a BE64 length: 2^62 bytes announced. */
-	static const uint8_t frame_huge[] = { 1, 0x40, 0, 0, 0, 0, 0, 0, 0 };
-	/* A 6-byte frame with no REQ id header in it. */
-	static const uint8_t frame_short[] = { 1, 0, 0, 0, 0, 0, 0, 0, 6, 'h',
-		'e', 'l', 'l', 'o', '!' };
-	static const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	chh_daemon d;
+
+	/* Connect and hang up at once, before the SP handshake. */
+	chh_start(&d, NULL);
+	close(unix_connect(d.sock));
+	chh_assert_alive(&d);
+	chh_stop(&d);
+}
+END_TEST
+
+START_TEST(raw_unix_random_bytes)
+{
 	chh_daemon d;
 	uint8_t    rnd[4096];
-	int        fd, half;
+	int        fd;
 
 	chh_start(&d, NULL);
 	srand(99);
 	for (size_t i = 0; i < sizeof(rnd); i++) {
 		rnd[i] = (uint8_t) rand();
 	}
-	/* Random bytes, then hang up. */
 	fd = unix_connect(d.sock);
 	write_some(fd, rnd, sizeof(rnd));
+	/* Give the daemon the bytes before the hang-up. */
+	usleep(100 * 1000);
 	close(fd);
 	chh_assert_alive(&d);
-	/* Plain text. */
+	chh_stop(&d);
+}
+END_TEST
+
+START_TEST(raw_unix_text)
+{
+	static const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	chh_daemon d;
+	int        fd;
+
+	chh_start(&d, NULL);
 	fd = unix_connect(d.sock);
 	write_some(fd, http, sizeof(http) - 1);
+	usleep(100 * 1000);
 	close(fd);
 	chh_assert_alive(&d);
-	/* A handshake for the wrong protocol, and a made-up one. */
+	chh_stop(&d);
+}
+END_TEST
+
+START_TEST(raw_unix_wrong_handshake)
+{
+	/* REP talking to REP, and a made-up header. */
+	static const uint8_t sp_rep[] = { 0, 'S', 'P', 0, 0x00, 0x31, 0, 0 };
+	static const uint8_t sp_bogus[] = { 0, 'S', 'P', 7, 0x12, 0x34, 9, 9 };
+	chh_daemon d;
+	int        fd;
+
+	chh_start(&d, NULL);
 	fd = unix_connect(d.sock);
 	write_some(fd, sp_rep, sizeof(sp_rep));
-	usleep(50 * 1000);
-	close(fd);
-	fd = unix_connect(d.sock);
-	write_some(fd, sp_bogus, sizeof(sp_bogus));
-	usleep(50 * 1000);
+	usleep(100 * 1000);
 	close(fd);
 	chh_assert_alive(&d);
-	/* A right handshake, then a frame announcing 2^62 bytes. */
+	fd = unix_connect(d.sock);
+	write_some(fd, sp_bogus, sizeof(sp_bogus));
+	usleep(100 * 1000);
+	close(fd);
+	chh_assert_alive(&d);
+	chh_stop(&d);
+}
+END_TEST
+
+START_TEST(raw_unix_huge_frame)
+{
+	/* ipc frame: type 1, then a BE64 length: 2^62 bytes announced. */
+	static const uint8_t frame_huge[] = { 1, 0x40, 0, 0, 0, 0, 0, 0, 0 };
+	chh_daemon d;
+	uint8_t    junk[4096];
+	int        fd;
+
+	chh_start(&d, NULL);
+	memset(junk, 0x5a, sizeof(junk));
 	fd = unix_connect(d.sock);
 	write_some(fd, sp_req, sizeof(sp_req));
 	write_some(fd, frame_huge, sizeof(frame_huge));
-	write_some(fd, rnd, sizeof(rnd));
+	write_some(fd, junk, sizeof(junk));
 	chh_assert_alive(&d);
 	close(fd);
-	/* A right handshake, then a frame too short for a request id. */
+	chh_assert_alive(&d);
+	chh_stop(&d);
+}
+END_TEST
+
+START_TEST(raw_unix_short_frame)
+{
+	/* A 6-byte frame with no REQ id header in it. */
+	static const uint8_t frame_short[] = { 1, 0, 0, 0, 0, 0, 0, 0, 6, 'h',
+		'e', 'l', 'l', 'o', '!' };
+	chh_daemon d;
+	int        fd;
+
+	chh_start(&d, NULL);
 	fd = unix_connect(d.sock);
 	write_some(fd, sp_req, sizeof(sp_req));
 	write_some(fd, frame_short, sizeof(frame_short));
 	chh_assert_alive(&d);
 	close(fd);
-	/* Half a handshake, held open while others are served. */
+	chh_assert_alive(&d);
+	chh_stop(&d);
+}
+END_TEST
+
+START_TEST(raw_unix_silent_peers)
+{
+	chh_daemon d;
+	int        half, quiet;
+
+	chh_start(&d, NULL);
+	/* Half a handshake, and a connection that never says a word,
+	 * both held open while others are served. */
 	half = unix_connect(d.sock);
 	write_some(half, sp_req, 3);
+	quiet = unix_connect(d.sock);
 	chh_assert_alive(&d);
+	usleep(100 * 1000);
 	close(half);
-	/* A connection that never says anything. */
-	half = unix_connect(d.sock);
-	chh_assert_alive(&d);
-	close(half);
+	close(quiet);
 	chh_assert_alive(&d);
 	chh_stop(&d);
 }
@@ -1027,7 +1098,13 @@ badinput_suite(void)
 	tcase_add_test(tc, message_size_limit_small);
 	tcase_add_test(tc, message_size_limit_default);
 	tcase_add_test(tc, frame_over_daemon_limit);
-	tcase_add_test(tc, raw_unix_garbage);
+	tcase_add_test(tc, raw_unix_connect_close);
+	tcase_add_test(tc, raw_unix_random_bytes);
+	tcase_add_test(tc, raw_unix_text);
+	tcase_add_test(tc, raw_unix_wrong_handshake);
+	tcase_add_test(tc, raw_unix_huge_frame);
+	tcase_add_test(tc, raw_unix_short_frame);
+	tcase_add_test(tc, raw_unix_silent_peers);
 	tcase_add_test(tc, connection_churn);
 	tcase_add_test(tc, duplicate_request_id);
 	tcase_add_test(tc, client_gone_mid_recv);
