@@ -127,15 +127,19 @@ chd_chan_get(chd_shard *sh, const char *name, bool create)
 	return (ch);
 }
 
+/* Every message leaves through here: the daemon-wide byte count drops. */
 static void
-msgs_free(chd_msg *m)
+msgs_free(chd_engine *e, chd_msg *m)
 {
 	chd_msg *next;
+	uint64_t bytes = 0;
 
 	for (; m != NULL; m = next) {
 		next = m->next;
+		bytes += m->len;
 		free(m);
 	}
+	atomic_fetch_sub(&e->held_bytes, bytes);
 }
 
 static void
@@ -165,13 +169,13 @@ static void
 chan_discard(chd_shard *sh, chd_chan *ch)
 {
 	ch->total_dropped += ch->depth;
-	msgs_free(ch->qhead);
+	msgs_free(sh->e, ch->qhead);
 	ch->qhead = ch->qtail = NULL;
 	ch->depth = ch->bytes = 0;
 	while (ch->inflight != NULL) {
 		chd_delivery *d = ch->inflight;
 		delivery_unlink(sh, d);
-		msgs_free(d->head);
+		msgs_free(sh->e, d->head);
 		free(d);
 	}
 }
@@ -346,16 +350,29 @@ task_finish(chd_task *t)
 
 /* All-or-nothing: allocates every message before linking any. */
 static chan_status
-chan_enqueue(chd_chan *ch, const ProtobufCBinaryData *data, size_t n,
-    uint64_t *first_seq)
+chan_enqueue(chd_engine *e, chd_chan *ch, const ProtobufCBinaryData *data,
+    size_t n, uint64_t *first_seq)
 {
 	chd_msg *head = NULL, **tailp = &head, *m, *last = NULL;
 	uint64_t now = chl_now_unix_us();
-	uint64_t bytes = 0;
+	uint64_t bytes = 0, want = 0, held;
 
 	for (size_t i = 0; i < n; i++) {
+		want += data[i].len;
+	}
+	/* Reserve first, so concurrent shards cannot overshoot together. */
+	held = atomic_fetch_add(&e->held_bytes, want) + want;
+	if (e->opts.max_memory != 0 && held > e->opts.max_memory) {
+		atomic_fetch_sub(&e->held_bytes, want);
+		return (CHAN_RESOURCE_EXHAUSTED);
+	}
+	for (size_t i = 0; i < n; i++) {
 		if ((m = malloc(sizeof(*m) + data[i].len)) == NULL) {
-			msgs_free(head);
+			for (m = head; m != NULL; m = last) {
+				last = m->next;
+				free(m);
+			}
+			atomic_fetch_sub(&e->held_bytes, want);
 			return (CHAN_RESOURCE_EXHAUSTED);
 		}
 		m->next = NULL;
@@ -365,7 +382,6 @@ chan_enqueue(chd_chan *ch, const ProtobufCBinaryData *data, size_t n,
 		if (data[i].len > 0) {
 			memcpy(m->data, data[i].data, data[i].len);
 		}
-		bytes += m->len;
 		*tailp = m;
 		tailp = &m->next;
 		last = m;
@@ -373,6 +389,7 @@ chan_enqueue(chd_chan *ch, const ProtobufCBinaryData *data, size_t n,
 	*first_seq = ch->next_seq;
 	for (m = head; m != NULL; m = m->next) {
 		m->seq = ch->next_seq++;
+		bytes += m->len;
 	}
 	if (ch->qtail != NULL) {
 		ch->qtail->next = head;
@@ -426,13 +443,14 @@ chan_admit_sender(chd_shard *sh, chd_chan *ch, chd_task *t)
 	chan_status     st;
 
 	chan_remove_sender_task(ch, t);
-	st = chan_enqueue(ch, s->data, s->n_data, &first);
+	st = chan_enqueue(sh->e, ch, s->data, s->n_data, &first);
 	if (st == CHAN_OK) {
 		send_reply_ok(sh->e, t->req, (uint32_t) s->n_data, first);
 	} else {
-		chd_reply_err(sh->e, t->req, st,
-		    "out of memory storing %zu messages for channel '%s'",
-		    s->n_data, ch->name);
+		chd_reply_err(sh->e, t->req, st, "no memory to store %zu "
+		    "messages for channel '%s' (daemon memory limit %llu "
+		    "bytes); nothing was sent", s->n_data, ch->name,
+		    (unsigned long long) sh->e->opts.max_memory);
 	}
 	task_finish(t);
 }
@@ -572,7 +590,7 @@ chd_chan_confirm(chd_shard *sh, uint64_t id)
 		chd_delivery *d = (chd_delivery *) n;
 		if (d->id == id) {
 			delivery_unlink(sh, d);
-			msgs_free(d->head);
+			msgs_free(sh->e, d->head);
 			free(d);
 			return;
 		}

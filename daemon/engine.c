@@ -293,6 +293,7 @@ chd_engine_opts_default(chd_engine_opts *opts)
 	opts->max_message_size = 1024 * 1024;
 	opts->max_batch = 1024;
 	opts->auto_create = true;
+	opts->max_memory = (uint64_t) 1 << 30;
 }
 
 int

@@ -44,11 +44,15 @@ typedef struct chd_engine_opts {
 	uint64_t max_message_size; /* bytes; default 1 MiB */
 	uint32_t max_batch;        /* messages per send/recv request */
 	bool     auto_create;      /* send/recv create missing channels */
+	/* Payload bytes held daemon-wide (queued + in custody) before sends
+	 * get RESOURCE_EXHAUSTED; 0: no limit. Default 1 GiB. */
+	uint64_t max_memory;
 } chd_engine_opts;
 
 typedef struct chd_engine chd_engine;
 
-/* Fills opts with the defaults (workers 2, 1 MiB, 1024, auto_create). */
+/* Fills opts with the defaults (workers 2, 1 MiB, 1024, auto_create,
+ * max_memory 1 GiB). */
 void chd_engine_opts_default(chd_engine_opts *opts);
 
 /*

@@ -159,6 +159,7 @@ struct chd_engine {
 	atomic_bool       shutting;
 	atomic_uint_least64_t requests;
 	atomic_uint_least64_t connections;
+	atomic_uint_least64_t held_bytes; /* payload queued + in custody */
 	int64_t           start_ms;
 	pthread_mutex_t   conn_mtx;   /* guards conns */
 	chd_htab          conns;      /* conn -> pid */

@@ -129,12 +129,17 @@ msleep(int ms)
 	nanosleep(&ts, NULL);
 }
 
+static uint64_t max_memory_opt;
+
 static void
 start_engine(bool auto_create)
 {
 	chd_engine_opts o;
 
 	chd_engine_opts_default(&o);
+	if (max_memory_opt != 0) {
+		o.max_memory = max_memory_opt;
+	}
 	o.workers = 4;
 	o.max_message_size = 1000;
 	o.max_batch = 16;
@@ -689,6 +694,35 @@ START_TEST(test_recv_max_n)
 	ck_assert(pending(r, 100));
 	expect_status(r_send(1, "m", "solo", 0), CHAN_OK);
 	expect_msg(r, "solo");
+}
+END_TEST
+
+START_TEST(test_memory_limit_resource_exhausted)
+{
+	char        m600[601];
+	const char *two[2] = { m600, m600 };
+	treq       *r;
+	uint64_t    d;
+
+	chd_engine_free(E);
+	max_memory_opt = 1500;
+	start_engine(true);
+	max_memory_opt = 0;
+	memset(m600, 'x', 600);
+	m600[600] = '\0';
+	expect_status(r_sendv(1, "mem", two, 2, -1, 0), CHAN_OK);
+	r = r_send(1, "mem", m600, -1);
+	expect_status(r, CHAN_RESOURCE_EXHAUSTED);
+	ck_assert_ptr_nonnull(strstr(answer(r)->error, "limit"));
+	ck_assert_uint_eq(stat_of("mem")->depth, 2);
+	/* in custody still counts; confirmed frees the room */
+	r = r_recv(2, "mem", 0);
+	expect_msg(r, m600);
+	d = answer(r)->delivery;
+	expect_status(r_send(1, "mem", m600, -1), CHAN_RESOURCE_EXHAUSTED);
+	r = r_recvx(2, "mem", 0, 0, 0, &d, 1);
+	expect_msg(r, m600);
+	expect_status(r_send(1, "mem", m600, -1), CHAN_OK);
 }
 END_TEST
 
@@ -1313,6 +1347,7 @@ engine_suite(void)
 	tcase_add_test(tc, test_rendezvous_batch_invalid);
 	tcase_add_test(tc, test_batch_all_or_nothing);
 	tcase_add_test(tc, test_recv_max_n);
+	tcase_add_test(tc, test_memory_limit_resource_exhausted);
 	tcase_add_test(tc, test_close_drains_then_closed);
 	tcase_add_test(tc, test_close_wakes_parked_receiver);
 	tcase_add_test(tc, test_sender_drop_closes);
