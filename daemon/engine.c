@@ -17,6 +17,8 @@
 
 #include "names.h"
 
+#define CHD_CONN_TOMBS 4096 /* closed connections remembered */
+
 enum chd_route {
 	CHD_ROUTE_NONE,    /* answered on the submitting thread */
 	CHD_ROUTE_CHAN,    /* the shard owning the channel name */
@@ -313,7 +315,10 @@ chd_engine_start(const chd_engine_opts *opts, chd_engine **out)
 		free(e);
 		return (ENOMEM);
 	}
-	if ((rv = chd_htab_init(&e->conns)) != 0) {
+	if ((e->tombs = calloc(CHD_CONN_TOMBS, sizeof(*e->tombs))) == NULL ||
+	    (rv = chd_htab_init(&e->conns)) != 0) {
+		free(e->tombs);
+		rv = ENOMEM;
 		free(e->shards);
 		free(e);
 		return (rv);
@@ -404,6 +409,7 @@ chd_engine_free(chd_engine *e)
 		}
 	}
 	chd_htab_fini(&e->conns);
+	free(e->tombs);
 	pthread_mutex_destroy(&e->conn_mtx);
 	pthread_mutex_destroy(&e->sd_mtx);
 	pthread_cond_destroy(&e->sd_cv);
@@ -413,10 +419,17 @@ chd_engine_free(chd_engine *e)
 
 /* ---- connections ---------------------------------------------------------------- */
 
+/*
+ * Open connections (pid for stat) and tombstones of recently closed ones.
+ * A request can reach the engine before the transport's "pipe added"
+ * callback ran, so an unknown connection counts as alive; only a closed
+ * one (tombstone) may not park. The newest CHD_CONN_TOMBS closes are kept.
+ */
 typedef struct chd_conn {
 	chd_hnode hn; /* hash = conn id */
 	uint32_t  id;
 	int       pid;
+	bool      closed;
 } chd_conn;
 
 static chd_conn *
@@ -442,11 +455,15 @@ chd_engine_conn_open(chd_engine *e, uint32_t conn, int pid)
 	    (c = calloc(1, sizeof(*c))) != NULL) {
 		c->id = conn;
 		c->hn.hash = conn;
+		c->closed = true; /* counted as opened just below */
 		chd_htab_insert(&e->conns, &c->hn);
-		atomic_fetch_add(&e->connections, 1);
 	}
 	if (c != NULL) {
 		c->pid = pid;
+		if (c->closed) {
+			c->closed = false;
+			atomic_fetch_add(&e->connections, 1);
+		}
 	}
 	pthread_mutex_unlock(&e->conn_mtx);
 }
@@ -457,18 +474,44 @@ conn_close_job(chd_shard *sh, void *arg)
 	chd_chan_conn_closed(sh, (uint32_t) (uintptr_t) arg);
 }
 
+/* Under conn_mtx: records the tombstone, evicting the oldest one. */
+static void
+conn_tomb(chd_engine *e, chd_conn *c)
+{
+	uint32_t  old = e->tombs[e->tomb_next];
+	chd_conn *o;
+
+	if (e->tomb_used == CHD_CONN_TOMBS && old != c->id &&
+	    (o = conn_find(e, old)) != NULL && o->closed) {
+		chd_htab_remove(&e->conns, &o->hn);
+		free(o);
+	}
+	e->tombs[e->tomb_next] = c->id;
+	e->tomb_next = (e->tomb_next + 1) % CHD_CONN_TOMBS;
+	if (e->tomb_used < CHD_CONN_TOMBS) {
+		e->tomb_used++;
+	}
+}
+
 void
 chd_engine_conn_close(chd_engine *e, uint32_t conn)
 {
 	chd_conn *c;
 
-	/* Forget it first: a request of this connection still on its way
+	/* Tombstone first: a request of this connection still on its way
 	 * to a shard then refuses to park (nothing would clean it up). */
 	pthread_mutex_lock(&e->conn_mtx);
-	if ((c = conn_find(e, conn)) != NULL) {
-		chd_htab_remove(&e->conns, &c->hn);
+	if ((c = conn_find(e, conn)) == NULL &&
+	    (c = calloc(1, sizeof(*c))) != NULL) {
+		c->id = conn;
+		c->hn.hash = conn;
+		c->closed = true;
+		chd_htab_insert(&e->conns, &c->hn);
+		conn_tomb(e, c);
+	} else if (c != NULL && !c->closed) {
+		c->closed = true;
 		atomic_fetch_sub(&e->connections, 1);
-		free(c);
+		conn_tomb(e, c);
 	}
 	pthread_mutex_unlock(&e->conn_mtx);
 	for (int i = 0; i < e->n; i++) {
@@ -487,7 +530,7 @@ chd_engine_conn_pid(chd_engine *e, uint32_t conn)
 	int       pid = 0;
 
 	pthread_mutex_lock(&e->conn_mtx);
-	if ((c = conn_find(e, conn)) != NULL) {
+	if ((c = conn_find(e, conn)) != NULL && !c->closed) {
 		pid = c->pid;
 	}
 	pthread_mutex_unlock(&e->conn_mtx);
@@ -497,10 +540,11 @@ chd_engine_conn_pid(chd_engine *e, uint32_t conn)
 bool
 chd_engine_conn_alive(chd_engine *e, uint32_t conn)
 {
-	bool alive;
+	chd_conn *c;
+	bool      alive;
 
 	pthread_mutex_lock(&e->conn_mtx);
-	alive = conn_find(e, conn) != NULL;
+	alive = (c = conn_find(e, conn)) == NULL || !c->closed;
 	pthread_mutex_unlock(&e->conn_mtx);
 	return (alive);
 }

@@ -162,7 +162,9 @@ struct chd_engine {
 	atomic_uint_least64_t held_bytes; /* payload queued + in custody */
 	int64_t           start_ms;
 	pthread_mutex_t   conn_mtx;   /* guards conns */
-	chd_htab          conns;      /* conn -> pid */
+	chd_htab          conns;      /* conn -> pid, closed tombstones */
+	uint32_t         *tombs;      /* ring of recently closed conns */
+	size_t            tomb_next, tomb_used;
 	pthread_mutex_t   sd_mtx;
 	pthread_cond_t    sd_cv;
 	int               sd_pending;
@@ -182,8 +184,8 @@ chd_shard *chd_shard_for_counter(chd_engine *e, const char *name);
 void chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb);
 void chd_task_unpark(chd_task *t);
 int  chd_engine_conn_pid(chd_engine *e, uint32_t conn);
-/* False once the connection closed (or was never opened): such a request
- * must not park or register anything, nobody would clean it up. */
+/* False once the connection closed: such a request must not park or
+ * register anything, nobody would clean it up. Unknown conns are alive. */
 bool chd_engine_conn_alive(chd_engine *e, uint32_t conn);
 
 /* ---- channels (channel.c) ------------------------------------------------ */
