@@ -131,8 +131,25 @@ helper_main(const char *mode, const char *url, const char *name)
 		if (write(3, "r", 1) != 1) {
 			_exit(3);
 		}
-		/* Parks; whatever it gets, it holds on to until killed. */
-		(void) chan_recv(k, name, &m, CHAN_WAIT_FOREVER);
+		/*
+		 * Parks; whatever it gets, it holds on to until killed. The
+		 * previous receiver may not be detached yet: BUSY is retried.
+		 */
+		chan_status st;
+		while ((st = chan_recv(k, name, &m, CHAN_WAIT_FOREVER)) ==
+		    CHAN_BUSY) {
+			usleep(10 * 1000);
+		}
+		fprintf(stderr, "helper: recv returned %s (%s)\n",
+		    chan_status_name(st), chan_last_error(k));
+	} else if (strcmp(mode, "--helper-receiver") == 0) {
+		chan_receiver *r = NULL;
+		if (chan_receiver_open(k, name, &r) != CHAN_OK) {
+			_exit(5);
+		}
+		if (write(3, "r", 1) != 1) {
+			_exit(3);
+		}
 	} else if (strcmp(mode, "--helper-sender") == 0) {
 		if (chan_sender_open(k, name, &s) != CHAN_OK ||
 		    chan_sender_send(s, "last", 4, 0) != CHAN_OK) {
@@ -608,12 +625,19 @@ START_TEST(receiver_busy_and_detach)
 	ck_assert(memcmp(chan_msg_data(m), "kept", 4) == 0);
 	chan_msg_free(m);
 	ck_status(chan_recv(a, "one", &m, 0), CHAN_BUSY);
-	/* A receiver whose connection goes away is detached, not dropped. */
+	ck_status(chan_receiver_detach(rb), CHAN_OK);
 	chan_disconnect(b);
-	send_str(a, "one", "after");
 	{
+		/* A receiver whose connection goes away is detached, not
+		 * dropped: its process is killed while attached. */
+		pid_t       pid = spawn_helper("--helper-receiver", "one");
 		int64_t     deadline = chh_now_ms() + chh_scaled_ms(5000);
 		chan_status st2;
+
+		ck_status(chan_recv(a, "one", &m, 0), CHAN_BUSY);
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		send_str(a, "one", "after");
 		while ((st2 = chan_recv(a, "one", &m, 1000)) == CHAN_BUSY &&
 		    chh_now_ms() < deadline) {
 			usleep(20 * 1000);
@@ -622,6 +646,9 @@ START_TEST(receiver_busy_and_detach)
 		    "connection went away: %s", chan_status_name(st2));
 		ck_assert(memcmp(chan_msg_data(m), "after", 5) == 0);
 		chan_msg_free(m);
+		ck_status(chan_stat(a, "one", &st), CHAN_OK);
+		ck_assert_msg(!st.closed, "a lost receiver connection closed "
+		    "the channel");
 	}
 	chan_disconnect(a);
 }

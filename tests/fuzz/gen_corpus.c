@@ -1,0 +1,167 @@
+/*
+ * gen_corpus.c - writes the seed corpus of fuzz_request: one valid packed
+ * Request per op (a conn byte in front), so the fuzzer starts from every
+ * branch of the dispatcher. Usage: fuzz_gen_corpus DIR
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chan.pb-c.h"
+
+static const char *dir;
+static int         nwritten;
+
+static void
+put(const char *name, uint8_t conn, Chan__V1__Request *req)
+{
+	char     path[512];
+	size_t   len;
+	uint8_t *buf;
+	FILE    *f;
+
+	req->has_id = 1;
+	req->id = (uint64_t) nwritten + 1;
+	req->has_client = 1;
+	req->client = 0x1234;
+	len = chan__v1__request__get_packed_size(req);
+	if ((buf = malloc(len + 1)) == NULL) {
+		exit(1);
+	}
+	buf[0] = conn;
+	chan__v1__request__pack(req, buf + 1);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if ((f = fopen(path, "wb")) == NULL ||
+	    fwrite(buf, 1, len + 1, f) != len + 1 || fclose(f) != 0) {
+		perror(path);
+		exit(1);
+	}
+	free(buf);
+	nwritten++;
+}
+
+int
+main(int argc, char **argv)
+{
+	Chan__V1__Request       r;
+	Chan__V1__Hello         hello = CHAN__V1__HELLO__INIT;
+	Chan__V1__Ping          ping = CHAN__V1__PING__INIT;
+	Chan__V1__Stats         stats = CHAN__V1__STATS__INIT;
+	Chan__V1__List          list = CHAN__V1__LIST__INIT;
+	Chan__V1__Create        create = CHAN__V1__CREATE__INIT;
+	Chan__V1__Send          send = CHAN__V1__SEND__INIT;
+	Chan__V1__Recv          recv = CHAN__V1__RECV__INIT;
+	Chan__V1__RecvAny       rany = CHAN__V1__RECV_ANY__INIT;
+	Chan__V1__Close         close_ = CHAN__V1__CLOSE__INIT;
+	Chan__V1__Delete        del = CHAN__V1__DELETE__INIT;
+	Chan__V1__Stat          stat = CHAN__V1__STAT__INIT;
+	Chan__V1__SenderOpen    sopen = CHAN__V1__SENDER_OPEN__INIT;
+	Chan__V1__SenderClose   sclose = CHAN__V1__SENDER_CLOSE__INIT;
+	Chan__V1__ReceiverOpen  ropen = CHAN__V1__RECEIVER_OPEN__INIT;
+	Chan__V1__ReceiverClose rclose = CHAN__V1__RECEIVER_CLOSE__INIT;
+	Chan__V1__Ack           ack = CHAN__V1__ACK__INIT;
+	Chan__V1__Release       rel = CHAN__V1__RELEASE__INIT;
+	Chan__V1__CounterAdd    cadd = CHAN__V1__COUNTER_ADD__INIT;
+	Chan__V1__CounterGet    cget = CHAN__V1__COUNTER_GET__INIT;
+	Chan__V1__CounterSet    cset = CHAN__V1__COUNTER_SET__INIT;
+	Chan__V1__CounterCas    ccas = CHAN__V1__COUNTER_CAS__INIT;
+	Chan__V1__CounterWait   cwait = CHAN__V1__COUNTER_WAIT__INIT;
+	Chan__V1__CounterDelete cdel = CHAN__V1__COUNTER_DELETE__INIT;
+	Chan__V1__CounterList   clist = CHAN__V1__COUNTER_LIST__INIT;
+	ProtobufCBinaryData     data[2] = { { 5, (uint8_t *) "hello" },
+		    { 0, (uint8_t *) "" } };
+	char                   *names[2] = { "q", "r" };
+	static const Chan__V1__Request init = CHAN__V1__REQUEST__INIT;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s DIR\n", argv[0]);
+		return (64);
+	}
+	dir = argv[1];
+#define OP(file, conn, CASE, field, val)                                      \
+	do {                                                                  \
+		r = init;                                                     \
+		r.op_case = CHAN__V1__REQUEST__OP_##CASE;                     \
+		r.field = &(val);                                             \
+		put(file, conn, &r);                                          \
+	} while (0)
+
+	hello.has_protocol_version = 1;
+	hello.protocol_version = 1;
+	OP("hello", 0, HELLO, hello, hello);
+	OP("ping", 0, PING, ping, ping);
+	OP("stats", 1, STATS, stats, stats);
+	OP("list", 1, LIST, list, list);
+	create.name = "q";
+	create.has_capacity = 1;
+	create.capacity = 2;
+	OP("create_bounded", 0, CREATE, create, create);
+	create.capacity = 0;
+	create.name = "r";
+	OP("create_rendezvous", 0, CREATE, create, create);
+	send.name = "q";
+	send.n_data = 2;
+	send.data = data;
+	OP("send_batch", 1, SEND, send, send);
+	recv.name = "q";
+	recv.has_max = 1;
+	recv.max = 4;
+	OP("recv_max", 2, RECV, recv, recv);
+	recv.has_lease_ms = 1;
+	recv.lease_ms = 10;
+	OP("recv_lease", 2, RECV, recv, recv);
+	rany.n_names = 2;
+	rany.names = names;
+	OP("recv_any", 3, RECV_ANY, recv_any, rany);
+	close_.name = "q";
+	OP("close", 0, CLOSE, close, close_);
+	del.name = "q";
+	OP("delete", 0, DELETE, delete_, del);
+	stat.name = "q";
+	OP("stat", 1, STAT, stat, stat);
+	sopen.name = "q";
+	OP("sender_open", 1, SENDER_OPEN, sender_open, sopen);
+	sclose.name = "q";
+	sclose.has_sender = 1;
+	sclose.sender = 1;
+	OP("sender_close", 1, SENDER_CLOSE, sender_close, sclose);
+	ropen.name = "q";
+	OP("receiver_open", 2, RECEIVER_OPEN, receiver_open, ropen);
+	rclose.name = "q";
+	rclose.has_receiver = 1;
+	rclose.receiver = 1;
+	OP("receiver_close", 2, RECEIVER_CLOSE, receiver_close, rclose);
+	ack.name = "q";
+	ack.has_seq = 1;
+	ack.seq = 1;
+	OP("ack", 2, ACK, ack, ack);
+	rel.name = "q";
+	rel.has_seq = 1;
+	rel.seq = 1;
+	OP("release", 2, RELEASE, release, rel);
+	cadd.name = "c";
+	cadd.has_delta = 1;
+	cadd.delta = 5;
+	OP("counter_add", 3, COUNTER_ADD, counter_add, cadd);
+	cget.name = "c";
+	OP("counter_get", 3, COUNTER_GET, counter_get, cget);
+	cset.name = "c";
+	cset.has_value = 1;
+	cset.value = INT64_MAX;
+	OP("counter_set", 3, COUNTER_SET, counter_set, cset);
+	ccas.name = "c";
+	ccas.has_expected = ccas.has_new_value = 1;
+	ccas.expected = 5;
+	ccas.new_value = 6;
+	OP("counter_cas", 3, COUNTER_CAS, counter_cas, ccas);
+	cwait.name = "c";
+	cwait.has_op = cwait.has_value = 1;
+	cwait.op = CHAN__V1__WAIT_OP__GE;
+	cwait.value = 3;
+	OP("counter_wait", 3, COUNTER_WAIT, counter_wait, cwait);
+	cdel.name = "c";
+	OP("counter_delete", 3, COUNTER_DELETE, counter_delete, cdel);
+	OP("counter_list", 3, COUNTER_LIST, counter_list, clist);
+	printf("%d seeds written to %s\n", nwritten, dir);
+	return (0);
+}
