@@ -31,6 +31,7 @@ typedef struct chd_msg {
 typedef struct chd_delivery {
 	chd_hnode            hn; /* hash = id */
 	uint64_t             id;
+	uint64_t             client; /* Request.client of the recv, 0: none */
 	uint32_t             conn;
 	chd_chan            *ch;
 	chd_msg             *head;
@@ -505,6 +506,7 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	d->n = n;
 	d->ch = ch;
 	d->conn = conn;
+	d->client = r->msg != NULL && r->msg->has_client ? r->msg->client : 0;
 	d->id = sh->next_delivery++ * (uint64_t) sh->e->n + (uint64_t) sh->idx;
 	d->hn.hash = d->id;
 	chd_htab_insert(&sh->deliveries, &d->hn);
@@ -589,6 +591,7 @@ chd_chan_confirm(chd_shard *sh, uint64_t id)
 	while ((n = chd_htab_find(&sh->deliveries, id, n)) != NULL) {
 		chd_delivery *d = (chd_delivery *) n;
 		if (d->id == id) {
+			chd_idem_forget_delivery(sh->e, d->client, d->id);
 			delivery_unlink(sh, d);
 			msgs_free(sh->e, d->head);
 			free(d);
@@ -604,6 +607,8 @@ delivery_give_back(chd_shard *sh, chd_delivery *d)
 	chd_chan *ch = d->ch;
 	chd_msg  *m, *next, **pp = &ch->qhead;
 
+	/* A repeat of the recv must now receive them afresh. */
+	chd_idem_forget_delivery(sh->e, d->client, d->id);
 	delivery_unlink(sh, d);
 	for (m = d->head; m != NULL; m = next) {
 		next = m->next;
@@ -676,6 +681,8 @@ chd_chan_conn_closed(chd_shard *sh, uint32_t conn)
 	chd_task *t, *next;
 	void     *arg[2] = { sh, &conn };
 
+	chd_idem_conn_closing(true);
+
 	/* Aborting a channel task removes only itself (no pump here), so a
 	 * saved next stays valid; recv_any parts may remove several and are
 	 * handled in a second, restarting pass. */
@@ -697,6 +704,7 @@ chd_chan_conn_closed(chd_shard *sh, uint32_t conn)
 		chd_task_abort(t, CHAN_UNAVAILABLE, "connection closed");
 	}
 	chd_chan_each(sh, chan_conn_closed_visit, arg);
+	chd_idem_conn_closing(false);
 }
 
 void

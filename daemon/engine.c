@@ -37,6 +37,8 @@ typedef struct chd_op_desc {
 	chd_validate_fn validate;                       /* beyond the key */
 	void          (*on_shard)(chd_shard *sh, chd_req *r);
 	void          (*on_engine)(chd_engine *e, chd_req *r);
+	bool            idem; /* changes state or waits: answer repeats
+	                       * from the cache (idem.c) */
 } chd_op_desc;
 
 /* ---- field checks -------------------------------------------------------- */
@@ -224,43 +226,43 @@ static const chd_op_desc chd_ops[] = {
 	OP(LIST) = { "list", CHD_ROUTE_ALL, NULL, NULL, NULL,
 	    chd_info_list },
 	OP(CREATE) = { "create", CHD_ROUTE_CHAN, key_create, NULL,
-	    chd_op_create, NULL },
+	    chd_op_create, NULL, true },
 	OP(SEND) = { "send", CHD_ROUTE_CHAN, key_send, v_send,
-	    chd_op_send, NULL },
+	    chd_op_send, NULL, true },
 	OP(RECV) = { "recv", CHD_ROUTE_CHAN, key_recv, v_recv,
-	    chd_op_recv, NULL },
+	    chd_op_recv, NULL, true },
 	OP(RECV_ANY) = { "recv_any", CHD_ROUTE_ANY, NULL, v_recv_any, NULL,
-	    chd_any_submit },
+	    chd_any_submit, true },
 	OP(CLOSE) = { "close", CHD_ROUTE_CHAN, key_close, NULL,
-	    chd_op_close, NULL },
+	    chd_op_close, NULL, true },
 	OP(DELETE) = { "delete", CHD_ROUTE_CHAN, key_delete_, NULL,
-	    chd_op_delete, NULL },
+	    chd_op_delete, NULL, true },
 	OP(STAT) = { "stat", CHD_ROUTE_CHAN, key_stat, NULL,
 	    chd_op_stat, NULL },
 	OP(SENDER_OPEN) = { "sender_open", CHD_ROUTE_CHAN, key_sender_open,
-	    NULL, chd_op_sender_open, NULL },
+	    NULL, chd_op_sender_open, NULL, true },
 	OP(SENDER_CLOSE) = { "sender_close", CHD_ROUTE_CHAN,
-	    key_sender_close, v_sender_close, chd_op_sender_close, NULL },
+	    key_sender_close, v_sender_close, chd_op_sender_close, NULL, true },
 	OP(RECEIVER_OPEN) = { "receiver_open", CHD_ROUTE_CHAN,
-	    key_receiver_open, NULL, chd_op_receiver_open, NULL },
+	    key_receiver_open, NULL, chd_op_receiver_open, NULL, true },
 	OP(RECEIVER_CLOSE) = { "receiver_close", CHD_ROUTE_CHAN,
 	    key_receiver_close, v_receiver_close, chd_op_receiver_close,
-	    NULL },
+	    NULL, true },
 	OP(ACK) = { "ack", CHD_ROUTE_CHAN, key_ack, v_ack_mode, NULL, NULL },
 	OP(RELEASE) = { "release", CHD_ROUTE_CHAN, key_release, v_ack_mode,
 	    NULL, NULL },
 	OP(COUNTER_ADD) = { "counter add", CHD_ROUTE_COUNTER, key_counter_add,
-	    NULL, chd_op_counter_add, NULL },
+	    NULL, chd_op_counter_add, NULL, true },
 	OP(COUNTER_GET) = { "counter get", CHD_ROUTE_COUNTER, key_counter_get,
 	    NULL, chd_op_counter_get, NULL },
 	OP(COUNTER_SET) = { "counter set", CHD_ROUTE_COUNTER, key_counter_set,
-	    NULL, chd_op_counter_set, NULL },
+	    NULL, chd_op_counter_set, NULL, true },
 	OP(COUNTER_CAS) = { "counter cas", CHD_ROUTE_COUNTER, key_counter_cas,
-	    NULL, chd_op_counter_cas, NULL },
+	    NULL, chd_op_counter_cas, NULL, true },
 	OP(COUNTER_WAIT) = { "counter wait", CHD_ROUTE_COUNTER,
-	    key_counter_wait, v_counter_wait, chd_op_counter_wait, NULL },
+	    key_counter_wait, v_counter_wait, chd_op_counter_wait, NULL, true },
 	OP(COUNTER_DELETE) = { "counter delete", CHD_ROUTE_COUNTER,
-	    key_counter_delete, NULL, chd_op_counter_delete, NULL },
+	    key_counter_delete, NULL, chd_op_counter_delete, NULL, true },
 	OP(COUNTER_LIST) = { "counter list", CHD_ROUTE_ALL, NULL, NULL, NULL,
 	    chd_info_counter_list },
 };
@@ -322,6 +324,13 @@ chd_engine_start(const chd_engine_opts *opts, chd_engine **out)
 		free(e->shards);
 		free(e);
 		return (rv);
+	}
+	if ((e->idem = chd_idem_new()) == NULL) {
+		free(e->tombs);
+		chd_htab_fini(&e->conns);
+		free(e->shards);
+		free(e);
+		return (ENOMEM);
 	}
 	e->opts = *opts;
 	e->start_ms = chl_now_mono_ms();
@@ -410,6 +419,7 @@ chd_engine_free(chd_engine *e)
 	}
 	chd_htab_fini(&e->conns);
 	free(e->tombs);
+	chd_idem_free(e->idem);
 	pthread_mutex_destroy(&e->conn_mtx);
 	pthread_mutex_destroy(&e->sd_mtx);
 	pthread_cond_destroy(&e->sd_cv);
@@ -621,7 +631,6 @@ chd_engine_submit(chd_engine *e, chd_req *r)
 	const chd_op_desc       *op;
 	chan_status              st = CHAN_INVALID_ARGUMENT;
 	char                     err[400];
-	chd_shard               *sh;
 
 	if (atomic_load(&e->shutting)) {
 		chd_reply_err(e, r, CHAN_SHUTTING_DOWN,
@@ -651,12 +660,25 @@ chd_engine_submit(chd_engine *e, chd_req *r)
 		chd_reply_err(e, r, st, "%s", err);
 		return;
 	}
+	if (op->idem && m->has_client && m->client != 0 && m->has_id &&
+	    (r = chd_idem_begin(e, r)) == NULL) {
+		return;
+	}
+	chd_engine_dispatch(e, r);
+}
+
+void
+chd_engine_dispatch(chd_engine *e, chd_req *r)
+{
+	const chd_op_desc *op = op_lookup(r->msg);
+	chd_shard         *sh;
+
 	switch (op->route) {
 	case CHD_ROUTE_CHAN:
-		sh = chd_shard_for_chan(e, op->key(m));
+		sh = chd_shard_for_chan(e, op->key(r->msg));
 		break;
 	case CHD_ROUTE_COUNTER:
-		sh = chd_shard_for_counter(e, op->key(m));
+		sh = chd_shard_for_counter(e, op->key(r->msg));
 		break;
 	default:
 		op->on_engine(e, r);

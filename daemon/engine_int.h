@@ -26,6 +26,7 @@ typedef struct chd_shard chd_shard;
 typedef struct chd_chan  chd_chan;
 typedef struct chd_task  chd_task;
 typedef struct chd_any   chd_any;
+typedef struct chd_idem  chd_idem;
 
 /* ---- small intrusive hash table (hash computed by the caller) ---------- */
 
@@ -165,6 +166,7 @@ struct chd_engine {
 	chd_htab          conns;      /* conn -> pid, closed tombstones */
 	uint32_t         *tombs;      /* ring of recently closed conns */
 	size_t            tomb_next, tomb_used;
+	chd_idem         *idem;       /* answers of recent (client, id) */
 	pthread_mutex_t   sd_mtx;
 	pthread_cond_t    sd_cv;
 	int               sd_pending;
@@ -251,7 +253,25 @@ void chd_info_counter_list(chd_engine *e, chd_req *r);
 void chd_info_hello(chd_engine *e, chd_req *r);
 void chd_info_ping(chd_engine *e, chd_req *r);
 
-/* Answers a parked task on shutdown / connection close (task.c). */
+/* ---- idempotent requests (idem.c) ---------------------------------------- */
+
+chd_idem *chd_idem_new(void);
+void      chd_idem_free(chd_idem *t);
+/*
+ * For a request with client and id: answers a repeat from the cache (or
+ * re-binds a running one) and returns NULL; else returns the request to
+ * run (an engine-owned one that took r->msg over, r->msg is then NULL).
+ */
+chd_req  *chd_idem_begin(chd_engine *e, chd_req *r);
+/* Messages of this delivery were confirmed or given back. */
+void      chd_idem_forget_delivery(chd_engine *e, uint64_t client,
+    uint64_t delivery);
+/* Brackets a shard's work for a closed connection (thread-local flag). */
+void      chd_idem_conn_closing(bool on);
+/* Routes a validated request to its shard(s) (no cache, no checks). */
+void      chd_engine_dispatch(chd_engine *e, chd_req *r);
+
+/* Answers a parked task on shutdown / connection close (channel.c). */
 void chd_task_abort(chd_task *t, chan_status st, const char *msg);
 
 #endif

@@ -28,6 +28,7 @@ static pthread_cond_t  cv = PTHREAD_COND_INITIALIZER;
 static treq           *all;
 static chd_engine     *E;
 static uint64_t        next_id;
+static uint64_t        force_client, force_id; /* idempotency tests */
 
 static void
 test_reply(chd_req *r, const Chan__V1__Response *resp)
@@ -62,7 +63,11 @@ submit(uint32_t conn, Chan__V1__Request *m)
 
 	ck_assert_ptr_nonnull(t);
 	m->has_id = true;
-	m->id = ++next_id;
+	m->id = force_id != 0 ? force_id : ++next_id;
+	if (force_client != 0) {
+		m->has_client = true;
+		m->client = force_client;
+	}
 	t->id = m->id;
 	len = chan__v1__request__get_packed_size(m);
 	buf = malloc(len + 1);
@@ -153,6 +158,7 @@ start_engine(bool auto_create)
 static void
 setup(void)
 {
+	force_client = force_id = 0;
 	all = NULL;
 	next_id = 0;
 	start_engine(true);
@@ -1239,6 +1245,96 @@ START_TEST(test_custody_confirmed_is_gone)
 }
 END_TEST
 
+/* ---- idempotent requests ---------------------------------------------------- */
+
+START_TEST(test_idem_repeat_gets_first_answer)
+{
+	treq *a, *b;
+
+	force_client = 0xC1;
+	force_id = 500;
+	a = r_send(1, "id", "once", 0);
+	expect_status(a, CHAN_OK);
+	b = r_send(2, "id", "once", 0); /* same (client, id), other conn */
+	expect_status(b, CHAN_OK);
+	ck_assert_uint_eq(answer(b)->send->first_seq,
+	    answer(a)->send->first_seq);
+	force_id = 501;
+	ck_assert_int_eq(value_of(r_cadd(1, "idk", 5)), 5);
+	ck_assert_int_eq(value_of(r_cadd(1, "idk", 5)), 5);
+	force_client = force_id = 0;
+	ck_assert_uint_eq(stat_of("id")->depth, 1);
+	ck_assert_int_eq(value_of(r_cget(1, "idk")), 5);
+	/* another client with the same id is another request */
+	force_client = 0xC2;
+	force_id = 500;
+	expect_status(r_send(1, "id", "twice", 0), CHAN_OK);
+	/* without a client nothing is cached */
+	force_client = 0;
+	expect_status(r_send(1, "id", "thrice", 0), CHAN_OK);
+	force_id = 0;
+	ck_assert_uint_eq(stat_of("id")->depth, 3);
+}
+END_TEST
+
+START_TEST(test_idem_parked_repeat_rebinds)
+{
+	treq *a, *b;
+
+	force_client = 0xC3;
+	force_id = 77;
+	a = r_recv(1, "rb", -1);
+	wait_blocked("rb", 0, 1);
+	b = r_recv(1, "rb", -1);
+	expect_status(a, CHAN_UNAVAILABLE);
+	force_client = force_id = 0;
+	ck_assert(pending(b, 50));
+	ck_assert_uint_eq(stat_of("rb")->blocked_receivers, 1);
+	expect_status(r_send(2, "rb", "m", 0), CHAN_OK);
+	expect_msg(b, "m");
+}
+END_TEST
+
+START_TEST(test_idem_repeat_on_new_conn_survives_old_conn_close)
+{
+	treq *a, *b;
+
+	force_client = 0xC4;
+	force_id = 9;
+	a = r_recv(5, "nc", -1);
+	wait_blocked("nc", 0, 1);
+	b = r_recv(6, "nc", -1); /* client reconnected, repeats */
+	expect_status(a, CHAN_UNAVAILABLE);
+	force_client = force_id = 0;
+	chd_engine_conn_close(E, 5);
+	ck_assert(pending(b, 100));
+	wait_blocked("nc", 0, 1);
+	expect_status(r_send(2, "nc", "late", 0), CHAN_OK);
+	expect_msg(b, "late");
+}
+END_TEST
+
+START_TEST(test_idem_given_back_answer_is_forgotten)
+{
+	treq *a, *b;
+
+	expect_status(r_send(1, "gb", "msg", 0), CHAN_OK);
+	force_client = 0xC5;
+	force_id = 3;
+	a = r_recv(7, "gb", 0);
+	expect_msg(a, "msg");
+	/* the answer was lost with the connection: messages come back and
+	 * the repeat receives them afresh instead of a stale replay */
+	chd_engine_conn_close(E, 7);
+	b = r_recv(8, "gb", 0);
+	expect_msg(b, "msg");
+	ck_assert(answer(b)->recv->messages[0]->redelivered);
+	ck_assert_uint_ne(answer(b)->delivery, answer(a)->delivery);
+	force_client = force_id = 0;
+	ck_assert_uint_eq(stat_of("gb")->in_flight, 1);
+}
+END_TEST
+
 /* ---- introspection ------------------------------------------------------------- */
 
 START_TEST(test_stat_list_stats_hello_ping)
@@ -1372,6 +1468,10 @@ engine_suite(void)
 	tcase_add_test(tc, test_bad_fields_invalid_argument);
 	tcase_add_test(tc, test_custody_unconfirmed_goes_back_redelivered);
 	tcase_add_test(tc, test_custody_confirmed_is_gone);
+	tcase_add_test(tc, test_idem_repeat_gets_first_answer);
+	tcase_add_test(tc, test_idem_parked_repeat_rebinds);
+	tcase_add_test(tc, test_idem_repeat_on_new_conn_survives_old_conn_close);
+	tcase_add_test(tc, test_idem_given_back_answer_is_forgotten);
 	tcase_add_test(tc, test_stat_list_stats_hello_ping);
 	tcase_add_test(tc, test_10000_parked_receivers_cost_no_cpu);
 	suite_add_tcase(s, tc);

@@ -1,0 +1,369 @@
+/*
+ * idem.c - idempotent requests: per client (Request.client) the answers to
+ * its last CHD_IDEM_KEEP request ids, so a repeated (client, id) gets its
+ * first answer and the work is never done twice (a client retrying after
+ * a lost answer or a reconnect, or nng REQ resending).
+ *
+ * A cacheable request runs as an engine-owned "inner" chd_req that took
+ * the decoded message over from the transport's ("outer") one. Its answer
+ * goes to whichever outer is bound at that moment: a repeat arriving
+ * while the first is still parked re-binds to the new outer and the old
+ * one is answered UNAVAILABLE. Answers that handed out messages are
+ * dropped from the cache once those messages are confirmed or given back,
+ * so a retry after a lost connection receives them afresh.
+ *
+ * One mutex guards the table; the critical sections are a few lookups.
+ */
+#include "engine_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CHD_IDEM_KEEP    128  /* answers remembered per client */
+#define CHD_IDEM_CLIENTS 1024 /* clients remembered (LRU) */
+
+typedef struct chd_idem_call chd_idem_call;
+
+typedef struct chd_idem_entry {
+	uint64_t       id;       /* 0: free */
+	uint8_t       *answer;   /* packed Response; NULL while running */
+	size_t         len;
+	uint64_t       delivery; /* the answer's delivery, 0: none */
+	uint32_t       conn;     /* the connection it was answered on */
+	chd_idem_call *call;     /* while running */
+} chd_idem_entry;
+
+typedef struct chd_idem_client {
+	chd_hnode               hn; /* hash = client */
+	uint64_t                client;
+	struct chd_idem_client *prev, *next; /* LRU, head = newest */
+	chd_idem_entry          ring[CHD_IDEM_KEEP];
+} chd_idem_client;
+
+struct chd_idem_call {
+	chd_req     inner; /* first: the engine's replies come with it */
+	chd_req    *outer; /* under idem.mtx */
+	chd_engine *e;
+	uint64_t    client, id;
+};
+
+struct chd_idem {
+	pthread_mutex_t  mtx;
+	chd_htab         clients;
+	chd_idem_client *head, *tail;
+	size_t           n;
+};
+
+/* Set while a shard answers the tasks of a closed connection. */
+static _Thread_local bool conn_closing;
+
+void
+chd_idem_conn_closing(bool on)
+{
+	conn_closing = on;
+}
+
+chd_idem *
+chd_idem_new(void)
+{
+	chd_idem *t = calloc(1, sizeof(*t));
+
+	if (t == NULL) {
+		return (NULL);
+	}
+	if (chd_htab_init(&t->clients) != 0) {
+		free(t);
+		return (NULL);
+	}
+	pthread_mutex_init(&t->mtx, NULL);
+	return (t);
+}
+
+static void
+entry_clear(chd_idem_entry *ent)
+{
+	free(ent->answer);
+	memset(ent, 0, sizeof(*ent));
+}
+
+static void
+client_unlink(chd_idem *t, chd_idem_client *c)
+{
+	if (c->prev != NULL) {
+		c->prev->next = c->next;
+	} else {
+		t->head = c->next;
+	}
+	if (c->next != NULL) {
+		c->next->prev = c->prev;
+	} else {
+		t->tail = c->prev;
+	}
+	c->prev = c->next = NULL;
+}
+
+static void
+client_free(chd_idem *t, chd_idem_client *c)
+{
+	client_unlink(t, c);
+	chd_htab_remove(&t->clients, &c->hn);
+	t->n--;
+	for (int i = 0; i < CHD_IDEM_KEEP; i++) {
+		entry_clear(&c->ring[i]); /* running calls just stop caching */
+	}
+	free(c);
+}
+
+void
+chd_idem_free(chd_idem *t)
+{
+	if (t == NULL) {
+		return;
+	}
+	while (t->head != NULL) {
+		client_free(t, t->head);
+	}
+	chd_htab_fini(&t->clients);
+	pthread_mutex_destroy(&t->mtx);
+	free(t);
+}
+
+static chd_idem_client *
+client_find(chd_idem *t, uint64_t client)
+{
+	chd_hnode *n = NULL;
+
+	while ((n = chd_htab_find(&t->clients, client, n)) != NULL) {
+		if (((chd_idem_client *) n)->client == client) {
+			return ((chd_idem_client *) n);
+		}
+	}
+	return (NULL);
+}
+
+static chd_idem_entry *
+entry_find(chd_idem *t, uint64_t client, uint64_t id)
+{
+	chd_idem_client *c = client_find(t, client);
+	chd_idem_entry  *ent;
+
+	if (c == NULL) {
+		return (NULL);
+	}
+	ent = &c->ring[id % CHD_IDEM_KEEP];
+	return (ent->id == id ? ent : NULL);
+}
+
+static chd_idem_client *
+client_get(chd_idem *t, uint64_t client)
+{
+	chd_idem_client *c = client_find(t, client);
+
+	if (c != NULL) {
+		client_unlink(t, c);
+	} else {
+		if (t->n >= CHD_IDEM_CLIENTS) {
+			client_free(t, t->tail);
+		}
+		if ((c = calloc(1, sizeof(*c))) == NULL) {
+			return (NULL);
+		}
+		c->client = client;
+		c->hn.hash = client;
+		chd_htab_insert(&t->clients, &c->hn);
+		t->n++;
+	}
+	c->next = t->head;
+	if (t->head != NULL) {
+		t->head->prev = c;
+	} else {
+		t->tail = c;
+	}
+	t->head = c;
+	return (c);
+}
+
+static void
+reply_unavailable(chd_req *r, uint64_t id, const char *why)
+{
+	Chan__V1__Response resp = CHAN__V1__RESPONSE__INIT;
+
+	resp.has_id = true;
+	resp.id = id;
+	resp.has_status = true;
+	resp.status = CHAN__V1__STATUS__UNAVAILABLE;
+	resp.error = (char *) why;
+	r->reply(r, &resp);
+}
+
+static void
+replay(chd_engine *e, chd_req *r, uint8_t *buf, size_t len)
+{
+	Chan__V1__Response *resp;
+
+	resp = chan__v1__response__unpack(NULL, len, buf);
+	free(buf);
+	atomic_fetch_add(&e->requests, 1);
+	if (resp == NULL) {
+		chd_reply_err(e, r, CHAN_INTERNAL, "cached answer is corrupt");
+		return;
+	}
+	r->reply(r, resp);
+	chan__v1__response__free_unpacked(resp, NULL);
+}
+
+static void idem_reply(chd_req *inner, const Chan__V1__Response *resp);
+
+chd_req *
+chd_idem_begin(chd_engine *e, chd_req *r)
+{
+	chd_idem        *t = e->idem;
+	uint64_t         client = r->msg->client, id = r->msg->id;
+	chd_idem_client *c;
+	chd_idem_entry  *ent;
+	chd_idem_call   *call;
+	chd_req         *old;
+
+	if (t == NULL || (call = calloc(1, sizeof(*call))) == NULL) {
+		return (r); /* no memory: served without the cache */
+	}
+	pthread_mutex_lock(&t->mtx);
+	if ((c = client_get(t, client)) == NULL) {
+		pthread_mutex_unlock(&t->mtx);
+		free(call);
+		return (r);
+	}
+	ent = &c->ring[id % CHD_IDEM_KEEP];
+	if (ent->id == id && ent->answer != NULL && ent->delivery != 0 &&
+	    !chd_engine_conn_alive(e, ent->conn)) {
+		/* Its messages are on their way back to their channel (the
+		 * connection-close jobs are queued ahead): receive afresh. */
+		entry_clear(ent);
+	}
+	if (ent->id == id && ent->answer != NULL) {
+		uint8_t *copy = malloc(ent->len);
+		size_t   len = ent->len;
+		if (copy != NULL) {
+			memcpy(copy, ent->answer, len);
+		}
+		pthread_mutex_unlock(&t->mtx);
+		free(call);
+		if (copy == NULL) {
+			chd_reply_err(e, r, CHAN_RESOURCE_EXHAUSTED,
+			    "out of memory");
+		} else {
+			replay(e, r, copy, len);
+		}
+		return (NULL);
+	}
+	if (ent->id == id && ent->call != NULL) {
+		old = ent->call->outer;
+		ent->call->outer = r;
+		pthread_mutex_unlock(&t->mtx);
+		free(call);
+		reply_unavailable(old, id, "request repeated; the answer goes "
+		    "to the repeat");
+		return (NULL);
+	}
+	entry_clear(ent); /* an older id, or a running one: stops caching */
+	call->e = e;
+	call->client = client;
+	call->id = id;
+	call->outer = r;
+	call->inner = *r;
+	/* The allocator's state moves with the message it allocated. */
+	call->inner.alloc.base.allocator_data = &call->inner.alloc;
+	call->inner.reply = idem_reply;
+	call->inner.owner = call;
+	r->msg = NULL;
+	ent->id = id;
+	ent->call = call;
+	pthread_mutex_unlock(&t->mtx);
+	return (&call->inner);
+}
+
+/* Answers that must not stick: a retry should do the work again. */
+static bool
+cacheable(const Chan__V1__Response *resp)
+{
+	switch ((int) resp->status) {
+	case CHAN_UNAVAILABLE:
+	case CHAN_SHUTTING_DOWN:
+	case CHAN_RESOURCE_EXHAUSTED:
+	case CHAN_INTERNAL:
+		return (false);
+	default:
+		return (true);
+	}
+}
+
+static void
+idem_reply(chd_req *inner, const Chan__V1__Response *resp)
+{
+	chd_idem_call  *call = inner->owner;
+	chd_engine     *e = call->e;
+	chd_idem       *t = e->idem;
+	chd_idem_entry *ent;
+	chd_req        *outer;
+	uint8_t        *buf = NULL;
+	size_t          len = 0;
+
+	pthread_mutex_lock(&t->mtx);
+	outer = call->outer;
+	ent = entry_find(t, call->client, call->id);
+	if (ent != NULL && ent->call != call) {
+		ent = NULL;
+	}
+	if (conn_closing && ent != NULL &&
+	    (int) resp->status == CHAN_UNAVAILABLE &&
+	    outer->conn != inner->conn) {
+		/* Its connection is gone but the client repeated it on a
+		 * new one: run it again there instead of failing it. */
+		inner->conn = outer->conn;
+		pthread_mutex_unlock(&t->mtx);
+		chd_engine_dispatch(e, inner);
+		return;
+	}
+	if (ent != NULL) {
+		if (cacheable(resp)) {
+			len = chan__v1__response__get_packed_size(resp);
+			if ((buf = malloc(len > 0 ? len : 1)) != NULL) {
+				chan__v1__response__pack(resp, buf);
+			}
+		}
+		if (buf != NULL) {
+			ent->answer = buf;
+			ent->len = len;
+			ent->delivery = resp->has_delivery ? resp->delivery : 0;
+			ent->conn = inner->conn;
+			ent->call = NULL;
+		} else {
+			entry_clear(ent);
+		}
+	}
+	pthread_mutex_unlock(&t->mtx);
+	outer->reply(outer, resp);
+	chl_request_free(&inner->alloc, inner->msg);
+	free(call);
+}
+
+void
+chd_idem_forget_delivery(chd_engine *e, uint64_t client, uint64_t delivery)
+{
+	chd_idem        *t = e->idem;
+	chd_idem_client *c;
+
+	if (t == NULL || client == 0) {
+		return;
+	}
+	pthread_mutex_lock(&t->mtx);
+	if ((c = client_find(t, client)) != NULL) {
+		for (int i = 0; i < CHD_IDEM_KEEP; i++) {
+			if (c->ring[i].delivery == delivery &&
+			    c->ring[i].answer != NULL) {
+				entry_clear(&c->ring[i]);
+			}
+		}
+	}
+	pthread_mutex_unlock(&t->mtx);
+}
