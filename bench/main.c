@@ -376,8 +376,10 @@ print_resources(void)
 	    idle_chand.seconds : idle_redis.seconds,
 	    idle_chand.receivers > 0 ? idle_chand.receivers :
 	    idle_redis.receivers, idle_chand.cpu_pct, idle_redis.cpu_pct);
-	printf("| RSS with the receivers parked (KiB) | %ld | %ld |\n",
-	    idle_chand.rss_after_kb, idle_redis.rss_after_kb);
+	printf("| RSS before / with the receivers parked (KiB) | %ld / %ld "
+	    "| %ld / %ld |\n", idle_chand.rss_before_kb,
+	    idle_chand.rss_after_kb, idle_redis.rss_before_kb,
+	    idle_redis.rss_after_kb);
 	if (idle_chand.answered > 0)
 		printf("\nwarning: %d chand receivers were answered during "
 		    "the idle window (not parked)\n", idle_chand.answered);

@@ -109,10 +109,13 @@ bench_cleanup_run(void)
 static void
 on_signal(int sig)
 {
-	static const char msg[] = "\nchan-bench: interrupted, stopping "
-	    "chand and redis-server\n";
+	static const char msg[] = "\nchan-bench: interrupted (signal ";
+	static const char tail[] = "), stopping chand and redis-server\n";
+	char num[4] = { (char) ('0' + sig / 10), (char) ('0' + sig % 10) };
 
 	(void) !write(2, msg, sizeof(msg) - 1);
+	(void) !write(2, num, 2);
+	(void) !write(2, tail, sizeof(tail) - 1);
 	cleanup_safe();
 	_exit(128 + sig);
 }

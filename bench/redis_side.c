@@ -47,7 +47,7 @@ r_connect(const bench_opts *o, char *err, size_t errlen)
 	}
 	c->ctx = redisConnectUnix(o->redis_sock);
 	if (c->ctx == NULL || c->ctx->err != 0) {
-		snprintf(err, errlen, "redis connect %s: %s", o->redis_sock,
+		snprintf(err, errlen, "redis connect %.100s: %.100s", o->redis_sock,
 		    c->ctx != NULL ? c->ctx->errstr : "out of memory");
 		if (c->ctx != NULL)
 			redisFree(c->ctx);

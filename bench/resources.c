@@ -123,6 +123,20 @@ encode_recv(uint64_t client, const char *name, nng_msg **out)
 	return (0);
 }
 
+/* As for Redis: a burst of dials may overrun the listen backlog. */
+static int
+dial_retry(nng_socket s, const char *url)
+{
+	int e = 0;
+
+	for (int t = 0; t < 200; t++) {
+		if ((e = nng_dial(s, url, NULL, 0)) == 0)
+			break;
+		bench_sleep_ns(10 * 1000 * 1000);
+	}
+	return (e);
+}
+
 int
 bench_parked_chand(const bench_opts *o, pid_t pid, int n, double seconds,
     bench_idle *r)
@@ -143,7 +157,7 @@ bench_parked_chand(const bench_opts *o, pid_t pid, int n, double seconds,
 		if ((e = nng_req0_open(&ps[i].s)) != 0 ||
 		    (e = nng_socket_set_ms(ps[i].s, NNG_OPT_REQ_RESENDTIME,
 		    NNG_DURATION_INFINITE)) != 0 ||
-		    (e = nng_dial(ps[i].s, o->chand_url, NULL, 0)) != 0 ||
+		    (e = dial_retry(ps[i].s, o->chand_url)) != 0 ||
 		    (e = nng_aio_alloc(&ps[i].aio, parked_done, NULL)) != 0) {
 			snprintf(r->err, sizeof(r->err), "receiver %d: %s", i,
 			    nng_strerror(e));
@@ -210,7 +224,16 @@ bench_parked_redis(const bench_opts *o, pid_t pid, int n, double seconds,
 	for (int i = 0; i < n; i++) {
 		int done = 0;
 
-		cs[i] = redisConnectUnix(o->redis_sock);
+		/* A burst of connects overruns the listen backlog (EAGAIN
+		 * on unix sockets): retry while the daemon accepts. */
+		for (int t = 0; t < 200; t++) {
+			cs[i] = redisConnectUnix(o->redis_sock);
+			if (cs[i] == NULL || cs[i]->err == 0 || t == 199)
+				break;
+			redisFree(cs[i]);
+			cs[i] = NULL;
+			bench_sleep_ns(10 * 1000 * 1000);
+		}
 		opened = i + 1;
 		if (cs[i] == NULL || cs[i]->err != 0) {
 			snprintf(r->err, sizeof(r->err), "receiver %d: %s", i,
