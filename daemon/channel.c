@@ -40,6 +40,21 @@ typedef struct chd_delivery {
 	struct chd_delivery *cprev, *cnext;
 } chd_delivery;
 
+/*
+ * Ack mode: messages leased by one recv (or one delayed release), back in
+ * the queue when the lease ends unless acked one by one first. Unlike
+ * custody they count against a bounded channel's capacity.
+ */
+typedef struct chd_lease {
+	struct chd_lease *next, *prev;
+	chd_chan         *ch;
+	chd_shard        *sh;
+	uint32_t          conn;  /* 0: a delayed release, no connection */
+	bool              delayed; /* released with a delay: nobody's */
+	struct event     *timer;
+	chd_msg          *head;  /* by seq */
+} chd_lease;
+
 typedef struct chd_sender {
 	struct chd_sender *next;
 	uint64_t           id;
@@ -68,11 +83,15 @@ struct chd_chan {
 	bool               had_senders;
 	chd_delivery      *inflight;
 	uint64_t           nin_flight, in_flight_bytes;
+	chd_lease         *leases;
+	uint64_t           nleased, leased_bytes;
 	uint64_t           total_sent, total_received, total_dropped;
 	uint64_t           total_redelivered;
 };
 
-static void chan_pump(chd_shard *sh, chd_chan *ch);
+static void       chan_pump(chd_shard *sh, chd_chan *ch);
+static chd_lease *lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head,
+    uint32_t conn, uint64_t ms);
 
 const char *
 chd_chan_name(const chd_chan *ch)
@@ -161,6 +180,26 @@ delivery_unlink(chd_shard *sh, chd_delivery *d)
 	ch->in_flight_bytes -= d->bytes;
 }
 
+/* Unlinks and frees a lease (its messages already moved or freed). */
+static void
+lease_free(chd_lease *l)
+{
+	chd_chan *ch = l->ch;
+
+	if (l->prev != NULL) {
+		l->prev->next = l->next;
+	} else {
+		ch->leases = l->next;
+	}
+	if (l->next != NULL) {
+		l->next->prev = l->prev;
+	}
+	if (l->timer != NULL) {
+		event_free(l->timer);
+	}
+	free(l);
+}
+
 /*
  * Drops queued and in-flight messages (receiver drop, delete). Only the
  * queued ones count as dropped: the in-flight ones reached the receiver
@@ -178,6 +217,16 @@ chan_discard(chd_shard *sh, chd_chan *ch)
 		delivery_unlink(sh, d);
 		msgs_free(sh->e, d->head);
 		free(d);
+	}
+	while (ch->leases != NULL) {
+		chd_lease *l = ch->leases;
+		for (chd_msg *m = l->head; m != NULL; m = m->next) {
+			ch->nleased--;
+			ch->leased_bytes -= m->len;
+		}
+		msgs_free(sh->e, l->head);
+		l->head = NULL;
+		lease_free(l);
 	}
 }
 
@@ -227,8 +276,9 @@ chd_chan_totals(chd_shard *sh, uint64_t *msgs, uint64_t *bytes)
 	for (size_t i = 0; i < sh->chans.nb; i++) {
 		for (chd_hnode *n = sh->chans.b[i]; n != NULL; n = n->hnext) {
 			chd_chan *ch = (chd_chan *) n;
-			*msgs += ch->depth + ch->nin_flight;
-			*bytes += ch->bytes + ch->in_flight_bytes;
+			*msgs += ch->depth + ch->nin_flight + ch->nleased;
+			*bytes += ch->bytes + ch->in_flight_bytes +
+			    ch->leased_bytes;
 		}
 	}
 }
@@ -412,7 +462,7 @@ chan_fits(const chd_chan *ch, uint64_t n)
 	case CHD_UNBOUNDED:
 		return (true);
 	case CHD_BOUNDED:
-		return (ch->depth + n <= ch->cap);
+		return (ch->depth + ch->nleased + n <= ch->cap);
 	case CHD_RENDEZVOUS:
 		/* Only straight into a waiting receiver's hands. */
 		return (ch->rhead != NULL && ch->depth + n <= ch->rhead->max);
@@ -458,7 +508,7 @@ chan_admit_sender(chd_shard *sh, chd_chan *ch, chd_task *t)
 
 void
 chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
-    uint32_t max, bool with_channel)
+    uint32_t max, uint64_t lease_ms)
 {
 	chd_resp              a;
 	Chan__V1__RecvResult  rr = CHAN__V1__RECV_RESULT__INIT;
@@ -480,7 +530,7 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	for (size_t i = 0; i < n; i++, m = m->next) {
 		Chan__V1__Message *pm = &pms[i];
 		*pm = init;
-		pm->channel = with_channel ? ch->name : NULL;
+		pm->channel = ch->name;
 		pm->has_seq = pm->has_time_us = pm->has_data = true;
 		pm->seq = m->seq;
 		pm->time_us = m->time_us;
@@ -503,6 +553,29 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	ch->depth -= n;
 	ch->bytes -= d->bytes;
 	ch->total_received += n;
+	if (lease_ms > 0) {
+		/* Ack mode: the lease is the custody, no delivery id. */
+		chd_msg *head = d->head;
+		uint64_t bytes = d->bytes;
+		free(d);
+		if (lease_new(sh, ch, head, conn, lease_ms) == NULL) {
+			/* Cannot time it: undo, the answer fails. */
+			last->next = ch->qhead;
+			ch->qhead = head;
+			if (ch->qtail == NULL) {
+				ch->qtail = last;
+			}
+			ch->depth += n;
+			ch->bytes += bytes;
+			ch->total_received -= n;
+			chd_resp_send(sh->e, r, &a, CHAN_RESOURCE_EXHAUSTED);
+			return;
+		}
+		a.r.result_case = CHAN__V1__RESPONSE__RESULT_RECV;
+		a.r.recv = &rr;
+		chd_resp_send(sh->e, r, &a, CHAN_OK);
+		return;
+	}
 	d->n = n;
 	d->ch = ch;
 	d->conn = conn;
@@ -532,7 +605,7 @@ chan_serve_receiver(chd_shard *sh, chd_chan *ch, chd_task *t)
 		return;
 	}
 	chd_chan_remove_receiver(ch, t);
-	chd_chan_deliver(sh, ch, t->req, t->conn, t->max, true);
+	chd_chan_deliver(sh, ch, t->req, t->conn, t->max, t->lease_ms);
 	task_finish(t);
 }
 
@@ -600,17 +673,13 @@ chd_chan_confirm(chd_shard *sh, uint64_t id)
 	}
 }
 
-/* Puts a delivery's messages back, merged into the queue by seq. */
+/* Puts handed-out messages back, merged into the queue by seq. */
 static void
-delivery_give_back(chd_shard *sh, chd_delivery *d)
+queue_give_back(chd_chan *ch, chd_msg *head)
 {
-	chd_chan *ch = d->ch;
-	chd_msg  *m, *next, **pp = &ch->qhead;
+	chd_msg *m, *next, **pp = &ch->qhead;
 
-	/* A repeat of the recv must now receive them afresh. */
-	chd_idem_forget_delivery(sh->e, d->client, d->id);
-	delivery_unlink(sh, d);
-	for (m = d->head; m != NULL; m = next) {
+	for (m = head; m != NULL; m = next) {
 		next = m->next;
 		m->redelivered = true;
 		while (*pp != NULL && (*pp)->seq < m->seq) {
@@ -626,7 +695,100 @@ delivery_give_back(chd_shard *sh, chd_delivery *d)
 		ch->bytes += m->len;
 		ch->total_redelivered++;
 	}
+}
+
+static void
+delivery_give_back(chd_shard *sh, chd_delivery *d)
+{
+	/* A repeat of the recv must now receive them afresh. */
+	chd_idem_forget_delivery(sh->e, d->client, d->id);
+	delivery_unlink(sh, d);
+	queue_give_back(d->ch, d->head);
 	free(d);
+}
+
+static void
+lease_give_back(chd_lease *l)
+{
+	chd_chan *ch = l->ch;
+
+	for (chd_msg *m = l->head; m != NULL; m = m->next) {
+		ch->nleased--;
+		ch->leased_bytes -= m->len;
+	}
+	queue_give_back(ch, l->head);
+	l->head = NULL;
+	lease_free(l);
+}
+
+static void
+lease_expired_cb(evutil_socket_t fd, short what, void *arg)
+{
+	chd_lease *l = arg;
+	chd_chan  *ch = l->ch;
+	chd_shard *sh = l->sh;
+
+	lease_give_back(l);
+	chan_pump(sh, ch);
+}
+
+/* A new lease on msgs (a chain by seq) for ms; NULL without memory. */
+static chd_lease *
+lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head, uint32_t conn,
+    uint64_t ms)
+{
+	chd_lease     *l;
+	struct timeval tv = { .tv_sec = (time_t) (ms / 1000),
+		.tv_usec = (suseconds_t) (ms % 1000) * 1000 };
+
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		return (NULL);
+	}
+	if ((l->timer = evtimer_new(sh->base, lease_expired_cb, l)) == NULL) {
+		free(l);
+		return (NULL);
+	}
+	l->ch = ch;
+	l->sh = sh;
+	l->conn = conn;
+	l->head = head;
+	for (chd_msg *m = head; m != NULL; m = m->next) {
+		ch->nleased++;
+		ch->leased_bytes += m->len;
+	}
+	l->next = ch->leases;
+	if (ch->leases != NULL) {
+		ch->leases->prev = l;
+	}
+	ch->leases = l;
+	evtimer_add(l->timer, &tv);
+	return (l);
+}
+
+/* Takes the leased message seq out of its lease; NULL if none. */
+static chd_msg *
+lease_take(chd_chan *ch, uint64_t seq)
+{
+	for (chd_lease *l = ch->leases; l != NULL; l = l->next) {
+		if (l->delayed) {
+			continue;
+		}
+		for (chd_msg **pp = &l->head; *pp != NULL; pp = &(*pp)->next) {
+			chd_msg *m = *pp;
+			if (m->seq != seq) {
+				continue;
+			}
+			*pp = m->next;
+			m->next = NULL;
+			ch->nleased--;
+			ch->leased_bytes -= m->len;
+			if (l->head == NULL) {
+				lease_free(l);
+			}
+			return (m);
+		}
+	}
+	return (NULL);
 }
 
 /* ---- connection gone --------------------------------------------------------- */
@@ -662,6 +824,12 @@ chan_conn_closed_visit(void *arg, chd_chan *ch)
 		next = d->cnext;
 		if (d->conn == conn) {
 			delivery_give_back(sh, d);
+		}
+	}
+	for (chd_lease *l = ch->leases, *lnext; l != NULL; l = lnext) {
+		lnext = l->next;
+		if (l->conn == conn) {
+			lease_give_back(l);
 		}
 	}
 	pp = &ch->senders;
@@ -920,6 +1088,7 @@ chd_op_recv(chd_shard *sh, chd_req *r)
 	}
 	t->max = rv->has_max ? rv->max : 1;
 	t->receiver = handle;
+	t->lease_ms = rv->has_lease_ms ? rv->lease_ms : 0;
 	chd_chan_add_receiver(ch, t);
 	chan_pump(sh, ch);
 	if (t->done) {
@@ -1017,7 +1186,7 @@ chd_chan_info(chd_shard *sh, chd_chan *ch, Chan__V1__ChannelInfo *ci)
 	ci->total_received = ch->total_received;
 	ci->total_dropped = ch->total_dropped;
 	ci->has_in_flight = ci->has_total_redelivered = true;
-	ci->in_flight = ch->nin_flight;
+	ci->in_flight = ch->nin_flight + ch->nleased;
 	ci->total_redelivered = ch->total_redelivered;
 }
 
@@ -1164,4 +1333,55 @@ chd_op_receiver_close(chd_shard *sh, chd_req *r)
 		chan_close(sh, ch);
 	}
 	chd_reply_empty(sh->e, r);
+}
+
+void
+chd_op_ack(chd_shard *sh, chd_req *r)
+{
+	Chan__V1__Ack *ak = r->msg->ack;
+	chd_chan      *ch;
+	chd_msg       *m;
+
+	if ((ch = chan_lookup(sh, ak->name)) == NULL) {
+		reply_not_found(sh, r, ak->name);
+		return;
+	}
+	if ((m = lease_take(ch, ak->seq)) == NULL) {
+		chd_reply_err(sh->e, r, CHAN_NOT_FOUND, "no leased message "
+		    "with seq %llu on channel '%s' (acked, or its lease "
+		    "ended)", (unsigned long long) ak->seq, ak->name);
+		return;
+	}
+	msgs_free(sh->e, m);
+	chd_reply_empty(sh->e, r);
+	chan_pump(sh, ch); /* a bounded channel has room now */
+}
+
+void
+chd_op_release(chd_shard *sh, chd_req *r)
+{
+	Chan__V1__Release *rl = r->msg->release;
+	uint64_t           delay = rl->has_delay_ms ? rl->delay_ms : 0;
+	chd_chan          *ch;
+	chd_msg           *m;
+	chd_lease         *l;
+
+	if ((ch = chan_lookup(sh, rl->name)) == NULL) {
+		reply_not_found(sh, r, rl->name);
+		return;
+	}
+	if ((m = lease_take(ch, rl->seq)) == NULL) {
+		chd_reply_err(sh->e, r, CHAN_NOT_FOUND, "no leased message "
+		    "with seq %llu on channel '%s' (acked, or its lease "
+		    "ended)", (unsigned long long) rl->seq, rl->name);
+		return;
+	}
+	/* Delayed: held (and counted) until the delay ends, then back. */
+	if (delay == 0 || (l = lease_new(sh, ch, m, 0, delay)) == NULL) {
+		queue_give_back(ch, m);
+	} else {
+		l->delayed = true;
+	}
+	chd_reply_empty(sh->e, r);
+	chan_pump(sh, ch);
 }

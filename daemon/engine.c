@@ -108,12 +108,6 @@ v_recv(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
 		    r->max, e->opts.max_batch);
 		return (false);
 	}
-	if (r->has_lease_ms && r->lease_ms > 0) {
-		*st = CHAN_INVALID_ARGUMENT;
-		snprintf(err, len, "ack mode (lease_ms) is not supported by "
-		    "this daemon; confirm deliveries instead");
-		return (false);
-	}
 	return (check_timeout(r->has_timeout_ms, r->timeout_ms, st, err, len));
 }
 
@@ -163,13 +157,18 @@ v_receiver_close(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
 }
 
 static bool
-v_ack_mode(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
+v_seq(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
     char *err, size_t len)
 {
-	*st = CHAN_INVALID_ARGUMENT;
-	snprintf(err, len, "ack mode (ack, release) is not supported by this "
-	    "daemon; confirm deliveries instead");
-	return (false);
+	bool has = m->op_case == CHAN__V1__REQUEST__OP_ACK ?
+	    m->ack->has_seq : m->release->has_seq;
+
+	if (!has) {
+		*st = CHAN_INVALID_ARGUMENT;
+		snprintf(err, len, "the seq of the leased message is missing");
+		return (false);
+	}
+	return (true);
 }
 
 static bool
@@ -248,9 +247,10 @@ static const chd_op_desc chd_ops[] = {
 	OP(RECEIVER_CLOSE) = { "receiver_close", CHD_ROUTE_CHAN,
 	    key_receiver_close, v_receiver_close, chd_op_receiver_close,
 	    NULL, true },
-	OP(ACK) = { "ack", CHD_ROUTE_CHAN, key_ack, v_ack_mode, NULL, NULL },
-	OP(RELEASE) = { "release", CHD_ROUTE_CHAN, key_release, v_ack_mode,
-	    NULL, NULL },
+	OP(ACK) = { "ack", CHD_ROUTE_CHAN, key_ack, v_seq, chd_op_ack, NULL,
+	    true },
+	OP(RELEASE) = { "release", CHD_ROUTE_CHAN, key_release, v_seq,
+	    chd_op_release, NULL, true },
 	OP(COUNTER_ADD) = { "counter add", CHD_ROUTE_COUNTER, key_counter_add,
 	    NULL, chd_op_counter_add, NULL, true },
 	OP(COUNTER_GET) = { "counter get", CHD_ROUTE_COUNTER, key_counter_get,

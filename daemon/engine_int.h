@@ -102,6 +102,7 @@ struct chd_task {
 	bool               parked; /* in the shard's parked list */
 	uint32_t           max;    /* recv: messages wanted; send: batch */
 	uint64_t           receiver; /* recv: explicit handle or 0 */
+	uint64_t           lease_ms; /* recv: ack mode lease, 0: custody */
 	struct chd_any_part *part; /* CHD_T_ANY */
 	chd_task          *anext;  /* CHD_T_ANY: next of the same part */
 	chd_counter_waiter cw;     /* CHD_T_CWAIT */
@@ -203,6 +204,8 @@ void chd_op_sender_open(chd_shard *sh, chd_req *r);
 void chd_op_sender_close(chd_shard *sh, chd_req *r);
 void chd_op_receiver_open(chd_shard *sh, chd_req *r);
 void chd_op_receiver_close(chd_shard *sh, chd_req *r);
+void chd_op_ack(chd_shard *sh, chd_req *r);
+void chd_op_release(chd_shard *sh, chd_req *r);
 
 void chd_chan_confirm(chd_shard *sh, uint64_t delivery);
 void chd_chan_conn_closed(chd_shard *sh, uint32_t conn);
@@ -222,9 +225,10 @@ bool     chd_chan_has_msgs(chd_chan *ch);
 bool     chd_chan_closed_drained(chd_chan *ch);
 void     chd_chan_add_receiver(chd_chan *ch, chd_task *t);
 void     chd_chan_remove_receiver(chd_chan *ch, chd_task *t);
-/* Hands out up to max messages of ch to r in a fresh answer and sends it. */
+/* Hands out up to max messages of ch to r in a fresh answer and sends it:
+ * in custody (a delivery id), or leased for lease_ms (ack mode). */
 void     chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r,
-    uint32_t conn, uint32_t max, bool with_channel);
+    uint32_t conn, uint32_t max, uint64_t lease_ms);
 
 /* ---- recv_any (recv_any.c) ------------------------------------------------ */
 

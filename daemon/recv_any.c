@@ -130,7 +130,7 @@ chd_any_serve(chd_task *t)
 	chd_any      *a = p->any;
 
 	if (any_claim(a)) {
-		chd_chan_deliver(t->sh, t->ch, a->req, a->conn, 1, true);
+		chd_chan_deliver(t->sh, t->ch, a->req, a->conn, 1, 0);
 		any_wrap_up(p);
 	} else {
 		part_finish(p);
@@ -221,7 +221,7 @@ part_scan_job(chd_shard *sh, void *arg)
 		if (chd_chan_has_msgs(chans[i])) {
 			if (any_claim(a)) {
 				chd_chan_deliver(sh, chans[i], a->req, a->conn,
-				    1, true);
+				    1, 0);
 				any_wrap_up(p);
 			} else {
 				part_finish(p);

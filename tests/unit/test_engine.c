@@ -260,6 +260,52 @@ r_recvx(uint32_t conn, const char *name, uint32_t max, int64_t timeout,
 }
 
 static treq *
+r_recv_lease(uint32_t conn, const char *name, int64_t timeout, uint64_t lease)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Recv    r = CHAN__V1__RECV__INIT;
+
+	r.name = (char *) name;
+	r.has_timeout_ms = true;
+	r.timeout_ms = timeout;
+	r.has_lease_ms = true;
+	r.lease_ms = lease;
+	m.op_case = CHAN__V1__REQUEST__OP_RECV;
+	m.recv = &r;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_ack(uint32_t conn, const char *name, uint64_t seq)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Ack     a = CHAN__V1__ACK__INIT;
+
+	a.name = (char *) name;
+	a.has_seq = true;
+	a.seq = seq;
+	m.op_case = CHAN__V1__REQUEST__OP_ACK;
+	m.ack = &a;
+	return (submit(conn, &m));
+}
+
+static treq *
+r_release(uint32_t conn, const char *name, uint64_t seq, uint64_t delay)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Release a = CHAN__V1__RELEASE__INIT;
+
+	a.name = (char *) name;
+	a.has_seq = true;
+	a.seq = seq;
+	a.has_delay_ms = delay != 0;
+	a.delay_ms = delay;
+	m.op_case = CHAN__V1__REQUEST__OP_RELEASE;
+	m.release = &a;
+	return (submit(conn, &m));
+}
+
+static treq *
 r_recv(uint32_t conn, const char *name, int64_t timeout)
 {
 	return (r_recvx(conn, name, 0, timeout, 0, NULL, 0));
@@ -427,6 +473,20 @@ expect_status(treq *t, chan_status st)
 		ck_assert_msg(r->error != NULL && r->error[0] != '\0',
 		    "error answer without a message");
 	}
+}
+
+static void
+expect_leased(treq *t, const char *data)
+{
+	Chan__V1__Response *r = answer(t);
+
+	expect_status(t, CHAN_OK);
+	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_RECV);
+	ck_assert_uint_eq(r->recv->n_messages, 1);
+	ck_assert_uint_eq(r->recv->messages[0]->data.len, strlen(data));
+	ck_assert(memcmp(r->recv->messages[0]->data.data, data,
+	    strlen(data)) == 0);
+	ck_assert(!r->has_delivery || r->delivery == 0);
 }
 
 static void
@@ -1335,6 +1395,74 @@ START_TEST(test_idem_given_back_answer_is_forgotten)
 }
 END_TEST
 
+/* ---- ack mode ------------------------------------------------------------------ */
+
+START_TEST(test_ack_mode_leased_counts_against_capacity)
+{
+	treq *r;
+
+	expect_status(r_create(1, "ak", 2), CHAN_OK);
+	expect_status(r_send(1, "ak", "a", 0), CHAN_OK);
+	expect_status(r_send(1, "ak", "b", 0), CHAN_OK);
+	r = r_recv_lease(2, "ak", 0, 60000);
+	expect_leased(r, "a");
+	ck_assert_uint_eq(stat_of("ak")->in_flight, 1);
+	expect_status(r_send(1, "ak", "c", 0), CHAN_FULL);
+	expect_status(r_ack(2, "ak", 1), CHAN_OK);
+	ck_assert_uint_eq(stat_of("ak")->in_flight, 0);
+	expect_status(r_send(1, "ak", "c", 0), CHAN_OK);
+	expect_status(r_ack(2, "ak", 1), CHAN_NOT_FOUND);
+	expect_msg(r_recv(2, "ak", 0), "b");
+}
+END_TEST
+
+START_TEST(test_ack_mode_lease_expiry_gives_back)
+{
+	treq   *r;
+	int64_t t0 = now_ms();
+
+	expect_status(r_send(1, "le", "x", 0), CHAN_OK);
+	expect_leased(r_recv_lease(2, "le", 0, 300), "x");
+	expect_status(r_recv(2, "le", 0), CHAN_EMPTY);
+	r = r_recv(2, "le", -1);
+	expect_msg(r, "x");
+	ck_assert(answer(r)->recv->messages[0]->redelivered);
+	ck_assert_int_ge(now_ms() - t0, 270);
+	ck_assert_uint_eq(stat_of("le")->total_redelivered, 1);
+}
+END_TEST
+
+START_TEST(test_ack_mode_release_now_and_delayed)
+{
+	treq   *r;
+	int64_t t0;
+
+	expect_status(r_send(1, "rl", "x", 0), CHAN_OK);
+	expect_status(r_send(1, "rl", "y", 0), CHAN_OK);
+	expect_leased(r_recv_lease(2, "rl", 0, 60000), "x");
+	expect_status(r_release(2, "rl", 1, 0), CHAN_OK);
+	r = r_recv_lease(2, "rl", 0, 60000);
+	expect_leased(r, "x"); /* back at the head */
+	ck_assert(answer(r)->recv->messages[0]->redelivered);
+	expect_msg(r_recv(2, "rl", 0), "y");
+	t0 = now_ms();
+	expect_status(r_release(2, "rl", 1, 300), CHAN_OK);
+	expect_status(r_release(2, "rl", 1, 0), CHAN_NOT_FOUND);
+	expect_status(r_recv(2, "rl", 0), CHAN_EMPTY);
+	expect_msg(r_recv(2, "rl", -1), "x");
+	ck_assert_int_ge(now_ms() - t0, 270);
+}
+END_TEST
+
+START_TEST(test_ack_mode_conn_close_gives_back)
+{
+	expect_status(r_send(1, "lc", "x", 0), CHAN_OK);
+	expect_leased(r_recv_lease(11, "lc", 0, 60000), "x");
+	chd_engine_conn_close(E, 11);
+	expect_msg(r_recv(2, "lc", -1), "x");
+}
+END_TEST
+
 /* ---- introspection ------------------------------------------------------------- */
 
 START_TEST(test_stat_list_stats_hello_ping)
@@ -1472,6 +1600,10 @@ engine_suite(void)
 	tcase_add_test(tc, test_idem_parked_repeat_rebinds);
 	tcase_add_test(tc, test_idem_repeat_on_new_conn_survives_old_conn_close);
 	tcase_add_test(tc, test_idem_given_back_answer_is_forgotten);
+	tcase_add_test(tc, test_ack_mode_leased_counts_against_capacity);
+	tcase_add_test(tc, test_ack_mode_lease_expiry_gives_back);
+	tcase_add_test(tc, test_ack_mode_release_now_and_delayed);
+	tcase_add_test(tc, test_ack_mode_conn_close_gives_back);
 	tcase_add_test(tc, test_stat_list_stats_hello_ping);
 	tcase_add_test(tc, test_10000_parked_receivers_cost_no_cpu);
 	suite_add_tcase(s, tc);
