@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,9 @@
 #define CHD_IDLE_MAX 64          /* idle contexts kept open for reuse */
 #define CHD_RECEIVERS_MAX 64     /* contexts kept in nng_ctx_recv, at most */
 #define CHD_PROBE_TIMEOUT_MS 1000 /* stale-socket probe */
+#define CHD_GUARD_PERIOD_MS 200   /* listener health check period */
+#define CHD_ACCEPT_PROBE_MS 500   /* a live listener accepts within this */
+#define CHD_MAX_ZOMBIES 64        /* replaced listeners kept for their pipes */
 
 typedef enum {
 	CHD_CTX_IDLE, /* open, not in use */
@@ -43,6 +47,20 @@ typedef enum {
 	CHD_CTX_SEND, /* reply handed to nng_ctx_send */
 	CHD_CTX_DEAD, /* socket closed; freed by chd_transport_free */
 } chd_ctx_state;
+
+/* One --listen URL. */
+typedef struct {
+	char        *url;
+	const char  *path; /* ipc: inside url; NULL for tcp/tls */
+	nng_listener l;    /* the listener currently serving url */
+	uint64_t     errs; /* its accept-error counters, last look */
+} chd_lsn;
+
+/* A replaced listener, kept open while it still has connections. */
+typedef struct {
+	nng_listener l;
+	const char  *path; /* the public path it would unlink on close */
+} chd_zombie;
 
 typedef struct chd_tctx chd_tctx;
 struct chd_tctx {
@@ -78,9 +96,25 @@ struct chd_transport {
 	pthread_cond_t  pipe_cv; /* conns reached 0 */
 	bool            engine_live;
 	unsigned        conns;
+	unsigned long   self_added; /* pipes from our own pid (guard probes) */
+	struct {
+		int      id; /* nng listener id, 0: free slot */
+		unsigned n;  /* its open pipes */
+	} lpipes[CHD_MAX_LISTENERS + CHD_MAX_ZOMBIES];
 
-	nng_listener listeners[CHD_MAX_LISTENERS];
-	int          nlisteners;
+	/* Listeners: the live one per URL, and replaced ones (see guard). */
+	pthread_mutex_t lsn_mtx;
+	chd_lsn         lsn[CHD_MAX_LISTENERS];
+	int             nlsn;
+	chd_zombie      zombies[CHD_MAX_ZOMBIES];
+	int             nzombies;
+	unsigned        generation;
+
+	/* The ipc listener guard thread (nng #1518). */
+	pthread_t       guard;
+	bool            guard_running;
+	bool            guard_stop;
+	pthread_cond_t  guard_cv; /* under lsn_mtx */
 };
 
 static void chd_ctx_cb(void *arg);
@@ -97,6 +131,18 @@ chd_errf(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	(void) vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
+}
+
+static void
+chd_deadline(struct timespec *dl, int timeout_ms)
+{
+	clock_gettime(CLOCK_REALTIME, dl);
+	dl->tv_sec += timeout_ms / 1000;
+	dl->tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+	if (dl->tv_nsec >= 1000000000L) {
+		dl->tv_sec++;
+		dl->tv_nsec -= 1000000000L;
+	}
 }
 
 /* ---- contexts --------------------------------------------------------- */
@@ -389,6 +435,67 @@ chd_ctx_cb(void *arg)
 
 /* ---- pipes ------------------------------------------------------------ */
 
+/* Per-listener pipe counts (the guard closes emptied zombies). pipe_mtx. */
+static void
+chd_lpipes_add(chd_transport *t, int id, int d)
+{
+	size_t n = sizeof(t->lpipes) / sizeof(t->lpipes[0]);
+	size_t i, freeslot = n;
+
+	if (id <= 0) {
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if (t->lpipes[i].id == id) {
+			break;
+		}
+		if (t->lpipes[i].id == 0 && freeslot == n) {
+			freeslot = i;
+		}
+	}
+	if (i == n) {
+		if (d < 0 || freeslot == n) {
+			return;
+		}
+		i = freeslot;
+		t->lpipes[i].id = id;
+		t->lpipes[i].n = 0;
+	}
+	if (d > 0) {
+		t->lpipes[i].n++;
+	} else if (t->lpipes[i].n > 0) {
+		t->lpipes[i].n--;
+	}
+}
+
+static unsigned
+chd_lpipes_get(chd_transport *t, int id)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&t->pipe_mtx);
+	for (size_t i = 0; i < sizeof(t->lpipes) / sizeof(t->lpipes[0]); i++) {
+		if (t->lpipes[i].id == id) {
+			n = t->lpipes[i].n;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->pipe_mtx);
+	return (n);
+}
+
+static void
+chd_lpipes_forget(chd_transport *t, int id)
+{
+	pthread_mutex_lock(&t->pipe_mtx);
+	for (size_t i = 0; i < sizeof(t->lpipes) / sizeof(t->lpipes[0]); i++) {
+		if (t->lpipes[i].id == id) {
+			t->lpipes[i].id = 0;
+		}
+	}
+	pthread_mutex_unlock(&t->pipe_mtx);
+}
+
 /* nng's pipe callback: never touches the socket, only the engine. */
 static void
 chd_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -411,6 +518,11 @@ chd_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 			pid = (int) v;
 		}
 		t->conns++;
+		chd_lpipes_add(t, nng_listener_id(nng_pipe_listener(p)), 1);
+		if (pid == (int) getpid()) {
+			t->self_added++;
+			pthread_cond_broadcast(&t->pipe_cv);
+		}
 		if (t->engine_live) {
 			chd_engine_conn_open(t->engine, conn, pid);
 		}
@@ -419,6 +531,7 @@ chd_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		if (t->conns > 0 && --t->conns == 0) {
 			pthread_cond_broadcast(&t->pipe_cv);
 		}
+		chd_lpipes_add(t, nng_listener_id(nng_pipe_listener(p)), -1);
 		if (t->engine_live) {
 			chd_engine_conn_close(t->engine, conn);
 		}
@@ -465,6 +578,8 @@ chd_transport_open(chd_engine *e, const chd_transport_opts *o,
 	pthread_cond_init(&t->cv, NULL);
 	pthread_mutex_init(&t->pipe_mtx, NULL);
 	pthread_cond_init(&t->pipe_cv, NULL);
+	pthread_mutex_init(&t->lsn_mtx, NULL);
+	pthread_cond_init(&t->guard_cv, NULL);
 
 	if ((rv = nng_rep0_open(&t->sock)) != 0) {
 		chd_errf(err, errlen, "cannot open an nng REP socket: %s",
@@ -491,6 +606,8 @@ fail:
 	pthread_cond_destroy(&t->cv);
 	pthread_mutex_destroy(&t->pipe_mtx);
 	pthread_cond_destroy(&t->pipe_cv);
+	pthread_mutex_destroy(&t->lsn_mtx);
+	pthread_cond_destroy(&t->guard_cv);
 	free(t);
 	return (-1);
 }
@@ -715,23 +832,15 @@ fail:
 	return (-1);
 }
 
-int
-chd_transport_listen(chd_transport *t, const char *url, char *err,
-    size_t errlen)
+/* Creates and starts one nng listener on url (ipc, tcp or tls+tcp). */
+static int
+chd_listener_open(chd_transport *t, const char *url, nng_listener *lp,
+    char *err, size_t errlen)
 {
 	nng_listener l;
 	char         why[600];
 	int          rv;
 
-	if (t->nlisteners == CHD_MAX_LISTENERS) {
-		chd_errf(err, errlen, "cannot listen on %s: too many listeners",
-		    url);
-		return (-1);
-	}
-	if (strncmp(url, "ipc://", 6) == 0 &&
-	    chd_ipc_prepare(url, url + 6, err, errlen) != 0) {
-		return (-1);
-	}
 	if ((rv = nng_listener_create(&l, t->sock, url)) != 0) {
 		chd_errf(err, errlen, "cannot listen on %s: %s%s", url,
 		    nng_strerror(rv),
@@ -764,27 +873,357 @@ chd_transport_listen(chd_transport *t, const char *url, char *err,
 		    nng_strerror(rv));
 		goto fail;
 	}
-	t->listeners[t->nlisteners++] = l;
-	{
-		nng_sockaddr sa;
-
-		/* Port 0 asks for any free port: say which one we got. */
-		if (nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa) == 0 &&
-		    sa.s_family == NNG_AF_INET) {
-			chd_log(CHD_LOG_INFO, "listening on %s (port %u)", url,
-			    (unsigned) ntohs(sa.s_in.sa_port));
-		} else if (nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa) == 0 &&
-		    sa.s_family == NNG_AF_INET6) {
-			chd_log(CHD_LOG_INFO, "listening on %s (port %u)", url,
-			    (unsigned) ntohs(sa.s_in6.sa_port));
-		} else {
-			chd_log(CHD_LOG_INFO, "listening on %s", url);
-		}
-	}
+	*lp = l;
 	return (0);
 fail:
 	(void) nng_listener_close(l);
 	return (-1);
+}
+
+int
+chd_transport_listen(chd_transport *t, const char *url, char *err,
+    size_t errlen)
+{
+	nng_listener l;
+	nng_sockaddr sa;
+	chd_lsn     *ls;
+
+	if (t->nlsn == CHD_MAX_LISTENERS) {
+		chd_errf(err, errlen, "cannot listen on %s: too many listeners",
+		    url);
+		return (-1);
+	}
+	if (strncmp(url, "ipc://", 6) == 0 &&
+	    chd_ipc_prepare(url, url + 6, err, errlen) != 0) {
+		return (-1);
+	}
+	if (chd_listener_open(t, url, &l, err, errlen) != 0) {
+		return (-1);
+	}
+	ls = &t->lsn[t->nlsn];
+	if ((ls->url = strdup(url)) == NULL) {
+		(void) nng_listener_close(l);
+		chd_errf(err, errlen, "cannot listen on %s: out of memory", url);
+		return (-1);
+	}
+	ls->path = strncmp(url, "ipc://", 6) == 0 ? ls->url + 6 : NULL;
+	ls->l = l;
+	ls->errs = 0;
+	pthread_mutex_lock(&t->lsn_mtx);
+	t->nlsn++;
+	pthread_mutex_unlock(&t->lsn_mtx);
+
+	/* Port 0 asks for any free port: say which one we got. */
+	if (nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa) == 0 &&
+	    sa.s_family == NNG_AF_INET) {
+		chd_log(CHD_LOG_INFO, "listening on %s (port %u)", url,
+		    (unsigned) ntohs(sa.s_in.sa_port));
+	} else if (nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa) == 0 &&
+	    sa.s_family == NNG_AF_INET6) {
+		chd_log(CHD_LOG_INFO, "listening on %s (port %u)", url,
+		    (unsigned) ntohs(sa.s_in6.sa_port));
+	} else {
+		chd_log(CHD_LOG_INFO, "listening on %s", url);
+	}
+	return (0);
+}
+
+/* ---- the ipc listener guard (nng #1518) -------------------------------- */
+
+/*
+ * nng 1.5.2: when a peer closes an ipc connection before the SP handshake
+ * is done (a bare connect() and close(), a port scanner, a health check
+ * with socat), the accept error can reach the socket's listener as
+ * NNG_ECLOSED, which it takes for "listener closed": it never accepts
+ * again (other errors only pause it for 100 ms). Fixed upstream by
+ * nanomsg/nng#1519, after 1.5.2.
+ *
+ * The guard watches each listener's accept-error statistics; when they
+ * move, it pings the URL over nng. No answer: that listener is dead. For
+ * ipc it starts a new listener on a temporary path in the same directory
+ * and rename()s that socket file over the public path, atomically. The
+ * dead listener stays open (closing an nng listener closes the
+ * connections it accepted, and would unlink the public path), so its
+ * established connections keep working. For tcp/tls the port cannot be
+ * bound twice: the dead listener is closed (dropping its connections,
+ * which clients redial) and reopened.
+ */
+
+/* Sum of a listener's accept-error counters, or UINT64_MAX if unknown. */
+static uint64_t
+chd_listener_errors(nng_stat *all, nng_listener l)
+{
+	static const char *names[] = { "disconnect", "canceled", "other",
+		"timeout", "proto", "auth", "oom", "reject" };
+	nng_stat          *ls, *c;
+	uint64_t           sum = 0;
+	int                id = nng_listener_id(l);
+
+	/*
+	 * Not nng_stat_find_listener: in 1.5.2 it returns the first
+	 * listener's node whatever the id. Look for "listener" nodes and
+	 * compare their "id" child ourselves.
+	 */
+	for (ls = nng_stat_child(all); ls != NULL; ls = nng_stat_next(ls)) {
+		if (strcmp(nng_stat_name(ls), "listener") != 0) {
+			continue;
+		}
+		for (c = nng_stat_child(ls); c != NULL; c = nng_stat_next(c)) {
+			if (strcmp(nng_stat_name(c), "id") == 0) {
+				break;
+			}
+		}
+		if (c != NULL && nng_stat_value(c) == (uint64_t) id) {
+			break;
+		}
+	}
+	if (ls == NULL) {
+		return (UINT64_MAX);
+	}
+	for (c = nng_stat_child(ls); c != NULL; c = nng_stat_next(c)) {
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+			if (strcmp(nng_stat_name(c), names[i]) == 0) {
+				sum += nng_stat_value(c);
+			}
+		}
+	}
+	return (sum);
+}
+
+/* Replaces the dead listener of ls. Called from the guard thread only. */
+static void
+chd_listener_replace(chd_transport *t, chd_lsn *ls)
+{
+	nng_listener nl, old;
+	char         tmp[PATH_MAX], url[PATH_MAX + 8], err[700];
+	const char  *slash;
+	int          dirlen;
+
+	if (t->nzombies == CHD_MAX_ZOMBIES) {
+		chd_log(CHD_LOG_ERROR,
+		    "%s stopped accepting (nng bug #1518) and was already replaced "
+		    "%d times; restart chand",
+		    ls->url, CHD_MAX_ZOMBIES);
+		return;
+	}
+	if (ls->path == NULL) {
+		/* tcp/tls: the port is the old listener's until it closes. */
+		old = ls->l;
+		(void) nng_listener_close(old);
+		if (chd_listener_open(t, ls->url, &nl, err, sizeof(err)) != 0) {
+			chd_log(CHD_LOG_ERROR, "%s stopped accepting and could not "
+			                       "be reopened: %s",
+			    ls->url, err);
+			return;
+		}
+		pthread_mutex_lock(&t->lsn_mtx);
+		ls->l = nl;
+		ls->errs = 0;
+		pthread_mutex_unlock(&t->lsn_mtx);
+		chd_log(CHD_LOG_WARN,
+		    "%s stopped accepting after a peer hung up during the "
+		    "handshake (nng 1.5.2 bug #1518); reopened it (its clients "
+		    "reconnect)",
+		    ls->url);
+		return;
+	}
+	slash = strrchr(ls->path, '/');
+	dirlen = slash != NULL ? (int) (slash - ls->path) : 0;
+	snprintf(tmp, sizeof(tmp), "%.*s/.chand.%d.%u", dirlen, ls->path,
+	    (int) getpid(), ++t->generation);
+	snprintf(url, sizeof(url), "ipc://%s", tmp);
+	(void) unlink(tmp);
+	if (chd_listener_open(t, url, &nl, err, sizeof(err)) != 0) {
+		chd_log(CHD_LOG_ERROR, "%s stopped accepting (nng bug #1518) "
+		                       "and no new listener could be opened: %s",
+		    ls->url, err);
+		return;
+	}
+	if (rename(tmp, ls->path) != 0) {
+		chd_log(CHD_LOG_ERROR,
+		    "%s stopped accepting (nng bug #1518); cannot move the new "
+		    "socket %s into place: %s",
+		    ls->url, tmp, strerror(errno));
+		(void) nng_listener_close(nl);
+		return;
+	}
+	pthread_mutex_lock(&t->lsn_mtx);
+	t->zombies[t->nzombies].l = ls->l;
+	t->zombies[t->nzombies].path = ls->path;
+	t->nzombies++;
+	ls->l = nl;
+	ls->errs = 0;
+	pthread_mutex_unlock(&t->lsn_mtx);
+	chd_log(CHD_LOG_WARN,
+	    "%s stopped accepting after a peer hung up during the handshake "
+	    "(nng 1.5.2 bug #1518); a new listener took over the path "
+	    "(existing connections keep working)",
+	    ls->url);
+}
+
+/*
+ * ipc health check: dial our own path and wait for the listener to hand
+ * the connection to the socket (a pipe from our own pid appears). Does not
+ * depend on how busy the engine is. 0 when accepted in time.
+ */
+static int
+chd_probe_accept(chd_transport *t, const char *url)
+{
+	nng_socket      s;
+	struct timespec dl;
+	unsigned long   before;
+	bool            ok;
+	int             rv;
+
+	pthread_mutex_lock(&t->pipe_mtx);
+	before = t->self_added;
+	pthread_mutex_unlock(&t->pipe_mtx);
+	if ((rv = nng_req0_open(&s)) != 0) {
+		return (rv);
+	}
+	if ((rv = nng_dial(s, url, NULL, 0)) != 0) {
+		nng_close(s);
+		return (rv);
+	}
+	chd_deadline(&dl, CHD_ACCEPT_PROBE_MS);
+	pthread_mutex_lock(&t->pipe_mtx);
+	while (t->self_added == before) {
+		if (pthread_cond_timedwait(&t->pipe_cv, &t->pipe_mtx, &dl) ==
+		    ETIMEDOUT) {
+			break;
+		}
+	}
+	ok = t->self_added != before;
+	pthread_mutex_unlock(&t->pipe_mtx);
+	nng_close(s);
+	return (ok ? 0 : NNG_ETIMEDOUT);
+}
+
+/*
+ * Closes replaced listeners whose connections are all gone: that also
+ * drops the connections stuck in their handshake queue, which would
+ * otherwise wait forever. Closing unlinks the public path, so a hard link
+ * to the live socket file is put back over it right after.
+ */
+static void
+chd_zombies_reap(chd_transport *t)
+{
+	for (int i = 0; i < t->nzombies;) {
+		chd_zombie *z = &t->zombies[i];
+		int         id = nng_listener_id(z->l);
+		char        keep[PATH_MAX];
+
+		if (chd_lpipes_get(t, id) > 0) {
+			i++;
+			continue;
+		}
+		snprintf(keep, sizeof(keep), "%s.keep.%d", z->path, (int) getpid());
+		(void) unlink(keep);
+		if (link(z->path, keep) != 0) {
+			i++; /* cannot protect the path: keep the zombie */
+			continue;
+		}
+		(void) nng_listener_close(z->l);
+		/*
+		 * Only the first listener's close unlinks the public path (later
+		 * ones were created on a temporary path). When it did not, keep
+		 * and path are links to one file, rename does nothing, and the
+		 * unlink below drops the extra link.
+		 */
+		if (rename(keep, z->path) != 0) {
+			chd_log(CHD_LOG_ERROR, "cannot restore %s: %s", z->path,
+			    strerror(errno));
+		}
+		(void) unlink(keep);
+		chd_lpipes_forget(t, id);
+		chd_log(CHD_LOG_DEBUG, "closed replaced listener %d", id);
+		pthread_mutex_lock(&t->lsn_mtx);
+		t->zombies[i] = t->zombies[--t->nzombies];
+		pthread_mutex_unlock(&t->lsn_mtx);
+	}
+}
+
+static bool
+chd_guard_stopping(chd_transport *t)
+{
+	bool stop;
+
+	pthread_mutex_lock(&t->lsn_mtx);
+	stop = t->guard_stop;
+	pthread_mutex_unlock(&t->lsn_mtx);
+	return (stop);
+}
+
+static void *
+chd_guard_main(void *arg)
+{
+	chd_transport  *t = arg;
+	struct timespec dl;
+	sigset_t        all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	pthread_mutex_lock(&t->lsn_mtx);
+	while (!t->guard_stop) {
+		nng_stat *st;
+		bool      suspect[CHD_MAX_LISTENERS] = { false };
+		int       n = t->nlsn;
+
+		chd_deadline(&dl, CHD_GUARD_PERIOD_MS);
+		(void) pthread_cond_timedwait(&t->guard_cv, &t->lsn_mtx, &dl);
+		if (t->guard_stop) {
+			break;
+		}
+		pthread_mutex_unlock(&t->lsn_mtx);
+		if (nng_stats_get(&st) == 0) {
+			for (int i = 0; i < n; i++) {
+				uint64_t e = chd_listener_errors(st, t->lsn[i].l);
+
+				if (e != UINT64_MAX && e != t->lsn[i].errs) {
+					t->lsn[i].errs = e;
+					suspect[i] = true;
+				}
+			}
+			nng_stats_free(st);
+		}
+		chd_zombies_reap(t);
+		for (int i = 0; i < n; i++) {
+			int rv;
+
+			if (!suspect[i]) {
+				continue;
+			}
+			/* Accepted (ipc) or answered (tcp): still accepting. */
+			rv = t->lsn[i].path != NULL
+			    ? chd_probe_accept(t, t->lsn[i].url)
+			    : chd_probe(t->lsn[i].url);
+			if (rv == 0) {
+				continue;
+			}
+			if (chd_guard_stopping(t)) {
+				break;
+			}
+			chd_log(CHD_LOG_DEBUG, "%s: health probe failed: %s",
+			    t->lsn[i].url, nng_strerror(rv));
+			chd_listener_replace(t, &t->lsn[i]);
+		}
+		pthread_mutex_lock(&t->lsn_mtx);
+	}
+	pthread_mutex_unlock(&t->lsn_mtx);
+	return (NULL);
+}
+
+static void
+chd_guard_stop(chd_transport *t)
+{
+	pthread_mutex_lock(&t->lsn_mtx);
+	t->guard_stop = true;
+	pthread_cond_broadcast(&t->guard_cv);
+	pthread_mutex_unlock(&t->lsn_mtx);
+	if (t->guard_running) {
+		(void) pthread_join(t->guard, NULL);
+		t->guard_running = false;
+	}
 }
 
 int
@@ -801,28 +1240,34 @@ chd_transport_start(chd_transport *t, char *err, size_t errlen)
 		return (-1);
 	}
 	chd_arm(arm, n);
+	if (pthread_create(&t->guard, NULL, chd_guard_main, t) == 0) {
+		t->guard_running = true;
+	} else {
+		chd_log(CHD_LOG_WARN, "cannot start the listener guard thread");
+	}
 	return (0);
 }
 
 void
 chd_transport_stop_listening(chd_transport *t)
 {
-	for (int i = 0; i < t->nlisteners; i++) {
-		(void) nng_listener_close(t->listeners[i]);
+	chd_guard_stop(t);
+	pthread_mutex_lock(&t->lsn_mtx);
+	for (int i = 0; i < t->nlsn; i++) {
+		(void) nng_listener_close(t->lsn[i].l);
+		if (t->lsn[i].path != NULL && t->generation > 0) {
+			/* A replacement listener only unlinks its temporary path. */
+			(void) unlink(t->lsn[i].path);
+		}
+		free(t->lsn[i].url);
+		t->lsn[i].url = NULL;
 	}
-	t->nlisteners = 0;
-}
-
-static void
-chd_deadline(struct timespec *dl, int timeout_ms)
-{
-	clock_gettime(CLOCK_REALTIME, dl);
-	dl->tv_sec += timeout_ms / 1000;
-	dl->tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-	if (dl->tv_nsec >= 1000000000L) {
-		dl->tv_sec++;
-		dl->tv_nsec -= 1000000000L;
+	t->nlsn = 0;
+	for (int i = 0; i < t->nzombies; i++) {
+		(void) nng_listener_close(t->zombies[i].l);
 	}
+	t->nzombies = 0;
+	pthread_mutex_unlock(&t->lsn_mtx);
 }
 
 bool
@@ -904,5 +1349,7 @@ chd_transport_free(chd_transport *t)
 	pthread_cond_destroy(&t->cv);
 	pthread_mutex_destroy(&t->pipe_mtx);
 	pthread_cond_destroy(&t->pipe_cv);
+	pthread_mutex_destroy(&t->lsn_mtx);
+	pthread_cond_destroy(&t->guard_cv);
 	free(t);
 }
