@@ -233,6 +233,30 @@ chh_stop(chh_daemon *d)
 	chh_kill(d);
 }
 
+/* Connections (pipes) the current exchange lost before its answer. */
+static int chh_losses;
+static char chh_why[160];
+
+static void
+chh_pipe_lost(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	(void) p;
+	(void) ev;
+	__atomic_add_fetch((int *) arg, 1, __ATOMIC_RELAXED);
+}
+
+int
+chh_last_pipe_losses(void)
+{
+	return (chh_losses);
+}
+
+const char *
+chh_last_failure(void)
+{
+	return (chh_why);
+}
+
 int
 chh_raw(const char *url, const void *body, size_t len, int timeout_ms,
     void **reply, size_t *rlen)
@@ -240,12 +264,21 @@ chh_raw(const char *url, const void *body, size_t len, int timeout_ms,
 	nng_socket s;
 	nng_msg   *m = NULL;
 	int        rv;
+	static int lost;
 
 	*reply = NULL;
 	*rlen = 0;
+	__atomic_store_n(&lost, 0, __ATOMIC_RELAXED);
+	chh_losses = 0;
 	if ((rv = nng_req0_open(&s)) != 0) {
 		return (rv);
 	}
+	/*
+	 * REQ quietly resends on a new connection when one is lost; count
+	 * the losses so callers can tell "answered" from "answered on the
+	 * first connection".
+	 */
+	nng_pipe_notify(s, NNG_PIPE_EV_REM_POST, chh_pipe_lost, &lost);
 	/* One try: a resend would hide a dropped connection. */
 	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 3600 * 1000);
 	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms);
@@ -263,7 +296,9 @@ chh_raw(const char *url, const void *body, size_t len, int timeout_ms,
 		goto out;
 	}
 	m = NULL;
-	if ((rv = nng_recvmsg(s, &m, 0)) != 0) {
+	rv = nng_recvmsg(s, &m, 0);
+	chh_losses = __atomic_load_n(&lost, __ATOMIC_RELAXED);
+	if (rv != 0) {
 		m = NULL;
 		goto out;
 	}
@@ -359,12 +394,27 @@ chh_ping(const char *url, int timeout_ms)
 	Chan__V1__Response *r;
 	bool                ok;
 
+	int                 err = 0;
+
 	req.op_case = CHAN__V1__REQUEST__OP_PING;
 	req.ping = &ping;
-	if ((r = chh_call(url, &req, timeout_ms, NULL)) == NULL) {
+	chh_why[0] = '\0';
+	if ((r = chh_call(url, &req, timeout_ms, &err)) == NULL) {
+		snprintf(chh_why, sizeof(chh_why), "no answer to a ping (%s)",
+		    nng_strerror(err));
 		return (false);
 	}
-	ok = r->has_status ? r->status == CHAN__V1__STATUS__OK : true;
+	ok = r->status == CHAN__V1__STATUS__OK;
+	if (!ok) {
+		snprintf(chh_why, sizeof(chh_why), "ping answered status %d",
+		    (int) r->status);
+	}
 	chh_resp_free(r);
+	if (ok && chh_losses > 0) {
+		/* A real client (libchan) reports a reset; nng REQ hid it. */
+		snprintf(chh_why, sizeof(chh_why), "ping answered only after "
+		    "%d connection(s) were reset by the daemon", chh_losses);
+		ok = false;
+	}
 	return (ok);
 }

@@ -69,15 +69,25 @@ Chan__V1__Response *chh_call(const char *url, Chan__V1__Request *req,
     int timeout_ms, int *nng_err);
 void chh_resp_free(Chan__V1__Response *r);
 
-/* True when a fresh client gets OK to a Ping within timeout_ms. */
-bool chh_ping(const char *url, int timeout_ms);
+/* Connections lost (closed by the far end) during the last chh_raw
+ * exchange before its answer arrived; nng REQ resends on a new one. */
+int chh_last_pipe_losses(void);
+
+/*
+ * True when a fresh client gets OK to a Ping within timeout_ms on its
+ * first connection (a reset connection counts as a failure, as it does for
+ * libchan). Otherwise chh_last_failure() says what happened.
+ */
+bool        chh_ping(const char *url, int timeout_ms);
+const char *chh_last_failure(void);
 
 /* Asserts the daemon still answers a ping from a fresh client. */
 #define chh_assert_alive(d)                                                   \
 	do {                                                                  \
 		if (!chh_ping((d)->url, chh_scaled_ms(5000))) {               \
 			chh_dump_log(d);                                      \
-			ck_abort_msg("chand no longer answers a ping");       \
+			ck_abort_msg("chand no longer serves a fresh client: " \
+			    "%s", chh_last_failure());                        \
 		}                                                             \
 	} while (0)
 
