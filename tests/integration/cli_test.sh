@@ -86,6 +86,9 @@ t_ping_stats_list() {
 	expect_rc 0 "ping"
 	run "$CHAN" --url "$CHAN_URL" ping
 	expect_rc 0 "ping with --url"
+	# --url beats CHAN_URL, which beats the default.
+	run env CHAN_URL="ipc://$WORK/nobody/s.sock" "$CHAN" --url "$CHAN_URL" ping
+	expect_rc 0 "--url overrides CHAN_URL"
 	run "$CHAN" stats
 	expect_rc 0 "stats"
 	run "$CHAN" create listed
@@ -274,6 +277,18 @@ t_close_delete() {
 	check "[ $BG_RC -eq 5 ]" "recv --follow exits 5 at close (got $BG_RC)"
 	printf 'a\nb\nc\n' >"$WORK/follow.exp"
 	check "cmp -s $WORK/follow $WORK/follow.exp" "recv --follow printed every message"
+
+	# --follow also ends on a signal, with what it got printed whole.
+	bg "$WORK/follow2" "$CHAN" recv f2 --follow
+	fp=$BG_PID
+	sleep 0.2
+	run "$CHAN" send f2 one two
+	sleep 0.3
+	kill -TERM "$fp" 2>/dev/null
+	wait_bg "$fp" 3
+	check "[ $BG_RC -ne 124 ]" "recv --follow ends on SIGTERM"
+	printf 'one\ntwo\n' >"$WORK/follow2.exp"
+	check "cmp -s $WORK/follow2 $WORK/follow2.exp" "recv --follow printed whole messages before the signal"
 
 	run "$CHAN" create d1
 	run "$CHAN" send d1 x

@@ -268,6 +268,20 @@ START_TEST(core_timeouts)
 }
 END_TEST
 
+START_TEST(core_url_from_env)
+{
+	chan_client *c = NULL;
+
+	/* url NULL: $CHAN_URL, then the default. */
+	ck_assert_int_eq(setenv("CHAN_URL", D.url, 1), 0);
+	ck_status(chan_connect(NULL, &c), CHAN_OK);
+	ck_assert_str_eq(chan_url(c), D.url);
+	ck_status(chan_ping(c, NULL), CHAN_OK);
+	chan_disconnect(c);
+	unsetenv("CHAN_URL");
+}
+END_TEST
+
 START_TEST(core_unavailable)
 {
 	chan_client *c = NULL;
@@ -587,6 +601,10 @@ START_TEST(receiver_drop_closes_other_way)
 	chan_msg_free(m);
 	ck_status(chan_stat(s, "rd", &st), CHAN_OK);
 	ck_assert(st.receiver_attached);
+	/* ipc knows the peer: the receiver's pid is ours. */
+	ck_assert_msg(st.receiver_pid == (int32_t) getpid(),
+	    "stat receiver_pid %d, the receiver is pid %d",
+	    (int) st.receiver_pid, (int) getpid());
 	ck_status(chan_receiver_close(r), CHAN_OK);
 	/* Rust's SendError: sends now fail, queued messages are discarded. */
 	ck_status(chan_send(s, "rd", "d", 1, 0), CHAN_CLOSED);
@@ -1001,6 +1019,7 @@ libchan_suite(void)
 	tcase_add_test(tc, core_send_recv);
 	tcase_add_test(tc, core_fifo_many);
 	tcase_add_test(tc, core_timeouts);
+	tcase_add_test(tc, core_url_from_env);
 	tcase_add_test(tc, core_unavailable);
 	tcase_add_test(tc, create_semantics);
 	tcase_add_test(tc, stat_list_stats);
