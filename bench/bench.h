@@ -140,6 +140,8 @@ double bench_cpu_seconds(pid_t pid);
 
 int bench_nng_echo(const bench_opts *o, size_t size, size_t count,
     bench_result *r);
+/* The echo server process (chan-bench --echo-server URL). */
+int bench_echo_server_main(const char *url);
 /* Redis ECHO of the same size: Redis's own round-trip floor. */
 int bench_redis_echo(const bench_opts *o, size_t size, size_t count,
     bench_result *r);

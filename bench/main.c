@@ -222,7 +222,7 @@ static void
 run_counters(const bench_opts *o, bool have_chand)
 {
 	size_t n1 = o->quick ? 10000 : 100000;
-	size_t n2 = o->quick ? 200000 : 1000000;
+	size_t n2 = o->quick ? 50000 : 300000;
 	row *w;
 
 	if (!want(o, 4))
@@ -327,13 +327,20 @@ run_resources(bench_opts *o, bool have_chand)
 	fprintf(stderr, "chan-bench: memory (%zu x 16 B) and idle CPU "
 	    "(%d parked receivers, %.0f s)...\n", n, o->receivers, secs);
 #ifdef CHAN_BENCH_HAVE_CHAND
+	/* A fresh daemon for each figure: freed heap from one must not
+	 * hide the cost of the other. */
 	if (have_chand &&
 	    (cp = bench_start_chand(&fresh, fresh.chand_url,
-	    "chand-res.log")) > 0) {
+	    "chand-mem.log")) > 0) {
 		if (bench_memory(&bench_chand_ops, &fresh, cp, 16, n, 1000,
 		    &mem_chand) != 0)
 			fprintf(stderr, "chan-bench: chand memory: %s\n",
 			    mem_chand.err);
+		bench_stop(cp, 5000);
+	}
+	if (have_chand &&
+	    (cp = bench_start_chand(&fresh, fresh.chand_url,
+	    "chand-idle.log")) > 0) {
 		if (bench_parked_chand(&fresh, cp, o->receivers, secs,
 		    &idle_chand) != 0)
 			fprintf(stderr, "chan-bench: chand parked: %s\n",
@@ -345,11 +352,15 @@ run_resources(bench_opts *o, bool have_chand)
 	(void) cp;
 #endif
 	if ((rp = bench_start_redis(&fresh, fresh.redis_sock,
-	    "redis-res.log")) > 0) {
+	    "redis-mem.log")) > 0) {
 		if (bench_memory(&bench_redis_ops, &fresh, rp, 16, n, 1000,
 		    &mem_redis) != 0)
 			fprintf(stderr, "chan-bench: redis memory: %s\n",
 			    mem_redis.err);
+		bench_stop(rp, 5000);
+	}
+	if ((rp = bench_start_redis(&fresh, fresh.redis_sock,
+	    "redis-idle.log")) > 0) {
 		if (bench_parked_redis(&fresh, rp, o->receivers, secs,
 		    &idle_redis) != 0)
 			fprintf(stderr, "chan-bench: redis parked: %s\n",
@@ -565,6 +576,9 @@ main(int argc, char **argv)
 	pid_t cp = -1, rp = -1;
 	int ch;
 
+	/* Workload 6's echo server: this program re-executed. */
+	if (argc == 3 && strcmp(argv[1], "--echo-server") == 0)
+		return (bench_echo_server_main(argv[2]));
 	memset(&o, 0, sizeof(o));
 	o.chand = CHAN_BENCH_CHAND;
 	o.chan = CHAN_BENCH_CHAN;
@@ -610,6 +624,9 @@ main(int argc, char **argv)
 	if (need_daemons && o.only != 6) {
 		if ((cp = bench_start_chand(&o, o.chand_url, "chand.log")) < 0)
 			return (1);
+		/* For perf record -p / callgrind attachment by hand. */
+		fprintf(stderr, "chan-bench: chand pid %d on %s\n", (int) cp,
+		    o.chand_url);
 	}
 #endif
 	if (need_daemons && (rp = bench_start_redis(&o, o.redis_sock,

@@ -2,11 +2,19 @@
  * nng_floor.c - workload 6: a raw nng REQ/REP echo over ipc:// with the
  * same payload size, one request per call. This is the transport floor:
  * what one round trip costs before chand does any work at all.
+ *
+ * The echo server runs as a separate process (chan-bench re-executed with
+ * --echo-server URL), as chand does, and serves like chand's transport:
+ * a REP socket in context mode, completions driven by aio callbacks. So
+ * the floor pays the same process boundary and nng threading, and nothing
+ * else.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -14,49 +22,103 @@
 
 #include "bench.h"
 
-static void *
-echo_server(void *arg)
-{
-	nng_socket *s = arg;
-	nng_msg *m;
+#define ECHO_CONTEXTS 8
 
-	/* Returns when the socket is closed under it (NNG_ECLOSED). */
-	while (nng_recvmsg(*s, &m, 0) == 0) {
-		if (nng_sendmsg(*s, m, 0) != 0)
-			nng_msg_free(m);
+typedef struct echo_ctx {
+	nng_socket s;
+	nng_ctx    ctx;
+	nng_aio   *aio;
+	bool       sending;
+} echo_ctx;
+
+static void
+echo_cb(void *arg)
+{
+	echo_ctx *e = arg;
+
+	if (nng_aio_result(e->aio) != 0) {
+		if (e->sending) {
+			nng_msg_free(nng_aio_get_msg(e->aio));
+			e->sending = false;
+			nng_ctx_recv(e->ctx, e->aio);
+		}
+		return; /* closed: stop */
 	}
-	return (NULL);
+	if (e->sending) {
+		e->sending = false;
+		nng_ctx_recv(e->ctx, e->aio);
+	} else {
+		/* The request message goes straight back: no copy. */
+		e->sending = true;
+		nng_ctx_send(e->ctx, e->aio);
+	}
+}
+
+/* The child: serves until killed. */
+int
+bench_echo_server_main(const char *url)
+{
+	static echo_ctx es[ECHO_CONTEXTS];
+	nng_socket s;
+	int rv;
+
+	if ((rv = nng_rep0_open(&s)) != 0 ||
+	    (rv = nng_listen(s, url, NULL, 0)) != 0) {
+		fprintf(stderr, "chan-bench echo: %s: %s\n", url,
+		    nng_strerror(rv));
+		return (1);
+	}
+	for (int i = 0; i < ECHO_CONTEXTS; i++) {
+		es[i].s = s;
+		if ((rv = nng_ctx_open(&es[i].ctx, s)) != 0 ||
+		    (rv = nng_aio_alloc(&es[i].aio, echo_cb, &es[i])) != 0) {
+			fprintf(stderr, "chan-bench echo: %s\n",
+			    nng_strerror(rv));
+			return (1);
+		}
+		nng_ctx_recv(es[i].ctx, es[i].aio);
+	}
+	for (;;)
+		pause();
 }
 
 int
 bench_nng_echo(const bench_opts *o, size_t size, size_t count,
     bench_result *r)
 {
-	nng_socket rep = NNG_SOCKET_INITIALIZER, req = NNG_SOCKET_INITIALIZER;
-	char url[600];
-	pthread_t th;
-	bool started = false;
-	bench_lat lat;
+	nng_socket req = NNG_SOCKET_INITIALIZER;
+	char url[600], self[PATH_MAX];
 	unsigned char *buf = calloc(1, size > 0 ? size : 1);
+	bench_lat lat;
+	pid_t pid = -1;
 	uint64_t t0, t1;
-	int rv;
+	ssize_t n;
+	int rv = 0;
 
 	bench_lat_init(&lat, count);
 	snprintf(url, sizeof(url), "ipc://%s/nng-floor.sock", o->dir);
 	bench_track_path(url + 6);
-	if ((rv = nng_rep0_open(&rep)) != 0 ||
-	    (rv = nng_listen(rep, url, NULL, 0)) != 0) {
-		bench_result_fail(r, "nng rep %s: %s", url, nng_strerror(rv));
+	if ((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) < 0) {
+		bench_result_fail(r, "cannot find /proc/self/exe");
 		goto out;
 	}
-	if (pthread_create(&th, NULL, echo_server, &rep) != 0) {
-		bench_result_fail(r, "pthread_create failed");
+	self[n] = '\0';
+	{
+		char *argv[] = { self, "--echo-server", url, NULL };
+
+		pid = bench_spawn(argv, -1, -1, NULL);
+	}
+	if (pid < 0 || (rv = nng_req0_open(&req)) != 0) {
+		bench_result_fail(r, "echo server: %s", nng_strerror(rv));
 		goto out;
 	}
-	started = true;
-	if ((rv = nng_req0_open(&req)) != 0 ||
-	    (rv = nng_dial(req, url, NULL, 0)) != 0) {
-		bench_result_fail(r, "nng req %s: %s", url, nng_strerror(rv));
+	for (int t = 0; t < 500; t++) {
+		if ((rv = nng_dial(req, url, NULL, 0)) == 0)
+			break;
+		bench_sleep_ns(10 * 1000 * 1000);
+	}
+	if (rv != 0) {
+		bench_result_fail(r, "nng dial %s: %s", url, nng_strerror(rv));
 		goto out;
 	}
 	t0 = bench_now_ns();
@@ -84,9 +146,8 @@ bench_nng_echo(const bench_opts *o, size_t size, size_t count,
 	bench_result_fill(r, count, t1 - t0, &lat);
 out:
 	nng_close(req);
-	nng_close(rep);
-	if (started)
-		pthread_join(th, NULL);
+	if (pid > 0)
+		bench_stop(pid, 2000);
 	bench_lat_free(&lat);
 	free(buf);
 	return (r->failed ? -1 : 0);

@@ -182,6 +182,8 @@ bench_parked_chand(const bench_opts *o, pid_t pid, int n, double seconds,
 	}
 	/* Let the daemon settle after the burst of connections. */
 	bench_sleep_ns(2000ull * 1000 * 1000);
+	fprintf(stderr, "chan-bench: %d receivers parked on chand pid %d; "
+	    "measuring its CPU for %.0f s\n", n, (int) pid, seconds);
 	r->rss_after_kb = bench_rss_kb(pid);
 	c0 = bench_cpu_seconds(pid);
 	bench_sleep_ns((uint64_t) (seconds * 1e9));
