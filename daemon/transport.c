@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -926,6 +928,30 @@ chd_transport_listen(chd_transport *t, const char *url, char *err,
 		chd_log(CHD_LOG_INFO, "listening on %s", url);
 	}
 	return (0);
+}
+
+/* ---- nng #1518, prevention ---------------------------------------------- */
+
+/*
+ * nng 1.5.2 writes its 8-byte SP header as soon as it accepts a
+ * connection. When the peer has already hung up (a bare connect+close),
+ * sendmsg fails with EPIPE, which nng turns into NNG_ECLOSED; that error
+ * reaches the socket's listener, which takes it for its own closing and
+ * never accepts again (nanomsg/nng#1518). ECONNRESET says the same thing
+ * about the peer, and nng's listener answers it by accepting the next
+ * connection at once. chand defines sendmsg so that libnng's calls come
+ * here (the executable's definition wins symbol lookup); nothing else in
+ * chand calls sendmsg but sd_notify, which ignores the result.
+ */
+ssize_t
+sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	long n = syscall(SYS_sendmsg, fd, msg, flags);
+
+	if (n < 0 && errno == EPIPE) {
+		errno = ECONNRESET;
+	}
+	return ((ssize_t) n);
 }
 
 /* ---- the ipc listener guard (nng #1518) -------------------------------- */
