@@ -738,13 +738,14 @@ lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head, uint32_t conn,
     uint64_t ms)
 {
 	chd_lease     *l;
-	struct timeval tv = { .tv_sec = (time_t) (ms / 1000),
-		.tv_usec = (suseconds_t) (ms % 1000) * 1000 };
+	struct timeval tv;
+	bool           timed = chd_timeval(ms, &tv);
 
 	if ((l = calloc(1, sizeof(*l))) == NULL) {
 		return (NULL);
 	}
-	if ((l->timer = evtimer_new(sh->base, lease_expired_cb, l)) == NULL) {
+	if (timed && (l->timer = evtimer_new(sh->base, lease_expired_cb, l)) ==
+	    NULL) {
 		free(l);
 		return (NULL);
 	}
@@ -761,7 +762,9 @@ lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head, uint32_t conn,
 		ch->leases->prev = l;
 	}
 	ch->leases = l;
-	evtimer_add(l->timer, &tv);
+	if (l->timer != NULL) {
+		evtimer_add(l->timer, &tv);
+	}
 	return (l);
 }
 

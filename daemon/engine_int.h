@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 #include <event2/event.h>
 
@@ -182,6 +183,22 @@ void chd_shard_free(chd_shard *sh);
 
 chd_shard *chd_shard_for_chan(chd_engine *e, const char *name);
 chd_shard *chd_shard_for_counter(chd_engine *e, const char *name);
+
+/*
+ * A finite timeout as a timeval; false when it is so long (over ~10 years)
+ * that waiting forever is the same and no timer should be armed.
+ */
+#define CHD_TIMER_MAX_MS ((uint64_t) 10 * 366 * 24 * 3600 * 1000)
+static inline bool
+chd_timeval(uint64_t ms, struct timeval *tv)
+{
+	if (ms > CHD_TIMER_MAX_MS) {
+		return (false);
+	}
+	tv->tv_sec = (time_t) (ms / 1000);
+	tv->tv_usec = (suseconds_t) (ms % 1000) * 1000;
+	return (true);
+}
 
 /* Parked list and timers (shard thread). */
 void chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb);

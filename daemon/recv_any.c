@@ -190,6 +190,7 @@ part_scan_job(chd_shard *sh, void *arg)
 {
 	chd_any_part *p = arg;
 	chd_any      *a = p->any;
+	struct timeval tv;
 	char          msg[300];
 	int           nclosed = 0;
 	chd_chan     *chans[p->nnames > 0 ? p->nnames : 1];
@@ -254,9 +255,8 @@ part_scan_job(chd_shard *sh, void *arg)
 		chd_chan_add_receiver(chans[i], t);
 		chd_task_park(t, -1, NULL);
 	}
-	if (p == &a->parts[0] && a->timeout_ms > 0) {
-		struct timeval tv = { .tv_sec = a->timeout_ms / 1000,
-			.tv_usec = (a->timeout_ms % 1000) * 1000 };
+	if (p == &a->parts[0] && a->timeout_ms > 0 &&
+	    chd_timeval((uint64_t) a->timeout_ms, &tv)) {
 		if ((p->timer = evtimer_new(sh->base, any_timeout_cb, p)) !=
 		    NULL) {
 			evtimer_add(p->timer, &tv);

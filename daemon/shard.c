@@ -220,7 +220,8 @@ chd_reply_empty(chd_engine *e, chd_req *r)
 void
 chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
 {
-	chd_shard *sh = t->sh;
+	chd_shard     *sh = t->sh;
+	struct timeval tv;
 
 	t->parked = true;
 	t->sprev = NULL;
@@ -229,9 +230,7 @@ chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
 		sh->parked->sprev = t;
 	}
 	sh->parked = t;
-	if (timeout_ms > 0) {
-		struct timeval tv = { .tv_sec = timeout_ms / 1000,
-			.tv_usec = (timeout_ms % 1000) * 1000 };
+	if (timeout_ms > 0 && chd_timeval((uint64_t) timeout_ms, &tv)) {
 		/* Without a timer the task still ends on close/shutdown; a
 		 * failed allocation only loses the timeout, never the answer. */
 		if ((t->timer = evtimer_new(sh->base, cb, t)) != NULL) {

@@ -676,6 +676,8 @@ START_TEST(test_recv_timeout)
 	ck_assert(!stat_of("t")->receiver_attached);
 	/* a connection the engine has not heard of yet may still park */
 	expect_status(r_recv(99, "t2", 100), CHAN_TIMEOUT);
+	/* a timeout too long for any timer is a wait forever */
+	ck_assert(pending(r_recv(1, "t3", INT64_MAX), 200));
 }
 END_TEST
 
