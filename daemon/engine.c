@@ -401,10 +401,18 @@ chd_engine_free(chd_engine *e)
 	for (int i = 0; i < e->n; i++) {
 		chd_shard_stop(e->shards[i]);
 	}
+	/* Leftover jobs may answer or park; answer anything still parked
+	 * (nothing should be after shutdown) until all is quiet. */
 	while (ran) {
 		ran = false;
 		for (int i = 0; i < e->n; i++) {
-			ran |= chd_shard_drain(e->shards[i]);
+			chd_shard *sh = e->shards[i];
+			ran |= chd_shard_drain(sh);
+			while (sh->parked != NULL) {
+				chd_task_abort(sh->parked, CHAN_SHUTTING_DOWN,
+				    "daemon is shutting down");
+				ran = true;
+			}
 		}
 	}
 	for (int i = 0; i < e->n; i++) {
