@@ -955,6 +955,30 @@ START_TEST(test_receiver_detached_on_conn_close)
 }
 END_TEST
 
+START_TEST(test_handles_are_checked)
+{
+	treq    *a, *b;
+	uint64_t h;
+
+	a = r_receiver_open(1, "h");
+	b = r_receiver_open(1, "h");
+	expect_status(a, CHAN_OK);
+	expect_status(b, CHAN_OK);
+	h = answer(a)->handle->handle;
+	/* the same connection asking again gets the same receiver */
+	ck_assert_uint_eq(answer(b)->handle->handle, h);
+	expect_status(r_recvx(1, "h", 0, 0, h + 1000, NULL, 0),
+	    CHAN_NOT_FOUND);
+	expect_status(r_receiver_close(1, "h", h + 1000, false),
+	    CHAN_NOT_FOUND);
+	expect_status(r_sendv(2, "h", (const char *[]) { "m" }, 1, 0, 4242),
+	    CHAN_NOT_FOUND);
+	expect_status(r_close(2, "h"), CHAN_OK);
+	expect_status(r_sender_open(2, "h"), CHAN_CLOSED);
+	expect_status(r_close(2, "missing"), CHAN_NOT_FOUND);
+}
+END_TEST
+
 /* ---- recv_any, delete, shutdown ------------------------------------------- */
 
 /* Two channel names owned by different shards. */
@@ -1584,6 +1608,7 @@ engine_suite(void)
 	tcase_add_test(tc, test_receiver_detach_only_keeps_messages);
 	tcase_add_test(tc, test_busy_second_connection);
 	tcase_add_test(tc, test_receiver_detached_on_conn_close);
+	tcase_add_test(tc, test_handles_are_checked);
 	tcase_add_test(tc, test_recv_any_across_shards);
 	tcase_add_test(tc, test_recv_any_timeout_and_closed);
 	tcase_add_test(tc, test_delete_wakes_waiters_not_found);
