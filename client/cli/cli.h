@@ -31,6 +31,7 @@ typedef int (*cli_cmd_fn)(cli_global *g, int argc, char **argv);
 typedef struct cli_cmd {
 	const char *name;
 	cli_cmd_fn  run;
+	bool        receives; /* SIGINT/SIGTERM: print, confirm, then exit */
 	const char *synopsis; /* after "chan [GLOBAL] " */
 	const char *help;     /* what it does, its options and output */
 } cli_cmd;

@@ -3,6 +3,7 @@
  * every command shares (option parsing, connect, errors).
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,18 +21,18 @@
 	"  -h, --help       this help;  -V, --version  print the version\n"
 
 const cli_cmd cli_cmds[] = {
-	{ "ping", cli_cmd_ping, "ping",
+	{ "ping", cli_cmd_ping, false, "ping",
 	    "Round trip to the daemon. Prints \"pong\" and the round-trip time.\n" },
-	{ "stats", cli_cmd_stats, "stats",
+	{ "stats", cli_cmd_stats, false, "stats",
 	    "Daemon-wide numbers, one \"key: value\" line each: uptime_ms, connections,\n"
 	    "channels, counters, messages, bytes, requests, workers.\n" },
-	{ "list", cli_cmd_list, "list",
+	{ "list", cli_cmd_list, false, "list",
 	    "Every channel, one \"NAME<TAB>DEPTH\" line each (--json: one object per channel).\n" },
-	{ "create", cli_cmd_create, "create NAME [--capacity N | --rendezvous]",
+	{ "create", cli_cmd_create, false, "create NAME [--capacity N | --rendezvous]",
 	    "Creates a channel: unbounded without a flag, bounded to N with --capacity N,\n"
 	    "rendezvous (capacity 0) with --rendezvous. Idempotent with the same capacity;\n"
 	    "ALREADY_EXISTS (exit 8) with another one.\n" },
-	{ "send", cli_cmd_send, "send NAME [MSG...] [-0 | --raw] [--try]",
+	{ "send", cli_cmd_send, false, "send NAME [MSG...] [-0 | --raw] [--try]",
 	    "Sends each MSG as one message. Without MSG, reads stdin: one message per\n"
 	    "line (the newline is not part of it; a last line without newline counts),\n"
 	    "or with -0 one message per NUL-terminated record, or with --raw all of\n"
@@ -40,7 +41,7 @@ const cli_cmd cli_cmds[] = {
 	    "  --raw         all of stdin is one message\n"
 	    "  --try         do not wait for room: FULL (exit 4) at once\n"
 	    "Without --timeout or --try a send waits for room forever.\n" },
-	{ "recv", cli_cmd_recv, "recv NAME [-n N | --follow] [-0] [--json]",
+	{ "recv", cli_cmd_recv, true, "recv NAME [-n N | --follow] [-0] [--json]",
 	    "Receives one message (or N, or until the channel closes) and prints each\n"
 	    "payload followed by a newline.\n"
 	    "  -n, --count N  exit 0 after N messages\n"
@@ -49,20 +50,20 @@ const cli_cmd cli_cmds[] = {
 	    "  --json         one {\"channel\",\"seq\",\"time\",\"data\"|\"data_b64\"} object a line\n"
 	    "Without --timeout it waits forever; with -n, --timeout bounds the whole\n"
 	    "command, with --follow the wait for each next message.\n" },
-	{ "try-recv", cli_cmd_try_recv, "try-recv NAME [-0] [--json]",
+	{ "try-recv", cli_cmd_try_recv, true, "try-recv NAME [-0] [--json]",
 	    "Receives one message without waiting: EMPTY (exit 3) or CLOSED (exit 5) at once.\n" },
-	{ "recv-any", cli_cmd_recv_any, "recv-any NAME... [-0] [--json]",
+	{ "recv-any", cli_cmd_recv_any, true, "recv-any NAME... [-0] [--json]",
 	    "Receives the first message from any of the channels and prints\n"
 	    "\"NAME<TAB>payload\" and a newline (-0: NUL).\n" },
-	{ "close", cli_cmd_close, "close NAME",
+	{ "close", cli_cmd_close, false, "close NAME",
 	    "Closes the channel: receivers drain it, then get CLOSED; sends get CLOSED.\n" },
-	{ "delete", cli_cmd_delete, "delete NAME",
+	{ "delete", cli_cmd_delete, false, "delete NAME",
 	    "Removes the channel and its messages; its waiters get NOT_FOUND.\n" },
-	{ "stat", cli_cmd_stat, "stat NAME",
+	{ "stat", cli_cmd_stat, false, "stat NAME",
 	    "One \"key: value\" line per field: name, capacity, depth, bytes, closed,\n"
 	    "receiver_attached, receiver_pid, senders, blocked_senders, blocked_receivers,\n"
 	    "total_sent, total_received, total_dropped, in_flight, total_redelivered.\n" },
-	{ "counter", cli_cmd_counter,
+	{ "counter", cli_cmd_counter, false,
 	    "counter add NAME [DELTA] | get NAME | set NAME V | cas NAME EXPECTED NEW |\n"
 	    "            wait NAME OP VALUE | list | delete NAME",
 	    "Shared i64 counters. Each prints one value: add the new value (DELTA\n"
@@ -71,7 +72,7 @@ const cli_cmd cli_cmds[] = {
 	    "cas exits 0 when it swapped and 1 when it did not.\n"
 	    "OP is one of == != < <= > >= (or eq ne lt le gt ge). list prints\n"
 	    "\"NAME<TAB>VALUE\" lines. Negative numbers are taken as numbers.\n" },
-	{ NULL, NULL, NULL, NULL },
+	{ NULL, NULL, false, NULL, NULL },
 };
 
 static void
@@ -243,6 +244,12 @@ cli_parser_next(cli_parser *p)
 	for (;;) {
 		c = getopt_long(p->argc, p->argv, shorts, all, NULL);
 		switch (c) {
+		case -1:
+			/* After "--" getopt stops: the rest are positional arguments. */
+			while (optind < p->argc) {
+				p->pos[p->npos++] = p->argv[optind++];
+			}
+			return (-1);
 		case 1:
 			p->pos[p->npos++] = optarg;
 			continue;
@@ -342,7 +349,15 @@ main(int argc, char **argv)
 	if ((cmd = cli_cmd_find(argv[optind])) == NULL) {
 		return (cli_usage(NULL, "unknown command '%s'", argv[optind]));
 	}
-	cli_signals_block();
+	/*
+	 * Commands that receive must print and confirm what they got before
+	 * exiting; the others may simply die on SIGINT/SIGTERM.
+	 */
+	if (cmd->receives) {
+		cli_signals_block();
+	} else {
+		signal(SIGPIPE, SIG_IGN);
+	}
 	rv = cmd->run(&g, argc - optind, argv + optind);
 	cli_signals_stop();
 	return (rv);

@@ -18,6 +18,7 @@ static atomic_int   cli_caught;
 static pthread_t    cli_sig_thread;
 static bool         cli_sig_running;
 static chan_client *cli_sig_client;
+static bool         cli_sig_blocked; /* only commands that receive watch */
 
 void
 cli_signals_block(void)
@@ -28,6 +29,7 @@ cli_signals_block(void)
 	sigaddset(&cli_sigs, SIGTERM);
 	sigaddset(&cli_sigs, SIGUSR1); /* wakes the watcher at the end */
 	pthread_sigmask(SIG_BLOCK, &cli_sigs, NULL);
+	cli_sig_blocked = true;
 }
 
 static void *
@@ -51,6 +53,9 @@ cli_sig_main(void *arg)
 void
 cli_signals_watch(chan_client *c)
 {
+	if (!cli_sig_blocked) {
+		return;
+	}
 	cli_sig_client = c;
 	if (pthread_create(&cli_sig_thread, NULL, cli_sig_main, NULL) == 0) {
 		cli_sig_running = true;

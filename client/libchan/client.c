@@ -137,6 +137,8 @@ chan_call_begin(chan_client *c, chan_exchange *x, chan_call_link *link, bool int
 		pthread_mutex_unlock(&c->mtx);
 		return (chan_nng_fail(c, rv, "cannot open a context on"));
 	}
+	/* Per context too: a resend would duplicate a request parked in the daemon. */
+	nng_ctx_set_ms(link->ctx, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	link->next = c->calls;
 	c->calls = link;
 	x->req.confirm = c->confirms;
