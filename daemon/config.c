@@ -27,10 +27,11 @@ static const char chd_usage_text[] =
     "                              default " CHAN_DEFAULT_URL "\n"
     "  -c, --config FILE           read `key = value` settings from FILE first;\n"
     "                              options given here override it\n"
-    "  -w, --workers N             engine worker threads (default 2)\n"
+    "  -w, --workers N             engine worker threads (default %d)\n"
     "      --max-message-size BYTES\n"
-    "                              largest payload (default 1M; K/M/G suffixes)\n"
-    "      --max-batch N           messages per send/recv request (default 1024)\n"
+    "                              largest payload (default %" PRIu64 " bytes;\n"
+    "                              K/M/G suffixes)\n"
+    "      --max-batch N           messages per send/recv request (default %" PRIu32 ")\n"
     "      --max-request-size BYTES\n"
     "                              largest request body accepted (default: a\n"
     "                              full batch, capped at 256M)\n"
@@ -486,7 +487,9 @@ chd_config_parse(chd_config *cfg, int argc, char **argv, char *err,
 	    -1) {
 		switch (c) {
 		case 'h':
-			fputs(chd_usage_text, stdout);
+			/* The defaults are the engine's: print them, not copies. */
+			printf(chd_usage_text, cfg->workers, cfg->max_message_size,
+			    cfg->max_batch);
 			return (CHD_CONFIG_EXIT_OK);
 		case 'V':
 			printf("chand %s\n", CHAN_VERSION);
