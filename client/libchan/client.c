@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
 
 #include "names.h"
 
@@ -182,42 +183,75 @@ chan_encode(chan_client *c, chan_exchange *x, nng_msg **out)
 	return (CHAN_OK);
 }
 
-/* One send and one receive on the call's context. */
-static chan_status
-chan_transfer(chan_client *c, nng_ctx ctx, nng_msg *m, int64_t local_timeout_ms, nng_msg **answer)
+/* Send then receive on one context; an nng error number, or 0. */
+static int
+chan_send_recv(nng_aio *aio, nng_ctx ctx, nng_msg *m, nng_msg **answer)
 {
-	nng_aio *aio;
-	int      rv;
-	bool     cancelled;
+	int rv;
 
-	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
-		nng_msg_free(m);
-		return (chan_nng_fail(c, rv, "cannot talk to"));
-	}
-	nng_aio_set_timeout(aio, local_timeout_ms < 0 ? NNG_DURATION_INFINITE
-	                                              : (nng_duration) local_timeout_ms);
 	nng_aio_set_msg(aio, m);
 	nng_ctx_send(ctx, aio);
 	nng_aio_wait(aio);
 	if ((rv = nng_aio_result(aio)) != 0) {
 		nng_msg_free(m);
-		goto fail;
+		return (rv);
 	}
 	nng_ctx_recv(ctx, aio);
 	nng_aio_wait(aio);
 	if ((rv = nng_aio_result(aio)) != 0) {
-		goto fail;
+		return (rv);
 	}
 	*answer = nng_aio_get_msg(aio);
-	nng_aio_free(aio);
-	return (CHAN_OK);
+	return (0);
+}
 
-fail:
+/*
+ * One exchange on the call's context. When the connection breaks under a
+ * call that waits on the daemon's terms (no local timeout), the same
+ * request (same client and id) goes again once nng has reconnected: the
+ * daemon answers a repeat with its first answer, or re-binds a parked one,
+ * so nothing is done twice and no answer carrying messages is lost.
+ */
+static chan_status
+chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeout_ms,
+    nng_msg **answer)
+{
+	nng_aio    *aio;
+	nng_msg    *m;
+	chan_status s;
+	int         rv;
+	bool        cancelled;
+
+	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
+		return (chan_nng_fail(c, rv, "cannot talk to"));
+	}
+	nng_aio_set_timeout(aio, local_timeout_ms < 0 ? NNG_DURATION_INFINITE
+	                                              : (nng_duration) local_timeout_ms);
+	for (;;) {
+		if ((s = chan_encode(c, x, &m)) != CHAN_OK) {
+			nng_aio_free(aio);
+			return (s);
+		}
+		rv = chan_send_recv(aio, ctx, m, answer);
+		if (rv != NNG_ECONNRESET || local_timeout_ms >= 0) {
+			break;
+		}
+		pthread_mutex_lock(&c->mtx);
+		cancelled = c->cancelled;
+		pthread_mutex_unlock(&c->mtx);
+		if (cancelled) {
+			break;
+		}
+		nng_msleep(100); /* the dialer reconnects meanwhile */
+	}
 	nng_aio_free(aio);
+	if (rv == 0) {
+		return (CHAN_OK);
+	}
 	pthread_mutex_lock(&c->mtx);
 	cancelled = c->cancelled;
 	pthread_mutex_unlock(&c->mtx);
-	if (cancelled && (rv == NNG_ECLOSED || rv == NNG_ECANCELED)) {
+	if (cancelled && (rv == NNG_ECLOSED || rv == NNG_ECANCELED || rv == NNG_ECONNRESET)) {
 		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
 	}
 	if (rv == NNG_ETIMEDOUT) {
@@ -252,7 +286,6 @@ chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t loc
     bool internal)
 {
 	chan_call_link link;
-	nng_msg       *m = NULL;
 	nng_msg       *answer = NULL;
 	chan_status    s;
 	chan_status    st;
@@ -264,9 +297,7 @@ chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t loc
 	if ((s = chan_call_begin(c, x, &link, internal)) != CHAN_OK) {
 		return (s);
 	}
-	if ((s = chan_encode(c, x, &m)) == CHAN_OK) {
-		s = chan_transfer(c, link.ctx, m, local_timeout_ms, &answer);
-	}
+	s = chan_transfer(c, link.ctx, x, local_timeout_ms, &answer);
 	chan_call_end(c, &link);
 	if (s != CHAN_OK) {
 		/* Confirming twice is harmless, losing a confirmation is not. */
