@@ -574,6 +574,9 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 		a.r.result_case = CHAN__V1__RESPONSE__RESULT_RECV;
 		a.r.recv = &rr;
 		chd_resp_send(sh->e, r, &a, CHAN_OK);
+		if (!chd_engine_conn_alive(sh->e, conn)) {
+			chd_shard_post_conn_close(sh, conn);
+		}
 		return;
 	}
 	d->n = n;
@@ -583,6 +586,7 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	d->id = sh->next_delivery++ * (uint64_t) sh->e->n + (uint64_t) sh->idx;
 	d->hn.hash = d->id;
 	chd_htab_insert(&sh->deliveries, &d->hn);
+	chd_shard_note_conn(sh, conn);
 	d->cnext = ch->inflight;
 	if (ch->inflight != NULL) {
 		ch->inflight->cprev = d;
@@ -595,6 +599,11 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	a.r.result_case = CHAN__V1__RESPONSE__RESULT_RECV;
 	a.r.recv = &rr;
 	chd_resp_send(sh->e, r, &a, CHAN_OK);
+	/* A late request of a connection already closed: its close work
+	 * ran before this custody existed; run it again to give it back. */
+	if (!chd_engine_conn_alive(sh->e, conn)) {
+		chd_shard_post_conn_close(sh, conn);
+	}
 }
 
 static void
@@ -762,6 +771,9 @@ lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head, uint32_t conn,
 		ch->leases->prev = l;
 	}
 	ch->leases = l;
+	if (conn != 0) {
+		chd_shard_note_conn(sh, conn);
+	}
 	if (l->timer != NULL) {
 		evtimer_add(l->timer, &tv);
 	}
@@ -852,6 +864,9 @@ chd_chan_conn_closed(chd_shard *sh, uint32_t conn)
 	chd_task *t, *next;
 	void     *arg[2] = { sh, &conn };
 
+	if (!chd_shard_forget_conn(sh, conn)) {
+		return; /* never had anything here */
+	}
 	chd_idem_conn_closing(true);
 
 	/* Aborting a channel task removes only itself (no pump here), so a
@@ -1252,6 +1267,7 @@ chd_op_sender_open(chd_shard *sh, chd_req *r)
 		return;
 	}
 	s->id = sh->next_handle++;
+	chd_shard_note_conn(sh, r->conn);
 	s->conn = r->conn;
 	s->next = ch->senders;
 	ch->senders = s;
@@ -1305,6 +1321,7 @@ chd_op_receiver_open(chd_shard *sh, chd_req *r)
 	/* The same connection asking again gets the same receiver. */
 	if (ch->rx_handle == 0) {
 		ch->rx_handle = sh->next_handle++;
+		chd_shard_note_conn(sh, r->conn);
 		ch->rx_conn = r->conn;
 	}
 	reply_handle(sh, r, ch->rx_handle);

@@ -492,6 +492,12 @@ conn_close_job(chd_shard *sh, void *arg)
 	chd_chan_conn_closed(sh, (uint32_t) (uintptr_t) arg);
 }
 
+void
+chd_shard_post_conn_close(chd_shard *sh, uint32_t conn)
+{
+	(void) chd_shard_post(sh, conn_close_job, (void *) (uintptr_t) conn);
+}
+
 /* Under conn_mtx: records the tombstone, evicting the oldest one. */
 static void
 conn_tomb(chd_engine *e, chd_conn *c)

@@ -151,6 +151,8 @@ struct chd_shard {
 	chd_counters      *counters;
 	chd_task          *parked;    /* every parked task of this shard */
 	chd_htab           deliveries;
+	chd_htab           conns_seen; /* conns that may have state here */
+	bool               seen_lost;  /* a note failed: always walk */
 	uint64_t           next_delivery;
 	uint64_t           next_handle;
 };
@@ -199,6 +201,18 @@ chd_timeval(uint64_t ms, struct timeval *tv)
 	tv->tv_usec = (suseconds_t) (ms % 1000) * 1000;
 	return (true);
 }
+
+/*
+ * Connection bookkeeping of a shard: a connection that parks, registers a
+ * handle or receives messages here is noted; closing a connection that
+ * was never noted skips the walk over every channel and parked task (a
+ * CLI's one-shot send costs nothing at close). Shard thread only.
+ */
+void chd_shard_note_conn(chd_shard *sh, uint32_t conn);
+bool chd_shard_forget_conn(chd_shard *sh, uint32_t conn); /* was noted */
+/* Runs the connection-close work for conn on sh again (a late request of
+ * a closed connection left state behind). */
+void chd_shard_post_conn_close(chd_shard *sh, uint32_t conn);
 
 /* Parked list and timers (shard thread). */
 void chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb);

@@ -215,6 +215,70 @@ chd_reply_empty(chd_engine *e, chd_req *r)
 	chd_resp_send(e, r, &a, CHAN_OK);
 }
 
+/* ---- connections seen --------------------------------------------------------- */
+
+typedef struct chd_seen {
+	chd_hnode hn; /* hash = conn */
+	uint32_t  conn;
+} chd_seen;
+
+static chd_seen *
+seen_find(chd_shard *sh, uint32_t conn)
+{
+	chd_hnode *n = NULL;
+
+	while ((n = chd_htab_find(&sh->conns_seen, conn, n)) != NULL) {
+		if (((chd_seen *) n)->conn == conn) {
+			return ((chd_seen *) n);
+		}
+	}
+	return (NULL);
+}
+
+void
+chd_shard_note_conn(chd_shard *sh, uint32_t conn)
+{
+	chd_seen *c;
+
+	if (seen_find(sh, conn) != NULL) {
+		return;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		/* Cannot note it: make every close walk instead. */
+		sh->seen_lost = true;
+		return;
+	}
+	c->conn = conn;
+	c->hn.hash = conn;
+	chd_htab_insert(&sh->conns_seen, &c->hn);
+}
+
+bool
+chd_shard_forget_conn(chd_shard *sh, uint32_t conn)
+{
+	chd_seen *c = seen_find(sh, conn);
+
+	if (c == NULL) {
+		return (sh->seen_lost);
+	}
+	chd_htab_remove(&sh->conns_seen, &c->hn);
+	free(c);
+	return (true);
+}
+
+static void
+seen_free_all(chd_shard *sh)
+{
+	for (size_t i = 0; i < sh->conns_seen.nb; i++) {
+		chd_hnode *n, *next;
+		for (n = sh->conns_seen.b[i]; n != NULL; n = next) {
+			next = n->hnext;
+			free(n);
+		}
+	}
+	chd_htab_fini(&sh->conns_seen);
+}
+
 /* ---- parked tasks --------------------------------------------------------- */
 
 void
@@ -223,6 +287,7 @@ chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
 	chd_shard     *sh = t->sh;
 	struct timeval tv;
 
+	chd_shard_note_conn(sh, t->conn);
 	t->parked = true;
 	t->sprev = NULL;
 	t->snext = sh->parked;
@@ -349,6 +414,7 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	pthread_mutex_init(&sh->mtx, NULL);
 	if (chd_htab_init(&sh->chans) != 0 ||
 	    chd_htab_init(&sh->deliveries) != 0 ||
+	    chd_htab_init(&sh->conns_seen) != 0 ||
 	    (sh->counters = chd_counters_new(chd_counter_wake)) == NULL ||
 	    (sh->base = event_base_new()) == NULL ||
 	    (sh->mbox_ev = event_new(sh->base, -1, EV_PERSIST,
@@ -372,6 +438,7 @@ fail:
 	}
 	chd_htab_fini(&sh->chans);
 	chd_htab_fini(&sh->deliveries);
+	chd_htab_fini(&sh->conns_seen);
 	pthread_mutex_destroy(&sh->mtx);
 	free(sh);
 	return (rv);
@@ -414,6 +481,7 @@ chd_shard_free(chd_shard *sh)
 	event_base_free(sh->base);
 	chd_htab_fini(&sh->chans);
 	chd_htab_fini(&sh->deliveries);
+	seen_free_all(sh);
 	pthread_mutex_destroy(&sh->mtx);
 	free(sh);
 }

@@ -952,6 +952,15 @@ START_TEST(test_receiver_detached_on_conn_close)
 	expect_msg(r_recv(2, "x", 0), "kept");
 	/* a request of the gone connection does not park */
 	expect_status(r_recv(7, "x", -1), CHAN_UNAVAILABLE);
+	/* and what it still receives does not stay in custody for good */
+	expect_status(r_send(1, "x", "late", 0), CHAN_OK);
+	expect_msg(r_recv(7, "x", 0), "late");
+	/* ("kept" stays in flight with conn 2) */
+	for (int i = 0; i < 100 && stat_of("x")->in_flight != 1; i++) {
+		msleep(10);
+	}
+	ck_assert_uint_eq(stat_of("x")->in_flight, 1);
+	expect_msg(r_recv(2, "x", 0), "late");
 }
 END_TEST
 
