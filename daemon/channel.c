@@ -682,6 +682,25 @@ chd_chan_confirm(chd_shard *sh, uint64_t id)
 	}
 }
 
+/* A replayed answer reached the client on another connection. */
+void
+chd_chan_reown(chd_shard *sh, uint64_t id, uint32_t conn)
+{
+	chd_hnode *n = NULL;
+
+	while ((n = chd_htab_find(&sh->deliveries, id, n)) != NULL) {
+		chd_delivery *d = (chd_delivery *) n;
+		if (d->id == id) {
+			d->conn = conn;
+			chd_shard_note_conn(sh, conn);
+			if (!chd_engine_conn_alive(sh->e, conn)) {
+				chd_shard_post_conn_close(sh, conn);
+			}
+			return;
+		}
+	}
+}
+
 /* Puts handed-out messages back, merged into the queue by seq. */
 static void
 queue_give_back(chd_chan *ch, chd_msg *head)

@@ -239,6 +239,7 @@ void chd_op_ack(chd_shard *sh, chd_req *r);
 void chd_op_release(chd_shard *sh, chd_req *r);
 
 void chd_chan_confirm(chd_shard *sh, uint64_t delivery);
+void chd_chan_reown(chd_shard *sh, uint64_t delivery, uint32_t conn);
 void chd_chan_conn_closed(chd_shard *sh, uint32_t conn);
 void chd_chan_free_all(chd_shard *sh);
 /* Looks a channel up; creates it (unbounded) when create and allowed. */

@@ -214,6 +214,42 @@ replay(chd_engine *e, chd_req *r, uint8_t *buf, size_t len)
 
 static void idem_reply(chd_req *inner, const Chan__V1__Response *resp);
 
+typedef struct chd_reown {
+	uint64_t delivery;
+	uint32_t conn;
+} chd_reown;
+
+static void
+reown_job(chd_shard *sh, void *arg)
+{
+	chd_reown *ro = arg;
+
+	chd_chan_reown(sh, ro->delivery, ro->conn);
+	free(ro);
+}
+
+/*
+ * The replayed messages now sit with the client on its new connection:
+ * custody follows, so closing the old one does not give them back. The
+ * job goes to the delivery's shard ahead of that close's job when the
+ * repeat came first (mailboxes are FIFO).
+ */
+static void
+post_reown(chd_engine *e, uint64_t delivery, uint32_t conn)
+{
+	chd_reown *ro = malloc(sizeof(*ro));
+
+	if (ro == NULL) {
+		return; /* then given back: at-least-once, never lost */
+	}
+	ro->delivery = delivery;
+	ro->conn = conn;
+	if (chd_shard_post(e->shards[delivery % (uint64_t) e->n], reown_job,
+	    ro) != 0) {
+		free(ro);
+	}
+}
+
 chd_req *
 chd_idem_begin(chd_engine *e, chd_req *r)
 {
@@ -243,11 +279,19 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 	if (ent->id == id && ent->answer != NULL) {
 		uint8_t *copy = malloc(ent->len);
 		size_t   len = ent->len;
+		uint64_t reown = 0;
 		if (copy != NULL) {
 			memcpy(copy, ent->answer, len);
+			if (ent->delivery != 0 && ent->conn != r->conn) {
+				reown = ent->delivery;
+				ent->conn = r->conn;
+			}
 		}
 		pthread_mutex_unlock(&t->mtx);
 		free(call);
+		if (reown != 0) {
+			post_reown(e, reown, r->conn);
+		}
 		if (copy == NULL) {
 			chd_reply_err(e, r, CHAN_RESOURCE_EXHAUSTED,
 			    "out of memory");

@@ -1430,6 +1430,29 @@ START_TEST(test_idem_given_back_answer_is_forgotten)
 }
 END_TEST
 
+START_TEST(test_idem_replay_on_new_conn_moves_custody)
+{
+	treq *a, *b;
+
+	expect_status(r_send(1, "mv", "msg", 0), CHAN_OK);
+	force_client = 0xC6;
+	force_id = 4;
+	a = r_recv(12, "mv", 0);
+	expect_msg(a, "msg");
+	/* the repeat comes on the new connection before the old one is
+	 * seen closing: it gets the first answer and custody moves */
+	b = r_recv(13, "mv", 0);
+	expect_msg(b, "msg");
+	ck_assert_uint_eq(answer(b)->delivery, answer(a)->delivery);
+	force_client = force_id = 0;
+	chd_engine_conn_close(E, 12);
+	ck_assert_uint_eq(stat_of("mv")->in_flight, 1);
+	ck_assert_uint_eq(stat_of("mv")->depth, 0);
+	chd_engine_conn_close(E, 13);
+	ck_assert_uint_eq(stat_of("mv")->depth, 1);
+}
+END_TEST
+
 /* ---- ack mode ------------------------------------------------------------------ */
 
 START_TEST(test_ack_mode_leased_counts_against_capacity)
@@ -1636,6 +1659,7 @@ engine_suite(void)
 	tcase_add_test(tc, test_idem_parked_repeat_rebinds);
 	tcase_add_test(tc, test_idem_repeat_on_new_conn_survives_old_conn_close);
 	tcase_add_test(tc, test_idem_given_back_answer_is_forgotten);
+	tcase_add_test(tc, test_idem_replay_on_new_conn_moves_custody);
 	tcase_add_test(tc, test_ack_mode_leased_counts_against_capacity);
 	tcase_add_test(tc, test_ack_mode_lease_expiry_gives_back);
 	tcase_add_test(tc, test_ack_mode_release_now_and_delayed);
