@@ -453,17 +453,20 @@ print_targets(void)
 		const row *w = find(1, size), *f = find(6, size);
 		char what[80];
 
-		snprintf(what, sizeof(what), "workload 1, %s: within 1.25x "
-		    "of the nng floor", size_name(size));
+		/* Judged per call: a send is one round trip, as an echo
+		 * is; the message rate needs two (send and recv) sharing
+		 * the CPUs, so it is shown but not judged. */
+		snprintf(what, sizeof(what), "workload 1, %s: send within "
+		    "1.25x of the nng floor", size_name(size));
 		if (w == NULL || f == NULL || !ok(&w->chand) || !ok(&f->chand))
 			target_line(what, -1, "no figures");
 		else
-			target_line(what, w->chand.rate * 1.25 >= f->chand.rate,
-			    "%.0f msg/s vs floor %.0f/s, floor/chand %.2f; "
-			    "send p50 %.0f µs vs echo p50 %.0f µs",
-			    w->chand.rate, f->chand.rate,
-			    f->chand.rate / w->chand.rate, w->chand.p50_us,
-			    f->chand.p50_us);
+			target_line(what, w->chand.p50_us <= 1.25 *
+			    f->chand.p50_us, "send p50 %.0f µs vs echo p50 "
+			    "%.0f µs: %.2fx; %.0f msg/s end to end vs %.0f "
+			    "echoes/s", w->chand.p50_us, f->chand.p50_us,
+			    w->chand.p50_us / f->chand.p50_us, w->chand.rate,
+			    f->chand.rate);
 	}
 	{
 		const row *w = find(4, 0), *f = find(6, 16);
@@ -474,9 +477,12 @@ print_targets(void)
 		else
 			target_line("workload 4, one per call: within 1.25x of "
 			    "the nng floor", w->chand.rate * 1.25 >=
-			    f->chand.rate, "%.0f/s vs floor %.0f/s, "
-			    "floor/chand %.2f", w->chand.rate, f->chand.rate,
-			    f->chand.rate / w->chand.rate);
+			    f->chand.rate && w->chand.p50_us <= 1.25 *
+			    f->chand.p50_us, "%.0f/s vs floor %.0f/s, "
+			    "floor/chand %.2f; p50 %.0f µs vs %.0f µs",
+			    w->chand.rate, f->chand.rate,
+			    f->chand.rate / w->chand.rate, w->chand.p50_us,
+			    f->chand.p50_us);
 	}
 	{
 		const row *w = find(5, 0);
@@ -508,6 +514,22 @@ print_targets(void)
 }
 
 /* ---- setup ---------------------------------------------------------------- */
+
+/* The machine is shared: the load says how much to trust the figures. */
+static void
+print_load(const char *when)
+{
+	char buf[128] = "?";
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	if (f != NULL) {
+		if (fgets(buf, sizeof(buf), f) == NULL)
+			snprintf(buf, sizeof(buf), "?");
+		fclose(f);
+	}
+	buf[strcspn(buf, "\n")] = '\0';
+	printf("load average %s: %s\n", when, buf);
+}
 
 static void
 print_machine(const bench_opts *o, int argc, char **argv)
@@ -541,6 +563,7 @@ print_machine(const bench_opts *o, int argc, char **argv)
 	printf("; %ld CPUs, %s; %s %s\n", sysconf(_SC_NPROCESSORS_ONLN),
 	    model, u.sysname, u.release);
 	printf("nng %s; %s\n", nng_version(), redisv);
+	print_load("at start");
 	printf("command:");
 	for (int i = 0; i < argc; i++)
 		printf(" %s", argv[i]);
@@ -648,6 +671,7 @@ main(int argc, char **argv)
 	print_resources();
 	print_targets();
 	printf("\n");
+	print_load("at end");
 	print_failures();
 	bench_cleanup_run();
 	return (0);
