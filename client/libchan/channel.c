@@ -139,10 +139,9 @@ chan_send_batch(chan_client *c, const char *name, const chan_buf *bufs, size_t n
 
 /* Copies the answer's messages out; all or none. */
 static chan_status
-chan_unpack_msgs(chan_client *c, const Chan__V1__Response *resp, size_t max, chan_msg **msgs,
-    size_t *n)
+chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **msgs, size_t *n)
 {
-	const Chan__V1__RecvResult *r = resp->recv;
+	const Chan__V1__RecvResult *r = x->resp->recv;
 	size_t                      i;
 
 	if (r == NULL || r->n_messages == 0 || r->n_messages > max) {
@@ -160,7 +159,7 @@ chan_unpack_msgs(chan_client *c, const Chan__V1__Response *resp, size_t max, cha
 	}
 	*n = r->n_messages;
 	/* The caller holds them now: they may leave the daemon's custody. */
-	chan_confirm_later(c, resp->delivery);
+	chan_confirm_later(c, x->resp->delivery, x->pipe);
 	return (CHAN_OK);
 }
 
@@ -200,7 +199,7 @@ chan_recv_common(chan_client *c, const char *name, uint64_t receiver, uint64_t l
 	x.req.recv = &a;
 	s = chan_exchange_run(c, &x, CHAN__V1__RESPONSE__RESULT_RECV, -1, false);
 	if (s == CHAN_OK) {
-		s = chan_unpack_msgs(c, x.resp, max, msgs, n);
+		s = chan_unpack_msgs(c, &x, max, msgs, n);
 	}
 	chan_exchange_fini(&x);
 	return (s);
@@ -264,7 +263,7 @@ chan_recv_any(chan_client *c, const char *const *names, size_t n, chan_msg **out
 	x.req.recv_any = &a;
 	s = chan_exchange_run(c, &x, CHAN__V1__RESPONSE__RESULT_RECV, -1, false);
 	if (s == CHAN_OK) {
-		s = chan_unpack_msgs(c, x.resp, 1, out, &got);
+		s = chan_unpack_msgs(c, &x, 1, out, &got);
 	}
 	chan_exchange_fini(&x);
 	return (s);

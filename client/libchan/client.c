@@ -78,6 +78,9 @@ chan_exchange_init(chan_exchange *x)
 {
 	chan__v1__request__init(&x->req);
 	x->resp = NULL;
+	x->pipe = (nng_pipe) NNG_PIPE_INITIALIZER;
+	x->held = NULL;
+	x->nheld = 0;
 	chl_capped_alloc_init(&x->alloc, 0);
 }
 
@@ -89,38 +92,66 @@ chan_exchange_fini(chan_exchange *x)
 }
 
 void
-chan_confirm_later(chan_client *c, uint64_t delivery)
+chan_confirm_later(chan_client *c, uint64_t delivery, nng_pipe pipe)
 {
 	if (delivery == 0) {
 		return;
 	}
 	pthread_mutex_lock(&c->mtx);
-	if (c->nconfirms == c->confirms_cap) {
-		size_t    ncap = c->confirms_cap ? c->confirms_cap * 2 : 16;
-		uint64_t *n = realloc(c->confirms, ncap * sizeof(*n));
+	if (c->npend == c->pend_cap) {
+		size_t        ncap = c->pend_cap ? c->pend_cap * 2 : 16;
+		chan_pending *n = realloc(c->pend, ncap * sizeof(*n));
 
 		if (n == NULL) {
 			/* Unconfirmed: the daemon gives it back later (at-least-once). */
 			pthread_mutex_unlock(&c->mtx);
 			return;
 		}
-		c->confirms = n;
-		c->confirms_cap = ncap;
+		c->pend = n;
+		c->pend_cap = ncap;
 	}
-	c->confirms[c->nconfirms++] = delivery;
+	c->pend[c->npend].id = delivery;
+	c->pend[c->npend].pipe = pipe;
+	c->npend++;
 	pthread_mutex_unlock(&c->mtx);
 }
 
-/* Puts confirmations that did not reach the daemon back in front. */
+/* Puts confirmations that may not have reached the daemon back in front. */
 static void
-chan_confirms_restore(chan_client *c, uint64_t *ids, size_t n)
+chan_confirms_restore(chan_client *c, chan_exchange *x)
 {
 	size_t i;
 
-	for (i = 0; i < n; i++) {
-		chan_confirm_later(c, ids[i]);
+	for (i = 0; i < x->nheld; i++) {
+		chan_confirm_later(c, x->held[i].id, x->held[i].pipe);
 	}
-	free(ids);
+	free(x->held);
+	x->held = NULL;
+	x->nheld = 0;
+}
+
+/*
+ * Fills Request.confirm from the held deliveries whose connection is still
+ * up: deliveries of a closed connection were given back by the daemon.
+ */
+static void
+chan_confirms_build(chan_exchange *x)
+{
+	size_t i, n = 0;
+	size_t sz;
+
+	free(x->req.confirm);
+	x->req.confirm = NULL;
+	x->req.n_confirm = 0;
+	if (x->nheld == 0 || (x->req.confirm = calloc(x->nheld, sizeof(uint64_t))) == NULL) {
+		return; /* ENOMEM: confirmed later, or given back (at-least-once) */
+	}
+	for (i = 0; i < x->nheld; i++) {
+		if (nng_pipe_get_size(x->held[i].pipe, NNG_OPT_RECVMAXSZ, &sz) == 0) {
+			x->req.confirm[n++] = x->held[i].id;
+		}
+	}
+	x->req.n_confirm = n;
 }
 
 /* Starts a call: takes the pending confirmations and opens its context. */
@@ -142,12 +173,13 @@ chan_call_begin(chan_client *c, chan_exchange *x, chan_call_link *link, bool int
 	nng_ctx_set_ms(link->ctx, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	link->next = c->calls;
 	c->calls = link;
-	x->req.confirm = c->confirms;
-	x->req.n_confirm = c->nconfirms;
-	c->confirms = NULL;
-	c->nconfirms = 0;
-	c->confirms_cap = 0;
+	x->held = c->pend;
+	x->nheld = c->npend;
+	c->pend = NULL;
+	c->npend = 0;
+	c->pend_cap = 0;
 	pthread_mutex_unlock(&c->mtx);
+	chan_confirms_build(x);
 	return (CHAN_OK);
 }
 
@@ -243,6 +275,7 @@ chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeo
 			break;
 		}
 		nng_msleep(100); /* the dialer reconnects meanwhile */
+		chan_confirms_build(x); /* the broken connection's deliveries are void */
 	}
 	nng_aio_free(aio);
 	if (rv == 0) {
@@ -267,6 +300,7 @@ chan_decode(chan_client *c, chan_exchange *x, nng_msg *answer)
 {
 	size_t len = nng_msg_len(answer);
 
+	x->pipe = nng_msg_get_pipe(answer);
 	/* protobuf-c copies every field; 4x plus slack covers any honest answer. */
 	chl_capped_alloc_init(&x->alloc, len * 4 + (1u << 20));
 	x->resp = chl_response_decode(&x->alloc, nng_msg_body(answer), len);
@@ -299,23 +333,24 @@ chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t loc
 	}
 	s = chan_transfer(c, link.ctx, x, local_timeout_ms, &answer);
 	chan_call_end(c, &link);
-	if (s != CHAN_OK) {
-		/* Confirming twice is harmless, losing a confirmation is not. */
-		chan_confirms_restore(c, x->req.confirm, x->req.n_confirm);
-		x->req.confirm = NULL;
-		x->req.n_confirm = 0;
-		return (s);
-	}
 	free(x->req.confirm);
 	x->req.confirm = NULL;
 	x->req.n_confirm = 0;
+	if (s != CHAN_OK) {
+		/* Confirming twice is harmless, losing a confirmation is not. */
+		chan_confirms_restore(c, x);
+		return (s);
+	}
+	free(x->held);
+	x->held = NULL;
+	x->nheld = 0;
 	if ((s = chan_decode(c, x, answer)) != CHAN_OK) {
 		return (s);
 	}
 	st = (chan_status) x->resp->status;
 	/* Answers carrying messages are confirmed by whoever unpacks them. */
 	if (st != CHAN_OK || x->resp->result_case != CHAN__V1__RESPONSE__RESULT_RECV) {
-		chan_confirm_later(c, x->resp->delivery);
+		chan_confirm_later(c, x->resp->delivery, x->pipe);
 	}
 	if (st != CHAN_OK) {
 		if (x->resp->error != NULL && x->resp->error[0] != '\0') {
@@ -481,7 +516,7 @@ chan_disconnect(chan_client *c)
 		return;
 	}
 	pthread_mutex_lock(&c->mtx);
-	pending = c->nconfirms;
+	pending = c->npend;
 	pthread_mutex_unlock(&c->mtx);
 	if (pending > 0) {
 		chan_exchange  x;
@@ -495,7 +530,7 @@ chan_disconnect(chan_client *c)
 	}
 	nng_close(c->sock);
 	pthread_mutex_destroy(&c->mtx);
-	free(c->confirms);
+	free(c->pend);
 	free(c->server_version);
 	free(c->url);
 	free(c);

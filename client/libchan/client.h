@@ -22,6 +22,12 @@ typedef struct chan_call_link {
 	nng_ctx                ctx;
 } chan_call_link;
 
+/* A delivery the caller holds, and the connection it came over. */
+typedef struct chan_pending {
+	uint64_t id;
+	nng_pipe pipe;
+} chan_pending;
+
 struct chan_client {
 	nng_socket       sock;
 	char            *url;
@@ -34,9 +40,9 @@ struct chan_client {
 	pthread_mutex_t  mtx;       /* guards everything below */
 	bool             cancelled;
 	chan_call_link  *calls;
-	uint64_t        *confirms;  /* deliveries held by the caller, not yet sent */
-	size_t           nconfirms;
-	size_t           confirms_cap;
+	chan_pending    *pend;      /* deliveries held by the caller, not yet sent */
+	size_t           npend;
+	size_t           pend_cap;
 };
 
 /* One exchange: the request the caller filled, and the decoded answer. */
@@ -44,6 +50,9 @@ typedef struct chan_exchange {
 	Chan__V1__Request   req;
 	Chan__V1__Response *resp;  /* set on CHAN_OK */
 	chl_capped_alloc    alloc; /* what resp was decoded with */
+	nng_pipe            pipe;  /* the connection resp came over */
+	chan_pending       *held;  /* confirmations this request carries */
+	size_t              nheld;
 } chan_exchange;
 
 void chan_exchange_init(chan_exchange *x);
@@ -61,8 +70,13 @@ void chan_exchange_fini(chan_exchange *x);
 chan_status chan_exchange_run(chan_client *c, chan_exchange *x, int want_result,
     int64_t local_timeout_ms, bool internal);
 
-/* The caller now holds the messages of delivery d: confirm it next time. */
-void chan_confirm_later(chan_client *c, uint64_t delivery);
+/*
+ * The caller now holds the messages of delivery d, which came over pipe:
+ * confirm it with the next request, unless that connection is gone by then
+ * (the daemon has already given those messages back, and the id means
+ * nothing to a restarted daemon).
+ */
+void chan_confirm_later(chan_client *c, uint64_t delivery, nng_pipe pipe);
 
 /* Sets the thread's last error (printf-style) and returns s. */
 chan_status chan_fail(chan_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
