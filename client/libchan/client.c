@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 
 #include "names.h"
@@ -381,6 +382,56 @@ chan_random_id(void)
 	return (id);
 }
 
+/*
+ * tls+tcp:// settings come from the environment, so every program built on
+ * libchan (and the CLI) gets them without new API: CHAN_TLS_CA_FILE (CA
+ * that signed chand's certificate), CHAN_TLS_SERVER_NAME (name to verify,
+ * default the URL's host), CHAN_TLS_CERT_KEY_FILE (client certificate and
+ * key, PEM, when chand asks for one), CHAN_TLS_INSECURE=1 (no verification).
+ */
+static int
+chan_tls_setup(nng_dialer d)
+{
+	const char *v;
+	int         rv = 0;
+
+	if ((v = getenv("CHAN_TLS_CA_FILE")) != NULL && v[0] != '\0' &&
+	    (rv = nng_dialer_set_string(d, NNG_OPT_TLS_CA_FILE, v)) != 0) {
+		return (rv);
+	}
+	if ((v = getenv("CHAN_TLS_SERVER_NAME")) != NULL && v[0] != '\0' &&
+	    (rv = nng_dialer_set_string(d, NNG_OPT_TLS_SERVER_NAME, v)) != 0) {
+		return (rv);
+	}
+	if ((v = getenv("CHAN_TLS_CERT_KEY_FILE")) != NULL && v[0] != '\0' &&
+	    (rv = nng_dialer_set_string(d, NNG_OPT_TLS_CERT_KEY_FILE, v)) != 0) {
+		return (rv);
+	}
+	if ((v = getenv("CHAN_TLS_INSECURE")) != NULL && strcmp(v, "1") == 0) {
+		rv = nng_dialer_set_int(d, NNG_OPT_TLS_AUTH_MODE, NNG_TLS_AUTH_MODE_NONE);
+	}
+	return (rv);
+}
+
+/* A blocking dial, so a missing daemon fails here and now. */
+static int
+chan_dial(chan_client *c)
+{
+	nng_dialer d;
+	int        rv;
+
+	if (strncmp(c->url, "tls+", 4) != 0) {
+		return (nng_dial(c->sock, c->url, NULL, 0));
+	}
+	if ((rv = nng_dialer_create(&d, c->sock, c->url)) != 0) {
+		return (rv);
+	}
+	if ((rv = chan_tls_setup(d)) != 0 || (rv = nng_dialer_start(d, 0)) != 0) {
+		nng_dialer_close(d);
+	}
+	return (rv);
+}
+
 static chan_status
 chan_open_socket(chan_client *c, size_t recvmax)
 {
@@ -392,14 +443,15 @@ chan_open_socket(chan_client *c, size_t recvmax)
 	/* Resends would duplicate requests parked in the daemon. */
 	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, recvmax);
-	if ((rv = nng_dial(c->sock, c->url, NULL, 0)) != 0) {
+	if ((rv = chan_dial(c)) != 0) {
 		nng_close(c->sock);
 		c->sock = (nng_socket) NNG_SOCKET_INITIALIZER;
 		if (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP) {
 			return (chan_nng_fail(c, rv, "cannot connect to"));
 		}
-		return (chan_fail(CHAN_UNAVAILABLE, "cannot connect to %s: %s (is chand running?)",
-		    c->url, nng_strerror(rv)));
+		return (chan_fail(CHAN_UNAVAILABLE, "cannot connect to %s: %s%s", c->url,
+		    nng_strerror(rv),
+		    rv == NNG_ECONNREFUSED || rv == NNG_ENOENT ? " (is chand running?)" : ""));
 	}
 	return (CHAN_OK);
 }
