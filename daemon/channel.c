@@ -519,6 +519,10 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	chd_msg              *m, *last = NULL;
 
 	chd_resp_init(&a);
+	if (n == 0) { /* callers check; never hand out an empty answer */
+		chd_resp_send(sh->e, r, &a, CHAN_EMPTY);
+		return;
+	}
 	if ((d = calloc(1, sizeof(*d))) == NULL ||
 	    (rr.messages = chd_resp_alloc(&a, sizeof(*rr.messages) * n)) ==
 	    NULL || (pms = chd_resp_alloc(&a, sizeof(*pms) * n)) == NULL) {
