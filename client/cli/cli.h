@@ -73,6 +73,9 @@ void cli_parser_init(cli_parser *p, cli_global *g, const cli_cmd *cmd, int argc,
 int  cli_parser_next(cli_parser *p);
 void cli_parser_fini(cli_parser *p);
 
+/* Local out of memory: message and RESOURCE_EXHAUSTED's exit code. */
+int cli_oom(const char *cmd);
+
 /* Connects with g->url; prints the error and returns its exit code, or 0. */
 int cli_connect(cli_global *g, const char *cmd, chan_client **out);
 /* Stops watching signals, confirms what was received, disconnects. */

@@ -69,27 +69,60 @@ cli_counter_list(const cli_global *g, chan_client *c)
 	return (0);
 }
 
-/* Runs one parsed subcommand; args[] are its positional arguments. */
-static int
-cli_counter_run(const cli_global *g, chan_client *c, const char *sub, char **args)
-{
-	char         what[32];
-	const char  *name = args[0];
-	int64_t      a = 1, b = 0, v = 0;
+/* A subcommand's numbers and operator, checked before connecting. */
+typedef struct cli_counter_args {
+	const char  *name;
+	int64_t      a; /* DELTA, V, EXPECTED, VALUE */
+	int64_t      b; /* NEW */
 	chan_wait_op op;
-	bool         swapped;
-	chan_status  s;
-	int          rv;
+} cli_counter_args;
+
+/* Returns 0, or the usage exit code. args[] are the positional arguments. */
+static int
+cli_counter_parse(const char *sub, char **args, cli_counter_args *ca)
+{
+	char what[32];
+	int  rv = 0;
+
+	snprintf(what, sizeof(what), "counter %s", sub);
+	ca->name = args[0] != NULL ? cli_arg(args[0]) : NULL;
+	ca->a = 1;
+	ca->b = 0;
+	ca->op = CHAN_WAIT_EQ;
+	if (strcmp(sub, "add") == 0 && args[1] != NULL) {
+		rv = cli_counter_num(what, args[1], "DELTA", &ca->a);
+	} else if (strcmp(sub, "set") == 0) {
+		rv = cli_counter_num(what, args[1], "V", &ca->a);
+	} else if (strcmp(sub, "cas") == 0) {
+		if ((rv = cli_counter_num(what, args[1], "EXPECTED", &ca->a)) == 0) {
+			rv = cli_counter_num(what, args[2], "NEW", &ca->b);
+		}
+	} else if (strcmp(sub, "wait") == 0) {
+		if (!cli_parse_wait_op(cli_arg(args[1]), &ca->op)) {
+			return (cli_usage(what, "OP '%s' is not one of == != < <= > >=",
+			    cli_arg(args[1])));
+		}
+		rv = cli_counter_num(what, args[2], "VALUE", &ca->a);
+	}
+	return (rv);
+}
+
+/* Runs one parsed subcommand. */
+static int
+cli_counter_run(const cli_global *g, chan_client *c, const char *sub, const cli_counter_args *ca)
+{
+	char        what[32];
+	const char *name = ca->name;
+	int64_t     v = 0;
+	bool        swapped;
+	chan_status s;
 
 	snprintf(what, sizeof(what), "counter %s", sub);
 	if (strcmp(sub, "list") == 0) {
 		return (cli_counter_list(g, c));
 	}
 	if (strcmp(sub, "add") == 0) {
-		if (args[1] != NULL && (rv = cli_counter_num(what, args[1], "DELTA", &a)) != 0) {
-			return (rv);
-		}
-		if ((s = chan_counter_add(c, name, a, &v)) != CHAN_OK) {
+		if ((s = chan_counter_add(c, name, ca->a, &v)) != CHAN_OK) {
 			return (cli_fail(what, s));
 		}
 		cli_counter_print(g, what, name, "value", v);
@@ -99,19 +132,12 @@ cli_counter_run(const cli_global *g, chan_client *c, const char *sub, char **arg
 		}
 		cli_counter_print(g, what, name, "value", v);
 	} else if (strcmp(sub, "set") == 0) {
-		if ((rv = cli_counter_num(what, args[1], "V", &a)) != 0) {
-			return (rv);
-		}
-		if ((s = chan_counter_set(c, name, a, &v)) != CHAN_OK) {
+		if ((s = chan_counter_set(c, name, ca->a, &v)) != CHAN_OK) {
 			return (cli_fail(what, s));
 		}
 		cli_counter_print(g, what, name, "old_value", v);
 	} else if (strcmp(sub, "cas") == 0) {
-		if ((rv = cli_counter_num(what, args[1], "EXPECTED", &a)) != 0 ||
-		    (rv = cli_counter_num(what, args[2], "NEW", &b)) != 0) {
-			return (rv);
-		}
-		if ((s = chan_counter_cas(c, name, a, b, &swapped, &v)) != CHAN_OK) {
+		if ((s = chan_counter_cas(c, name, ca->a, ca->b, &swapped, &v)) != CHAN_OK) {
 			return (cli_fail(what, s));
 		}
 		if (g->json) {
@@ -122,14 +148,7 @@ cli_counter_run(const cli_global *g, chan_client *c, const char *sub, char **arg
 		}
 		return (swapped ? 0 : 1);
 	} else if (strcmp(sub, "wait") == 0) {
-		if (!cli_parse_wait_op(cli_arg(args[1]), &op)) {
-			return (cli_usage(what, "OP '%s' is not one of == != < <= > >=",
-			    cli_arg(args[1])));
-		}
-		if ((rv = cli_counter_num(what, args[2], "VALUE", &a)) != 0) {
-			return (rv);
-		}
-		s = chan_counter_wait(c, name, op, a, cli_timeout(g, CHAN_WAIT_FOREVER), &v);
+		s = chan_counter_wait(c, name, ca->op, ca->a, cli_timeout(g, CHAN_WAIT_FOREVER), &v);
 		if (s != CHAN_OK) {
 			return (cli_fail(what, s));
 		}
@@ -146,6 +165,8 @@ int
 cli_cmd_counter(cli_global *g, int argc, char **argv)
 {
 	const cli_counter_sub *sub;
+	cli_counter_args       ca;
+	char                   what[32];
 	cli_parser             p;
 	chan_client           *c;
 	char                 **args;
@@ -178,17 +199,19 @@ cli_cmd_counter(cli_global *g, int argc, char **argv)
 	}
 	n = p.npos - 1;
 	if (n < sub->min_args || n > sub->max_args) {
-		char what[32];
-
 		snprintf(what, sizeof(what), "counter %s", sub->name);
 		rv = cli_usage(what, "usage: chan counter %s %s", sub->name, sub->usage);
 		goto out;
 	}
-	if ((rv = cli_connect(g, "counter", &c)) != 0) {
+	p.pos[p.npos] = NULL;
+	if ((rv = cli_counter_parse(sub->name, p.pos + 1, &ca)) != 0) {
 		goto out;
 	}
-	p.pos[p.npos] = NULL;
-	rv = cli_counter_run(g, c, sub->name, p.pos + 1);
+	snprintf(what, sizeof(what), "counter %s", sub->name);
+	if ((rv = cli_connect(g, what, &c)) != 0) {
+		goto out;
+	}
+	rv = cli_counter_run(g, c, sub->name, &ca);
 	cli_disconnect(c);
 out:
 	cli_parser_fini(&p);

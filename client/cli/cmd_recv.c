@@ -103,7 +103,7 @@ cli_recv_many(cli_global *g, chan_client *c, const char *name, const cli_recv_op
 	chan_status s;
 
 	if (msgs == NULL) {
-		return (cli_fail("recv", CHAN_RESOURCE_EXHAUSTED));
+		return (cli_oom("recv"));
 	}
 	for (;;) {
 		size_t  want = max;

@@ -184,7 +184,7 @@ cli_send_stream(cli_batch *b, char term)
 	int         rv = 0;
 
 	if (buf == NULL) {
-		return (cli_fail("send", CHAN_RESOURCE_EXHAUSTED));
+		return (cli_oom("send"));
 	}
 	for (;;) {
 		if (cli_room(&buf, &cap, &have, &start, &scan, b) != 0) {
@@ -253,7 +253,7 @@ cli_send_raw(cli_batch *b)
 
 	for (;;) {
 		if (buf == NULL) {
-			return (cli_fail("send", CHAN_RESOURCE_EXHAUSTED));
+			return (cli_oom("send"));
 		}
 		if (have == cap) {
 			if (have > b->budget) {
@@ -262,7 +262,7 @@ cli_send_raw(cli_batch *b)
 			}
 			if ((n = realloc(buf, cap * 2)) == NULL) {
 				free(buf);
-				return (cli_fail("send", CHAN_RESOURCE_EXHAUSTED));
+				return (cli_oom("send"));
 			}
 			buf = n;
 			cap *= 2;
@@ -346,7 +346,7 @@ cli_cmd_send(cli_global *g, int argc, char **argv)
 		goto out;
 	}
 	if (cli_batch_init(&b, c, p.pos[0], try_ ? 0 : cli_timeout(g, CHAN_WAIT_FOREVER)) != 0) {
-		rv = cli_fail("send", CHAN_RESOURCE_EXHAUSTED);
+		rv = cli_oom("send");
 	} else if (p.npos > 1) {
 		rv = cli_send_args(&b, p.npos - 1, p.pos + 1);
 	} else if (raw) {

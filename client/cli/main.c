@@ -143,6 +143,13 @@ cli_fail(const char *cmd, chan_status s)
 }
 
 int
+cli_oom(const char *cmd)
+{
+	fprintf(stderr, "chan: %s: out of memory\n", cmd);
+	return (chan_status_exit_code(CHAN_RESOURCE_EXHAUSTED));
+}
+
+int
 cli_connect(cli_global *g, const char *cmd, chan_client **out)
 {
 	chan_status s;
