@@ -215,6 +215,16 @@ START_TEST(core_send_recv)
 	ck_status(chan_counter_add(c, "hits", -50, &v), CHAN_OK);
 	ck_assert_int_eq(v, -8);
 
+	/* Sending to / receiving from a missing channel creates it unbounded. */
+	{
+		chan_stat_info st;
+		ck_status(chan_stat(c, "core", &st), CHAN_OK);
+		ck_assert(!st.bounded);
+		ck_status(chan_try_recv(c, "fresh", &m), CHAN_EMPTY);
+		ck_status(chan_stat(c, "fresh", &st), CHAN_OK);
+		ck_assert(!st.bounded);
+	}
+
 	ck_assert_ptr_nonnull(chan_strerror(CHAN_TIMEOUT));
 	ck_assert_str_ne(chan_strerror(CHAN_TIMEOUT), chan_strerror(CHAN_OK));
 	chan_disconnect(c);
@@ -401,6 +411,18 @@ START_TEST(recv_n_and_any)
 		chan_msg_free(ms[i]);
 	}
 	ck_status(chan_recv_n(c, "batch", 8, ms, &n, 0), CHAN_EMPTY);
+	/* Waits only for the first message, not for max of them. */
+	{
+		int64_t t0;
+		send_str(c, "batch", "only");
+		t0 = chh_now_ms();
+		ck_status(chan_recv_n(c, "batch", 8, ms, &n, 5000), CHAN_OK);
+		ck_assert_uint_eq(n, 1);
+		ck_assert_msg(chh_now_ms() - t0 < 4000, "recv_n with one "
+		    "message waited %lld ms for more",
+		    (long long) (chh_now_ms() - t0));
+		chan_msg_free(ms[0]);
+	}
 
 	send_str(c, "any2", "from2");
 	ck_status(chan_recv_any(c, names, 3, &m, 0), CHAN_OK);
@@ -451,6 +473,25 @@ recv_thread(void *arg)
 		    (int) chan_msg_len(m), (const char *) chan_msg_data(m));
 		chan_msg_free(m);
 	}
+	__atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+	return (NULL);
+}
+
+typedef struct {
+	chan_client *c;
+	const char  *name;
+	const char  *data;
+	int64_t      timeout;
+	chan_status  st;
+	volatile int done;
+} send_job;
+
+static void *
+send_thread(void *arg)
+{
+	send_job *j = arg;
+
+	j->st = chan_send(j->c, j->name, j->data, strlen(j->data), j->timeout);
 	__atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
 	return (NULL);
 }
@@ -514,6 +555,53 @@ START_TEST(waiters_woken_by_close_and_delete)
 	pthread_join(t, NULL);
 	ck_assert_msg(j.st == CHAN_NOT_FOUND, "waiter on delete got %s",
 	    chan_status_name(j.st));
+
+	/* Blocked senders are woken too: CLOSED on close, NOT_FOUND on delete. */
+	{
+		send_job sj = { .c = w, .name = "wk3", .data = "blocked",
+			.timeout = CHAN_WAIT_FOREVER };
+		chan_stat_info st;
+		int k;
+
+		ck_status(chan_create(c, "wk3", 1), CHAN_OK);
+		send_str(c, "wk3", "fill");
+		ck_assert_int_eq(pthread_create(&t, NULL, send_thread, &sj), 0);
+		for (k = 0; k < 500; k++) {
+			ck_status(chan_stat(c, "wk3", &st), CHAN_OK);
+			if (st.blocked_senders >= 1) {
+				break;
+			}
+			usleep(10 * 1000);
+		}
+		ck_assert_uint_eq(st.blocked_senders, 1);
+		ck_status(chan_close(c, "wk3"), CHAN_OK);
+		pthread_join(t, NULL);
+		ck_assert_msg(sj.st == CHAN_CLOSED, "blocked sender on close "
+		    "got %s", chan_status_name(sj.st));
+		/* Nothing of the failed send was stored. */
+		recv_is(c, "wk3", "fill", 0);
+		{
+			chan_msg *none = NULL;
+			ck_status(chan_try_recv(c, "wk3", &none), CHAN_CLOSED);
+		}
+
+		sj = (send_job) { .c = w, .name = "wk4", .data = "blocked",
+			.timeout = CHAN_WAIT_FOREVER };
+		ck_status(chan_create(c, "wk4", 1), CHAN_OK);
+		send_str(c, "wk4", "fill");
+		ck_assert_int_eq(pthread_create(&t, NULL, send_thread, &sj), 0);
+		for (k = 0; k < 500; k++) {
+			ck_status(chan_stat(c, "wk4", &st), CHAN_OK);
+			if (st.blocked_senders >= 1) {
+				break;
+			}
+			usleep(10 * 1000);
+		}
+		ck_status(chan_delete(c, "wk4"), CHAN_OK);
+		pthread_join(t, NULL);
+		ck_assert_msg(sj.st == CHAN_NOT_FOUND, "blocked sender on "
+		    "delete got %s", chan_status_name(sj.st));
+	}
 	chan_disconnect(w);
 	chan_disconnect(c);
 }
@@ -673,25 +761,6 @@ START_TEST(receiver_busy_and_detach)
 END_TEST
 
 /* ---- threads ------------------------------------------------------------------ */
-
-typedef struct {
-	chan_client *c;
-	const char  *name;
-	const char  *data;
-	int64_t      timeout;
-	chan_status  st;
-	volatile int done;
-} send_job;
-
-static void *
-send_thread(void *arg)
-{
-	send_job *j = arg;
-
-	j->st = chan_send(j->c, j->name, j->data, strlen(j->data), j->timeout);
-	__atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
-	return (NULL);
-}
 
 START_TEST(rendezvous_handoff)
 {
