@@ -622,6 +622,12 @@ chan_serve_receiver(chd_shard *sh, chd_chan *ch, chd_task *t)
 	task_finish(t);
 }
 
+void
+chd_chan_pump(chd_shard *sh, chd_chan *ch)
+{
+	chan_pump(sh, ch);
+}
+
 static void
 chan_pump(chd_shard *sh, chd_chan *ch)
 {

@@ -257,6 +257,8 @@ bool     chd_chan_has_msgs(chd_chan *ch);
 bool     chd_chan_closed_drained(chd_chan *ch);
 void     chd_chan_add_receiver(chd_chan *ch, chd_task *t);
 void     chd_chan_remove_receiver(chd_chan *ch, chd_task *t);
+/* Lets whoever can proceed on ch proceed (after adding a receiver). */
+void     chd_chan_pump(chd_shard *sh, chd_chan *ch);
 /* Hands out up to max messages of ch to r in a fresh answer and sends it:
  * in custody (a delivery id), or leased for lease_ms (ack mode). */
 void     chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r,

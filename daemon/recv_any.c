@@ -255,6 +255,16 @@ part_scan_job(chd_shard *sh, void *arg)
 		chd_chan_add_receiver(chans[i], t);
 		chd_task_park(t, -1, NULL);
 	}
+	/* A rendezvous sender may be waiting for just this receiver. The
+	 * pump can answer and finish the part: hold a reference meanwhile. */
+	atomic_fetch_add(&a->refs, 1);
+	for (int i = 0; i < p->nnames && !p->finished; i++) {
+		chd_chan_pump(sh, chans[i]);
+	}
+	if (p->finished) {
+		any_unref(a);
+		return;
+	}
 	if (p == &a->parts[0] && a->timeout_ms > 0 &&
 	    chd_timeval((uint64_t) a->timeout_ms, &tv)) {
 		if ((p->timer = evtimer_new(sh->base, any_timeout_cb, p)) !=
@@ -272,9 +282,10 @@ part_scan_job(chd_shard *sh, void *arg)
 			any_fail_part(p, CHAN_EMPTY,
 			    "every listed channel is empty");
 		}
-		return;
+	} else {
+		any_check_all_closed(p);
 	}
-	any_check_all_closed(p);
+	any_unref(a);
 }
 
 void

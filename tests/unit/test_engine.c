@@ -1029,6 +1029,27 @@ START_TEST(test_recv_any_across_shards)
 }
 END_TEST
 
+START_TEST(test_recv_any_takes_from_rendezvous_sender)
+{
+	char        a[32], b[32];
+	const char *names[2] = { a, b };
+	treq       *s, *r;
+
+	two_shard_names(a, b);
+	expect_status(r_create(1, b, 0), CHAN_OK);
+	s = r_send(1, b, "rv", -1);
+	wait_blocked(b, 1, 0);
+	r = r_recv_any(2, names, 2, 0);
+	expect_msg(r, "rv");
+	expect_status(s, CHAN_OK);
+	s = r_send(1, b, "rv2", -1);
+	wait_blocked(b, 1, 0);
+	r = r_recv_any(2, names, 2, -1);
+	expect_msg(r, "rv2");
+	expect_status(s, CHAN_OK);
+}
+END_TEST
+
 START_TEST(test_recv_any_timeout_and_closed)
 {
 	char        a[32], b[32];
@@ -1642,6 +1663,7 @@ engine_suite(void)
 	tcase_add_test(tc, test_receiver_detached_on_conn_close);
 	tcase_add_test(tc, test_handles_are_checked);
 	tcase_add_test(tc, test_recv_any_across_shards);
+	tcase_add_test(tc, test_recv_any_takes_from_rendezvous_sender);
 	tcase_add_test(tc, test_recv_any_timeout_and_closed);
 	tcase_add_test(tc, test_delete_wakes_waiters_not_found);
 	tcase_add_test(tc, test_shutdown_wakes_everyone);
