@@ -790,6 +790,25 @@ START_TEST(frame_over_daemon_limit)
 	ck_assert_msg(depth_of(&d, "huge") <= 0, "oversize send stored something");
 	chh_assert_alive(&d);
 	chh_stop(&d);
+
+	/* A request-size limit far below the frame (chand --help option). */
+	{
+		static const char *const small_req[] = { "--max-request-size",
+			"4096", NULL };
+		chh_start(&d, small_req);
+		expect_raw(&d, junk, 64 * 1024, ANY_OR_DROP,
+		    "64 KiB junk, request limit 4 KiB");
+		chh_assert_alive(&d);
+		rb_send(&b, "huge", junk, 64 * 1024);
+		buf = pack(&b.req, &len);
+		ck_assert_int_ne(expect_raw(&d, buf, len, ANY_OR_DROP,
+		    "64 KiB Send, request limit 4 KiB"), ST(OK));
+		free(buf);
+		ck_assert_msg(depth_of(&d, "huge") <= 0,
+		    "a request over the limit stored something");
+		chh_assert_alive(&d);
+		chh_stop(&d);
+	}
 	free(junk);
 }
 END_TEST
