@@ -73,6 +73,12 @@ void cli_parser_init(cli_parser *p, cli_global *g, const cli_cmd *cmd, int argc,
 int  cli_parser_next(cli_parser *p);
 void cli_parser_fini(cli_parser *p);
 
+/*
+ * The daemon's name rule, checked before connecting so a bad name is a
+ * usage error (64) even without a daemon. Returns 0 or 64 (message printed).
+ */
+int cli_check_name(const char *cmd, const char *name);
+
 /* Local out of memory: message and RESOURCE_EXHAUSTED's exit code. */
 int cli_oom(const char *cmd);
 

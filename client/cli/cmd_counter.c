@@ -204,10 +204,11 @@ cli_cmd_counter(cli_global *g, int argc, char **argv)
 		goto out;
 	}
 	p.pos[p.npos] = NULL;
-	if ((rv = cli_counter_parse(sub->name, p.pos + 1, &ca)) != 0) {
+	snprintf(what, sizeof(what), "counter %s", sub->name);
+	if ((rv = cli_counter_parse(sub->name, p.pos + 1, &ca)) != 0 ||
+	    (ca.name != NULL && (rv = cli_check_name(what, ca.name)) != 0)) {
 		goto out;
 	}
-	snprintf(what, sizeof(what), "counter %s", sub->name);
 	if ((rv = cli_connect(g, what, &c)) != 0) {
 		goto out;
 	}

@@ -138,7 +138,8 @@ cli_cmd_stat(cli_global *g, int argc, char **argv)
 	int            rv;
 
 	cli_parser_init(&p, g, cli_cmd_find("stat"), argc, argv, "", NULL);
-	if ((rv = cli_simple_args(&p, 1)) >= 0 || (rv = cli_connect(g, "stat", &c)) != 0) {
+	if ((rv = cli_simple_args(&p, 1)) >= 0 || (rv = cli_check_name("stat", p.pos[0])) != 0 ||
+	    (rv = cli_connect(g, "stat", &c)) != 0) {
 		cli_parser_fini(&p);
 		return (rv);
 	}
@@ -213,7 +214,8 @@ cli_cmd_create(cli_global *g, int argc, char **argv)
 		} else if (p.npos != 1) {
 			rv = p.npos == 0 ? cli_usage("create", "missing NAME")
 			                 : cli_usage("create", "unexpected argument '%s'", p.pos[1]);
-		} else if ((rv = cli_connect(g, "create", &c)) == 0) {
+		} else if ((rv = cli_check_name("create", p.pos[0])) == 0 &&
+		    (rv = cli_connect(g, "create", &c)) == 0) {
 			if (rendezvous) {
 				capacity = CHAN_RENDEZVOUS;
 			}
@@ -238,7 +240,8 @@ cli_name_cmd(cli_global *g, int argc, char **argv, const char *name,
 	int          rv;
 
 	cli_parser_init(&p, g, cli_cmd_find(name), argc, argv, "", NULL);
-	if ((rv = cli_simple_args(&p, 1)) >= 0 || (rv = cli_connect(g, name, &c)) != 0) {
+	if ((rv = cli_simple_args(&p, 1)) >= 0 || (rv = cli_check_name(name, p.pos[0])) != 0 ||
+	    (rv = cli_connect(g, name, &c)) != 0) {
 		cli_parser_fini(&p);
 		return (rv);
 	}

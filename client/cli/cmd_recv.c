@@ -157,7 +157,7 @@ cli_cmd_recv(cli_global *g, int argc, char **argv)
 		rv = cli_usage("recv", "unexpected argument '%s'", p.pos[1]);
 		goto out;
 	}
-	if ((rv = cli_connect(g, "recv", &c)) != 0) {
+	if ((rv = cli_check_name("recv", p.pos[0])) != 0 || (rv = cli_connect(g, "recv", &c)) != 0) {
 		goto out;
 	}
 	if (o.count > 0 || o.follow) {
@@ -192,7 +192,8 @@ cli_cmd_try_recv(cli_global *g, int argc, char **argv)
 		rv = cli_usage("try-recv", "unexpected argument '%s'", p.pos[1]);
 		goto out;
 	}
-	if ((rv = cli_connect(g, "try-recv", &c)) != 0) {
+	if ((rv = cli_check_name("try-recv", p.pos[0])) != 0 ||
+	    (rv = cli_connect(g, "try-recv", &c)) != 0) {
 		goto out;
 	}
 	if ((s = chan_try_recv(c, p.pos[0], &m)) != CHAN_OK) {
@@ -215,11 +216,16 @@ cli_cmd_recv_any(cli_global *g, int argc, char **argv)
 	chan_client  *c;
 	chan_msg     *m;
 	chan_status   s;
-	int           rv;
+	int           rv, i;
 
 	cli_parser_init(&p, g, cli_cmd_find("recv-any"), argc, argv, "0", cli_recv_longopts);
 	if ((rv = cli_recv_parse(&p, &o, false)) >= 0) {
 		goto out;
+	}
+	for (i = 0; i < p.npos; i++) {
+		if ((rv = cli_check_name("recv-any", p.pos[i])) != 0) {
+			goto out;
+		}
 	}
 	if ((rv = cli_connect(g, "recv-any", &c)) != 0) {
 		goto out;

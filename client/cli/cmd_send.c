@@ -342,7 +342,7 @@ cli_cmd_send(cli_global *g, int argc, char **argv)
 		rv = cli_usage("send", "-0 and --raw read stdin; they take no MSG arguments");
 		goto out;
 	}
-	if ((rv = cli_connect(g, "send", &c)) != 0) {
+	if ((rv = cli_check_name("send", p.pos[0])) != 0 || (rv = cli_connect(g, "send", &c)) != 0) {
 		goto out;
 	}
 	if (cli_batch_init(&b, c, p.pos[0], try_ ? 0 : cli_timeout(g, CHAN_WAIT_FOREVER)) != 0) {

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "duration.h"
+#include "names.h"
 
 #define CLI_GLOBAL_OPTS                                                      \
 	"Global options (before or after the command):\n"                    \
@@ -140,6 +141,18 @@ cli_fail(const char *cmd, chan_status s)
 	}
 	fprintf(stderr, "chan: %s: %s\n", cmd, chan_last_error(NULL));
 	return (chan_status_exit_code(s));
+}
+
+int
+cli_check_name(const char *cmd, const char *name)
+{
+	char err[256];
+
+	if (!chl_name_valid(name, strlen(name), err, sizeof(err))) {
+		fprintf(stderr, "chan: %s: %s\n", cmd, err);
+		return (CLI_EXIT_USAGE);
+	}
+	return (0);
 }
 
 int
