@@ -217,13 +217,13 @@ KEY_FN(counter_delete)
 #define OP(c) [CHAN__V1__REQUEST__OP_##c]
 static const chd_op_desc chd_ops[] = {
 	OP(HELLO) = { "hello", CHD_ROUTE_NONE, NULL, NULL, NULL,
-	    chd_info_hello },
+	    chd_info_hello, false },
 	OP(PING) = { "ping", CHD_ROUTE_NONE, NULL, NULL, NULL,
-	    chd_info_ping },
+	    chd_info_ping, false },
 	OP(STATS) = { "stats", CHD_ROUTE_ALL, NULL, NULL, NULL,
-	    chd_info_stats },
+	    chd_info_stats, false },
 	OP(LIST) = { "list", CHD_ROUTE_ALL, NULL, NULL, NULL,
-	    chd_info_list },
+	    chd_info_list, false },
 	OP(CREATE) = { "create", CHD_ROUTE_CHAN, key_create, NULL,
 	    chd_op_create, NULL, true },
 	OP(SEND) = { "send", CHD_ROUTE_CHAN, key_send, v_send,
@@ -237,7 +237,7 @@ static const chd_op_desc chd_ops[] = {
 	OP(DELETE) = { "delete", CHD_ROUTE_CHAN, key_delete_, NULL,
 	    chd_op_delete, NULL, true },
 	OP(STAT) = { "stat", CHD_ROUTE_CHAN, key_stat, NULL,
-	    chd_op_stat, NULL },
+	    chd_op_stat, NULL, false },
 	OP(SENDER_OPEN) = { "sender_open", CHD_ROUTE_CHAN, key_sender_open,
 	    NULL, chd_op_sender_open, NULL, true },
 	OP(SENDER_CLOSE) = { "sender_close", CHD_ROUTE_CHAN,
@@ -254,7 +254,7 @@ static const chd_op_desc chd_ops[] = {
 	OP(COUNTER_ADD) = { "counter add", CHD_ROUTE_COUNTER, key_counter_add,
 	    NULL, chd_op_counter_add, NULL, true },
 	OP(COUNTER_GET) = { "counter get", CHD_ROUTE_COUNTER, key_counter_get,
-	    NULL, chd_op_counter_get, NULL },
+	    NULL, chd_op_counter_get, NULL, false },
 	OP(COUNTER_SET) = { "counter set", CHD_ROUTE_COUNTER, key_counter_set,
 	    NULL, chd_op_counter_set, NULL, true },
 	OP(COUNTER_CAS) = { "counter cas", CHD_ROUTE_COUNTER, key_counter_cas,
@@ -264,7 +264,7 @@ static const chd_op_desc chd_ops[] = {
 	OP(COUNTER_DELETE) = { "counter delete", CHD_ROUTE_COUNTER,
 	    key_counter_delete, NULL, chd_op_counter_delete, NULL, true },
 	OP(COUNTER_LIST) = { "counter list", CHD_ROUTE_ALL, NULL, NULL, NULL,
-	    chd_info_counter_list },
+	    chd_info_counter_list, false },
 };
 #undef OP
 
