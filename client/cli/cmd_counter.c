@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "format.h"
 #include "out.h"
 
 typedef struct cli_counter_sub {
@@ -32,7 +33,9 @@ cli_counter_print(const cli_global *g, const char *what, const char *name, const
     int64_t v)
 {
 	if (g->json) {
-		cli_outf(what, "{\"name\":\"%s\",\"%s\":%" PRId64 "}\n", name, key, v);
+		char *j = cli_counter_json(name, key, v);
+
+		cli_out_take(what, j, j != NULL ? strlen(j) : 0);
 	} else {
 		cli_outf(what, "%" PRId64 "\n", v);
 	}
@@ -59,8 +62,9 @@ cli_counter_list(const cli_global *g, chan_client *c)
 	}
 	for (k = 0; k < n; k++) {
 		if (g->json) {
-			cli_outf("counter list", "{\"name\":\"%s\",\"value\":%" PRId64 "}\n", infos[k].name,
-			    infos[k].value);
+			char *j = cli_counter_json(infos[k].name, "value", infos[k].value);
+
+			cli_out_take("counter list", j, j != NULL ? strlen(j) : 0);
 		} else {
 			cli_outf("counter list", "%s\t%" PRId64 "\n", infos[k].name, infos[k].value);
 		}
@@ -141,8 +145,9 @@ cli_counter_run(const cli_global *g, chan_client *c, const char *sub, const cli_
 			return (cli_fail(what, s));
 		}
 		if (g->json) {
-			cli_outf(what, "{\"name\":\"%s\",\"swapped\":%s,\"value\":%" PRId64 "}\n", name,
-			    swapped ? "true" : "false", v);
+			char *j = cli_cas_json(name, swapped, v);
+
+			cli_out_take(what, j, j != NULL ? strlen(j) : 0);
 		} else {
 			cli_outf(what, "%" PRId64 "\n", v);
 		}

@@ -51,8 +51,9 @@ cli_cmd_ping(cli_global *g, int argc, char **argv)
 	if ((s = chan_ping(c, &rtt)) != CHAN_OK) {
 		rv = cli_fail("ping", s);
 	} else if (g->json) {
-		cli_outf("ping", "{\"pong\":true,\"rtt_us\":%" PRIu64 ",\"server_version\":\"%s\"}\n", rtt,
-		    chan_server_version(c));
+		char *j = cli_ping_json(rtt, chan_server_version(c));
+
+		cli_out_take("ping", j, j != NULL ? strlen(j) : 0);
 	} else {
 		cli_outf("ping", "pong %.3f ms\n", (double) rtt / 1000.0);
 	}

@@ -180,3 +180,44 @@ cli_stats_json(const chan_stats_info *i)
 	json_object_set_new(o, "workers", json_integer(i->workers));
 	return (cli_json_line(o, NULL));
 }
+
+char *
+cli_counter_json(const char *name, const char *key, int64_t v)
+{
+	json_t *o = json_object();
+
+	if (o == NULL) {
+		return (NULL);
+	}
+	json_object_set_new(o, "name", json_string(name));
+	json_object_set_new(o, key, json_integer((json_int_t) v));
+	return (cli_json_line(o, NULL));
+}
+
+char *
+cli_cas_json(const char *name, bool swapped, int64_t v)
+{
+	json_t *o = json_object();
+
+	if (o == NULL) {
+		return (NULL);
+	}
+	json_object_set_new(o, "name", json_string(name));
+	json_object_set_new(o, "swapped", json_boolean(swapped));
+	json_object_set_new(o, "value", json_integer((json_int_t) v));
+	return (cli_json_line(o, NULL));
+}
+
+char *
+cli_ping_json(uint64_t rtt_us, const char *server_version)
+{
+	json_t *o = json_object();
+
+	if (o == NULL) {
+		return (NULL);
+	}
+	json_object_set_new(o, "pong", json_true());
+	json_object_set_new(o, "rtt_us", json_integer((json_int_t) rtt_us));
+	json_object_set_new(o, "server_version", json_string(server_version != NULL ? server_version : ""));
+	return (cli_json_line(o, NULL));
+}

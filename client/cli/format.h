@@ -44,4 +44,13 @@ char *cli_record_json(const cli_record *r, size_t *outlen);
 char *cli_stat_json(const chan_stat_info *i);
 char *cli_stats_json(const chan_stats_info *i);
 
+/*
+ * Small JSON lines ("...}\n", malloc'd, caller frees; NULL on ENOMEM):
+ * {"name":N,KEY:V} for counters, {"name","swapped","value"} for cas,
+ * {"pong":true,"rtt_us","server_version"} for ping.
+ */
+char *cli_counter_json(const char *name, const char *key, int64_t v);
+char *cli_cas_json(const char *name, bool swapped, int64_t v);
+char *cli_ping_json(uint64_t rtt_us, const char *server_version);
+
 #endif

@@ -167,6 +167,31 @@ START_TEST(test_stat_json)
 }
 END_TEST
 
+START_TEST(test_small_json)
+{
+	char   *s = cli_counter_json("lock", "old_value", -3);
+	json_t *o = json_loads(s, 0, NULL);
+
+	ck_assert_ptr_nonnull(o);
+	ck_assert_str_eq(json_string_value(json_object_get(o, "name")), "lock");
+	ck_assert_int_eq(json_integer_value(json_object_get(o, "old_value")), -3);
+	json_decref(o);
+	free(s);
+	s = cli_cas_json("lock", false, INT64_MIN);
+	o = json_loads(s, 0, NULL);
+	ck_assert(json_is_false(json_object_get(o, "swapped")));
+	ck_assert_int_eq(json_integer_value(json_object_get(o, "value")), INT64_MIN);
+	json_decref(o);
+	free(s);
+	s = cli_ping_json(123, "v\"1");
+	o = json_loads(s, 0, NULL);
+	ck_assert_ptr_nonnull(o);
+	ck_assert_str_eq(json_string_value(json_object_get(o, "server_version")), "v\"1");
+	json_decref(o);
+	free(s);
+}
+END_TEST
+
 START_TEST(test_parse_numbers)
 {
 	int64_t  v;
@@ -233,6 +258,7 @@ client_local_suite(void)
 	tcase_add_test(t, test_json_empty_and_nul);
 	tcase_add_test(t, test_plain_records);
 	tcase_add_test(t, test_stat_json);
+	tcase_add_test(t, test_small_json);
 	tcase_add_test(t, test_parse_numbers);
 	tcase_add_test(t, test_parse_wait_op);
 	tcase_add_test(t, test_protect_negatives);
