@@ -309,7 +309,8 @@ chan_decode(chan_client *c, chan_exchange *x, nng_msg *answer)
 	if (x->resp == NULL) {
 		return (chan_fail(CHAN_PROTOCOL, "undecodable answer (%zu bytes) from %s", len, c->url));
 	}
-	if (x->resp->id != x->req.id) {
+	/* nng matched the answer to this request; an id, when there is one, must agree. */
+	if (x->resp->has_id && x->resp->id != x->req.id) {
 		return (chan_fail(CHAN_PROTOCOL, "answer to request %llu from %s, expected %llu",
 		    (unsigned long long) x->resp->id, c->url, (unsigned long long) x->req.id));
 	}
