@@ -161,8 +161,9 @@ chan_call_begin(chan_client *c, chan_exchange *x, chan_call_link *link, bool int
 {
 	int rv;
 
+	link->tag = chan_current_aio;
 	pthread_mutex_lock(&c->mtx);
-	if (c->cancelled && !internal) {
+	if ((c->cancelled && !internal) || (link->tag != NULL && chan_aio_cancelled(link->tag))) {
 		pthread_mutex_unlock(&c->mtx);
 		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
 	}
@@ -216,6 +217,18 @@ chan_encode(chan_client *c, chan_exchange *x, nng_msg **out)
 	return (CHAN_OK);
 }
 
+/* Was this call cancelled, client-wide or as an async call? */
+static bool
+chan_call_cancelled(chan_client *c)
+{
+	bool cancelled;
+
+	pthread_mutex_lock(&c->mtx);
+	cancelled = c->cancelled;
+	pthread_mutex_unlock(&c->mtx);
+	return (cancelled || (chan_current_aio != NULL && chan_aio_cancelled(chan_current_aio)));
+}
+
 /* Send then receive on one context; an nng error number, or 0. */
 static int
 chan_send_recv(nng_aio *aio, nng_ctx ctx, nng_msg *m, nng_msg **answer)
@@ -253,7 +266,6 @@ chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeo
 	nng_msg    *m;
 	chan_status s;
 	int         rv;
-	bool        cancelled;
 
 	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
 		return (chan_nng_fail(c, rv, "cannot talk to"));
@@ -269,10 +281,7 @@ chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeo
 		if (rv != NNG_ECONNRESET || local_timeout_ms >= 0) {
 			break;
 		}
-		pthread_mutex_lock(&c->mtx);
-		cancelled = c->cancelled;
-		pthread_mutex_unlock(&c->mtx);
-		if (cancelled) {
+		if (chan_call_cancelled(c)) {
 			break;
 		}
 		nng_msleep(100); /* the dialer reconnects meanwhile */
@@ -282,10 +291,7 @@ chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeo
 	if (rv == 0) {
 		return (CHAN_OK);
 	}
-	pthread_mutex_lock(&c->mtx);
-	cancelled = c->cancelled;
-	pthread_mutex_unlock(&c->mtx);
-	if (cancelled && (rv == NNG_ECLOSED || rv == NNG_ECANCELED || rv == NNG_ECONNRESET)) {
+	if (chan_call_cancelled(c) && (rv == NNG_ECLOSED || rv == NNG_ECANCELED || rv == NNG_ECONNRESET)) {
 		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
 	}
 	if (rv == NNG_ETIMEDOUT) {
@@ -587,6 +593,21 @@ chan_disconnect(chan_client *c)
 	free(c->server_version);
 	free(c->url);
 	free(c);
+}
+
+/* Closes the contexts of the calls serving async call a (async.c). */
+void
+chan_cancel_tag(chan_client *c, const chan_aio *a)
+{
+	chan_call_link *l;
+
+	pthread_mutex_lock(&c->mtx);
+	for (l = c->calls; l != NULL; l = l->next) {
+		if (l->tag == a) {
+			nng_ctx_close(l->ctx);
+		}
+	}
+	pthread_mutex_unlock(&c->mtx);
 }
 
 void

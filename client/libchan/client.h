@@ -20,7 +20,15 @@
 typedef struct chan_call_link {
 	struct chan_call_link *next;
 	nng_ctx                ctx;
+	chan_aio              *tag; /* the async call it serves, or NULL */
 } chan_call_link;
+
+/* The async call the current thread works for (set by async.c's workers). */
+extern __thread chan_aio *chan_current_aio;
+/* True once chan_aio_cancel was called for a's current call. */
+bool chan_aio_cancelled(const chan_aio *a);
+/* Closes the contexts of the calls serving a (its cancel flag is already set). */
+void chan_cancel_tag(chan_client *c, const chan_aio *a);
 
 /* A delivery the caller holds, and the connection it came over. */
 typedef struct chan_pending {

@@ -29,6 +29,11 @@
 extern "C" {
 #endif
 
+/* libchan is built with hidden visibility: only what is declared here is exported. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define CHAN_WAIT_FOREVER ((int64_t) -1)
 #define CHAN_NO_WAIT      ((int64_t) 0)
 
@@ -282,6 +287,58 @@ typedef struct chan_counter_info {
 /* Every counter. *infos: caller frees with chan_counter_list_free; *n: count. */
 chan_status chan_counter_list(chan_client *c, chan_counter_info **infos, size_t *n);
 void        chan_counter_list_free(chan_counter_info *infos); /* NULL: no-op */
+
+/* ---- async calls (nng's aio style) -------------------------------------- */
+
+/*
+ * A chan_aio carries one call at a time: start it with a chan_*_aio call,
+ * which returns at once; when the call is done, the callback (if any) runs
+ * on a libchan thread, and chan_aio_wait returns. Then read the result with
+ * chan_aio_result and the accessors, and start the next call on the same
+ * chan_aio if you like. Each call in flight uses one thread.
+ * Payloads and names given to a start call are borrowed until it is done.
+ */
+typedef struct chan_aio chan_aio;
+typedef void (*chan_aio_cb)(chan_aio *a, void *arg);
+
+/* *out: caller frees with chan_aio_free. cb may be NULL. */
+chan_status chan_aio_alloc(chan_aio **out, chan_aio_cb cb, void *arg);
+/* Cancels a call in flight, waits for it, frees the messages not taken, frees a. */
+void        chan_aio_free(chan_aio *a);
+/* Waits until the call in flight (if any) is done. Not from the callback. */
+void        chan_aio_wait(chan_aio *a);
+/*
+ * Makes the call in flight finish at once with CHAN_UNAVAILABLE
+ * ("cancelled") unless it is already done; messages it would have received
+ * stay with the daemon. Does not wait.
+ */
+void        chan_aio_cancel(chan_aio *a);
+/* The finished call's status (CHAN_OK, CHAN_TIMEOUT, ...). */
+chan_status chan_aio_result(const chan_aio *a);
+/* Its human message when it failed (as chan_last_error); borrowed from a. */
+const char *chan_aio_error(const chan_aio *a);
+/* Received messages: how many, and taking one (caller frees with chan_msg_free; NULL once taken). */
+size_t      chan_aio_count(const chan_aio *a);
+chan_msg   *chan_aio_take_msg(chan_aio *a, size_t i);
+/* chan_send_aio: sequence number of the first message; chan_counter_wait_aio: the value. */
+uint64_t    chan_aio_first_seq(const chan_aio *a);
+int64_t     chan_aio_value(const chan_aio *a);
+
+/* Asynchronous chan_send_batch (n >= 1). */
+void chan_send_aio(chan_client *c, const char *name, const chan_buf *bufs, size_t n,
+    int64_t timeout_ms, chan_aio *a);
+/* Asynchronous chan_recv_n (1..max messages). */
+void chan_recv_aio(chan_client *c, const char *name, size_t max, int64_t timeout_ms, chan_aio *a);
+/* Asynchronous chan_recv_any (one message). */
+void chan_recv_any_aio(chan_client *c, const char *const *names, size_t n, int64_t timeout_ms,
+    chan_aio *a);
+/* Asynchronous chan_counter_wait. */
+void chan_counter_wait_aio(chan_client *c, const char *name, chan_wait_op op, int64_t operand,
+    int64_t timeout_ms, chan_aio *a);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }
