@@ -176,7 +176,9 @@ list_done(gather *g)
 			cl.channels[cl.n_channels++] = &g->slots[i].infos[j];
 		}
 	}
-	qsort(cl.channels, cl.n_channels, sizeof(*cl.channels), info_cmp);
+	if (n > 0) { /* qsort(NULL, 0) is undefined */
+		qsort(cl.channels, n, sizeof(*cl.channels), info_cmp);
+	}
 	a.r.result_case = CHAN__V1__RESPONSE__RESULT_LIST;
 	a.r.list = &cl;
 	chd_resp_send(g->e, g->r, &a, CHAN_OK);
@@ -257,7 +259,9 @@ ctr_done(gather *g)
 			cl.counters[cl.n_counters++] = &g->slots[i].ctrs[j];
 		}
 	}
-	qsort(cl.counters, cl.n_counters, sizeof(*cl.counters), ctr_cmp);
+	if (n > 0) {
+		qsort(cl.counters, n, sizeof(*cl.counters), ctr_cmp);
+	}
 	a.r.result_case = CHAN__V1__RESPONSE__RESULT_COUNTER_LIST;
 	a.r.counter_list = &cl;
 	chd_resp_send(g->e, g->r, &a, CHAN_OK);
