@@ -94,6 +94,19 @@ cli_batch_add(cli_batch *b, const char *base, size_t off, size_t len)
 	return (CHAN_OK);
 }
 
+/* cli_fail, then how many messages earlier batches did send (they stay sent). */
+static int
+cli_fail_after(const char *cmd, chan_status s, uint64_t sent)
+{
+	int rv = cli_fail(cmd, s);
+
+	if (sent > 0 && rv < 128) {
+		fprintf(stderr, "chan: %s: the %llu messages before this batch were sent\n", cmd,
+		    (unsigned long long) sent);
+	}
+	return (rv);
+}
+
 static int
 cli_too_large(const char *what, uint64_t idx, size_t len, const cli_batch *b)
 {
@@ -119,7 +132,7 @@ cli_send_args(cli_batch *b, int n, char **msgs)
 		}
 		if (k == b->max || (k > 0 && bytes + len > b->budget)) {
 			if ((s = chan_send_batch(b->c, b->name, b->bufs, k, b->timeout_ms, NULL)) != CHAN_OK) {
-				return (cli_fail("send", s));
+				return (cli_fail_after("send", s, b->sent));
 			}
 			b->sent += k;
 			k = 0;
@@ -131,7 +144,7 @@ cli_send_args(cli_batch *b, int n, char **msgs)
 		bytes += len;
 	}
 	if ((s = chan_send_batch(b->c, b->name, b->bufs, k, b->timeout_ms, NULL)) != CHAN_OK) {
-		return (cli_fail("send", s));
+		return (cli_fail_after("send", s, b->sent));
 	}
 	return (0);
 }
@@ -235,7 +248,7 @@ cli_send_stream(cli_batch *b, char term)
 	s = cli_batch_flush(b, buf);
 out:
 	if (s != CHAN_OK) {
-		rv = cli_fail("send", s);
+		rv = cli_fail_after("send", s, b->sent);
 	}
 	free(buf);
 	return (rv);
