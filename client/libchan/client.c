@@ -22,7 +22,8 @@
 #define CHAN_HELLO_TIMEOUT_MS   5000 /* connect: a daemon answers Hello at once */
 #define CHAN_GOODBYE_TIMEOUT_MS 3000 /* disconnect: last confirmations */
 #define CHAN_PROBE_RECVMAX      (64u * 1024u)
-#define CHAN_MSG_OVERHEAD       512u /* per message in an answer: name, seq, time, tags */
+#define CHAN_MSG_OVERHEAD       512u
+#define CHAN_MAX_RESETS         4    /* connection losses survived by one request */ /* per message in an answer: name, seq, time, tags */
 
 /* The human message of the last failure on this thread. */
 static __thread char chan_errbuf[512];
@@ -266,6 +267,7 @@ chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeo
 	nng_msg    *m;
 	chan_status s;
 	int         rv;
+	int         resets = 0;
 
 	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
 		return (chan_nng_fail(c, rv, "cannot talk to"));
@@ -280,6 +282,17 @@ chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeo
 		rv = chan_send_recv(aio, ctx, m, answer);
 		if (rv != NNG_ECONNRESET || local_timeout_ms >= 0) {
 			break;
+		}
+		/*
+		 * A daemon restart costs one reset; a request the daemon cannot
+		 * take (over its request size limit) resets every connection.
+		 */
+		if (++resets > CHAN_MAX_RESETS) {
+			nng_aio_free(aio);
+			return (chan_fail(CHAN_UNAVAILABLE,
+			    "%s closed the connection %d times under this request (over its "
+			    "request size limit?)",
+			    c->url, resets));
 		}
 		if (chan_call_cancelled(c)) {
 			break;
