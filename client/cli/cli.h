@@ -33,6 +33,7 @@ typedef struct cli_cmd {
 	cli_cmd_fn  run;
 	bool        receives; /* SIGINT/SIGTERM: print, confirm, then exit */
 	const char *synopsis; /* after "chan [GLOBAL] " */
+	const char *summary;  /* one line for 'chan --help' */
 	const char *help;     /* what it does, its options and output */
 } cli_cmd;
 

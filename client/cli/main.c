@@ -23,17 +23,22 @@
 
 const cli_cmd cli_cmds[] = {
 	{ "ping", cli_cmd_ping, false, "ping",
+	    "round trip to the daemon",
 	    "Round trip to the daemon. Prints \"pong\" and the round-trip time.\n" },
 	{ "stats", cli_cmd_stats, false, "stats",
+	    "daemon-wide numbers (key: value lines)",
 	    "Daemon-wide numbers, one \"key: value\" line each: uptime_ms, connections,\n"
 	    "channels, counters, messages, bytes, requests, workers.\n" },
 	{ "list", cli_cmd_list, false, "list",
+	    "every channel and its depth (NAME<TAB>DEPTH lines)",
 	    "Every channel, one \"NAME<TAB>DEPTH\" line each (--json: one object per channel).\n" },
 	{ "create", cli_cmd_create, false, "create NAME [--capacity N | --rendezvous]",
+	    "create a channel: unbounded, bounded to N, or rendezvous",
 	    "Creates a channel: unbounded without a flag, bounded to N with --capacity N,\n"
 	    "rendezvous (capacity 0) with --rendezvous. Idempotent with the same capacity;\n"
 	    "ALREADY_EXISTS (exit 8) with another one.\n" },
 	{ "send", cli_cmd_send, false, "send NAME [MSG...] [-0 | --raw] [--try]",
+	    "send each MSG, or one message per stdin line (-0: NUL records; --raw: all of stdin)",
 	    "Sends each MSG as one message. Without MSG, reads stdin: one message per\n"
 	    "line (the newline is not part of it; a last line without newline counts),\n"
 	    "or with -0 one message per NUL-terminated record, or with --raw all of\n"
@@ -43,6 +48,7 @@ const cli_cmd cli_cmds[] = {
 	    "  --try         do not wait for room: FULL (exit 4) at once\n"
 	    "Without --timeout or --try a send waits for room forever.\n" },
 	{ "recv", cli_cmd_recv, true, "recv NAME [-n N | --follow] [-0] [--json]",
+	    "receive and print one message, N messages, or until the channel closes",
 	    "Receives one message (or N, or until the channel closes) and prints each\n"
 	    "payload followed by a newline.\n"
 	    "  -n, --count N  exit 0 after N messages\n"
@@ -52,28 +58,34 @@ const cli_cmd cli_cmds[] = {
 	    "Without --timeout it waits forever; with -n, --timeout bounds the whole\n"
 	    "command, with --follow the wait for each next message.\n" },
 	{ "try-recv", cli_cmd_try_recv, true, "try-recv NAME [-0] [--json]",
+	    "receive one message without waiting (EMPTY: exit 3)",
 	    "Receives one message without waiting: EMPTY (exit 3) or CLOSED (exit 5) at once.\n" },
 	{ "recv-any", cli_cmd_recv_any, true, "recv-any NAME... [-0] [--json]",
+	    "receive the first message of any channel; prints NAME<TAB>payload",
 	    "Receives the first message from any of the channels and prints\n"
 	    "\"NAME<TAB>payload\" and a newline (-0: NUL).\n" },
 	{ "close", cli_cmd_close, false, "close NAME",
+	    "close a channel (end of stream)",
 	    "Closes the channel: receivers drain it, then get CLOSED; sends get CLOSED.\n" },
 	{ "delete", cli_cmd_delete, false, "delete NAME",
+	    "delete a channel and its messages",
 	    "Removes the channel and its messages; its waiters get NOT_FOUND.\n" },
 	{ "stat", cli_cmd_stat, false, "stat NAME",
+	    "one channel's numbers (key: value lines)",
 	    "One \"key: value\" line per field: name, capacity, depth, bytes, closed,\n"
 	    "receiver_attached, receiver_pid, senders, blocked_senders, blocked_receivers,\n"
 	    "total_sent, total_received, total_dropped, in_flight, total_redelivered.\n" },
 	{ "counter", cli_cmd_counter, false,
 	    "counter add NAME [DELTA] | get NAME | set NAME V | cas NAME EXPECTED NEW |\n"
 	    "            wait NAME OP VALUE | list | delete NAME",
+	    "shared counters; cas exits 1 when it did not swap",
 	    "Shared i64 counters. Each prints one value: add the new value (DELTA\n"
 	    "defaults to 1), get the value, set the old value, wait the value that\n"
 	    "satisfied the condition, cas the current value after the attempt.\n"
 	    "cas exits 0 when it swapped and 1 when it did not.\n"
 	    "OP is one of == != < <= > >= (or eq ne lt le gt ge). list prints\n"
 	    "\"NAME<TAB>VALUE\" lines. Negative numbers are taken as numbers.\n" },
-	{ NULL, NULL, false, NULL, NULL },
+	{ NULL, NULL, false, NULL, NULL, NULL },
 };
 
 static void
@@ -84,7 +96,7 @@ cli_main_help(FILE *f)
 	fprintf(f, "Usage: chan [--url URL] [--timeout DUR] [--json] COMMAND [ARGS]\n\n"
 	           "Talks to chand: named MPSC channels and shared counters.\n\nCommands:\n");
 	for (c = cli_cmds; c->name != NULL; c++) {
-		fprintf(f, "  %s\n", c->synopsis);
+		fprintf(f, "  %s\n      %s\n", c->synopsis, c->summary);
 	}
 	fprintf(f, "\n" CLI_GLOBAL_OPTS
 	           "\n'chan COMMAND --help' or 'chan help COMMAND' describes a command; see chan(1).\n"
