@@ -264,7 +264,7 @@ chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeo
     nng_msg **answer)
 {
 	nng_aio    *aio;
-	nng_msg    *m;
+	nng_msg    *m = NULL;
 	chan_status s;
 	int         rv;
 	int         resets = 0;
