@@ -391,6 +391,11 @@ print_resources(void)
 	    "| %ld / %ld |\n", idle_chand.rss_before_kb,
 	    idle_chand.rss_after_kb, idle_redis.rss_before_kb,
 	    idle_redis.rss_after_kb);
+	printf("| CPU s (wall s) to process the %d hang-ups | %.2f (%.1f) | "
+	    "%.2f (%.1f) |\n", idle_chand.receivers > 0 ?
+	    idle_chand.receivers : idle_redis.receivers,
+	    idle_chand.close_cpu_s, idle_chand.close_wall_s,
+	    idle_redis.close_cpu_s, idle_redis.close_wall_s);
 	if (idle_chand.answered > 0)
 		printf("\nwarning: %d chand receivers were answered during "
 		    "the idle window (not parked)\n", idle_chand.answered);

@@ -21,6 +21,8 @@ typedef struct bench_idle {
 	double cpu_pct;
 	long   rss_before_kb;
 	long   rss_after_kb;
+	double close_cpu_s;  /* daemon CPU spent once all receivers hung up */
+	double close_wall_s; /* and until its CPU time stopped growing */
 	char   err[300];
 } bench_idle;
 
