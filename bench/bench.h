@@ -118,6 +118,8 @@ pid_t bench_spawn(char *const argv[], int in_fd, int out_fd,
     const char *errpath);
 /* Waits for pid; returns its exit status (-1 on error, 128+sig). */
 int   bench_wait(pid_t pid);
+/* As bench_wait, but stops it and returns -2 after timeout_ms. */
+int   bench_wait_for(pid_t pid, int timeout_ms);
 /* SIGTERM, then SIGKILL after timeout_ms; forgets the pid. */
 void  bench_stop(pid_t pid, int timeout_ms);
 /* Remembers a path to unlink at exit (temp files, sockets). */

@@ -193,6 +193,28 @@ bench_wait(pid_t pid)
 	return (128 + WTERMSIG(st));
 }
 
+int
+bench_wait_for(pid_t pid, int timeout_ms)
+{
+	int st;
+
+	for (int t = 0; t <= timeout_ms / 10; t++) {
+		pid_t w = waitpid(pid, &st, WNOHANG);
+
+		if (w == pid) {
+			forget(pid);
+			if (WIFEXITED(st))
+				return (WEXITSTATUS(st));
+			return (128 + WTERMSIG(st));
+		}
+		if (w < 0 && errno != EINTR)
+			return (-1);
+		bench_sleep_ns(10 * 1000 * 1000);
+	}
+	bench_stop(pid, 2000);
+	return (-2);
+}
+
 void
 bench_stop(pid_t pid, int timeout_ms)
 {

@@ -127,7 +127,11 @@ bench_script_chand(const bench_opts *o, size_t size, size_t lines,
 		prod = bench_spawn(pargv, in, -1, NULL);
 	}
 	pst = prod > 0 ? bench_wait(prod) : -1;
-	cst = cons > 0 ? bench_wait(cons) : -1;
+	/* A consumer that will never see all lines must not hang the run:
+	 * stop it at once when the producer failed, else after 60 s. */
+	if (cons > 0 && pst != 0)
+		bench_stop(cons, 2000);
+	cst = cons > 0 ? (pst != 0 ? -1 : bench_wait_for(cons, 60000)) : -1;
 	pthread_join(rd.th, NULL);
 	if (pst != 0 || cst != 0 || rd.lines != lines)
 		bench_result_fail(r, "chan send exit %d, chan recv exit %d, "
