@@ -99,7 +99,7 @@ chd_chan_name(const chd_chan *ch)
 	return (ch->name);
 }
 
-/* ---- lookup and lifetime -------------------------------------------------- */
+/* ---- lookup and lifetime ------------------------------------------------ */
 
 static chd_chan *
 chan_lookup(chd_shard *sh, const char *name)
@@ -283,7 +283,7 @@ chd_chan_totals(chd_shard *sh, uint64_t *msgs, uint64_t *bytes)
 	}
 }
 
-/* ---- receivers and senders queues ------------------------------------------ */
+/* ---- receivers and senders queues --------------------------------------- */
 
 static bool
 chan_attached(const chd_chan *ch)
@@ -397,7 +397,7 @@ task_finish(chd_task *t)
 	}
 }
 
-/* ---- the queue ---------------------------------------------------------------- */
+/* ---- the queue ---------------------------------------------------------- */
 
 /* All-or-nothing: allocates every message before linking any. */
 static chan_status
@@ -673,7 +673,7 @@ chan_close(chd_shard *sh, chd_chan *ch)
 	chan_pump(sh, ch);
 }
 
-/* ---- custody --------------------------------------------------------------- */
+/* ---- custody ------------------------------------------------------------ */
 
 void
 chd_chan_confirm(chd_shard *sh, uint64_t id)
@@ -835,7 +835,7 @@ lease_take(chd_chan *ch, uint64_t seq)
 	return (NULL);
 }
 
-/* ---- connection gone --------------------------------------------------------- */
+/* ---- connection gone ---------------------------------------------------- */
 
 static void
 sender_drop(chd_shard *sh, chd_chan *ch, chd_sender **pp)
@@ -945,7 +945,7 @@ chd_task_abort(chd_task *t, chan_status st, const char *msg)
 	task_finish(t);
 }
 
-/* ---- timers ------------------------------------------------------------------- */
+/* ---- timers ------------------------------------------------------------- */
 
 static void
 recv_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -975,7 +975,7 @@ send_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	chan_pump(sh, ch);
 }
 
-/* ---- ops ---------------------------------------------------------------------- */
+/* ---- ops ---------------------------------------------------------------- */
 
 static chd_task *
 task_new(chd_shard *sh, chd_req *r, enum chd_task_kind kind)

@@ -41,7 +41,7 @@ typedef struct chd_op_desc {
 	                       * from the cache (idem.c) */
 } chd_op_desc;
 
-/* ---- field checks -------------------------------------------------------- */
+/* ---- field checks ------------------------------------------------------- */
 
 static bool
 check_timeout(bool has, int64_t t, chan_status *st, char *err, size_t len)
@@ -187,7 +187,7 @@ v_counter_wait(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
 	return (check_timeout(w->has_timeout_ms, w->timeout_ms, st, err, len));
 }
 
-/* ---- the table -------------------------------------------------------------- */
+/* ---- the table ---------------------------------------------------------- */
 
 #define KEY_FN(field)                                                      \
 	static const char *key_##field(const Chan__V1__Request *m)         \
@@ -280,7 +280,7 @@ op_lookup(const Chan__V1__Request *m)
 	return (&chd_ops[c]);
 }
 
-/* ---- lifecycle ------------------------------------------------------------- */
+/* ---- lifecycle ---------------------------------------------------------- */
 
 static pthread_once_t chd_evthread_once = PTHREAD_ONCE_INIT;
 
@@ -334,7 +334,7 @@ chd_engine_start(const chd_engine_opts *opts, chd_engine **out)
 	}
 	e->opts = *opts;
 	e->start_ms = chl_now_mono_ms();
-	pthread_mutex_init(&e->conn_mtx, NULL);
+	pthread_rwlock_init(&e->conn_lock, NULL);
 	pthread_mutex_init(&e->sd_mtx, NULL);
 	pthread_cond_init(&e->sd_cv, NULL);
 	for (e->n = 0; e->n < opts->workers; e->n++) {
@@ -428,14 +428,14 @@ chd_engine_free(chd_engine *e)
 	chd_htab_fini(&e->conns);
 	free(e->tombs);
 	chd_idem_free(e->idem);
-	pthread_mutex_destroy(&e->conn_mtx);
+	pthread_rwlock_destroy(&e->conn_lock);
 	pthread_mutex_destroy(&e->sd_mtx);
 	pthread_cond_destroy(&e->sd_cv);
 	free(e->shards);
 	free(e);
 }
 
-/* ---- connections ---------------------------------------------------------------- */
+/* ---- connections -------------------------------------------------------- */
 
 /*
  * Open connections (pid for stat) and tombstones of recently closed ones.
@@ -468,7 +468,7 @@ chd_engine_conn_open(chd_engine *e, uint32_t conn, int pid)
 {
 	chd_conn *c;
 
-	pthread_mutex_lock(&e->conn_mtx);
+	pthread_rwlock_wrlock(&e->conn_lock);
 	if ((c = conn_find(e, conn)) == NULL &&
 	    (c = calloc(1, sizeof(*c))) != NULL) {
 		c->id = conn;
@@ -483,7 +483,7 @@ chd_engine_conn_open(chd_engine *e, uint32_t conn, int pid)
 			atomic_fetch_add(&e->connections, 1);
 		}
 	}
-	pthread_mutex_unlock(&e->conn_mtx);
+	pthread_rwlock_unlock(&e->conn_lock);
 }
 
 static void
@@ -498,7 +498,7 @@ chd_shard_post_conn_close(chd_shard *sh, uint32_t conn)
 	(void) chd_shard_post(sh, conn_close_job, (void *) (uintptr_t) conn);
 }
 
-/* Under conn_mtx: records the tombstone, evicting the oldest one. */
+/* Under conn_lock (write): records the tombstone, evicts the oldest. */
 static void
 conn_tomb(chd_engine *e, chd_conn *c)
 {
@@ -524,7 +524,7 @@ chd_engine_conn_close(chd_engine *e, uint32_t conn)
 
 	/* Tombstone first: a request of this connection still on its way
 	 * to a shard then refuses to park (nothing would clean it up). */
-	pthread_mutex_lock(&e->conn_mtx);
+	pthread_rwlock_wrlock(&e->conn_lock);
 	if ((c = conn_find(e, conn)) == NULL &&
 	    (c = calloc(1, sizeof(*c))) != NULL) {
 		c->id = conn;
@@ -537,7 +537,7 @@ chd_engine_conn_close(chd_engine *e, uint32_t conn)
 		atomic_fetch_sub(&e->connections, 1);
 		conn_tomb(e, c);
 	}
-	pthread_mutex_unlock(&e->conn_mtx);
+	pthread_rwlock_unlock(&e->conn_lock);
 	for (int i = 0; i < e->n; i++) {
 		while (chd_shard_post(e->shards[i], conn_close_job,
 		    (void *) (uintptr_t) conn) != 0) {
@@ -553,11 +553,11 @@ chd_engine_conn_pid(chd_engine *e, uint32_t conn)
 	chd_conn *c;
 	int       pid = 0;
 
-	pthread_mutex_lock(&e->conn_mtx);
+	pthread_rwlock_rdlock(&e->conn_lock);
 	if ((c = conn_find(e, conn)) != NULL && !c->closed) {
 		pid = c->pid;
 	}
-	pthread_mutex_unlock(&e->conn_mtx);
+	pthread_rwlock_unlock(&e->conn_lock);
 	return (pid);
 }
 
@@ -567,13 +567,13 @@ chd_engine_conn_alive(chd_engine *e, uint32_t conn)
 	chd_conn *c;
 	bool      alive;
 
-	pthread_mutex_lock(&e->conn_mtx);
+	pthread_rwlock_rdlock(&e->conn_lock);
 	alive = (c = conn_find(e, conn)) == NULL || !c->closed;
-	pthread_mutex_unlock(&e->conn_mtx);
+	pthread_rwlock_unlock(&e->conn_lock);
 	return (alive);
 }
 
-/* ---- requests -------------------------------------------------------------------- */
+/* ---- requests ----------------------------------------------------------- */
 
 typedef struct chd_confirms {
 	size_t   n;

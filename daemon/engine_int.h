@@ -29,7 +29,7 @@ typedef struct chd_task  chd_task;
 typedef struct chd_any   chd_any;
 typedef struct chd_idem  chd_idem;
 
-/* ---- small intrusive hash table (hash computed by the caller) ---------- */
+/* ---- small intrusive hash table (hash computed by the caller) ----------- */
 
 typedef struct chd_hnode {
 	struct chd_hnode *hnext;
@@ -72,7 +72,7 @@ void  chd_reply_err(chd_engine *e, chd_req *r, chan_status st,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void  chd_reply_empty(chd_engine *e, chd_req *r);
 
-/* ---- shards and their mailboxes ------------------------------------------ */
+/* ---- shards and their mailboxes ----------------------------------------- */
 
 typedef void (*chd_job_fn)(chd_shard *sh, void *arg);
 
@@ -166,7 +166,7 @@ struct chd_engine {
 	atomic_uint_least64_t connections;
 	atomic_uint_least64_t held_bytes; /* payload queued + in custody */
 	int64_t           start_ms;
-	pthread_mutex_t   conn_mtx;   /* guards conns */
+	pthread_rwlock_t  conn_lock;  /* guards conns (parks read it) */
 	chd_htab          conns;      /* conn -> pid, closed tombstones */
 	uint32_t         *tombs;      /* ring of recently closed conns */
 	size_t            tomb_next, tomb_used;
@@ -222,7 +222,7 @@ int  chd_engine_conn_pid(chd_engine *e, uint32_t conn);
  * register anything, nobody would clean it up. Unknown conns are alive. */
 bool chd_engine_conn_alive(chd_engine *e, uint32_t conn);
 
-/* ---- channels (channel.c) ------------------------------------------------ */
+/* ---- channels (channel.c) ----------------------------------------------- */
 
 /* Shard-side handlers: run on the owner shard with a validated request. */
 void chd_op_create(chd_shard *sh, chd_req *r);
@@ -264,7 +264,7 @@ void     chd_chan_pump(chd_shard *sh, chd_chan *ch);
 void     chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r,
     uint32_t conn, uint32_t max, uint64_t lease_ms);
 
-/* ---- recv_any (recv_any.c) ------------------------------------------------ */
+/* ---- recv_any (recv_any.c) ---------------------------------------------- */
 
 void chd_any_submit(chd_engine *e, chd_req *r);
 /* The channel part of a registration ends: message, closed, deleted. */
@@ -273,7 +273,7 @@ void chd_any_chan_closed(chd_task *t);        /* closed and drained */
 void chd_any_fail(chd_task *t, chan_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* ---- counters (counter_ops.c) -------------------------------------------- */
+/* ---- counters (counter_ops.c) ------------------------------------------- */
 
 void chd_op_counter_add(chd_shard *sh, chd_req *r);
 void chd_op_counter_get(chd_shard *sh, chd_req *r);
@@ -283,7 +283,7 @@ void chd_op_counter_wait(chd_shard *sh, chd_req *r);
 void chd_op_counter_delete(chd_shard *sh, chd_req *r);
 void chd_counter_wake(chd_counter_waiter *w, chan_status st, int64_t value);
 
-/* ---- fan-out (info.c) ----------------------------------------------------- */
+/* ---- fan-out (info.c) --------------------------------------------------- */
 
 void chd_info_list(chd_engine *e, chd_req *r);
 void chd_info_stats(chd_engine *e, chd_req *r);
@@ -291,7 +291,7 @@ void chd_info_counter_list(chd_engine *e, chd_req *r);
 void chd_info_hello(chd_engine *e, chd_req *r);
 void chd_info_ping(chd_engine *e, chd_req *r);
 
-/* ---- idempotent requests (idem.c) ---------------------------------------- */
+/* ---- idempotent requests (idem.c) --------------------------------------- */
 
 chd_idem *chd_idem_new(void);
 void      chd_idem_free(chd_idem *t);

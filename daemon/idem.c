@@ -12,7 +12,8 @@
  * dropped from the cache once those messages are confirmed or given back,
  * so a retry after a lost connection receives them afresh.
  *
- * One mutex guards the table; the critical sections are a few lookups.
+ * The table is striped by client, one mutex per stripe; the critical
+ * sections are a few lookups.
  */
 #include "engine_int.h"
 
@@ -20,7 +21,8 @@
 #include <string.h>
 
 #define CHD_IDEM_KEEP    128  /* answers remembered per client */
-#define CHD_IDEM_CLIENTS 1024 /* clients remembered (LRU) */
+#define CHD_IDEM_STRIPES 16   /* independent locks, by client */
+#define CHD_IDEM_CLIENTS 64   /* clients remembered per stripe (LRU) */
 
 typedef struct chd_idem_call chd_idem_call;
 
@@ -47,12 +49,25 @@ struct chd_idem_call {
 	uint64_t    client, id;
 };
 
-struct chd_idem {
+typedef struct chd_idem_stripe {
 	pthread_mutex_t  mtx;
 	chd_htab         clients;
 	chd_idem_client *head, *tail;
 	size_t           n;
+} chd_idem_stripe;
+
+/* Striped by client so clients never contend on one lock. */
+struct chd_idem {
+	chd_idem_stripe s[CHD_IDEM_STRIPES];
 };
+
+static chd_idem_stripe *
+stripe_of(chd_idem *t, uint64_t client)
+{
+	/* Client ids are random; mix anyway in case one is not. */
+	return (&t->s[(client ^ (client >> 29) ^ (client >> 47)) %
+	    CHD_IDEM_STRIPES]);
+}
 
 /* Set while a shard answers the tasks of a closed connection. */
 static _Thread_local bool conn_closing;
@@ -71,11 +86,17 @@ chd_idem_new(void)
 	if (t == NULL) {
 		return (NULL);
 	}
-	if (chd_htab_init(&t->clients) != 0) {
-		free(t);
-		return (NULL);
+	for (int i = 0; i < CHD_IDEM_STRIPES; i++) {
+		if (chd_htab_init(&t->s[i].clients) != 0) {
+			while (--i >= 0) {
+				chd_htab_fini(&t->s[i].clients);
+				pthread_mutex_destroy(&t->s[i].mtx);
+			}
+			free(t);
+			return (NULL);
+		}
+		pthread_mutex_init(&t->s[i].mtx, NULL);
 	}
-	pthread_mutex_init(&t->mtx, NULL);
 	return (t);
 }
 
@@ -87,7 +108,7 @@ entry_clear(chd_idem_entry *ent)
 }
 
 static void
-client_unlink(chd_idem *t, chd_idem_client *c)
+client_unlink(chd_idem_stripe *t, chd_idem_client *c)
 {
 	if (c->prev != NULL) {
 		c->prev->next = c->next;
@@ -103,7 +124,7 @@ client_unlink(chd_idem *t, chd_idem_client *c)
 }
 
 static void
-client_free(chd_idem *t, chd_idem_client *c)
+client_free(chd_idem_stripe *t, chd_idem_client *c)
 {
 	client_unlink(t, c);
 	chd_htab_remove(&t->clients, &c->hn);
@@ -120,16 +141,19 @@ chd_idem_free(chd_idem *t)
 	if (t == NULL) {
 		return;
 	}
-	while (t->head != NULL) {
-		client_free(t, t->head);
+	for (int i = 0; i < CHD_IDEM_STRIPES; i++) {
+		chd_idem_stripe *st = &t->s[i];
+		while (st->head != NULL) {
+			client_free(st, st->head);
+		}
+		chd_htab_fini(&st->clients);
+		pthread_mutex_destroy(&st->mtx);
 	}
-	chd_htab_fini(&t->clients);
-	pthread_mutex_destroy(&t->mtx);
 	free(t);
 }
 
 static chd_idem_client *
-client_find(chd_idem *t, uint64_t client)
+client_find(chd_idem_stripe *t, uint64_t client)
 {
 	chd_hnode *n = NULL;
 
@@ -142,7 +166,7 @@ client_find(chd_idem *t, uint64_t client)
 }
 
 static chd_idem_entry *
-entry_find(chd_idem *t, uint64_t client, uint64_t id)
+entry_find(chd_idem_stripe *t, uint64_t client, uint64_t id)
 {
 	chd_idem_client *c = client_find(t, client);
 	chd_idem_entry  *ent;
@@ -155,7 +179,7 @@ entry_find(chd_idem *t, uint64_t client, uint64_t id)
 }
 
 static chd_idem_client *
-client_get(chd_idem *t, uint64_t client)
+client_get(chd_idem_stripe *t, uint64_t client)
 {
 	chd_idem_client *c = client_find(t, client);
 
@@ -253,14 +277,14 @@ post_reown(chd_engine *e, uint64_t delivery, uint32_t conn)
 chd_req *
 chd_idem_begin(chd_engine *e, chd_req *r)
 {
-	chd_idem        *t = e->idem;
 	uint64_t         client = r->msg->client, id = r->msg->id;
+	chd_idem_stripe *t = stripe_of(e->idem, client);
 	chd_idem_client *c;
 	chd_idem_entry  *ent;
 	chd_idem_call   *call;
 	chd_req         *old;
 
-	if (t == NULL || (call = calloc(1, sizeof(*call))) == NULL) {
+	if ((call = calloc(1, sizeof(*call))) == NULL) {
 		return (r); /* no memory: served without the cache */
 	}
 	pthread_mutex_lock(&t->mtx);
@@ -346,7 +370,7 @@ idem_reply(chd_req *inner, const Chan__V1__Response *resp)
 {
 	chd_idem_call  *call = inner->owner;
 	chd_engine     *e = call->e;
-	chd_idem       *t = e->idem;
+	chd_idem_stripe *t = stripe_of(e->idem, call->client);
 	chd_idem_entry *ent;
 	chd_req        *outer;
 	uint8_t        *buf = NULL;
@@ -394,12 +418,13 @@ idem_reply(chd_req *inner, const Chan__V1__Response *resp)
 void
 chd_idem_forget_delivery(chd_engine *e, uint64_t client, uint64_t delivery)
 {
-	chd_idem        *t = e->idem;
+	chd_idem_stripe *t;
 	chd_idem_client *c;
 
-	if (t == NULL || client == 0) {
+	if (e->idem == NULL || client == 0) {
 		return;
 	}
+	t = stripe_of(e->idem, client);
 	pthread_mutex_lock(&t->mtx);
 	if ((c = client_find(t, client)) != NULL) {
 		for (int i = 0; i < CHD_IDEM_KEEP; i++) {

@@ -104,7 +104,7 @@ gather_oom(gather *g)
 	return (false);
 }
 
-/* ---- list ------------------------------------------------------------------ */
+/* ---- list --------------------------------------------------------------- */
 
 static void
 list_visit(void *arg, chd_chan *ch)
@@ -190,7 +190,7 @@ chd_info_list(chd_engine *e, chd_req *r)
 	gather_start(e, r, list_each, list_done);
 }
 
-/* ---- counter list ------------------------------------------------------------- */
+/* ---- counter list ------------------------------------------------------- */
 
 static void
 ctr_visit(void *arg, const char *name, int64_t value)
@@ -273,7 +273,7 @@ chd_info_counter_list(chd_engine *e, chd_req *r)
 	gather_start(e, r, ctr_each, ctr_done);
 }
 
-/* ---- stats ------------------------------------------------------------------- */
+/* ---- stats -------------------------------------------------------------- */
 
 static void
 stats_each(chd_shard *sh, gather_slot *s)
@@ -319,7 +319,7 @@ chd_info_stats(chd_engine *e, chd_req *r)
 	gather_start(e, r, stats_each, stats_done);
 }
 
-/* ---- no shard ------------------------------------------------------------------ */
+/* ---- no shard ----------------------------------------------------------- */
 
 void
 chd_info_hello(chd_engine *e, chd_req *r)

@@ -14,7 +14,7 @@
 
 #include <event2/thread.h>
 
-/* ---- hash table ---------------------------------------------------------- */
+/* ---- hash table --------------------------------------------------------- */
 
 int
 chd_htab_init(chd_htab *t)
@@ -125,7 +125,7 @@ chd_shard_for_counter(chd_engine *e, const char *name)
 	return (e->shards[(chd_hash_name('k', name) >> 32) % (uint64_t) e->n]);
 }
 
-/* ---- answers ------------------------------------------------------------- */
+/* ---- answers ------------------------------------------------------------ */
 
 struct chd_ablk {
 	chd_ablk *next;
@@ -215,7 +215,7 @@ chd_reply_empty(chd_engine *e, chd_req *r)
 	chd_resp_send(e, r, &a, CHAN_OK);
 }
 
-/* ---- connections seen --------------------------------------------------------- */
+/* ---- connections seen --------------------------------------------------- */
 
 typedef struct chd_seen {
 	chd_hnode hn; /* hash = conn */
@@ -279,7 +279,7 @@ seen_free_all(chd_shard *sh)
 	chd_htab_fini(&sh->conns_seen);
 }
 
-/* ---- parked tasks --------------------------------------------------------- */
+/* ---- parked tasks ------------------------------------------------------- */
 
 void
 chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
@@ -328,7 +328,7 @@ chd_task_unpark(chd_task *t)
 	t->parked = false;
 }
 
-/* ---- the shard thread ------------------------------------------------------ */
+/* ---- the shard thread --------------------------------------------------- */
 
 static void
 chd_shard_run_jobs(chd_shard *sh)

@@ -186,7 +186,7 @@ teardown(void)
 	all = NULL;
 }
 
-/* ---- request builders ---------------------------------------------------- */
+/* ---- request builders --------------------------------------------------- */
 
 static treq *
 r_create(uint32_t conn, const char *name, int64_t cap)
@@ -459,7 +459,7 @@ r_cwait(uint32_t conn, const char *name, int op, int64_t v, int64_t timeout)
 	return (submit(conn, &m));
 }
 
-/* ---- assertions helpers --------------------------------------------------- */
+/* ---- assertions helpers ------------------------------------------------- */
 
 static void
 expect_status(treq *t, chan_status st)
@@ -546,7 +546,7 @@ now_ms(void)
 	return (chl_now_mono_ms());
 }
 
-/* ---- capacities, FIFO, try ------------------------------------------------- */
+/* ---- capacities, FIFO, try ---------------------------------------------- */
 
 START_TEST(test_unbounded_fifo_seq_and_time)
 {
@@ -796,7 +796,7 @@ START_TEST(test_memory_limit_resource_exhausted)
 }
 END_TEST
 
-/* ---- close, senders, receivers ------------------------------------------- */
+/* ---- close, senders, receivers ------------------------------------------ */
 
 START_TEST(test_close_drains_then_closed)
 {
@@ -988,7 +988,7 @@ START_TEST(test_handles_are_checked)
 }
 END_TEST
 
-/* ---- recv_any, delete, shutdown ------------------------------------------- */
+/* ---- recv_any, delete, shutdown ----------------------------------------- */
 
 /* Two channel names owned by different shards. */
 static void
@@ -1130,7 +1130,7 @@ START_TEST(test_shutdown_wakes_everyone)
 }
 END_TEST
 
-/* ---- counters ---------------------------------------------------------------- */
+/* ---- counters ----------------------------------------------------------- */
 
 START_TEST(test_counter_basic_ops)
 {
@@ -1240,7 +1240,7 @@ START_TEST(test_counter_list_fans_out)
 }
 END_TEST
 
-/* ---- validation ------------------------------------------------------------ */
+/* ---- validation --------------------------------------------------------- */
 
 START_TEST(test_invalid_names)
 {
@@ -1305,7 +1305,7 @@ START_TEST(test_bad_fields_invalid_argument)
 }
 END_TEST
 
-/* ---- custody ------------------------------------------------------------------ */
+/* ---- custody ------------------------------------------------------------ */
 
 START_TEST(test_custody_unconfirmed_goes_back_redelivered)
 {
@@ -1361,7 +1361,7 @@ START_TEST(test_custody_confirmed_is_gone)
 }
 END_TEST
 
-/* ---- idempotent requests ---------------------------------------------------- */
+/* ---- idempotent requests ------------------------------------------------ */
 
 START_TEST(test_idem_repeat_gets_first_answer)
 {
@@ -1474,7 +1474,7 @@ START_TEST(test_idem_replay_on_new_conn_moves_custody)
 }
 END_TEST
 
-/* ---- ack mode ------------------------------------------------------------------ */
+/* ---- ack mode ----------------------------------------------------------- */
 
 START_TEST(test_ack_mode_leased_counts_against_capacity)
 {
@@ -1542,7 +1542,7 @@ START_TEST(test_ack_mode_conn_close_gives_back)
 }
 END_TEST
 
-/* ---- introspection ------------------------------------------------------------- */
+/* ---- introspection ------------------------------------------------------ */
 
 START_TEST(test_stat_list_stats_hello_ping)
 {
@@ -1586,7 +1586,7 @@ START_TEST(test_stat_list_stats_hello_ping)
 }
 END_TEST
 
-/* ---- scale ----------------------------------------------------------------------- */
+/* ---- scale -------------------------------------------------------------- */
 
 #define NPARKED 10000
 
