@@ -533,8 +533,69 @@ t_shutdown() {
 	check "[ $BG_RC -eq 13 ]" "counter wait at shutdown exits 13 (got $BG_RC)"
 }
 
+# ---- chand's own command line ----------------------------------------------------
+# wait_ping URL: until chand answers there (or 10 s, scaled); RC of the last try.
+wait_ping() {
+	local i
+	for ((i = 0; i < 200 * SLOW; i++)); do
+		run "$CHAN" --url "$1" ping
+		[ "$RC" -eq 0 ] && return 0
+		sleep 0.05
+	done
+}
+
+t_chand_cmdline() {
+	local o dir pid
+	run "$CHAND" --help
+	expect_rc 0 "chand --help"
+	cat "$ERR_FILE" >>"$OUT_FILE"
+	for o in --listen --config --workers --max-message-size --no-auto-create; do
+		expect_out_has "$o" "chand --help lists $o"
+	done
+	run "$CHAND" --listen "bogus://nowhere"
+	expect_rc 1 "chand on a URL it cannot listen on"
+	check "[ -s $ERR_FILE ]" "chand says why it cannot listen"
+	: >"$WORK/plainfile"
+	run "$CHAND" --listen "ipc://$WORK/plainfile/s.sock"
+	expect_rc 1 "chand on an ipc path under a regular file"
+	run "$CHAND" --no-such-option
+	check "[ $RC -ne 0 ] && [ $RC -ne 124 ]" "chand rejects an unknown option (exit $RC)"
+
+	# Every option has a config-file key.
+	dir=$(mktemp -d "$WORK/conf-XXXXXX")
+	cat >"$dir/chand.conf" <<-EOF
+		listen = ipc://$dir/c.sock
+		workers = 3
+		max-message-size = 1024
+		auto-create = no
+	EOF
+	"$CHAND" --config "$dir/chand.conf" </dev/null >"$dir/log" 2>&1 &
+	pid=$!
+	BG_PIDS+=("$pid")
+	wait_ping "ipc://$dir/c.sock"
+	expect_rc 0 "chand --config: listens where the file says"
+	run "$CHAN" --url "ipc://$dir/c.sock" send nope x
+	expect_rc 6 "config auto-create = no"
+	run "$CHAN" --url "ipc://$dir/c.sock" create yes
+	run "$CHAN" --url "ipc://$dir/c.sock" send yes "$(head -c 1025 /dev/zero | tr '\0' x)"
+	expect_rc 9 "config max-message-size = 1024"
+	# SIGINT stops it cleanly too (as from a terminal: SIGINT not ignored).
+	kill -TERM "$pid"
+	wait_bg "$pid" 5
+	check "[ $BG_RC -eq 0 ]" "chand --config exits 0 on SIGTERM (got $BG_RC)"
+
+	env --default-signal=INT "$CHAND" --listen "ipc://$dir/i.sock" </dev/null >"$dir/log2" 2>&1 &
+	pid=$!
+	BG_PIDS+=("$pid")
+	wait_ping "ipc://$dir/i.sock"
+	kill -INT "$pid"
+	wait_bg "$pid" 5
+	check "[ $BG_RC -eq 0 ]" "chand exits 0 on SIGINT (got $BG_RC)"
+}
+
 t_no_daemon
 t_help_usage
+t_chand_cmdline
 start_chand --workers 2
 t_ping_stats_list
 t_create
