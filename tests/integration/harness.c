@@ -1,9 +1,13 @@
 /* harness.c - start, probe and stop a real chand for integration tests. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* nftw */
+#endif
 #include "harness.h"
 
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +27,53 @@
 #error "CHAND_PATH must name the chand binary"
 #endif
 
-/* The daemon this process started, for the atexit safety net. */
-static chh_daemon *chh_live;
+/* Every daemon dir of this run lives in here (chh_suite_begin). */
+static char chh_base[64];
+
+static int
+chh_rm_entry(const char *path, const struct stat *sb, int flag,
+    struct FTW *ftw)
+{
+	(void) sb;
+	(void) flag;
+	(void) ftw;
+	remove(path);
+	return (0);
+}
+
+void
+chh_suite_begin(void)
+{
+	snprintf(chh_base, sizeof(chh_base), "/tmp/chan-test-XXXXXX");
+	if (mkdtemp(chh_base) == NULL) {
+		chh_base[0] = '\0'; /* fall back to /tmp itself */
+	}
+}
+
+void
+chh_suite_end(void)
+{
+	/* Dirs of tests that failed (and so skipped their cleanup) too. */
+	if (chh_base[0] != '\0') {
+		nftw(chh_base, chh_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	}
+}
+
+/* The daemons this process started, for the atexit safety net. */
+#define CHH_LIVE_MAX 8
+static chh_daemon *chh_live[CHH_LIVE_MAX];
 static bool        chh_atexit_set;
+
+static void
+chh_live_set(chh_daemon *d, bool on)
+{
+	for (int i = 0; i < CHH_LIVE_MAX; i++) {
+		if (on ? chh_live[i] == NULL : chh_live[i] == d) {
+			chh_live[i] = on ? d : NULL;
+			return;
+		}
+	}
+}
 
 int64_t
 chh_now_ms(void)
@@ -60,11 +108,14 @@ chh_rm_dir(chh_daemon *d)
 static void
 chh_atexit(void)
 {
-	if (chh_live != NULL && chh_live->pid > 0) {
-		kill(chh_live->pid, SIGKILL);
-		waitpid(chh_live->pid, NULL, 0);
-		chh_live->pid = 0;
-		chh_rm_dir(chh_live);
+	for (int i = 0; i < CHH_LIVE_MAX; i++) {
+		chh_daemon *d = chh_live[i];
+		if (d != NULL && d->pid > 0) {
+			kill(d->pid, SIGKILL);
+			waitpid(d->pid, NULL, 0);
+			d->pid = 0;
+			chh_rm_dir(d);
+		}
 	}
 }
 
@@ -130,7 +181,8 @@ chh_start(chh_daemon *d, const char *const *extra)
 	int     st;
 
 	memset(d, 0, sizeof(*d));
-	snprintf(d->dir, sizeof(d->dir), "/tmp/chan-test-XXXXXX");
+	snprintf(d->dir, sizeof(d->dir), "%s/d-XXXXXX",
+	    chh_base[0] != '\0' ? chh_base : "/tmp");
 	ck_assert_msg(mkdtemp(d->dir) != NULL, "mkdtemp: %s", strerror(errno));
 	snprintf(d->sock, sizeof(d->sock), "%s/s.sock", d->dir);
 	snprintf(d->url, sizeof(d->url), "ipc://%s", d->sock);
@@ -146,7 +198,7 @@ chh_start(chh_daemon *d, const char *const *extra)
 	if (d->pid == 0) {
 		chh_exec_chand(d, extra);
 	}
-	chh_live = d;
+	chh_live_set(d, true);
 
 	deadline = chh_now_ms() + chh_scaled_ms(10000);
 	for (;;) {
@@ -157,6 +209,7 @@ chh_start(chh_daemon *d, const char *const *extra)
 		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
 			d->pid = 0;
 			chh_dump_log(d);
+			chh_rm_dir(d);
 			ck_abort_msg("chand exited during start-up (status 0x%x)",
 			    st);
 		}
@@ -191,9 +244,7 @@ chh_kill(chh_daemon *d)
 		d->pid = 0;
 	}
 	chh_rm_dir(d);
-	if (chh_live == d) {
-		chh_live = NULL;
-	}
+	chh_live_set(d, false);
 }
 
 void

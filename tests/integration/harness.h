@@ -18,12 +18,19 @@
 #include "chan.pb-c.h"
 
 typedef struct chh_daemon {
-	char  dir[128];  /* private temp dir, removed by chh_stop/kill */
+	char  dir[128];  /* private dir, removed by chh_stop/kill */
 	char  sock[160]; /* dir/s.sock */
 	char  url[192];  /* ipc://dir/s.sock */
 	char  log[160];  /* dir/chand.log: chand's stderr and stdout */
 	pid_t pid;       /* 0 when not running */
 } chh_daemon;
+
+/*
+ * Around srunner_run_all in main: one private base dir for every daemon of
+ * the run, removed at the end with whatever failed tests left in it.
+ */
+void chh_suite_begin(void);
+void chh_suite_end(void);
 
 /*
  * Starts chand --listen <url> [--workers 2] plus extra (NULL-terminated,

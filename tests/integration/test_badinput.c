@@ -1137,8 +1137,10 @@ main(void)
 	SRunner *sr = srunner_create(badinput_suite());
 	int      failed;
 
+	chh_suite_begin();
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	chh_suite_end();
 	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
 }

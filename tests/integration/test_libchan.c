@@ -15,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1056,6 +1059,58 @@ START_TEST(client_killed_mid_recv)
 }
 END_TEST
 
+/* ---- tcp -------------------------------------------------------------------------- */
+
+/* A free local tcp port (closed again at once: a small race, retried). */
+static int
+free_tcp_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t          len = sizeof(sa);
+	int                fd, port;
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return (port);
+}
+
+START_TEST(tcp_and_ipc_together)
+{
+	chh_daemon     d2;
+	char           url[64], port[16];
+	const char    *args[] = { "--listen", url, NULL };
+	chan_client   *t = NULL, *i = NULL;
+	chan_receiver *r = NULL;
+	chan_stat_info st;
+
+	/* A second daemon listening on ipc and tcp at once. */
+	snprintf(port, sizeof(port), "%d", free_tcp_port());
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%s", port);
+	chh_start(&d2, args);
+	ck_status(chan_connect(url, &t), CHAN_OK);
+	ck_status(chan_connect(d2.url, &i), CHAN_OK);
+	send_str(t, "both", "over tcp");
+	recv_is(i, "both", "over tcp", 0);
+	/* tcp does not know the peer's pid: stat says 0 (unknown). */
+	ck_status(chan_receiver_open(t, "both", &r), CHAN_OK);
+	ck_status(chan_stat(i, "both", &st), CHAN_OK);
+	ck_assert(st.receiver_attached);
+	ck_assert_msg(st.receiver_pid == 0, "receiver pid %d over tcp, "
+	    "expected 0 (unknown)", (int) st.receiver_pid);
+	ck_status(chan_receiver_detach(r), CHAN_OK);
+	chan_disconnect(i);
+	chan_disconnect(t);
+	chh_stop(&d2);
+}
+END_TEST
+
 /* ---- shutdown -------------------------------------------------------------------- */
 
 START_TEST(shutdown_answers_waiters)
@@ -1117,6 +1172,7 @@ libchan_suite(void)
 	tcase_add_test(tc, counter_wait_across_clients);
 	tcase_add_test(tc, counter_ops);
 	tcase_add_test(tc, client_killed_mid_recv);
+	tcase_add_test(tc, tcp_and_ipc_together);
 	tcase_add_test(tc, shutdown_answers_waiters);
 	suite_add_tcase(s, tc);
 	return (s);
@@ -1135,8 +1191,10 @@ main(int argc, char **argv)
 
 	/* libchan may run threads of its own; SIGPIPE is never wanted. */
 	signal(SIGPIPE, SIG_IGN);
+	chh_suite_begin();
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	chh_suite_end();
 	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
 }
