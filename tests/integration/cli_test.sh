@@ -7,7 +7,7 @@ set -uo pipefail
 
 CHAND=${1:?usage: cli_test.sh CHAND CHAN}
 CHAN=${2:?usage: cli_test.sh CHAND CHAN}
-# shellcheck source=harness.sh
+# shellcheck source=harness.sh source-path=SCRIPTDIR
 . "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
 
 # poll_rc WANT SECONDS CMD...: runs CMD until it exits WANT (or time runs
@@ -525,12 +525,18 @@ t_shutdown() {
 	local p1=$BG_PID
 	bg "$WORK/sd2" "$CHAN" counter wait sdc '>' 100
 	local p2=$BG_PID
+	run "$CHAN" create sdfull --capacity 1
+	run "$CHAN" send sdfull x
+	bg "$WORK/sd3" "$CHAN" send sdfull y
+	local p3=$BG_PID
 	sleep 0.3
 	stop_chand
 	wait_bg "$p1" 5
 	check "[ $BG_RC -eq 13 ]" "recv waiting at shutdown exits 13 (got $BG_RC)"
 	wait_bg "$p2" 5
 	check "[ $BG_RC -eq 13 ]" "counter wait at shutdown exits 13 (got $BG_RC)"
+	wait_bg "$p3" 5
+	check "[ $BG_RC -eq 13 ]" "blocked send at shutdown exits 13 (got $BG_RC)"
 }
 
 # ---- chand's own command line ----------------------------------------------------
