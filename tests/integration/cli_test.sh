@@ -10,17 +10,23 @@ CHAN=${2:?usage: cli_test.sh CHAND CHAN}
 # shellcheck source=harness.sh source-path=SCRIPTDIR
 . "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
 
-# poll_rc WANT SECONDS CMD...: runs CMD until it exits WANT (or time runs
-# out); leaves RC and the output files of the last run.
-poll_rc() {
-	local want=$1 secs=$2 i
-	shift 2
-	for ((i = 0; i < secs * 20 * SLOW; i++)); do
-		run "$@"
-		[ "$RC" -eq "$want" ] && return 0
+# settle: time for a command just started in the background to park in
+# the daemon (scaled for sanitized builds). Where `chan stat` can see the
+# parking, tests poll instead.
+settle() {
+	sleep "$(awk "BEGIN { print 0.3 * $SLOW }")"
+}
+
+# parked_receiver NAME: waits until a background receiver is attached to
+# NAME. Polls `chan stat` (it attaches nothing, so it cannot make the
+# background receiver BUSY the way a probing recv could).
+parked_receiver() {
+	local i
+	for ((i = 0; i < 100 * SLOW; i++)); do
+		"$CHAN" stat "$1" 2>/dev/null | grep -q 'receiver_attached: true' && return 0
 		sleep 0.05
 	done
-	return 0
+	fail "no receiver attached to $1 within $((5 * SLOW)) s"
 }
 
 NAME_RULE='[A-Za-z0-9._:-]'
@@ -223,7 +229,7 @@ t_bounded() {
 	run "$CHAN" send full x
 	bg "$WORK/bsend" "$CHAN" send full y
 	local sp=$BG_PID
-	sleep 0.2
+	settle
 	check "kill -0 $sp 2>/dev/null" "send to full channel waits"
 	run "$CHAN" recv full
 	expect_out $'x\n' "recv makes room"
@@ -240,7 +246,7 @@ t_bounded() {
 	expect_rc 4 "rendezvous send --try with no receiver is FULL"
 	bg "$WORK/rvrecv" "$CHAN" recv rv
 	local rp=$BG_PID
-	sleep 0.2
+	settle
 	run "$CHAN" --timeout 5s send rv handoff
 	expect_rc 0 "rendezvous send with a waiting receiver"
 	wait_bg "$rp" 5
@@ -269,7 +275,7 @@ t_close_delete() {
 	# --follow prints until the channel closes, then exits 5.
 	bg "$WORK/follow" "$CHAN" recv f1 --follow
 	local fp=$BG_PID
-	sleep 0.2
+	settle
 	run "$CHAN" send f1 a b
 	run "$CHAN" send f1 c
 	run "$CHAN" close f1
@@ -281,9 +287,9 @@ t_close_delete() {
 	# --follow also ends on a signal, with what it got printed whole.
 	bg "$WORK/follow2" "$CHAN" recv f2 --follow
 	fp=$BG_PID
-	sleep 0.2
+	settle
 	run "$CHAN" send f2 one two
-	sleep 0.3
+	settle
 	kill -TERM "$fp" 2>/dev/null
 	wait_bg "$fp" 3
 	check "[ $BG_RC -ne 124 ]" "recv --follow ends on SIGTERM"
@@ -301,14 +307,14 @@ t_close_delete() {
 	# delete wakes a waiting receiver with NOT_FOUND.
 	bg "$WORK/delwait" "$CHAN" recv d2
 	local dp=$BG_PID
-	sleep 0.3
+	parked_receiver d2
 	run "$CHAN" delete d2
 	wait_bg "$dp" 5
 	check "[ $BG_RC -eq 6 ]" "receiver waiting on a deleted channel exits 6 (got $BG_RC)"
 	# close wakes a waiting receiver with CLOSED.
 	bg "$WORK/closewait" "$CHAN" recv d3
 	dp=$BG_PID
-	sleep 0.3
+	parked_receiver d3
 	run "$CHAN" close d3
 	wait_bg "$dp" 5
 	check "[ $BG_RC -eq 5 ]" "receiver waiting on a closed channel exits 5 (got $BG_RC)"
@@ -317,8 +323,8 @@ t_close_delete() {
 t_busy() {
 	bg "$WORK/slow" "$CHAN" recv slow
 	local sp=$BG_PID
-	# Until the background receiver is attached, try-recv sees EMPTY.
-	poll_rc 7 5 "$CHAN" try-recv slow
+	parked_receiver slow
+	run "$CHAN" try-recv slow
 	expect_rc 7 "try-recv while another receiver is attached"
 	run "$CHAN" --timeout 200ms recv slow
 	expect_rc 7 "second receiver"
@@ -369,7 +375,7 @@ t_recv_any() {
 	expect_out $'ra2\thi\n' "recv-any prints NAME<TAB>payload"
 	bg "$WORK/rany" "$CHAN" recv-any ra1 ra3
 	local rp=$BG_PID
-	sleep 0.2
+	settle
 	run "$CHAN" send ra3 later
 	wait_bg "$rp" 5
 	check "[ $BG_RC -eq 0 ]" "waiting recv-any exits 0 (got $BG_RC)"
@@ -442,7 +448,7 @@ t_counters() {
 	local w1=$BG_PID
 	bg "$WORK/cw2" "$CHAN" counter wait cw '==' 3
 	local w2=$BG_PID
-	sleep 0.3
+	settle
 	run "$CHAN" counter add cw 3
 	wait_bg "$w1" 5
 	check "[ $BG_RC -eq 0 ]" "background counter wait >= woken by add (got $BG_RC)"
@@ -523,13 +529,14 @@ t_shutdown() {
 	# Waiters are answered SHUTTING_DOWN, and chand exits 0.
 	bg "$WORK/sd1" "$CHAN" recv sd
 	local p1=$BG_PID
+	parked_receiver sd
 	bg "$WORK/sd2" "$CHAN" counter wait sdc '>' 100
 	local p2=$BG_PID
 	run "$CHAN" create sdfull --capacity 1
 	run "$CHAN" send sdfull x
 	bg "$WORK/sd3" "$CHAN" send sdfull y
 	local p3=$BG_PID
-	sleep 0.3
+	settle
 	stop_chand
 	wait_bg "$p1" 5
 	check "[ $BG_RC -eq 13 ]" "recv waiting at shutdown exits 13 (got $BG_RC)"
