@@ -595,15 +595,18 @@ t_chand_cmdline() {
 	# SIGINT stops it cleanly too (as from a terminal: SIGINT not ignored).
 	kill -TERM "$pid"
 	wait_bg "$pid" 5
-	check "[ $BG_RC -eq 0 ]" "chand --config exits 0 on SIGTERM (got $BG_RC)"
+	check "[ $BG_RC -eq 0 ]" "chand --config exits 0 on SIGTERM (got $BG_RC)" ||
+		cat "$dir/log" >&2
 
 	env --default-signal=INT "$CHAND" --listen "ipc://$dir/i.sock" </dev/null >"$dir/log2" 2>&1 &
 	pid=$!
 	BG_PIDS+=("$pid")
 	wait_ping "ipc://$dir/i.sock"
+	expect_rc 0 "chand started for the SIGINT check"
 	kill -INT "$pid"
 	wait_bg "$pid" 5
-	check "[ $BG_RC -eq 0 ]" "chand exits 0 on SIGINT (got $BG_RC)"
+	check "[ $BG_RC -eq 0 ]" "chand exits 0 on SIGINT (got $BG_RC)" ||
+		cat "$dir/log2" >&2
 }
 
 t_no_daemon
