@@ -33,6 +33,8 @@ typedef struct chd_delivery {
 	uint64_t             id;
 	uint64_t             client; /* Request.client of the recv, 0: none */
 	uint32_t             conn;
+	bool                 spent;  /* its custody grace is used up: other
+	                              * connections' recvs no longer wait */
 	chd_chan            *ch;
 	chd_msg             *head;
 	size_t               n;
@@ -65,6 +67,7 @@ enum chd_chan_kind { CHD_UNBOUNDED, CHD_BOUNDED, CHD_RENDEZVOUS };
 
 struct chd_chan {
 	chd_hnode          hn;
+	chd_shard         *sh;
 	char              *name;
 	enum chd_chan_kind kind;
 	uint64_t           cap;
@@ -83,6 +86,11 @@ struct chd_chan {
 	bool               had_senders;
 	chd_delivery      *inflight;
 	uint64_t           nin_flight, in_flight_bytes;
+	uint64_t           nunspent;   /* deliveries whose grace is not spent */
+	struct event      *grace_ev;   /* custody grace timer (lazy) */
+	bool               grace_armed;
+	uint32_t           grace_conn; /* the receivers' conn it runs for */
+	int64_t            grace_end_ms;
 	chd_lease         *leases;
 	uint64_t           nleased, leased_bytes;
 	uint64_t           total_sent, total_received, total_dropped;
@@ -127,6 +135,7 @@ chan_new(chd_shard *sh, const char *name, enum chd_chan_kind kind,
 		free(ch);
 		return (NULL);
 	}
+	ch->sh = sh;
 	ch->kind = kind;
 	ch->cap = cap;
 	ch->next_seq = 1;
@@ -178,6 +187,9 @@ delivery_unlink(chd_shard *sh, chd_delivery *d)
 	}
 	ch->nin_flight -= d->n;
 	ch->in_flight_bytes -= d->bytes;
+	if (!d->spent) {
+		ch->nunspent--;
+	}
 }
 
 /* Unlinks and frees a lease (its messages already moved or freed). */
@@ -239,6 +251,9 @@ chan_free(chd_shard *sh, chd_chan *ch)
 	for (s = ch->senders; s != NULL; s = next) {
 		next = s->next;
 		free(s);
+	}
+	if (ch->grace_ev != NULL) {
+		event_free(ch->grace_ev);
 	}
 	chd_htab_remove(&sh->chans, &ch->hn);
 	sh->nchans--;
@@ -312,11 +327,104 @@ chd_chan_closed_drained(chd_chan *ch)
 	return (ch->closed && ch->depth == 0);
 }
 
+/* ---- custody grace ------------------------------------------------------ */
+
+/*
+ * Messages in another connection's custody are older than anything still
+ * queued. If that connection dies they go back to the head; a receiver
+ * that took newer ones meanwhile would confirm them out of order. So a
+ * receiver waits (opts.custody_grace_ms at most) until that custody ends;
+ * when the grace runs out the holder's deliveries are marked spent and
+ * nobody waits for them again (a live but idle holder delays the next
+ * consumer once, not on every call). Deliveries per channel are few (one
+ * or two per consumer until its next request confirms them), so a scan is
+ * cheap, and skipped when every grace is spent.
+ */
+bool
+chd_chan_custody_gated(const chd_chan *ch, uint32_t conn)
+{
+	if (ch->nunspent == 0 || ch->sh->e->opts.custody_grace_ms == 0) {
+		return (false);
+	}
+	for (const chd_delivery *d = ch->inflight; d != NULL; d = d->cnext) {
+		if (!d->spent && d->conn != conn) {
+			return (true);
+		}
+	}
+	return (false);
+}
+
+/* The grace of the custody conn's receivers waited for is used up. */
+static void
+chan_grace_spend(chd_chan *ch, uint32_t conn)
+{
+	for (chd_delivery *d = ch->inflight; d != NULL; d = d->cnext) {
+		if (!d->spent && d->conn != conn) {
+			d->spent = true;
+			ch->nunspent--;
+		}
+	}
+}
+
+static void
+chan_grace_disarm(chd_chan *ch)
+{
+	if (ch->grace_armed) {
+		evtimer_del(ch->grace_ev);
+		ch->grace_armed = false;
+	}
+}
+
+static void
+chan_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	chd_chan *ch = arg;
+
+	ch->grace_armed = false;
+	chan_grace_spend(ch, ch->grace_conn);
+	chan_pump(ch->sh, ch);
+}
+
+/*
+ * conn's receivers wait for other connections' custody: starts the grace
+ * timer, or brings it forward for a receiver whose own timeout is shorter
+ * (cap_ms; 0: the full grace). A timer that ran for another connection's
+ * receivers starts over for these.
+ */
+static void
+chan_grace_arm(chd_chan *ch, uint32_t conn, uint32_t cap_ms)
+{
+	uint32_t       grace = ch->sh->e->opts.custody_grace_ms;
+	uint32_t       ms = cap_ms == 0 || cap_ms > grace ? grace : cap_ms;
+	int64_t        end = chl_now_mono_ms() + ms;
+	struct timeval tv;
+
+	if (ch->grace_armed && ch->grace_conn == conn &&
+	    ch->grace_end_ms <= end) {
+		return;
+	}
+	if (ch->grace_ev == NULL && (ch->grace_ev = evtimer_new(ch->sh->base,
+	    chan_grace_cb, ch)) == NULL) {
+		/* Cannot time a wait: do not wait (order at risk, never a
+		 * message). The caller pumps. */
+		chan_grace_spend(ch, conn);
+		return;
+	}
+	ch->grace_armed = true;
+	ch->grace_conn = conn;
+	ch->grace_end_ms = end;
+	(void) chd_timeval(ms, &tv);
+	evtimer_add(ch->grace_ev, &tv);
+}
+
 void
 chd_chan_add_receiver(chd_chan *ch, chd_task *t)
 {
 	if (!chan_attached(ch)) {
 		ch->rx_conn = t->conn;
+	}
+	if (chd_chan_custody_gated(ch, t->conn)) {
+		chan_grace_arm(ch, t->conn, t->grace_ms);
 	}
 	t->ch = ch;
 	t->qnext = NULL;
@@ -456,7 +564,7 @@ chan_enqueue(chd_engine *e, chd_chan *ch, const ProtobufCBinaryData *data,
 
 /* Whether a batch of n may enter the queue now (FIFO order is the caller's). */
 static bool
-chan_fits(const chd_chan *ch, uint64_t n)
+chan_fits(const chd_chan *ch, uint64_t n, bool held)
 {
 	switch (ch->kind) {
 	case CHD_UNBOUNDED:
@@ -464,8 +572,10 @@ chan_fits(const chd_chan *ch, uint64_t n)
 	case CHD_BOUNDED:
 		return (ch->depth + ch->nleased + n <= ch->cap);
 	case CHD_RENDEZVOUS:
-		/* Only straight into a waiting receiver's hands. */
-		return (ch->rhead != NULL && ch->depth + n <= ch->rhead->max);
+		/* Only straight into a waiting receiver's hands (not one
+		 * held back by another connection's custody). */
+		return (ch->rhead != NULL && !held &&
+		    ch->depth + n <= ch->rhead->max);
 	}
 	return (false);
 }
@@ -586,6 +696,7 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	d->n = n;
 	d->ch = ch;
 	d->conn = conn;
+	ch->nunspent++;
 	d->client = r->msg != NULL && r->msg->has_client ? r->msg->client : 0;
 	d->id = sh->next_delivery++ * (uint64_t) sh->e->n + (uint64_t) sh->idx;
 	d->hn.hash = d->id;
@@ -631,21 +742,35 @@ chd_chan_pump(chd_shard *sh, chd_chan *ch)
 static void
 chan_pump(chd_shard *sh, chd_chan *ch)
 {
-	bool progress = true;
+	bool progress = true, held = false;
 
 	while (progress) {
 		progress = false;
+		/* Receivers (all of one connection) wait while another
+		 * connection's custody may still come back to the head. */
+		held = ch->rhead != NULL &&
+		    chd_chan_custody_gated(ch, ch->rx_conn);
+		if (held && !(ch->grace_armed && ch->grace_conn == ch->rx_conn)) {
+			/* Custody that appeared after they queued (a replay
+			 * moved it): they get their grace too. */
+			chan_grace_arm(ch, ch->rx_conn, 0);
+			held = chd_chan_custody_gated(ch, ch->rx_conn);
+		}
 		while (ch->shead != NULL && !ch->closed &&
-		    chan_fits(ch, ch->shead->max)) {
+		    chan_fits(ch, ch->shead->max, held)) {
 			chan_admit_sender(sh, ch, ch->shead);
 			progress = true;
 		}
-		while (ch->rhead != NULL && ch->depth > 0) {
+		while (!held && ch->rhead != NULL && ch->depth > 0) {
 			chan_serve_receiver(sh, ch, ch->rhead);
 			progress = true;
 		}
 	}
-	while (ch->closed && ch->depth == 0 && ch->rhead != NULL) {
+	if (ch->grace_armed &&
+	    !chd_chan_custody_gated(ch, ch->grace_conn)) {
+		chan_grace_disarm(ch); /* the custody ended in time */
+	}
+	while (!held && ch->closed && ch->depth == 0 && ch->rhead != NULL) {
 		chd_task *t = ch->rhead;
 		if (t->kind == CHD_T_ANY) {
 			chd_any_chan_closed(t);
@@ -676,19 +801,28 @@ chan_close(chd_shard *sh, chd_chan *ch)
 /* ---- custody ------------------------------------------------------------ */
 
 void
-chd_chan_confirm(chd_shard *sh, uint64_t id)
+chd_chan_confirm(chd_shard *sh, uint64_t id, uint32_t conn, uint64_t client)
 {
 	chd_hnode *n = NULL;
 
 	while ((n = chd_htab_find(&sh->deliveries, id, n)) != NULL) {
 		chd_delivery *d = (chd_delivery *) n;
-		if (d->id == id) {
-			chd_idem_forget_delivery(sh->e, d->client, d->id);
-			delivery_unlink(sh, d);
-			msgs_free(sh->e, d->head);
-			free(d);
+		chd_chan     *ch = d->ch;
+		if (d->id != id) {
+			continue;
+		}
+		/* Only the holder confirms: its connection, or the same
+		 * client on a new one. A stale or foreign id (another
+		 * client's, one from before a restart) is ignored. */
+		if (d->conn != conn && (client == 0 || d->client != client)) {
 			return;
 		}
+		chd_idem_forget_delivery(sh->e, d->client, d->id);
+		delivery_unlink(sh, d);
+		msgs_free(sh->e, d->head);
+		free(d);
+		chan_pump(sh, ch); /* receivers may wait for this custody */
+		return;
 	}
 }
 
@@ -706,6 +840,7 @@ chd_chan_reown(chd_shard *sh, uint64_t id, uint32_t conn)
 			if (!chd_engine_conn_alive(sh->e, conn)) {
 				chd_shard_post_conn_close(sh, conn);
 			}
+			chan_pump(sh, d->ch); /* whom it holds back changed */
 			return;
 		}
 	}
@@ -864,6 +999,11 @@ chan_conn_closed_visit(void *arg, chd_chan *ch)
 			ch->rx_conn = 0;
 		}
 	}
+	if (ch->grace_armed && ch->grace_conn == conn) {
+		/* Its receivers are gone: the holder's grace is not used up,
+		 * the next consumer gets its own. */
+		chan_grace_disarm(ch);
+	}
 	for (d = ch->inflight; d != NULL; d = next) {
 		next = d->cnext;
 		if (d->conn == conn) {
@@ -947,16 +1087,37 @@ chd_task_abort(chd_task *t, chan_status st, const char *msg)
 
 /* ---- timers ------------------------------------------------------------- */
 
+/*
+ * A parked recv's time is up (or, for a try, its custody grace). Held
+ * back by another connection's custody, it has waited long enough: that
+ * custody's grace is spent and it takes what is queued, if anything.
+ */
 static void
 recv_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
-	chd_task *t = arg;
-	chd_chan *ch = t->ch;
+	chd_task  *t = arg;
+	chd_chan  *ch = t->ch;
+	chd_shard *sh = t->sh;
 
+	chd_task_unpark(t); /* ours now: a pump does not free it */
+	if (chd_chan_custody_gated(ch, t->conn)) {
+		chan_grace_spend(ch, t->conn);
+		chan_pump(sh, ch);
+		if (t->done) {
+			free(t);
+			return;
+		}
+	}
 	chd_chan_remove_receiver(ch, t);
-	chd_reply_err(t->sh->e, t->req, CHAN_TIMEOUT,
-	    "no message on channel '%s' within the timeout", ch->name);
+	if (t->trying) {
+		chd_reply_err(sh->e, t->req, CHAN_EMPTY,
+		    "channel '%s' is empty", ch->name);
+	} else {
+		chd_reply_err(sh->e, t->req, CHAN_TIMEOUT,
+		    "no message on channel '%s' within the timeout", ch->name);
+	}
 	task_finish(t);
+	free(t);
 }
 
 static void
@@ -1136,10 +1297,22 @@ chd_op_recv(chd_shard *sh, chd_req *r)
 	t->max = rv->has_max ? rv->max : 1;
 	t->receiver = handle;
 	t->lease_ms = rv->has_lease_ms ? rv->lease_ms : 0;
+	if (timeout > 0 && timeout < sh->e->opts.custody_grace_ms) {
+		t->grace_ms = (uint32_t) timeout; /* never past its own */
+	}
 	chd_chan_add_receiver(ch, t);
 	chan_pump(sh, ch);
 	if (t->done) {
 		free(t);
+		return;
+	}
+	if (timeout == 0 && chd_chan_custody_gated(ch, r->conn) &&
+	    chd_engine_conn_alive(sh->e, r->conn)) {
+		/* EMPTY now would be a lie while older messages may come
+		 * back: a try waits out the grace too. */
+		t->trying = true;
+		chd_task_park(t, sh->e->opts.custody_grace_ms,
+		    recv_timeout_cb);
 		return;
 	}
 	if (timeout == 0) {

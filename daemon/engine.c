@@ -298,6 +298,7 @@ chd_engine_opts_default(chd_engine_opts *opts)
 	opts->max_batch = 1024;
 	opts->auto_create = true;
 	opts->max_memory = (uint64_t) 1 << 30;
+	opts->custody_grace_ms = CHD_CUSTODY_GRACE_MS;
 }
 
 int
@@ -576,6 +577,8 @@ chd_engine_conn_alive(chd_engine *e, uint32_t conn)
 /* ---- requests ----------------------------------------------------------- */
 
 typedef struct chd_confirms {
+	uint32_t conn;   /* the confirming request's */
+	uint64_t client; /* 0: none */
 	size_t   n;
 	uint64_t ids[];
 } chd_confirms;
@@ -586,7 +589,7 @@ confirm_job(chd_shard *sh, void *arg)
 	chd_confirms *c = arg;
 
 	for (size_t i = 0; i < c->n; i++) {
-		chd_chan_confirm(sh, c->ids[i]);
+		chd_chan_confirm(sh, c->ids[i], c->conn, c->client);
 	}
 	free(c);
 }
@@ -597,7 +600,7 @@ confirm_job(chd_shard *sh, void *arg)
  * the channel lives) sees the custody already released.
  */
 static void
-post_confirms(chd_engine *e, const Chan__V1__Request *m)
+post_confirms(chd_engine *e, const Chan__V1__Request *m, uint32_t conn)
 {
 	for (int s = 0; s < e->n; s++) {
 		chd_confirms *c = NULL;
@@ -612,6 +615,8 @@ post_confirms(chd_engine *e, const Chan__V1__Request *m)
 		    == NULL) {
 			continue; /* OOM: stays in custody, as if unconfirmed */
 		}
+		c->conn = conn;
+		c->client = m->has_client ? m->client : 0;
 		c->n = 0;
 		for (size_t i = 0; i < m->n_confirm; i++) {
 			if (m->confirm[i] != 0 &&
@@ -656,7 +661,7 @@ chd_engine_submit(chd_engine *e, chd_req *r)
 		return;
 	}
 	if (m->n_confirm > 0) {
-		post_confirms(e, m);
+		post_confirms(e, m, r->conn);
 	}
 	if ((op = op_lookup(m)) == NULL) {
 		chd_reply_err(e, r, CHAN_INVALID_ARGUMENT,

@@ -47,12 +47,17 @@ typedef struct chd_engine_opts {
 	/* Payload bytes held daemon-wide (queued + in custody) before sends
 	 * get RESOURCE_EXHAUSTED; 0: no limit. Default 1 GiB. */
 	uint64_t max_memory;
+	/* A recv waits at most this long for another connection's
+	 * unconfirmed deliveries on its channel to be confirmed or given
+	 * back before taking newer messages (docs/DELIVERY.md); 0: never
+	 * waits. Default CHD_CUSTODY_GRACE_MS (100). */
+	uint32_t custody_grace_ms;
 } chd_engine_opts;
 
 typedef struct chd_engine chd_engine;
 
 /* Fills opts with the defaults (workers 2, 1 MiB, 1024, auto_create,
- * max_memory 1 GiB). */
+ * max_memory 1 GiB, custody grace 100 ms). */
 void chd_engine_opts_default(chd_engine_opts *opts);
 
 /*

@@ -23,6 +23,14 @@
 #include "counter.h"
 #include "engine.h"
 
+/*
+ * Custody grace (default of opts.custody_grace_ms): a recv on a channel
+ * where another connection still holds unconfirmed (non-lease) deliveries
+ * waits up to this long for that custody to end (confirmed, or given back
+ * to the head on close) before it takes newer messages; docs/DELIVERY.md.
+ */
+#define CHD_CUSTODY_GRACE_MS 100
+
 typedef struct chd_shard chd_shard;
 typedef struct chd_chan  chd_chan;
 typedef struct chd_task  chd_task;
@@ -104,6 +112,10 @@ struct chd_task {
 	uint32_t           max;    /* recv: messages wanted; send: batch */
 	uint64_t           receiver; /* recv: explicit handle or 0 */
 	uint64_t           lease_ms; /* recv: ack mode lease, 0: custody */
+	uint32_t           grace_ms; /* recv: custody wait cap, 0: the full
+	                              * CHD_CUSTODY_GRACE_MS */
+	bool               trying;   /* recv timeout 0 waiting out the grace:
+	                              * EMPTY (not TIMEOUT) at its end */
 	struct chd_any_part *part; /* CHD_T_ANY */
 	chd_task          *anext;  /* CHD_T_ANY: next of the same part */
 	chd_counter_waiter cw;     /* CHD_T_CWAIT */
@@ -126,6 +138,9 @@ struct chd_any {
 	atomic_bool   claimed;
 	atomic_int    pending;  /* parts whose first scan has not run */
 	atomic_int    nclosed;  /* listed channels found closed and drained */
+	atomic_bool   gated;    /* a listed channel waits for another
+	                         * connection's custody (timeout 0: EMPTY
+	                         * only after the grace) */
 	int           nnames;   /* distinct names */
 	char        **names;
 	chd_req      *req;
@@ -238,7 +253,11 @@ void chd_op_receiver_close(chd_shard *sh, chd_req *r);
 void chd_op_ack(chd_shard *sh, chd_req *r);
 void chd_op_release(chd_shard *sh, chd_req *r);
 
-void chd_chan_confirm(chd_shard *sh, uint64_t delivery);
+
+/* Ends custody of a delivery, only for its own connection or client
+ * (client 0: none); anything else is ignored. */
+void chd_chan_confirm(chd_shard *sh, uint64_t delivery, uint32_t conn,
+    uint64_t client);
 void chd_chan_reown(chd_shard *sh, uint64_t delivery, uint32_t conn);
 void chd_chan_conn_closed(chd_shard *sh, uint32_t conn);
 void chd_chan_free_all(chd_shard *sh);
@@ -255,6 +274,11 @@ const char *chd_chan_name(const chd_chan *ch);
 uint32_t chd_chan_rx_busy(chd_chan *ch, uint32_t conn); /* other conn or 0 */
 bool     chd_chan_has_msgs(chd_chan *ch);
 bool     chd_chan_closed_drained(chd_chan *ch);
+/* Another connection than conn holds custody here whose grace is not
+ * spent: conn's recv must wait before taking messages. */
+bool     chd_chan_custody_gated(const chd_chan *ch, uint32_t conn);
+/* Queues a receiver (t->conn, t->grace_ms set); starts the custody grace
+ * timer when another connection's custody holds it back. */
 void     chd_chan_add_receiver(chd_chan *ch, chd_task *t);
 void     chd_chan_remove_receiver(chd_chan *ch, chd_task *t);
 /* Lets whoever can proceed on ch proceed (after adding a receiver). */

@@ -177,12 +177,34 @@ any_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	chd_any_part *p = arg;
 
-	if (any_claim(p->any)) {
+	if (!any_claim(p->any)) {
+		return;
+	}
+	if (p->any->timeout_ms == 0) {
+		/* A try that waited out another connection's custody. */
+		chd_reply_err(p->any->e, p->any->req, CHAN_EMPTY,
+		    "every listed channel is empty");
+	} else {
 		chd_reply_err(p->any->e, p->any->req, CHAN_TIMEOUT,
 		    "no message on any of the %d channels within the timeout",
 		    p->any->nnames);
-		any_wrap_up(p);
 	}
+	any_wrap_up(p);
+}
+
+/* A try (timeout 0) held back by custody: EMPTY once the channels' grace
+ * timers (armed earlier, in the scans) have had their turn. */
+static void
+any_arm_try_grace(chd_shard *sh, chd_any_part *p)
+{
+	struct timeval tv;
+
+	(void) chd_timeval((uint64_t) sh->e->opts.custody_grace_ms + 10, &tv);
+	if ((p->timer = evtimer_new(sh->base, any_timeout_cb, p)) == NULL) {
+		any_fail_part(p, CHAN_EMPTY, "every listed channel is empty");
+		return;
+	}
+	evtimer_add(p->timer, &tv);
 }
 
 static void
@@ -219,7 +241,9 @@ part_scan_job(chd_shard *sh, void *arg)
 		}
 	}
 	for (int i = 0; i < p->nnames; i++) {
-		if (chd_chan_has_msgs(chans[i])) {
+		/* Not past older messages another connection still holds. */
+		if (chd_chan_has_msgs(chans[i]) &&
+		    !chd_chan_custody_gated(chans[i], a->conn)) {
 			if (any_claim(a)) {
 				chd_chan_deliver(sh, chans[i], a->req, a->conn,
 				    1, 0);
@@ -236,9 +260,13 @@ part_scan_job(chd_shard *sh, void *arg)
 	}
 	for (int i = 0; i < p->nnames; i++) {
 		chd_task *t;
-		if (chd_chan_closed_drained(chans[i])) {
+		bool      gated = chd_chan_custody_gated(chans[i], a->conn);
+		if (chd_chan_closed_drained(chans[i]) && !gated) {
 			nclosed++;
 			continue;
+		}
+		if (gated) {
+			atomic_store(&a->gated, true);
 		}
 		if ((t = calloc(1, sizeof(*t))) == NULL) {
 			any_fail_part(p, CHAN_RESOURCE_EXHAUSTED,
@@ -249,6 +277,10 @@ part_scan_job(chd_shard *sh, void *arg)
 		t->sh = sh;
 		t->conn = a->conn;
 		t->max = 1;
+		if (a->timeout_ms > 0 &&
+		    a->timeout_ms < sh->e->opts.custody_grace_ms) {
+			t->grace_ms = (uint32_t) a->timeout_ms;
+		}
 		t->part = p;
 		t->anext = p->tasks;
 		p->tasks = t;
@@ -278,6 +310,8 @@ part_scan_job(chd_shard *sh, void *arg)
 		if (atomic_load(&a->nclosed) == a->nnames) {
 			any_fail_part(p, CHAN_CLOSED,
 			    "every listed channel is closed");
+		} else if (a->timeout_ms == 0 && atomic_load(&a->gated)) {
+			any_arm_try_grace(sh, p);
 		} else if (a->timeout_ms == 0) {
 			any_fail_part(p, CHAN_EMPTY,
 			    "every listed channel is empty");
@@ -365,6 +399,7 @@ chd_any_submit(chd_engine *e, chd_req *r)
 	atomic_init(&a->pending, a->nparts);
 	atomic_init(&a->claimed, false);
 	atomic_init(&a->nclosed, 0);
+	atomic_init(&a->gated, false);
 	for (int i = 0; i < a->nparts; i++) {
 		chd_any_part *p = &a->parts[i];
 		if (chd_shard_post(e->shards[p->shard], part_scan_job, p) != 0) {

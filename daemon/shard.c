@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/random.h>
+#include <time.h>
+
 #include <event2/thread.h>
 
 /* ---- hash table --------------------------------------------------------- */
@@ -398,6 +401,30 @@ chd_shard_post(chd_shard *sh, chd_job_fn fn, void *arg)
 	return (0);
 }
 
+/*
+ * A random first delivery counter: ids (k * N + shard) then differ from
+ * one chand process to the next, so a confirmation meant for an earlier
+ * daemon does not name a live delivery of this one. Below 2^62 / N, so
+ * k * N + shard never wraps (the routing needs id % N to be the shard).
+ */
+static uint64_t
+first_delivery(int n)
+{
+	uint64_t        x = 0;
+	struct timespec ts;
+
+	if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t) sizeof(x)) {
+		/* No entropy yet (early boot): time and address, mixed. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		x = (uint64_t) ts.tv_nsec ^ ((uint64_t) ts.tv_sec << 30) ^
+		    (uint64_t) (uintptr_t) &ts;
+		x ^= x >> 33;
+		x *= 0xff51afd7ed558ccdull;
+		x ^= x >> 33;
+	}
+	return (1 + x % (((uint64_t) 1 << 62) / (uint64_t) n));
+}
+
 int
 chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 {
@@ -409,7 +436,7 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	}
 	sh->e = e;
 	sh->idx = idx;
-	sh->next_delivery = 1;
+	sh->next_delivery = first_delivery(e->opts.workers);
 	sh->next_handle = 1;
 	pthread_mutex_init(&sh->mtx, NULL);
 	if (chd_htab_init(&sh->chans) != 0 ||

@@ -135,6 +135,7 @@ msleep(int ms)
 }
 
 static uint64_t max_memory_opt;
+static uint32_t grace_opt; /* custody grace, 0: the default */
 
 static void
 start_engine(bool auto_create)
@@ -144,6 +145,9 @@ start_engine(bool auto_create)
 	chd_engine_opts_default(&o);
 	if (max_memory_opt != 0) {
 		o.max_memory = max_memory_opt;
+	}
+	if (grace_opt != 0) {
+		o.custody_grace_ms = grace_opt;
 	}
 	o.workers = 4;
 	o.max_message_size = 1000;
@@ -938,7 +942,8 @@ END_TEST
 
 START_TEST(test_receiver_detached_on_conn_close)
 {
-	treq *p;
+	treq    *p, *k;
+	uint64_t d;
 
 	expect_status(r_receiver_open(7, "x"), CHAN_OK);
 	expect_status(r_send(1, "x", "kept", 0), CHAN_OK);
@@ -949,18 +954,24 @@ START_TEST(test_receiver_detached_on_conn_close)
 	ck_assert(!stat_of("x")->receiver_attached);
 	ck_assert(!stat_of("z")->receiver_attached);
 	ck_assert_uint_eq(stat_of("z")->blocked_receivers, 0);
-	expect_msg(r_recv(2, "x", 0), "kept");
+	k = r_recv(2, "x", 0);
+	expect_msg(k, "kept");
+	d = answer(k)->delivery;
 	/* a request of the gone connection does not park */
 	expect_status(r_recv(7, "x", -1), CHAN_UNAVAILABLE);
-	/* and what it still receives does not stay in custody for good */
+	/* and what it still receives does not stay in custody for good
+	 * (conn 2 confirms "kept" first: its custody would hold conn 7's
+	 * recv back) */
 	expect_status(r_send(1, "x", "late", 0), CHAN_OK);
+	expect_status(r_recvx(2, "y", 0, 0, 0, &d, 1), CHAN_EMPTY);
 	expect_msg(r_recv(7, "x", 0), "late");
-	/* ("kept" stays in flight with conn 2) */
-	for (int i = 0; i < 100 && stat_of("x")->in_flight != 1; i++) {
+	for (int i = 0; i < 100 && stat_of("x")->in_flight != 0; i++) {
 		msleep(10);
 	}
-	ck_assert_uint_eq(stat_of("x")->in_flight, 1);
-	expect_msg(r_recv(2, "x", 0), "late");
+	ck_assert_uint_eq(stat_of("x")->in_flight, 0);
+	k = r_recv(2, "x", 0);
+	expect_msg(k, "late");
+	ck_assert(answer(k)->recv->messages[0]->redelivered);
 }
 END_TEST
 
@@ -1629,6 +1640,165 @@ START_TEST(test_10000_parked_receivers_cost_no_cpu)
 }
 END_TEST
 
+/* ---- custody grace and confirmation ownership --------------------------- */
+
+/* n messages with these payloads in this order, each redelivered or not. */
+static void
+expect_msgs(treq *t, const char *const *data, const int *redel, size_t n)
+{
+	Chan__V1__Response *r = answer(t);
+
+	expect_status(t, CHAN_OK);
+	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_RECV);
+	ck_assert_uint_eq(r->recv->n_messages, n);
+	for (size_t i = 0; i < n; i++) {
+		Chan__V1__Message *m = r->recv->messages[i];
+		ck_assert_uint_eq(m->data.len, strlen(data[i]));
+		ck_assert(memcmp(m->data.data, data[i], m->data.len) == 0);
+		ck_assert_msg(!!m->redelivered == !!redel[i],
+		    "message %zu (%s): redelivered %d", i, data[i],
+		    (int) m->redelivered);
+	}
+	ck_assert(r->has_delivery && r->delivery != 0);
+}
+
+/*
+ * The torture program's order violation: consumer A dies holding m1, m2;
+ * B's recv reaches the shard before A's close does. B must wait for it
+ * and get m1, m2 (redelivered) before m3, m4. Same for a try, recv_any and
+ * a try recv_any.
+ */
+START_TEST(test_custody_grace_holder_closes)
+{
+	const char *m[] = { "m1", "m2", "m3", "m4" };
+	const int   fresh2[] = { 1, 1, 0, 0 }, all4[] = { 1, 1, 1, 1 };
+	const char *names[] = { "gr", "gr2" };
+	treq       *a, *b;
+
+	expect_status(r_sendv(1, "gr", m, 4, 0, 0), CHAN_OK);
+	a = r_recvx(8, "gr", 2, 0, 0, NULL, 0);
+	expect_msgs(a, m, fresh2 + 2, 2);
+	/* posted before the close: without the wait it would take m3, m4 */
+	b = r_recvx(9, "gr", 8, 5000, 0, NULL, 0);
+	chd_engine_conn_close(E, 8);
+	expect_msgs(b, m, fresh2, 4);
+	/* a try waits too: answering m1.. later would break the order */
+	b = r_recvx(10, "gr", 8, 0, 0, NULL, 0);
+	chd_engine_conn_close(E, 9);
+	expect_msgs(b, m, all4, 4);
+	/* recv_any, waiting and trying */
+	b = r_recv_any(11, names, 2, 5000);
+	chd_engine_conn_close(E, 10);
+	expect_msgs(b, m, all4, 1);
+	b = r_recv_any(12, names, 2, 0);
+	chd_engine_conn_close(E, 11);
+	expect_msgs(b, m, all4, 1);
+	ck_assert_uint_eq(stat_of("gr")->depth, 3);
+}
+END_TEST
+
+/*
+ * A live holder that does not confirm delays another connection once, by
+ * about the grace (1 s here, to keep the bounds loose), and never past
+ * that connection's own timeout.
+ */
+START_TEST(test_custody_grace_idle_holder_delays_once)
+{
+	const char *m[] = { "m1", "m2", "m3", "m4" };
+	const int   fresh[] = { 0, 0, 0, 0 };
+	treq       *a, *b;
+	int64_t     t0, el;
+
+	chd_engine_free(E);
+	grace_opt = 1000;
+	start_engine(true);
+	grace_opt = 0;
+	expect_status(r_sendv(1, "gi", m, 4, 0, 0), CHAN_OK);
+	a = r_recv(8, "gi", 0); /* conn 8 holds m1, stays, never confirms */
+	expect_msgs(a, m, fresh, 1);
+	t0 = now_ms();
+	b = r_recvx(9, "gi", 8, 20000, 0, NULL, 0);
+	expect_msgs(b, m + 1, fresh, 3);
+	el = now_ms() - t0;
+	ck_assert_msg(el >= 900 && el < 10000, "waited %lld ms for a 1 s "
+	    "grace", (long long) el);
+	/* spent: conn 9 does not wait for m1 again, trying or waiting */
+	expect_status(r_send(1, "gi", "m5", 0), CHAN_OK);
+	t0 = now_ms();
+	b = r_recv(9, "gi", 0);
+	expect_msg(b, "m5");
+	expect_status(r_recv(9, "gi", 0), CHAN_EMPTY);
+	b = r_recv(9, "gi", -1);
+	ck_assert(pending(b, 20));
+	expect_status(r_send(1, "gi", "m6", 0), CHAN_OK);
+	expect_msg(b, "m6");
+	el = now_ms() - t0;
+	ck_assert_msg(el < 900, "conn 9 waited again (%lld ms)",
+	    (long long) el);
+	/* conn 9's own custody holds conn 10 back, but not past its own
+	 * 200 ms timeout: then TIMEOUT (nothing queued) and spent */
+	t0 = now_ms();
+	expect_status(r_recv(10, "gi", 200), CHAN_TIMEOUT);
+	el = now_ms() - t0;
+	ck_assert_msg(el >= 180 && el < 900, "a 200 ms recv answered after "
+	    "%lld ms", (long long) el);
+	expect_status(r_send(1, "gi", "m7", 0), CHAN_OK);
+	t0 = now_ms();
+	expect_msg(r_recv(10, "gi", 0), "m7");
+	el = now_ms() - t0;
+	ck_assert_msg(el < 900, "conn 10 waited again (%lld ms)",
+	    (long long) el);
+	/* the held ones are still in custody: m1 (8), m2-m6 (9) */
+	ck_assert_uint_eq(stat_of("gi")->in_flight, 7);
+}
+END_TEST
+
+/* A confirmation counts only from the holder: its connection, or its
+ * client (Request.client) on another connection after a reconnect. */
+START_TEST(test_confirm_only_by_holder)
+{
+	treq    *r;
+	uint64_t d, d2;
+
+	expect_status(r_send(1, "fc", "one", 0), CHAN_OK);
+	force_client = 77;
+	r = r_recv(8, "fc", 0);
+	force_client = 0;
+	expect_msg(r, "one");
+	d = answer(r)->delivery;
+	/* ids keep routing to the owning shard; they do not start at 1 */
+	ck_assert_uint_eq(d % 4, (uint64_t) chd_shard_for_chan(E, "fc")->idx);
+	ck_assert_uint_gt(d / 4, 1);
+	/* another connection without client, another client: ignored */
+	expect_status(r_recvx(9, "fc-x", 0, 0, 0, &d, 1), CHAN_EMPTY);
+	ck_assert_uint_eq(stat_of("fc")->in_flight, 1);
+	force_client = 78;
+	expect_status(r_recvx(9, "fc-x", 0, 0, 0, &d, 1), CHAN_EMPTY);
+	force_client = 0;
+	ck_assert_uint_eq(stat_of("fc")->in_flight, 1);
+	/* the same client on a new connection: confirmed */
+	force_client = 77;
+	expect_status(r_recvx(9, "fc-x", 0, 0, 0, &d, 1), CHAN_EMPTY);
+	force_client = 0;
+	ck_assert_uint_eq(stat_of("fc")->in_flight, 0);
+	/* a restarted engine numbers its deliveries elsewhere */
+	chd_engine_free(E);
+	start_engine(true);
+	expect_status(r_send(1, "fc", "one", 0), CHAN_OK);
+	force_client = 77;
+	r = r_recv(8, "fc", 0);
+	force_client = 0;
+	expect_msg(r, "one");
+	d2 = answer(r)->delivery;
+	ck_assert_uint_ne(d2, d);
+	/* and a stale id from before the restart confirms nothing */
+	force_client = 77;
+	expect_status(r_recvx(8, "fc-x", 0, 0, 0, &d, 1), CHAN_EMPTY);
+	force_client = 0;
+	ck_assert_uint_eq(stat_of("fc")->in_flight, 1);
+}
+END_TEST
+
 static Suite *
 engine_suite(void)
 {
@@ -1677,6 +1847,9 @@ engine_suite(void)
 	tcase_add_test(tc, test_bad_fields_invalid_argument);
 	tcase_add_test(tc, test_custody_unconfirmed_goes_back_redelivered);
 	tcase_add_test(tc, test_custody_confirmed_is_gone);
+	tcase_add_test(tc, test_custody_grace_holder_closes);
+	tcase_add_test(tc, test_custody_grace_idle_holder_delays_once);
+	tcase_add_test(tc, test_confirm_only_by_holder);
 	tcase_add_test(tc, test_idem_repeat_gets_first_answer);
 	tcase_add_test(tc, test_idem_parked_repeat_rebinds);
 	tcase_add_test(tc, test_idem_repeat_on_new_conn_survives_old_conn_close);
