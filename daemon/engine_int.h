@@ -29,7 +29,9 @@
  * waits up to this long for that custody to end (confirmed, or given back
  * to the head on close) before it takes newer messages; docs/DELIVERY.md.
  */
+#ifndef CHD_CUSTODY_GRACE_MS /* -D0 at build time: the old, ungated engine */
 #define CHD_CUSTODY_GRACE_MS 100
+#endif
 
 typedef struct chd_shard chd_shard;
 typedef struct chd_chan  chd_chan;

@@ -1690,6 +1690,7 @@ START_TEST(test_custody_grace_holder_closes)
 	b = r_recv_any(11, names, 2, 5000);
 	chd_engine_conn_close(E, 10);
 	expect_msgs(b, m, all4, 1);
+	wait_blocked("gr2", 0, 0); /* its other part's cancel is async */
 	b = r_recv_any(12, names, 2, 0);
 	chd_engine_conn_close(E, 11);
 	expect_msgs(b, m, all4, 1);
