@@ -706,10 +706,11 @@ chd_peers_get(chd_peers *t, uint32_t conn, chd_peer *p)
 	return (e != NULL);
 }
 
-void
+bool
 chd_peers_del(chd_peers *t, uint32_t conn)
 {
 	chd_peer_ent **pp, *e;
+	bool           found;
 
 	pthread_mutex_lock(&t->mtx);
 	pp = chd_peers_slot(t, conn);
@@ -718,7 +719,9 @@ chd_peers_del(chd_peers *t, uint32_t conn)
 		t->n--;
 	}
 	pthread_mutex_unlock(&t->mtx);
+	found = e != NULL;
 	free(e);
+	return (found);
 }
 
 bool

@@ -102,7 +102,8 @@ void       chd_peers_free(chd_peers *t);
 /* 0, or -1 when out of memory (the connection then reads as unknown). */
 int  chd_peers_put(chd_peers *t, uint32_t conn, const chd_peer *p);
 bool chd_peers_get(chd_peers *t, uint32_t conn, chd_peer *p);
-void chd_peers_del(chd_peers *t, uint32_t conn);
+/* True when conn was there (its pipe was admitted). */
+bool chd_peers_del(chd_peers *t, uint32_t conn);
 /* True the first time it is called for conn (log a refusal once). */
 bool chd_peers_first_refusal(chd_peers *t, uint32_t conn);
 size_t chd_peers_count(chd_peers *t);

@@ -385,9 +385,10 @@ START_TEST(test_peer_table)
 	ck_assert(!chd_peers_first_refusal(t, 4321));
 	ck_assert(chd_peers_first_refusal(t, 4322));
 	for (uint32_t c = 1; c <= 5000; c += 2) {
-		chd_peers_del(t, c);
+		ck_assert(chd_peers_del(t, c));
 	}
-	chd_peers_del(t, 999999);
+	ck_assert(!chd_peers_del(t, 999999));
+	ck_assert(!chd_peers_del(t, 1));
 	ck_assert_uint_eq(chd_peers_count(t), 2500);
 	ck_assert(!chd_peers_get(t, 4321, &got));
 	ck_assert(chd_peers_get(t, 4322, &got));
