@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -616,19 +617,25 @@ chd_access_check(const chd_access *a, const chd_peer *p,
 
 /* ---- per-connection peers ------------------------------------------- */
 
+/*
+ * Buckets are locked in stripes, so the per-request calls of different
+ * connections (get, pending add/done) rarely meet on one mutex.
+ */
 #define CHD_PEERS_BUCKETS 1024u
+#define CHD_PEERS_STRIPES 16u
 
 typedef struct chd_peer_ent {
 	struct chd_peer_ent *next;
 	uint32_t             conn;
 	chd_peer             peer;
 	bool                 refused_logged;
+	unsigned             pending; /* requests in flight */
 } chd_peer_ent;
 
 struct chd_peers {
-	pthread_mutex_t mtx;
+	pthread_mutex_t mtx[CHD_PEERS_STRIPES];
 	chd_peer_ent   *b[CHD_PEERS_BUCKETS];
-	size_t          n;
+	atomic_size_t   n;
 };
 
 chd_peers *
@@ -639,7 +646,10 @@ chd_peers_new(void)
 	if ((t = calloc(1, sizeof(*t))) == NULL) {
 		return (NULL);
 	}
-	pthread_mutex_init(&t->mtx, NULL);
+	for (size_t i = 0; i < CHD_PEERS_STRIPES; i++) {
+		pthread_mutex_init(&t->mtx[i], NULL);
+	}
+	atomic_init(&t->n, 0);
 	return (t);
 }
 
@@ -657,19 +667,37 @@ chd_peers_free(chd_peers *t)
 			free(e);
 		}
 	}
-	pthread_mutex_destroy(&t->mtx);
+	for (size_t i = 0; i < CHD_PEERS_STRIPES; i++) {
+		pthread_mutex_destroy(&t->mtx[i]);
+	}
 	free(t);
 }
 
-static chd_peer_ent **
-chd_peers_slot(chd_peers *t, uint32_t conn)
+static uint32_t
+chd_peers_bucket(uint32_t conn)
 {
-	chd_peer_ent **pp = &t->b[(conn * 2654435761u) % CHD_PEERS_BUCKETS];
+	return ((conn * 2654435761u) % CHD_PEERS_BUCKETS);
+}
 
+/* Locks conn's stripe; returns the slot holding (or to hold) conn. */
+static chd_peer_ent **
+chd_peers_lock(chd_peers *t, uint32_t conn)
+{
+	uint32_t       b = chd_peers_bucket(conn);
+	chd_peer_ent **pp = &t->b[b];
+
+	pthread_mutex_lock(&t->mtx[b % CHD_PEERS_STRIPES]);
 	while (*pp != NULL && (*pp)->conn != conn) {
 		pp = &(*pp)->next;
 	}
 	return (pp);
+}
+
+static void
+chd_peers_unlock(chd_peers *t, uint32_t conn)
+{
+	pthread_mutex_unlock(
+	    &t->mtx[chd_peers_bucket(conn) % CHD_PEERS_STRIPES]);
 }
 
 int
@@ -677,19 +705,18 @@ chd_peers_put(chd_peers *t, uint32_t conn, const chd_peer *p)
 {
 	chd_peer_ent **pp, *e;
 
-	pthread_mutex_lock(&t->mtx);
-	pp = chd_peers_slot(t, conn);
+	pp = chd_peers_lock(t, conn);
 	if ((e = *pp) == NULL) {
 		if ((e = calloc(1, sizeof(*e))) == NULL) {
-			pthread_mutex_unlock(&t->mtx);
+			chd_peers_unlock(t, conn);
 			return (-1);
 		}
 		e->conn = conn;
 		*pp = e;
-		t->n++;
+		atomic_fetch_add(&t->n, 1);
 	}
 	e->peer = *p;
-	pthread_mutex_unlock(&t->mtx);
+	chd_peers_unlock(t, conn);
 	return (0);
 }
 
@@ -698,11 +725,10 @@ chd_peers_get(chd_peers *t, uint32_t conn, chd_peer *p)
 {
 	chd_peer_ent *e;
 
-	pthread_mutex_lock(&t->mtx);
-	if ((e = *chd_peers_slot(t, conn)) != NULL) {
+	if ((e = *chd_peers_lock(t, conn)) != NULL) {
 		*p = e->peer;
 	}
-	pthread_mutex_unlock(&t->mtx);
+	chd_peers_unlock(t, conn);
 	return (e != NULL);
 }
 
@@ -712,13 +738,12 @@ chd_peers_del(chd_peers *t, uint32_t conn)
 	chd_peer_ent **pp, *e;
 	bool           found;
 
-	pthread_mutex_lock(&t->mtx);
-	pp = chd_peers_slot(t, conn);
+	pp = chd_peers_lock(t, conn);
 	if ((e = *pp) != NULL) {
 		*pp = e->next;
-		t->n--;
+		atomic_fetch_sub(&t->n, 1);
 	}
-	pthread_mutex_unlock(&t->mtx);
+	chd_peers_unlock(t, conn);
 	found = e != NULL;
 	free(e);
 	return (found);
@@ -730,22 +755,44 @@ chd_peers_first_refusal(chd_peers *t, uint32_t conn)
 	chd_peer_ent *e;
 	bool          first = true;
 
-	pthread_mutex_lock(&t->mtx);
-	if ((e = *chd_peers_slot(t, conn)) != NULL) {
+	if ((e = *chd_peers_lock(t, conn)) != NULL) {
 		first = !e->refused_logged;
 		e->refused_logged = true;
 	}
-	pthread_mutex_unlock(&t->mtx);
+	chd_peers_unlock(t, conn);
 	return (first);
+}
+
+bool
+chd_peers_pending_add(chd_peers *t, uint32_t conn, unsigned max)
+{
+	chd_peer_ent *e;
+	bool          ok = true;
+
+	if ((e = *chd_peers_lock(t, conn)) != NULL) {
+		if (max > 0 && e->pending >= max) {
+			ok = false;
+		} else {
+			e->pending++;
+		}
+	}
+	chd_peers_unlock(t, conn);
+	return (ok);
+}
+
+void
+chd_peers_pending_done(chd_peers *t, uint32_t conn)
+{
+	chd_peer_ent *e;
+
+	if ((e = *chd_peers_lock(t, conn)) != NULL && e->pending > 0) {
+		e->pending--;
+	}
+	chd_peers_unlock(t, conn);
 }
 
 size_t
 chd_peers_count(chd_peers *t)
 {
-	size_t n;
-
-	pthread_mutex_lock(&t->mtx);
-	n = t->n;
-	pthread_mutex_unlock(&t->mtx);
-	return (n);
+	return (atomic_load(&t->n));
 }

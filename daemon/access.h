@@ -93,7 +93,8 @@ void chd_peer_describe(const chd_peer *p, char *buf, size_t len);
 
 /*
  * Per-connection peers, for the transport: put at pipe add, get per
- * request, del at pipe removal. Thread-safe (one mutex, held for a lookup).
+ * request, del at pipe removal. Thread-safe (striped mutexes, each held
+ * for one lookup).
  */
 typedef struct chd_peers chd_peers;
 
@@ -106,6 +107,14 @@ bool chd_peers_get(chd_peers *t, uint32_t conn, chd_peer *p);
 bool chd_peers_del(chd_peers *t, uint32_t conn);
 /* True the first time it is called for conn (log a refusal once). */
 bool chd_peers_first_refusal(chd_peers *t, uint32_t conn);
+/*
+ * Requests in flight per connection (parked waiters included): add is
+ * false, counting nothing, when conn has max already (max 0: no limit);
+ * done after the answer. A conn not in the table is not limited.
+ */
+bool chd_peers_pending_add(chd_peers *t, uint32_t conn, unsigned max);
+void chd_peers_pending_done(chd_peers *t, uint32_t conn);
+/* Connections in the table (lock-free read). */
 size_t chd_peers_count(chd_peers *t);
 
 #endif

@@ -393,6 +393,24 @@ START_TEST(test_peer_table)
 	ck_assert(!chd_peers_get(t, 4321, &got));
 	ck_assert(chd_peers_get(t, 4322, &got));
 	ck_assert_uint_eq(got.uid, 4322);
+
+	/* Requests in flight: at most max, per connection. */
+	for (int i = 0; i < 3; i++) {
+		ck_assert(chd_peers_pending_add(t, 4322, 3));
+	}
+	ck_assert(!chd_peers_pending_add(t, 4322, 3));
+	ck_assert(chd_peers_pending_add(t, 4324, 3));
+	chd_peers_pending_done(t, 4322);
+	ck_assert(chd_peers_pending_add(t, 4322, 3));
+	ck_assert(!chd_peers_pending_add(t, 4322, 3));
+	ck_assert(chd_peers_pending_add(t, 4322, 0)); /* 0: no limit */
+	/* Unknown connections are not limited; done never underflows. */
+	ck_assert(chd_peers_pending_add(t, 999999, 1));
+	ck_assert(chd_peers_pending_add(t, 999999, 1));
+	chd_peers_pending_done(t, 4326);
+	chd_peers_pending_done(t, 4326);
+	ck_assert(chd_peers_pending_add(t, 4326, 1));
+	ck_assert(!chd_peers_pending_add(t, 4326, 1));
 	chd_peers_free(t);
 }
 END_TEST
