@@ -23,6 +23,8 @@ typedef struct bench_opts {
 	const char *redis_cli;  /* path of redis-cli */
 	int         workers;    /* chand --workers, 0: its default */
 	int         receivers;  /* parked receivers for the CPU measurement */
+	char       *chand_args[16]; /* extra chand arguments (--chand-arg) */
+	int         nchand_args;
 	const char *dir;        /* private temp dir */
 	char        chand_url[512];
 	char        redis_sock[512];

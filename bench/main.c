@@ -51,7 +51,8 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: chan-bench [--quick] [--only N] [--batch N] [--workers N]\n"
-	    "                  [--receivers N] [--chand PATH] [--chan PATH]\n"
+	    "                  [--chand-arg ARG]... [--receivers N]\n"
+	    "                  [--chand PATH] [--chan PATH]\n"
 	    "                  [--redis-server PATH] [--redis-cli PATH]\n"
 	    "\n"
 	    "Runs the issue-4 workloads on a private chand and a private\n"
@@ -60,6 +61,7 @@ usage(FILE *f)
 	    "  --only N       run workload N only (1-7; 8: memory and CPU)\n"
 	    "  --batch N      batch / pipeline depth (default 128)\n"
 	    "  --workers N    chand --workers N (default: chand's own)\n"
+	    "  --chand-arg A  one more argument for chand (repeatable)\n"
 	    "  --receivers N  parked receivers for the CPU figure\n"
 	    "                 (default 10000, --quick 1000)\n"
 	    "  --chand PATH, --chan PATH, --redis-server PATH, "
@@ -592,6 +594,7 @@ main(int argc, char **argv)
 		{ "workers", required_argument, NULL, 'w' },
 		{ "receivers", required_argument, NULL, 'r' },
 		{ "chand", required_argument, NULL, 'C' },
+		{ "chand-arg", required_argument, NULL, 'A' },
 		{ "chan", required_argument, NULL, 'c' },
 		{ "redis-server", required_argument, NULL, 'R' },
 		{ "redis-cli", required_argument, NULL, 'L' },
@@ -622,6 +625,14 @@ main(int argc, char **argv)
 		case 'w': o.workers = atoi(optarg); break;
 		case 'r': o.receivers = atoi(optarg); break;
 		case 'C': o.chand = optarg; break;
+		case 'A':
+			if (o.nchand_args == 16) {
+				fprintf(stderr, "chan-bench: too many "
+				    "--chand-arg\n");
+				return (64);
+			}
+			o.chand_args[o.nchand_args++] = optarg;
+			break;
 		case 'c': o.chan = optarg; break;
 		case 'R': o.redis = optarg; break;
 		case 'L': o.redis_cli = optarg; break;

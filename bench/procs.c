@@ -262,7 +262,7 @@ pid_t
 bench_start_chand(const bench_opts *o, const char *url, const char *logname)
 {
 	char log[600], workers[32];
-	char *argv[8];
+	char *argv[8 + 16];
 	int argc = 0;
 	pid_t pid;
 
@@ -279,6 +279,8 @@ bench_start_chand(const bench_opts *o, const char *url, const char *logname)
 		argv[argc++] = "--workers";
 		argv[argc++] = workers;
 	}
+	for (int i = 0; i < o->nchand_args; i++)
+		argv[argc++] = o->chand_args[i];
 	argv[argc] = NULL;
 	pid = bench_spawn(argv, -1, -1, log);
 	if (pid < 0)
