@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #define CHD_MAX_MESSAGE_LIMIT (1024ull * 1024u * 1024u)
 #define CHD_MAX_REQUEST_LIMIT (4ull * 1024u * 1024u * 1024u)
 #define CHD_MAX_ARGS 256
+#define CHD_MAX_CONNECTIONS 1000000u
 
 static const char chd_usage_text[] =
     "Usage: chand [OPTION]...\n"
@@ -36,9 +38,24 @@ static const char chd_usage_text[] =
     "                              largest request body accepted (default: a\n"
     "                              full batch, capped at 256M)\n"
     "      --no-auto-create        send/recv on a missing channel: NOT_FOUND\n"
+    "      --max-memory BYTES      payload bytes held daemon-wide before sends\n"
+    "                              get RESOURCE_EXHAUSTED (default 1G; 0: none)\n"
+    "      --max-connections N     client connections at once (default 0: any)\n"
+    "      --max-pending N         requests in flight (parked waiters included)\n"
+    "                              per connection (default %u; 0: any)\n"
     "      --socket-mode MODE      octal mode of ipc socket files (default: umask)\n"
+    "      --socket-group GROUP    group (name or gid) of ipc socket files\n"
+    "      --socket-dir-mode MODE  octal mode of a socket directory chand\n"
+    "                              creates (default 0750)\n"
+    "      --allow-uid UID,...     access control: these users (ids or names)\n"
+    "                              may do everything; repeatable\n"
+    "      --allow-gid GID,...     the same for peers with this primary group\n"
+    "      --allow RULE            SUBJECT:OPS:PATTERN, e.g. uid=1001:send:jobs.*\n"
+    "                              (see chand(8)); repeatable\n"
     "      --tls-cert FILE         PEM certificate (and key) for tls+tcp://\n"
     "      --tls-key FILE          PEM private key, if not in --tls-cert's file\n"
+    "      --tls-ca FILE           PEM CA: tls+tcp clients need a certificate\n"
+    "                              it signed\n"
     "      --log-level LEVEL       error, warn, info (default) or debug\n"
     "  -h, --help                  show this help and exit\n"
     "  -V, --version               show the version and exit\n"
@@ -207,6 +224,70 @@ chd_set_log_level(chd_config *cfg, const char *val)
 	return (-1);
 }
 
+static int
+chd_parse_mode(const char *key, const char *val, int *out, char *err,
+    size_t errlen)
+{
+	char *end;
+	long  m;
+
+	errno = 0;
+	m = strtol(val, &end, 8);
+	if (val[0] == '\0' || *end != '\0' || errno != 0 || m < 0 ||
+	    m > 0777) {
+		chd_errf(err, errlen,
+		    "%s: '%s' is not an octal file mode (0000 to 0777)", key, val);
+		return (-1);
+	}
+	*out = (int) m;
+	return (0);
+}
+
+/* --socket-group: a gid or a group name, resolved now. */
+static int
+chd_set_group(chd_config *cfg, const char *key, const char *val, char *err,
+    size_t errlen)
+{
+	struct group *g;
+	uint64_t      u;
+
+	if (chd_parse_u64(val, &u) == 0 && u < INT32_MAX) {
+		cfg->socket_gid = (int) u;
+		return (0);
+	}
+	if (val[0] == '\0' || (g = getgrnam(val)) == NULL) {
+		chd_errf(err, errlen, "%s: unknown group '%s'", key, val);
+		return (-1);
+	}
+	cfg->socket_gid = (int) g->gr_gid;
+	return (0);
+}
+
+/* allow-uid, allow-gid, allow: rules add up (file, then command line). */
+static int
+chd_add_access(chd_config *cfg, const char *k, const char *key,
+    const char *val, char *err, size_t errlen)
+{
+	char why[512];
+	int  rv;
+
+	if (cfg->access == NULL && (cfg->access = chd_access_new()) == NULL) {
+		chd_errf(err, errlen, "out of memory");
+		return (-1);
+	}
+	if (strcmp(k, "allow-uid") == 0) {
+		rv = chd_access_allow_uids(cfg->access, val, why, sizeof(why));
+	} else if (strcmp(k, "allow-gid") == 0) {
+		rv = chd_access_allow_gids(cfg->access, val, why, sizeof(why));
+	} else {
+		rv = chd_access_allow_rule(cfg->access, val, why, sizeof(why));
+	}
+	if (rv != 0) {
+		chd_errf(err, errlen, "%s: %s", key, why);
+	}
+	return (rv);
+}
+
 /*
  * Applies one setting. Keys are the long option names; '_' is accepted for
  * '-'. Returns 0, or -1 with err filled in.
@@ -269,6 +350,47 @@ chd_apply(chd_config *cfg, const char *key, const char *val, char *err,
 		}
 		cfg->auto_create = k[0] == 'a' ? b : !b;
 		return (0);
+	}
+	if (strcmp(k, "max-memory") == 0) {
+		if (chd_parse_bytes(val, &u) != 0) {
+			chd_errf(err, errlen, "%s: '%s' is not a size (bytes, "
+			    "or K/M/G; 0: no limit)", key, val);
+			return (-1);
+		}
+		cfg->max_memory = u;
+		return (0);
+	}
+	if (strcmp(k, "max-connections") == 0) {
+		if (chd_parse_u64(val, &u) != 0 || u > CHD_MAX_CONNECTIONS) {
+			chd_errf(err, errlen, "%s: '%s' is not a number from 0 "
+			    "(no limit) to %u", key, val, CHD_MAX_CONNECTIONS);
+			return (-1);
+		}
+		cfg->max_connections = (unsigned) u;
+		return (0);
+	}
+	if (strcmp(k, "max-pending") == 0) {
+		if (chd_parse_u64(val, &u) != 0 || u > UINT32_MAX) {
+			chd_errf(err, errlen, "%s: '%s' is not a number from 0 "
+			    "(no limit) to %u", key, val, UINT32_MAX);
+			return (-1);
+		}
+		cfg->max_pending = (unsigned) u;
+		return (0);
+	}
+	if (strcmp(k, "allow-uid") == 0 || strcmp(k, "allow-gid") == 0 ||
+	    strcmp(k, "allow") == 0) {
+		return (chd_add_access(cfg, k, key, val, err, errlen));
+	}
+	if (strcmp(k, "socket-group") == 0) {
+		return (chd_set_group(cfg, key, val, err, errlen));
+	}
+	if (strcmp(k, "socket-dir-mode") == 0) {
+		return (chd_parse_mode(key, val, &cfg->socket_dir_mode, err,
+		    errlen));
+	}
+	if (strcmp(k, "tls-ca") == 0) {
+		return (chd_set_string(&cfg->tls_ca, val, err, errlen));
 	}
 	if (strcmp(k, "socket-mode") == 0) {
 		char *end;
@@ -427,6 +549,10 @@ chd_config_defaults(chd_config *cfg)
 	cfg->max_batch = eo.max_batch;
 	cfg->auto_create = eo.auto_create;
 	cfg->socket_mode = -1;
+	cfg->socket_gid = -1;
+	cfg->socket_dir_mode = 0750;
+	cfg->max_memory = eo.max_memory;
+	cfg->max_pending = CHD_MAX_PENDING_DEFAULT;
 	cfg->log_level = CHD_LOG_INFO;
 }
 
@@ -439,6 +565,15 @@ enum {
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_LOG_LEVEL,
+	OPT_MAX_MEMORY,
+	OPT_MAX_CONNECTIONS,
+	OPT_MAX_PENDING,
+	OPT_SOCKET_GROUP,
+	OPT_SOCKET_DIR_MODE,
+	OPT_ALLOW_UID,
+	OPT_ALLOW_GID,
+	OPT_ALLOW,
+	OPT_TLS_CA,
 };
 
 static const struct option chd_long_opts[] = {
@@ -453,6 +588,15 @@ static const struct option chd_long_opts[] = {
 	{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
 	{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "max-memory", required_argument, NULL, OPT_MAX_MEMORY },
+	{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+	{ "max-pending", required_argument, NULL, OPT_MAX_PENDING },
+	{ "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
+	{ "socket-dir-mode", required_argument, NULL, OPT_SOCKET_DIR_MODE },
+	{ "allow-uid", required_argument, NULL, OPT_ALLOW_UID },
+	{ "allow-gid", required_argument, NULL, OPT_ALLOW_GID },
+	{ "allow", required_argument, NULL, OPT_ALLOW },
+	{ "tls-ca", required_argument, NULL, OPT_TLS_CA },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -489,7 +633,7 @@ chd_config_parse(chd_config *cfg, int argc, char **argv, char *err,
 		case 'h':
 			/* The defaults are the engine's: print them, not copies. */
 			printf(chd_usage_text, cfg->workers, cfg->max_message_size,
-			    cfg->max_batch);
+			    cfg->max_batch, cfg->max_pending);
 			return (CHD_CONFIG_EXIT_OK);
 		case 'V':
 			printf("chand %s\n", CHAN_VERSION);
@@ -553,7 +697,10 @@ chd_config_fini(chd_config *cfg)
 	free(cfg->config_file);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
-	cfg->config_file = cfg->tls_cert = cfg->tls_key = NULL;
+	free(cfg->tls_ca);
+	chd_access_free(cfg->access);
+	cfg->access = NULL;
+	cfg->config_file = cfg->tls_cert = cfg->tls_key = cfg->tls_ca = NULL;
 }
 
 uint64_t

@@ -13,7 +13,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "access.h"
+
 #define CHD_MAX_LISTEN 32
+/* Requests one connection may have in flight (parked ones included). */
+#define CHD_MAX_PENDING_DEFAULT 65536u
 
 /* Exit codes (sysexits-style where they exist). */
 #define CHD_EXIT_OK 0
@@ -39,6 +43,13 @@ typedef struct chd_config {
 	int           socket_mode;      /* ipc socket file mode, -1: umask */
 	char         *tls_cert;         /* PEM file: certificate (+ key) */
 	char         *tls_key;          /* PEM file: key (NULL: in tls_cert) */
+	char         *tls_ca;           /* PEM CA file: client certs required */
+	int           socket_gid;       /* group of ipc sockets, -1: as created */
+	int           socket_dir_mode;  /* mode of a socket dir chand creates */
+	uint64_t      max_memory;       /* payload bytes held, 0: no limit */
+	unsigned      max_connections;  /* 0: no limit */
+	unsigned      max_pending;      /* requests in flight per conn, 0: any */
+	chd_access   *access;           /* NULL: access control off */
 	chd_log_level log_level;
 } chd_config;
 

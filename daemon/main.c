@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,6 +97,7 @@ chd_engine_opts_from(const chd_config *cfg, chd_engine_opts *eo)
 	eo->max_message_size = cfg->max_message_size;
 	eo->max_batch = cfg->max_batch;
 	eo->auto_create = cfg->auto_create;
+	eo->max_memory = cfg->max_memory;
 }
 
 static void
@@ -117,6 +119,31 @@ chd_transport_opts_from(const chd_config *cfg, chd_transport_opts *to)
 	to->socket_mode = cfg->socket_mode;
 	to->tls_cert = cfg->tls_cert;
 	to->tls_key = cfg->tls_key;
+	to->tls_ca = cfg->tls_ca;
+	to->socket_gid = cfg->socket_gid;
+	to->socket_dir_mode = cfg->socket_dir_mode;
+	to->max_conns = cfg->max_connections;
+	to->max_pending = cfg->max_pending;
+	to->access = cfg->access;
+}
+
+/*
+ * Each connection is a file descriptor: the soft limit (often 1024) would
+ * refuse clients long before memory does. Raise it to the hard limit.
+ */
+static void
+chd_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) {
+		return;
+	}
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		chd_log(CHD_LOG_WARN, "cannot raise the open-file limit: %s",
+		    strerror(errno));
+	}
 }
 
 /* Waits for SIGTERM/SIGINT; SIGHUP is logged and ignored. */
@@ -163,6 +190,11 @@ main(int argc, char **argv)
 		break;
 	}
 	chd_log_set_level(cfg.log_level);
+	chd_raise_nofile();
+	if (cfg.access != NULL) {
+		/* Root and our own user can read our memory anyway. */
+		chd_access_trust_uid(cfg.access, (uint32_t) geteuid());
+	}
 
 	/* Before any thread exists, so nng's and the engine's inherit it. */
 	(void) signal(SIGPIPE, SIG_IGN);
@@ -198,6 +230,15 @@ main(int argc, char **argv)
 	    "auto-create %s",
 	    CHAN_VERSION, (int) getpid(), cfg.workers, cfg.max_message_size,
 	    cfg.max_batch, to.recv_max, cfg.auto_create ? "on" : "off");
+	if (chd_access_enabled(cfg.access)) {
+		chd_log(CHD_LOG_INFO, "access control on: the --allow-uid, "
+		    "--allow-gid and --allow rules; root and uid %u always%s",
+		    (unsigned) geteuid(),
+		    cfg.tls_ca != NULL ? ", and verified tls clients" : "");
+	}
+	chd_log(CHD_LOG_INFO, "limits: max memory %" PRIu64 " bytes, max "
+	    "connections %u, max pending %u per connection (0: none)",
+	    cfg.max_memory, cfg.max_connections, cfg.max_pending);
 	chd_notify_ready("serving");
 
 	sig = chd_wait_for_stop();

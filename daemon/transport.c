@@ -36,6 +36,7 @@
 #include <nng/supplemental/tls/tls.h>
 #include <nng/transport/ipc/ipc.h>
 
+#include "access.h"
 #include "notify.h"
 
 #define CHD_MAX_LISTENERS 32
@@ -47,6 +48,7 @@
 #define CHD_ACCEPT_CONFIRM_MS 700 /* second chance before a replacement */
 #define CHD_MAX_ZOMBIES 64        /* replaced listeners kept for their pipes */
 #define CHD_SELF_PIPES 8          /* guard probe pipes remembered */
+#define CHD_REFUSED_LOG_MS 10000  /* --max-connections: a line per burst */
 
 typedef enum {
 	CHD_CTX_IDLE, /* open, not in use */
@@ -85,8 +87,18 @@ struct chd_transport {
 	size_t          decode_cap;
 	int             receivers; /* target count in CHD_CTX_RECV */
 	int             socket_mode;
-	const char     *tls_cert, *tls_key;
+	const char     *tls_cert, *tls_key, *tls_ca;
 	nng_tls_config *tls;
+	int             socket_gid;      /* -1: leave the group */
+	int             socket_dir_mode; /* a socket directory we create */
+
+	/* Access (docs/SECURITY.md): admitted pipes and their peers. */
+	const chd_access *access;        /* NULL: access control off */
+	chd_peers      *peers;           /* every admitted client pipe */
+	unsigned        max_conns;       /* 0: no limit */
+	unsigned        max_pending;     /* per connection, 0: no limit */
+	int64_t         refused_log_ms;  /* last --max-connections line */
+	unsigned long   refused_since;   /* refusals since that line */
 
 	pthread_mutex_t mtx; /* everything below, ctx states */
 	pthread_cond_t  cv;  /* inflight reached 0 */
@@ -128,6 +140,8 @@ struct chd_transport {
 };
 
 static void chd_ctx_cb(void *arg);
+static int  chd_pipe_pid(nng_pipe p);
+static void chd_peer_of(nng_pipe p, chd_peer *peer);
 
 static void
 chd_errf(char *err, size_t errlen, const char *fmt, ...)
@@ -343,6 +357,8 @@ chd_reply(chd_req *r, const Chan__V1__Response *resp)
 {
 	chd_tctx *c = r->owner;
 
+	/* Before the send: the client may ask again as soon as it reads. */
+	chd_peers_pending_done(c->t->peers, r->conn);
 	/* resp may point into r->msg (e.g. names): encode before freeing. */
 	chd_ctx_send(c, resp);
 	chl_request_free(&r->alloc, r->msg);
@@ -360,15 +376,59 @@ chd_ctx_answer(chd_tctx *c, Chan__V1__Status st, const char *text)
 	chd_ctx_send(c, &resp);
 }
 
+/* Answers r (with its id) without the engine, and frees it. */
+static void
+chd_refuse(chd_tctx *c, chd_req *r, Chan__V1__Status st, const char *why)
+{
+	Chan__V1__Response resp = CHAN__V1__RESPONSE__INIT;
+
+	resp.has_id = r->msg->has_id;
+	resp.id = r->msg->id;
+	resp.has_status = 1;
+	resp.status = st;
+	resp.error = (char *) why;
+	chd_ctx_send(c, &resp);
+	chl_request_free(&r->alloc, r->msg);
+	free(r);
+}
+
+/*
+ * Access control (docs/SECURITY.md), before the engine sees r: true when
+ * the peer may make it; else r is answered PERMISSION_DENIED (with its id)
+ * and freed, and the refusal is logged once per connection.
+ */
+static bool
+chd_request_allowed(chd_tctx *c, nng_pipe p, chd_req *r)
+{
+	chd_transport     *t = c->t;
+	chd_peer           peer;
+	char               why[512];
+
+	if (!chd_peers_get(t->peers, r->conn, &peer)) {
+		chd_peer_of(p, &peer); /* not recorded (out of memory) */
+	}
+	if (chd_access_check(t->access, &peer, r->msg, why, sizeof(why)) ==
+	    CHAN_OK) {
+		return (true);
+	}
+	if (chd_peers_first_refusal(t->peers, r->conn)) {
+		chd_log(CHD_LOG_WARN, "conn %u (pid %d) refused: %s", r->conn,
+		    chd_pipe_pid(p), why);
+	}
+	chd_refuse(c, r, CHAN__V1__STATUS__PERMISSION_DENIED, why);
+	return (false);
+}
+
 /* A request arrived on c (state BUSY): decode and submit. */
 static void
 chd_ctx_request(chd_tctx *c, nng_msg *m)
 {
 	chd_transport *t = c->t;
 	chd_req       *r;
+	nng_pipe       pipe = nng_msg_get_pipe(m);
 	int            pipe_id;
 
-	pipe_id = nng_pipe_id(nng_msg_get_pipe(m));
+	pipe_id = nng_pipe_id(pipe);
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
 		nng_msg_free(m);
 		chd_ctx_answer(c, CHAN__V1__STATUS__RESOURCE_EXHAUSTED,
@@ -389,6 +449,15 @@ chd_ctx_request(chd_tctx *c, nng_msg *m)
 	r->conn = pipe_id > 0 ? (uint32_t) pipe_id : UINT32_MAX;
 	r->reply = chd_reply;
 	r->owner = c;
+	if (t->access != NULL && !chd_request_allowed(c, pipe, r)) {
+		return;
+	}
+	if (!chd_peers_pending_add(t->peers, r->conn, t->max_pending)) {
+		chd_refuse(c, r, CHAN__V1__STATUS__RESOURCE_EXHAUSTED,
+		    "too many requests in flight on this connection (--max-pending "
+		    "limit reached); wait for answers first");
+		return;
+	}
 	chd_engine_submit(t->engine, r);
 }
 
@@ -522,6 +591,82 @@ chd_self_pipe_take(chd_transport *t, int id)
 	return (false);
 }
 
+/*
+ * The peer's pid: only ipc knows it (tcp answers NNG_ENOTSUP). nng 1.5.2
+ * stores it as a uint64: nng_pipe_get_int gets NNG_EBADTYPE.
+ */
+static int
+chd_pipe_pid(nng_pipe p)
+{
+	uint64_t v;
+
+	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &v) == 0 && v > 0 &&
+	    v <= INT_MAX) {
+		return ((int) v);
+	}
+	return (0);
+}
+
+/* What the kernel (ipc) and TLS (tls+tcp) say about the other end. */
+static void
+chd_peer_of(nng_pipe p, chd_peer *peer)
+{
+	uint64_t uid, gid;
+	bool     verified;
+
+	memset(peer, 0, sizeof(*peer));
+	/* SO_PEERCRED; uint64 in nng 1.5.2 like the pid. */
+	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) == 0 &&
+	    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_GID, &gid) == 0 &&
+	    uid <= UINT32_MAX && gid <= UINT32_MAX) {
+		peer->cred = true;
+		peer->uid = (uint32_t) uid;
+		peer->gid = (uint32_t) gid;
+	}
+	/* Only true when --tls-ca made the listener require a client cert. */
+	if (nng_pipe_get_bool(p, NNG_OPT_TLS_VERIFIED, &verified) == 0 &&
+	    verified) {
+		peer->tls_verified = true;
+	}
+}
+
+/*
+ * ADD_PRE, under pipe_mtx, before the pipe can deliver a request: record
+ * the peer (read once per connection), or close the pipe when
+ * --max-connections are open already. Guard probes are neither counted
+ * nor refused. A refused pipe still gets REM_POST (not ADD_POST); it is
+ * told apart by not being in t->peers.
+ */
+static void
+chd_pipe_admit(chd_transport *t, nng_pipe p, uint32_t conn)
+{
+	chd_peer peer;
+	int64_t  now;
+
+	if (chd_pipe_pid(p) == (int) getpid()) {
+		return;
+	}
+	if (t->max_conns == 0 || chd_peers_count(t->peers) < t->max_conns) {
+		chd_peer_of(p, &peer);
+		if (chd_peers_put(t->peers, conn, &peer) == 0) {
+			return;
+		}
+	}
+	/* One line per burst: a dialer retries a refused connection. */
+	t->refused_since++;
+	now = chl_now_mono_ms();
+	if (t->refused_log_ms == 0 ||
+	    now - t->refused_log_ms >= CHD_REFUSED_LOG_MS) {
+		chd_log(CHD_LOG_WARN,
+		    "refused %lu connection(s) over the --max-connections limit "
+		    "(%u open); next report in %d s at the earliest",
+		    t->refused_since, t->max_conns, CHD_REFUSED_LOG_MS / 1000);
+		t->refused_since = 0;
+		t->refused_log_ms = now;
+	}
+	(void) nng_pipe_close(p);
+}
+
 /* nng's pipe callback: never touches the socket, only the engine. */
 static void
 chd_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -532,17 +677,10 @@ chd_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	uint32_t       conn = id > 0 ? (uint32_t) id : UINT32_MAX;
 
 	pthread_mutex_lock(&t->pipe_mtx);
-	if (ev == NNG_PIPE_EV_ADD_POST) {
-		uint64_t v;
-
-		/*
-		 * Only ipc knows the peer (tcp answers NNG_ENOTSUP). nng 1.5.2
-		 * stores it as a uint64: nng_pipe_get_int gets NNG_EBADTYPE.
-		 */
-		if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &v) == 0 &&
-		    v > 0 && v <= INT_MAX) {
-			pid = (int) v;
-		}
+	if (ev == NNG_PIPE_EV_ADD_PRE) {
+		chd_pipe_admit(t, p, conn);
+	} else if (ev == NNG_PIPE_EV_ADD_POST) {
+		pid = chd_pipe_pid(p);
 		if (pid == (int) getpid() && id > 0) {
 			/* A guard probe: the listener is alive, nothing else. */
 			t->self_pipes[t->self_next++ % CHD_SELF_PIPES] = id;
@@ -558,7 +696,8 @@ chd_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		}
 		chd_log(CHD_LOG_DEBUG, "conn %u opened (pid %d)", conn, pid);
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
-		if (chd_self_pipe_take(t, id)) {
+		if (chd_self_pipe_take(t, id) || !chd_peers_del(t->peers, conn)) {
+			/* A guard probe, or refused at ADD_PRE: never opened. */
 			pthread_mutex_unlock(&t->pipe_mtx);
 			return;
 		}
@@ -608,6 +747,17 @@ chd_transport_open(chd_engine *e, const chd_transport_opts *o,
 	t->socket_mode = o->socket_mode;
 	t->tls_cert = o->tls_cert;
 	t->tls_key = o->tls_key;
+	t->tls_ca = o->tls_ca;
+	t->socket_gid = o->socket_gid;
+	t->socket_dir_mode = o->socket_dir_mode > 0 ? o->socket_dir_mode : 0750;
+	t->access = chd_access_enabled(o->access) ? o->access : NULL;
+	t->max_conns = o->max_conns;
+	t->max_pending = o->max_pending;
+	if ((t->peers = chd_peers_new()) == NULL) {
+		free(t);
+		chd_errf(err, errlen, "out of memory");
+		return (-1);
+	}
 	pthread_mutex_init(&t->mtx, NULL);
 	pthread_cond_init(&t->cv, NULL);
 	pthread_mutex_init(&t->pipe_mtx, NULL);
@@ -623,6 +773,8 @@ chd_transport_open(chd_engine *e, const chd_transport_opts *o,
 	/* nng 1.5.2 otherwise allocates whatever length a peer declares. */
 	if ((rv = nng_socket_set_size(t->sock, NNG_OPT_RECVMAXSZ, o->recv_max)) !=
 	        0 ||
+	    (rv = nng_pipe_notify(t->sock, NNG_PIPE_EV_ADD_PRE, chd_pipe_cb,
+	         t)) != 0 ||
 	    (rv = nng_pipe_notify(t->sock, NNG_PIPE_EV_ADD_POST, chd_pipe_cb,
 	         t)) != 0 ||
 	    (rv = nng_pipe_notify(t->sock, NNG_PIPE_EV_REM_POST, chd_pipe_cb,
@@ -642,13 +794,18 @@ fail:
 	pthread_cond_destroy(&t->pipe_cv);
 	pthread_mutex_destroy(&t->lsn_mtx);
 	pthread_cond_destroy(&t->guard_cv);
+	chd_peers_free(t->peers);
 	free(t);
 	return (-1);
 }
 
-/* mkdir -p of path's parent directory, mode 0755 for what it creates. */
+/*
+ * mkdir -p of path's parent directory: 0755 for the parents it creates,
+ * 0700 for the socket's own directory (*created: it did), which gets its
+ * group and --socket-dir-mode only once the socket is in place.
+ */
 static int
-chd_mkdir_parent(const char *path, char *err, size_t errlen)
+chd_mkdir_parent(const char *path, bool *created, char *err, size_t errlen)
 {
 	char  dir[PATH_MAX];
 	char *slash;
@@ -674,8 +831,8 @@ chd_mkdir_parent(const char *path, char *err, size_t errlen)
 		}
 		*p = '/';
 	}
-	if (mkdir(dir, 0755) == 0) {
-		chd_log(CHD_LOG_INFO, "created directory %s", dir);
+	if (mkdir(dir, 0700) == 0) {
+		*created = true;
 	} else if (errno != EEXIST) {
 		chd_errf(err, errlen, "cannot create directory %s: %s", dir,
 		    strerror(errno));
@@ -734,12 +891,13 @@ out:
 
 /* Existing socket file at path: remove it if stale, refuse if alive. */
 static int
-chd_ipc_prepare(const char *url, const char *path, char *err, size_t errlen)
+chd_ipc_prepare(const char *url, const char *path, bool *created, char *err,
+    size_t errlen)
 {
 	struct stat st;
 	int         rv;
 
-	if (chd_mkdir_parent(path, err, errlen) != 0) {
+	if (chd_mkdir_parent(path, created, err, errlen) != 0) {
 		char why[512];
 
 		snprintf(why, sizeof(why), "%s", err);
@@ -818,6 +976,31 @@ chd_read_file(const char *path, char *err, size_t errlen)
 	return (buf);
 }
 
+/*
+ * --tls-ca: every client must present a certificate that CA signed, or
+ * its handshake fails (it never reaches the socket). On failure frees
+ * t->tls.
+ */
+static int
+chd_tls_client_auth(chd_transport *t, char *err, size_t errlen)
+{
+	int rv;
+
+	if (t->tls_ca == NULL) {
+		return (0);
+	}
+	if ((rv = nng_tls_config_ca_file(t->tls, t->tls_ca)) != 0 ||
+	    (rv = nng_tls_config_auth_mode(t->tls,
+	         NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
+		chd_errf(err, errlen, "TLS CA file %s: %s", t->tls_ca,
+		    nng_strerror(rv));
+		nng_tls_config_free(t->tls);
+		t->tls = NULL;
+		return (-1);
+	}
+	return (0);
+}
+
 static int
 chd_tls_setup(chd_transport *t, char *err, size_t errlen)
 {
@@ -843,7 +1026,7 @@ chd_tls_setup(chd_transport *t, char *err, size_t errlen)
 			    t->tls_cert, nng_strerror(rv));
 			goto fail;
 		}
-		return (0);
+		return (chd_tls_client_auth(t, err, errlen));
 	}
 	if ((cert = chd_read_file(t->tls_cert, why, sizeof(why))) == NULL ||
 	    (key = chd_read_file(t->tls_key, why, sizeof(why))) == NULL) {
@@ -857,13 +1040,48 @@ chd_tls_setup(chd_transport *t, char *err, size_t errlen)
 	}
 	free(cert);
 	free(key);
-	return (0);
+	return (chd_tls_client_auth(t, err, errlen));
 fail:
 	free(cert);
 	free(key);
 	nng_tls_config_free(t->tls);
 	t->tls = NULL;
 	return (-1);
+}
+
+/*
+ * nng_listener_start; for ipc with --socket-mode or --socket-group, the
+ * socket file never has looser permissions than asked for: nng binds and
+ * listens in one step, so the file is created under umask 0177 (0600),
+ * then nng applies NNG_OPT_IPC_PERMISSIONS and we the group (and, with no
+ * --socket-mode, the mode the old umask gives). No other thread creates
+ * files meanwhile. Returns 0, an nng error, or -errno.
+ */
+static int
+chd_listener_start(chd_transport *t, const char *url, nng_listener l)
+{
+	const char *path = url + 6;
+	mode_t      old;
+	int         rv;
+
+	if (strncmp(url, "ipc://", 6) != 0 ||
+	    (t->socket_mode < 0 && t->socket_gid < 0)) {
+		return (nng_listener_start(l, 0));
+	}
+	old = umask(0177);
+	rv = nng_listener_start(l, 0);
+	(void) umask(old);
+	if (rv != 0) {
+		return (rv);
+	}
+	if (t->socket_gid >= 0 &&
+	    chown(path, (uid_t) -1, (gid_t) t->socket_gid) != 0) {
+		return (-errno);
+	}
+	if (t->socket_mode < 0 && chmod(path, 0777 & ~old) != 0) {
+		return (-errno);
+	}
+	return (0);
 }
 
 /* Creates and starts one nng listener on url (ipc, tcp or tls+tcp). */
@@ -902,9 +1120,9 @@ chd_listener_open(chd_transport *t, const char *url, nng_listener *lp,
 			goto fail;
 		}
 	}
-	if ((rv = nng_listener_start(l, 0)) != 0) {
+	if ((rv = chd_listener_start(t, url, l)) != 0) {
 		chd_errf(err, errlen, "cannot listen on %s: %s", url,
-		    nng_strerror(rv));
+		    rv > 0 ? nng_strerror(rv) : strerror(-rv));
 		goto fail;
 	}
 	*lp = l;
@@ -914,6 +1132,31 @@ fail:
 	return (-1);
 }
 
+/* The socket directory we created: its group, then its mode. */
+static int
+chd_socket_dir_finish(chd_transport *t, const char *url, char *err,
+    size_t errlen)
+{
+	char  dir[PATH_MAX];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", url + 6);
+	if ((slash = strrchr(dir, '/')) == NULL || slash == dir) {
+		return (0);
+	}
+	*slash = '\0';
+	if ((t->socket_gid >= 0 &&
+	        chown(dir, (uid_t) -1, (gid_t) t->socket_gid) != 0) ||
+	    chmod(dir, (mode_t) t->socket_dir_mode) != 0) {
+		chd_errf(err, errlen, "cannot listen on %s: directory %s: %s",
+		    url, dir, strerror(errno));
+		return (-1);
+	}
+	chd_log(CHD_LOG_INFO, "created directory %s (mode %04o)", dir,
+	    (unsigned) t->socket_dir_mode);
+	return (0);
+}
+
 int
 chd_transport_listen(chd_transport *t, const char *url, char *err,
     size_t errlen)
@@ -921,6 +1164,7 @@ chd_transport_listen(chd_transport *t, const char *url, char *err,
 	nng_listener l;
 	nng_sockaddr sa;
 	chd_lsn     *ls;
+	bool         created = false;
 
 	if (t->nlsn == CHD_MAX_LISTENERS) {
 		chd_errf(err, errlen, "cannot listen on %s: too many listeners",
@@ -928,10 +1172,14 @@ chd_transport_listen(chd_transport *t, const char *url, char *err,
 		return (-1);
 	}
 	if (strncmp(url, "ipc://", 6) == 0 &&
-	    chd_ipc_prepare(url, url + 6, err, errlen) != 0) {
+	    chd_ipc_prepare(url, url + 6, &created, err, errlen) != 0) {
 		return (-1);
 	}
 	if (chd_listener_open(t, url, &l, err, errlen) != 0) {
+		return (-1);
+	}
+	if (created && chd_socket_dir_finish(t, url, err, errlen) != 0) {
+		(void) nng_listener_close(l);
 		return (-1);
 	}
 	ls = &t->lsn[t->nlsn];
@@ -1371,5 +1619,6 @@ chd_transport_free(chd_transport *t)
 	pthread_cond_destroy(&t->pipe_cv);
 	pthread_mutex_destroy(&t->lsn_mtx);
 	pthread_cond_destroy(&t->guard_cv);
+	chd_peers_free(t->peers);
 	free(t);
 }

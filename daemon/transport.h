@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "access.h"
 #include "engine.h"
 
 typedef struct chd_transport chd_transport;
@@ -20,6 +21,12 @@ typedef struct chd_transport_opts {
 	int         socket_mode; /* ipc socket file mode, -1: leave to umask */
 	const char *tls_cert;    /* PEM file for tls+tcp (cert, maybe key) */
 	const char *tls_key;     /* PEM key file, NULL: in tls_cert */
+	const char *tls_ca;      /* PEM CA file: client certs required */
+	int         socket_gid;  /* group of ipc socket files, -1: leave */
+	int         socket_dir_mode; /* a socket directory chand creates */
+	unsigned    max_conns;   /* client connections at once, 0: any */
+	unsigned    max_pending; /* requests in flight per connection, 0: any */
+	const chd_access *access; /* borrowed; NULL or empty: off */
 } chd_transport_opts;
 
 /* Opens the REP socket bound to engine e. 0 or -1 with err filled in. */
@@ -28,7 +35,9 @@ int chd_transport_open(chd_engine *e, const chd_transport_opts *o,
 
 /*
  * Starts listening on url. For ipc:// it first creates a missing parent
- * directory (0755) and deals with an existing socket file: removed when
+ * directory (socket_dir_mode, group socket_gid; parents above it 0755),
+ * creates the socket with mode 0600 then applies socket_mode and
+ * socket_gid, and deals with an existing socket file: removed when
  * nothing answers on it, refused when something (another chand) does.
  * 0 or -1 with err naming the URL and the reason.
  */
