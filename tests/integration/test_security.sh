@@ -3,7 +3,8 @@
 # peer uid/gid allow-lists and prefix rules (PERMISSION_DENIED, exit 10,
 # logged once per connection), plain tcp refused when access control is on,
 # tls+tcp client certificates (a throwaway CA made with openssl here), the
-# memory budget against one flooding producer, the socket's mode and group.
+# memory budget against one flooding producer, the socket's mode and group,
+# the same settings as config-file keys.
 #
 # The uid checks run chan as nobody (setpriv) and need root; without root
 # they are reported as skipped, the rest still runs.
@@ -284,6 +285,38 @@ t_tls_client_cert() {
 	stop_chand
 }
 
+# ---- the same settings as config-file keys ---------------------------------
+t_config_keys() {
+	local cfg=$WORK/sec.conf big=$WORK/big-cfg
+	head -c 102400 /dev/zero | tr '\0' 'y' >"$big"
+	cat >"$cfg" <<-EOF
+		socket-mode = 0666
+		allow = uid=nobody:send:cfg.*
+		allow-gid = 4242
+		max-memory = 150K
+		max-pending = 8
+		max-connections = 100
+	EOF
+	start_chand --config "$cfg"
+	run "$CHAN" send --raw cfg.big <"$big"
+	expect_rc 0 "config max-memory: one 100 KiB message fits"
+	run "$CHAN" send --raw cfg.big <"$big"
+	expect_rc 11 "config max-memory: the second does not"
+	expect_err_has "memory limit" "the refusal names the memory limit"
+	if [ "$(id -u)" -eq 0 ]; then
+		open_dirs
+		run "${NOBODY[@]}" "$CHAN" send cfg.a x
+		expect_rc 0 "config allow rule grants its prefix"
+		run "${NOBODY[@]}" "$CHAN" send other x
+		expect_rc 10 "config allow rule refuses the rest"
+	else
+		skip "config allow rule (needs root)"
+	fi
+	stop_chand
+	run "$CHAND" --config "$cfg" --max-pending x --listen "ipc://$WORK/y.sock"
+	expect_rc 64 "bad --max-pending"
+}
+
 # ---- memory budget -----------------------------------------------------------
 t_memory_budget() {
 	local i rc=0 sent=0 big=$WORK/big
@@ -299,6 +332,8 @@ t_memory_budget() {
 	RC=$rc
 	cp "$WORK/flood.err" "$ERR_FILE"
 	expect_rc 11 "flood stopped by the budget with RESOURCE_EXHAUSTED"
+	expect_err_prefix "chan: send: " "flood refusal message prefix"
+	expect_err_has "memory limit" "flood refusal names the memory limit"
 	check "[ $sent -ge 5 ] && [ $sent -le 10 ]" \
 		"about 1 MiB held before refusing ($sent x 100 KiB)"
 	run "$CHAN" send --raw flood <"$big"
@@ -329,6 +364,7 @@ t_prefix_rule
 t_tcp_refused
 t_socket_perms
 t_tls_client_cert
+t_config_keys
 t_memory_budget
 [ "$SKIPPED" -gt 0 ] && echo "$SKIPPED sections skipped"
 finish
