@@ -156,24 +156,60 @@ chan_confirms_build(chan_exchange *x)
 	x->req.n_confirm = n;
 }
 
-/* Starts a call: takes the pending confirmations and opens its context. */
+/* A fresh context and aio for a call. c->mtx held (chan_cancel sees it). */
+static int
+chan_slot_open(chan_client *c, chan_call_link *link)
+{
+	int rv;
+
+	if ((rv = nng_aio_alloc(&link->aio, NULL, NULL)) != 0) {
+		return (rv);
+	}
+	if ((rv = nng_ctx_open(&link->ctx, c->sock)) != 0) {
+		nng_aio_free(link->aio);
+		return (rv);
+	}
+	/* Per context too: a resend would duplicate a request parked in the daemon. */
+	nng_ctx_set_ms(link->ctx, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	return (0);
+}
+
+/* Closes the idle pairs (before the socket they belong to is closed). */
+static void
+chan_slots_drain(chan_client *c)
+{
+	pthread_mutex_lock(&c->mtx);
+	while (c->nslots > 0) {
+		chan_slot *sl = &c->slots[--c->nslots];
+
+		nng_ctx_close(sl->ctx);
+		nng_aio_free(sl->aio);
+	}
+	pthread_mutex_unlock(&c->mtx);
+}
+
+/* Starts a call: takes the pending confirmations and a context (idle or new). */
 static chan_status
 chan_call_begin(chan_client *c, chan_exchange *x, chan_call_link *link, bool internal)
 {
 	int rv;
 
 	link->tag = chan_current_aio;
+	link->clean = false;
+	link->closed = false;
 	pthread_mutex_lock(&c->mtx);
 	if ((c->cancelled && !internal) || (link->tag != NULL && chan_aio_cancelled(link->tag))) {
 		pthread_mutex_unlock(&c->mtx);
 		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
 	}
-	if ((rv = nng_ctx_open(&link->ctx, c->sock)) != 0) {
+	if (c->nslots > 0) {
+		c->nslots--;
+		link->ctx = c->slots[c->nslots].ctx;
+		link->aio = c->slots[c->nslots].aio;
+	} else if ((rv = chan_slot_open(c, link)) != 0) {
 		pthread_mutex_unlock(&c->mtx);
 		return (chan_nng_fail(c, rv, "cannot open a context on"));
 	}
-	/* Per context too: a resend would duplicate a request parked in the daemon. */
-	nng_ctx_set_ms(link->ctx, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	link->next = c->calls;
 	c->calls = link;
 	x->held = c->pend;
@@ -186,10 +222,17 @@ chan_call_begin(chan_client *c, chan_exchange *x, chan_call_link *link, bool int
 	return (CHAN_OK);
 }
 
+/*
+ * Ends a call: its context goes back to the idle pairs when the exchange
+ * ended with an answer and nobody closed it (chan_cancel, an async
+ * cancel); anything else (a timeout, a reset, a close) may leave the
+ * context mid-request, so it is closed.
+ */
 static void
 chan_call_end(chan_client *c, chan_call_link *link)
 {
 	chan_call_link **pp;
+	bool             keep;
 
 	pthread_mutex_lock(&c->mtx);
 	for (pp = &c->calls; *pp != NULL; pp = &(*pp)->next) {
@@ -198,8 +241,17 @@ chan_call_end(chan_client *c, chan_call_link *link)
 			break;
 		}
 	}
+	keep = link->clean && !link->closed && !c->cancelled && c->nslots < CHAN_SLOTS;
+	if (keep) {
+		c->slots[c->nslots].ctx = link->ctx;
+		c->slots[c->nslots].aio = link->aio;
+		c->nslots++;
+	}
 	pthread_mutex_unlock(&c->mtx);
-	nng_ctx_close(link->ctx); /* NNG_ECLOSED after chan_cancel: fine */
+	if (!keep) {
+		nng_ctx_close(link->ctx); /* NNG_ECLOSED after chan_cancel: fine */
+		nng_aio_free(link->aio);
+	}
 }
 
 /* Encodes x->req into a new nng message. */
@@ -260,26 +312,21 @@ chan_send_recv(nng_aio *aio, nng_ctx ctx, nng_msg *m, nng_msg **answer)
  * so nothing is done twice and no answer carrying messages is lost.
  */
 static chan_status
-chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeout_ms,
+chan_transfer(chan_client *c, chan_call_link *link, chan_exchange *x, int64_t local_timeout_ms,
     nng_msg **answer)
 {
-	nng_aio    *aio;
 	nng_msg    *m = NULL;
 	chan_status s;
 	int         rv;
 	int         resets = 0;
 
-	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
-		return (chan_nng_fail(c, rv, "cannot talk to"));
-	}
-	nng_aio_set_timeout(aio, local_timeout_ms < 0 ? NNG_DURATION_INFINITE
-	                                              : (nng_duration) local_timeout_ms);
+	nng_aio_set_timeout(link->aio, local_timeout_ms < 0 ? NNG_DURATION_INFINITE
+	                                                    : (nng_duration) local_timeout_ms);
 	for (;;) {
 		if ((s = chan_encode(c, x, &m)) != CHAN_OK) {
-			nng_aio_free(aio);
 			return (s);
 		}
-		rv = chan_send_recv(aio, ctx, m, answer);
+		rv = chan_send_recv(link->aio, link->ctx, m, answer);
 		if (rv != NNG_ECONNRESET || local_timeout_ms >= 0) {
 			break;
 		}
@@ -288,7 +335,6 @@ chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeo
 		 * take (over its request size limit) resets every connection.
 		 */
 		if (++resets > CHAN_MAX_RESETS) {
-			nng_aio_free(aio);
 			return (chan_fail(CHAN_UNAVAILABLE,
 			    "%s closed the connection %d times under this request (over its "
 			    "request size limit?)",
@@ -300,8 +346,8 @@ chan_transfer(chan_client *c, nng_ctx ctx, chan_exchange *x, int64_t local_timeo
 		nng_msleep(100); /* the dialer reconnects meanwhile */
 		chan_confirms_build(x); /* the broken connection's deliveries are void */
 	}
-	nng_aio_free(aio);
 	if (rv == 0) {
+		link->clean = true;
 		return (CHAN_OK);
 	}
 	if (chan_call_cancelled(c) && (rv == NNG_ECLOSED || rv == NNG_ECANCELED || rv == NNG_ECONNRESET)) {
@@ -352,7 +398,7 @@ chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t loc
 	if ((s = chan_call_begin(c, x, &link, internal)) != CHAN_OK) {
 		return (s);
 	}
-	s = chan_transfer(c, link.ctx, x, local_timeout_ms, &answer);
+	s = chan_transfer(c, &link, x, local_timeout_ms, &answer);
 	chan_call_end(c, &link);
 	free(x->req.confirm);
 	x->req.confirm = NULL;
@@ -561,6 +607,7 @@ chan_connect(const char *url, chan_client **out)
 		goto fail;
 	}
 	s = chan_hello(c);
+	chan_slots_drain(c); /* the probe connection's */
 	nng_close(c->sock);
 	if (s != CHAN_OK) {
 		goto fail;
@@ -600,6 +647,7 @@ chan_disconnect(chan_client *c)
 		(void) chan_exchange_run(c, &x, 0, CHAN_GOODBYE_TIMEOUT_MS, true);
 		chan_exchange_fini(&x);
 	}
+	chan_slots_drain(c);
 	nng_close(c->sock);
 	pthread_mutex_destroy(&c->mtx);
 	free(c->pend);
@@ -618,6 +666,7 @@ chan_cancel_tag(chan_client *c, const chan_aio *a)
 	for (l = c->calls; l != NULL; l = l->next) {
 		if (l->tag == a) {
 			nng_ctx_close(l->ctx);
+			l->closed = true;
 		}
 	}
 	pthread_mutex_unlock(&c->mtx);
@@ -635,6 +684,7 @@ chan_cancel(chan_client *c)
 	c->cancelled = true;
 	for (l = c->calls; l != NULL; l = l->next) {
 		nng_ctx_close(l->ctx);
+		l->closed = true;
 	}
 	pthread_mutex_unlock(&c->mtx);
 }

@@ -20,8 +20,23 @@
 typedef struct chan_call_link {
 	struct chan_call_link *next;
 	nng_ctx                ctx;
-	chan_aio              *tag; /* the async call it serves, or NULL */
+	nng_aio               *aio;
+	chan_aio              *tag;    /* the async call it serves, or NULL */
+	bool                   clean;  /* the exchange ended with an answer */
+	bool                   closed; /* chan_cancel closed ctx (under mtx) */
 } chan_call_link;
+
+/*
+ * An idle context with its aio, kept for the next call: opening, setting
+ * up and closing both for every call costs more than the call's own work
+ * in libchan. Only pairs whose last exchange ended cleanly are kept.
+ */
+typedef struct chan_slot {
+	nng_ctx  ctx;
+	nng_aio *aio;
+} chan_slot;
+
+#define CHAN_SLOTS 8 /* idle pairs kept per client */
 
 /* The async call the current thread works for (set by async.c's workers). */
 extern __thread chan_aio *chan_current_aio;
@@ -51,6 +66,8 @@ struct chan_client {
 	chan_pending    *pend;      /* deliveries held by the caller, not yet sent */
 	size_t           npend;
 	size_t           pend_cap;
+	chan_slot        slots[CHAN_SLOTS]; /* idle (ctx, aio) pairs */
+	size_t           nslots;
 };
 
 /* One exchange: the request the caller filled, and the decoded answer. */
