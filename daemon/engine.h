@@ -31,12 +31,22 @@ typedef struct chd_req chd_req;
  */
 typedef void (*chd_reply_fn)(chd_req *r, const Chan__V1__Response *resp);
 
+/*
+ * The same as chd_reply_fn with the answer already packed (a serialized
+ * chan.v1.Response), borrowed for the call. Optional: the engine uses it
+ * instead of reply, when the creator sets it, for answers it had to pack
+ * anyway (the idempotency cache keeps the bytes), so they are packed once.
+ */
+typedef void (*chd_reply_packed_fn)(chd_req *r, const uint8_t *bytes,
+    size_t len);
+
 struct chd_req {
 	Chan__V1__Request *msg;    /* decoded request, owned by the request */
 	chl_capped_alloc   alloc;  /* the allocator msg was decoded with */
 	uint32_t           conn;   /* connection id (nng pipe id), never 0 */
 	chd_reply_fn       reply;  /* set by the creator */
 	void              *owner;  /* creator's private data (nng ctx/aio) */
+	chd_reply_packed_fn reply_packed; /* NULL: engine always uses reply */
 };
 
 typedef struct chd_engine_opts {

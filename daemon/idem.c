@@ -26,10 +26,20 @@
 
 typedef struct chd_idem_call chd_idem_call;
 
+/*
+ * A packed Response, shared by the cache entry and the replies in flight
+ * (the first answer and replays): packed once, outside the stripe lock,
+ * and handed to the transport as bytes (chd_req.reply_packed).
+ */
+typedef struct chd_idem_answer {
+	atomic_int refs;
+	size_t     len;
+	uint8_t    bytes[];
+} chd_idem_answer;
+
 typedef struct chd_idem_entry {
 	uint64_t       id;       /* 0: free */
-	uint8_t       *answer;   /* packed Response; NULL while running */
-	size_t         len;
+	chd_idem_answer *answer; /* NULL while running */
 	uint64_t       delivery; /* the answer's delivery, 0: none */
 	uint32_t       conn;     /* the connection it was answered on */
 	chd_idem_call *call;     /* while running */
@@ -100,10 +110,33 @@ chd_idem_new(void)
 	return (t);
 }
 
+static chd_idem_answer *
+answer_pack(const Chan__V1__Response *resp)
+{
+	size_t           len = chan__v1__response__get_packed_size(resp);
+	chd_idem_answer *a = malloc(sizeof(*a) + (len > 0 ? len : 1));
+
+	if (a == NULL) {
+		return (NULL);
+	}
+	atomic_init(&a->refs, 1);
+	a->len = len;
+	(void) chan__v1__response__pack(resp, a->bytes);
+	return (a);
+}
+
+static void
+answer_unref(chd_idem_answer *a)
+{
+	if (a != NULL && atomic_fetch_sub(&a->refs, 1) == 1) {
+		free(a);
+	}
+}
+
 static void
 entry_clear(chd_idem_entry *ent)
 {
-	free(ent->answer);
+	answer_unref(ent->answer);
 	memset(ent, 0, sizeof(*ent));
 }
 
@@ -220,14 +253,20 @@ reply_unavailable(chd_req *r, uint64_t id, const char *why)
 	r->reply(r, &resp);
 }
 
+/* Sends the cached answer a (a reference the caller gives up) to r. */
 static void
-replay(chd_engine *e, chd_req *r, uint8_t *buf, size_t len)
+replay(chd_engine *e, chd_req *r, chd_idem_answer *a)
 {
 	Chan__V1__Response *resp;
 
-	resp = chan__v1__response__unpack(NULL, len, buf);
-	free(buf);
 	atomic_fetch_add(&e->requests, 1);
+	if (r->reply_packed != NULL) {
+		r->reply_packed(r, a->bytes, a->len);
+		answer_unref(a);
+		return;
+	}
+	resp = chan__v1__response__unpack(NULL, a->len, a->bytes);
+	answer_unref(a);
 	if (resp == NULL) {
 		chd_reply_err(e, r, CHAN_INTERNAL, "cached answer is corrupt");
 		return;
@@ -301,27 +340,20 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 		entry_clear(ent);
 	}
 	if (ent->id == id && ent->answer != NULL) {
-		uint8_t *copy = malloc(ent->len);
-		size_t   len = ent->len;
-		uint64_t reown = 0;
-		if (copy != NULL) {
-			memcpy(copy, ent->answer, len);
-			if (ent->delivery != 0 && ent->conn != r->conn) {
-				reown = ent->delivery;
-				ent->conn = r->conn;
-			}
+		chd_idem_answer *a = ent->answer;
+		uint64_t         reown = 0;
+
+		atomic_fetch_add(&a->refs, 1);
+		if (ent->delivery != 0 && ent->conn != r->conn) {
+			reown = ent->delivery;
+			ent->conn = r->conn;
 		}
 		pthread_mutex_unlock(&t->mtx);
 		free(call);
 		if (reown != 0) {
 			post_reown(e, reown, r->conn);
 		}
-		if (copy == NULL) {
-			chd_reply_err(e, r, CHAN_RESOURCE_EXHAUSTED,
-			    "out of memory");
-		} else {
-			replay(e, r, copy, len);
-		}
+		replay(e, r, a);
 		return (NULL);
 	}
 	if (ent->id == id && ent->call != NULL) {
@@ -342,6 +374,7 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 	/* The allocator's state moves with the message it allocated. */
 	call->inner.alloc.base.allocator_data = &call->inner.alloc;
 	call->inner.reply = idem_reply;
+	call->inner.reply_packed = NULL;
 	call->inner.owner = call;
 	r->msg = NULL;
 	ent->id = id;
@@ -373,9 +406,12 @@ idem_reply(chd_req *inner, const Chan__V1__Response *resp)
 	chd_idem_stripe *t = stripe_of(e->idem, call->client);
 	chd_idem_entry *ent;
 	chd_req        *outer;
-	uint8_t        *buf = NULL;
-	size_t          len = 0;
+	chd_idem_answer *a = NULL;
 
+	/* Packed once, outside the lock: the same bytes are cached and sent. */
+	if (cacheable(resp)) {
+		a = answer_pack(resp);
+	}
 	pthread_mutex_lock(&t->mtx);
 	outer = call->outer;
 	ent = entry_find(t, call->client, call->id);
@@ -389,19 +425,14 @@ idem_reply(chd_req *inner, const Chan__V1__Response *resp)
 		 * new one: run it again there instead of failing it. */
 		inner->conn = outer->conn;
 		pthread_mutex_unlock(&t->mtx);
+		answer_unref(a); /* UNAVAILABLE is never cached: NULL anyway */
 		chd_engine_dispatch(e, inner);
 		return;
 	}
 	if (ent != NULL) {
-		if (cacheable(resp)) {
-			len = chan__v1__response__get_packed_size(resp);
-			if ((buf = malloc(len > 0 ? len : 1)) != NULL) {
-				chan__v1__response__pack(resp, buf);
-			}
-		}
-		if (buf != NULL) {
-			ent->answer = buf;
-			ent->len = len;
+		if (a != NULL) {
+			atomic_fetch_add(&a->refs, 1); /* the entry's */
+			ent->answer = a;
 			ent->delivery = resp->has_delivery ? resp->delivery : 0;
 			ent->conn = inner->conn;
 			ent->call = NULL;
@@ -410,7 +441,12 @@ idem_reply(chd_req *inner, const Chan__V1__Response *resp)
 		}
 	}
 	pthread_mutex_unlock(&t->mtx);
-	outer->reply(outer, resp);
+	if (a != NULL && outer->reply_packed != NULL) {
+		outer->reply_packed(outer, a->bytes, a->len);
+	} else {
+		outer->reply(outer, resp);
+	}
+	answer_unref(a);
 	chl_request_free(&inner->alloc, inner->msg);
 	free(call);
 }

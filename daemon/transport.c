@@ -376,6 +376,38 @@ chd_ctx_answer(chd_tctx *c, Chan__V1__Status st, const char *text)
 	chd_ctx_send(c, &resp);
 }
 
+/* Hands an answer the engine already packed to nng on c's context. */
+static void
+chd_ctx_send_packed(chd_tctx *c, const uint8_t *bytes, size_t len)
+{
+	chd_transport *t = c->t;
+	nng_msg       *m;
+
+	if (nng_msg_alloc(&m, len) != 0) {
+		chd_ctx_answer(c, CHAN__V1__STATUS__RESOURCE_EXHAUSTED,
+		    "daemon out of memory encoding the answer");
+		return;
+	}
+	memcpy(nng_msg_body(m), bytes, len);
+	pthread_mutex_lock(&t->mtx);
+	c->state = CHD_CTX_SEND;
+	pthread_mutex_unlock(&t->mtx);
+	nng_aio_set_msg(c->aio, m);
+	nng_ctx_send(c->ctx, c->aio);
+}
+
+/* r->reply_packed: chd_reply for an answer packed once by the engine. */
+static void
+chd_reply_packed(chd_req *r, const uint8_t *bytes, size_t len)
+{
+	chd_tctx *c = r->owner;
+
+	chd_peers_pending_done(c->t->peers, r->conn);
+	chd_ctx_send_packed(c, bytes, len);
+	chl_request_free(&r->alloc, r->msg);
+	free(r);
+}
+
 /* Answers r (with its id) without the engine, and frees it. */
 static void
 chd_refuse(chd_tctx *c, chd_req *r, Chan__V1__Status st, const char *why)
@@ -448,6 +480,7 @@ chd_ctx_request(chd_tctx *c, nng_msg *m)
 	}
 	r->conn = pipe_id > 0 ? (uint32_t) pipe_id : UINT32_MAX;
 	r->reply = chd_reply;
+	r->reply_packed = chd_reply_packed;
 	r->owner = c;
 	if (t->access != NULL && !chd_request_allowed(c, pipe, r)) {
 		return;
