@@ -627,6 +627,7 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	chd_delivery         *d;
 	size_t                n = ch->depth < max ? (size_t) ch->depth : max;
 	chd_msg              *m, *last = NULL;
+	bool                  named;
 
 	chd_resp_init(&a);
 	if (n == 0) { /* callers check; never hand out an empty answer */
@@ -640,11 +641,14 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 		chd_resp_send(sh->e, r, &a, CHAN_RESOURCE_EXHAUSTED);
 		return;
 	}
+	/* A plain recv named its channel: n copies of the name would be
+	 * waste (libchan fills it in); recv_any's caller needs it. */
+	named = r->msg == NULL || r->msg->op_case != CHAN__V1__REQUEST__OP_RECV;
 	m = ch->qhead;
 	for (size_t i = 0; i < n; i++, m = m->next) {
 		Chan__V1__Message *pm = &pms[i];
 		*pm = init;
-		pm->channel = ch->name;
+		pm->channel = named ? ch->name : NULL;
 		pm->has_seq = pm->has_time_us = pm->has_data = true;
 		pm->seq = m->seq;
 		pm->time_us = m->time_us;

@@ -142,6 +142,8 @@ static chan_status
 chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **msgs, size_t *n)
 {
 	const Chan__V1__RecvResult *r = x->resp->recv;
+	const char                 *asked = x->req.op_case == CHAN__V1__REQUEST__OP_RECV
+	                    ? x->req.recv->name : NULL;
 	size_t                      i;
 
 	if (r == NULL || r->n_messages == 0 || r->n_messages > max) {
@@ -149,7 +151,7 @@ chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **
 		    c->url, r != NULL ? r->n_messages : 0, max));
 	}
 	for (i = 0; i < r->n_messages; i++) {
-		if ((msgs[i] = chan_msg_from_wire(r->messages[i])) == NULL) {
+		if ((msgs[i] = chan_msg_from_wire(r->messages[i], asked)) == NULL) {
 			while (i > 0) {
 				chan_msg_free(msgs[--i]);
 			}

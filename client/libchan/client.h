@@ -109,8 +109,12 @@ chan_status chan_fail(chan_status s, const char *fmt, ...) __attribute__((format
 /* Name check (local, the daemon's rule): CHAN_OK or CHAN_INVALID_ARGUMENT. */
 chan_status chan_check_name(const char *name);
 
-/* Builds a chan_msg from a wire message (copies). NULL on ENOMEM. */
-chan_msg *chan_msg_from_wire(const Chan__V1__Message *w);
+/*
+ * Builds a chan_msg from a wire message (copies). asked: the channel the
+ * request named, for answers that leave Message.channel empty (plain recv);
+ * NULL for recv_any. NULL on ENOMEM.
+ */
+chan_msg *chan_msg_from_wire(const Chan__V1__Message *w, const char *asked);
 
 /* Sends one payload batch, with sender handle id (0: one-shot). */
 chan_status chan_send_common(chan_client *c, const char *name, uint64_t sender,

@@ -14,9 +14,11 @@ struct chan_msg {
 };
 
 chan_msg *
-chan_msg_from_wire(const Chan__V1__Message *w)
+chan_msg_from_wire(const Chan__V1__Message *w, const char *asked)
 {
-	const char *ch = w->channel != NULL ? w->channel : "";
+	/* Plain recv answers leave the name out: the caller named the channel. */
+	const char *ch = w->channel != NULL && w->channel[0] != '\0' ? w->channel
+	    : asked != NULL ? asked : "";
 	size_t      chlen = strlen(ch);
 	size_t      len = w->has_data ? w->data.len : 0;
 	chan_msg   *m;

@@ -190,6 +190,8 @@ START_TEST(core_send_recv)
 	ck_status(chan_recv(c, "core", &m, CHAN_WAIT_FOREVER), CHAN_OK);
 	ck_assert_uint_eq(chan_msg_len(m), 3);
 	ck_assert(memcmp(chan_msg_data(m), "one", 3) == 0);
+	/* the daemon leaves the name out of plain recv answers; libchan fills it */
+	ck_assert_str_eq(chan_msg_channel(m), "core");
 	seq1 = chan_msg_seq(m);
 	after = chan_msg_time_us(m);
 	ck_assert_msg(after > before, "enqueue time %llu is not recent",
@@ -403,6 +405,7 @@ START_TEST(recv_n_and_any)
 	ck_status(chan_recv_n(c, "batch", 3, ms, &n, 0), CHAN_OK);
 	ck_assert_uint_eq(n, 3);
 	ck_assert_uint_eq(chan_msg_len(ms[2]), 3);
+	ck_assert_str_eq(chan_msg_channel(ms[2]), "batch");
 	ck_assert_uint_eq(chan_msg_seq(ms[0]), first);
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_uint_eq(chan_msg_seq(ms[i]), first + i);
