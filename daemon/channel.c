@@ -128,11 +128,20 @@ static chd_chan *
 chan_new(chd_shard *sh, const char *name, enum chd_chan_kind kind,
     uint64_t cap)
 {
-	chd_chan *ch;
+	chd_engine *e = sh->e;
+	chd_chan   *ch;
+	uint64_t    n = atomic_load(&e->nchannels);
 
+	/* A slot under opts.max_channels first (shards create concurrently). */
+	do {
+		if (e->opts.max_channels != 0 && n >= e->opts.max_channels) {
+			return (NULL);
+		}
+	} while (!atomic_compare_exchange_weak(&e->nchannels, &n, n + 1));
 	if ((ch = calloc(1, sizeof(*ch))) == NULL ||
 	    (ch->name = strdup(name)) == NULL) {
 		free(ch);
+		atomic_fetch_sub(&e->nchannels, 1);
 		return (NULL);
 	}
 	ch->sh = sh;
@@ -257,6 +266,7 @@ chan_free(chd_shard *sh, chd_chan *ch)
 	}
 	chd_htab_remove(&sh->chans, &ch->hn);
 	sh->nchans--;
+	atomic_fetch_sub(&sh->e->nchannels, 1);
 	free(ch->name);
 	free(ch);
 }
@@ -1162,6 +1172,26 @@ reply_not_found(chd_shard *sh, chd_req *r, const char *name)
 	chd_reply_err(sh->e, r, CHAN_NOT_FOUND, "no channel named '%s'", name);
 }
 
+/*
+ * A channel was neither there nor created: NOT_FOUND when it was not to be
+ * created (auto-create off), else why creating it failed.
+ */
+static void
+reply_no_chan(chd_shard *sh, chd_req *r, const char *name, bool create)
+{
+	if (!create) {
+		reply_not_found(sh, r, name);
+	} else if (chd_chan_limit_full(sh->e)) {
+		chd_reply_err(sh->e, r, CHAN_RESOURCE_EXHAUSTED,
+		    "no room for channel '%s': the daemon holds its maximum of "
+		    "%llu channels (--max-channels)", name,
+		    (unsigned long long) sh->e->opts.max_channels);
+	} else {
+		chd_reply_err(sh->e, r, CHAN_RESOURCE_EXHAUSTED,
+		    "out of memory creating channel '%s'", name);
+	}
+}
+
 void
 chd_op_create(chd_shard *sh, chd_req *r)
 {
@@ -1184,8 +1214,7 @@ chd_op_create(chd_shard *sh, chd_req *r)
 			return;
 		}
 	} else if (chan_new(sh, c->name, kind, cap) == NULL) {
-		chd_reply_err(sh->e, r, CHAN_RESOURCE_EXHAUSTED,
-		    "out of memory creating channel '%s'", c->name);
+		reply_no_chan(sh, r, c->name, true);
 		return;
 	}
 	chd_reply_empty(sh->e, r);
@@ -1210,7 +1239,7 @@ chd_op_send(chd_shard *sh, chd_req *r)
 	chd_task       *t;
 
 	if ((ch = chd_chan_get(sh, s->name, true)) == NULL) {
-		reply_not_found(sh, r, s->name);
+		reply_no_chan(sh, r, s->name, sh->e->opts.auto_create);
 		return;
 	}
 	if (s->has_sender && s->sender != 0 &&
@@ -1278,7 +1307,7 @@ chd_op_recv(chd_shard *sh, chd_req *r)
 	uint32_t        other;
 
 	if ((ch = chd_chan_get(sh, rv->name, true)) == NULL) {
-		reply_not_found(sh, r, rv->name);
+		reply_no_chan(sh, r, rv->name, sh->e->opts.auto_create);
 		return;
 	}
 	if ((other = chd_chan_rx_busy(ch, r->conn)) != 0) {
@@ -1455,7 +1484,7 @@ chd_op_sender_open(chd_shard *sh, chd_req *r)
 	chd_sender *s;
 
 	if ((ch = chd_chan_get(sh, name, true)) == NULL) {
-		reply_not_found(sh, r, name);
+		reply_no_chan(sh, r, name, sh->e->opts.auto_create);
 		return;
 	}
 	if (ch->closed) {
@@ -1512,7 +1541,7 @@ chd_op_receiver_open(chd_shard *sh, chd_req *r)
 	chd_chan   *ch;
 
 	if ((ch = chd_chan_get(sh, name, true)) == NULL) {
-		reply_not_found(sh, r, name);
+		reply_no_chan(sh, r, name, sh->e->opts.auto_create);
 		return;
 	}
 	if (chd_chan_rx_busy(ch, r->conn) != 0) {

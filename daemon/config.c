@@ -43,6 +43,8 @@ static const char chd_usage_text[] =
     "      --max-connections N     client connections at once (default 0: any)\n"
     "      --max-pending N         requests in flight (parked waiters included)\n"
     "                              per connection (default %u; 0: any)\n"
+    "      --max-channels N        channels daemon-wide (default %" PRIu64 "; 0: any)\n"
+    "      --max-counters N        counters daemon-wide (default %" PRIu64 "; 0: any)\n"
     "      --socket-mode MODE      octal mode of ipc socket files (default: umask)\n"
     "      --socket-group GROUP    group (name or gid) of ipc socket files\n"
     "      --socket-dir-mode MODE  octal mode of a socket directory chand\n"
@@ -369,6 +371,19 @@ chd_apply(chd_config *cfg, const char *key, const char *val, char *err,
 		cfg->max_connections = (unsigned) u;
 		return (0);
 	}
+	if (strcmp(k, "max-channels") == 0 || strcmp(k, "max-counters") == 0) {
+		if (chd_parse_u64(val, &u) != 0) {
+			chd_errf(err, errlen, "%s: '%s' is not a number (0: no "
+			    "limit)", key, val);
+			return (-1);
+		}
+		if (strcmp(k, "max-channels") == 0) {
+			cfg->max_channels = u;
+		} else {
+			cfg->max_counters = u;
+		}
+		return (0);
+	}
 	if (strcmp(k, "max-pending") == 0) {
 		if (chd_parse_u64(val, &u) != 0 || u > UINT32_MAX) {
 			chd_errf(err, errlen, "%s: '%s' is not a number from 0 "
@@ -553,6 +568,8 @@ chd_config_defaults(chd_config *cfg)
 	cfg->socket_dir_mode = 0750;
 	cfg->max_memory = eo.max_memory;
 	cfg->max_pending = CHD_MAX_PENDING_DEFAULT;
+	cfg->max_channels = eo.max_channels;
+	cfg->max_counters = eo.max_counters;
 	cfg->log_level = CHD_LOG_INFO;
 }
 
@@ -568,6 +585,8 @@ enum {
 	OPT_MAX_MEMORY,
 	OPT_MAX_CONNECTIONS,
 	OPT_MAX_PENDING,
+	OPT_MAX_CHANNELS,
+	OPT_MAX_COUNTERS,
 	OPT_SOCKET_GROUP,
 	OPT_SOCKET_DIR_MODE,
 	OPT_ALLOW_UID,
@@ -591,6 +610,8 @@ static const struct option chd_long_opts[] = {
 	{ "max-memory", required_argument, NULL, OPT_MAX_MEMORY },
 	{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
 	{ "max-pending", required_argument, NULL, OPT_MAX_PENDING },
+	{ "max-channels", required_argument, NULL, OPT_MAX_CHANNELS },
+	{ "max-counters", required_argument, NULL, OPT_MAX_COUNTERS },
 	{ "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
 	{ "socket-dir-mode", required_argument, NULL, OPT_SOCKET_DIR_MODE },
 	{ "allow-uid", required_argument, NULL, OPT_ALLOW_UID },
@@ -633,7 +654,8 @@ chd_config_parse(chd_config *cfg, int argc, char **argv, char *err,
 		case 'h':
 			/* The defaults are the engine's: print them, not copies. */
 			printf(chd_usage_text, cfg->workers, cfg->max_message_size,
-			    cfg->max_batch, cfg->max_pending);
+			    cfg->max_batch, cfg->max_pending, cfg->max_channels,
+			    cfg->max_counters);
 			return (CHD_CONFIG_EXIT_OK);
 		case 'V':
 			printf("chand %s\n", CHAN_VERSION);

@@ -49,6 +49,8 @@ typedef struct chd_config {
 	uint64_t      max_memory;       /* payload bytes held, 0: no limit */
 	unsigned      max_connections;  /* 0: no limit */
 	unsigned      max_pending;      /* requests in flight per conn, 0: any */
+	uint64_t      max_channels;     /* daemon-wide, 0: no limit */
+	uint64_t      max_counters;     /* daemon-wide, 0: no limit */
 	chd_access   *access;           /* NULL: access control off */
 	chd_log_level log_level;
 } chd_config;

@@ -27,6 +27,8 @@ struct chd_counters {
 	size_t              nbuckets; /* power of two */
 	size_t              count;
 	chd_counter_wake_fn wake;
+	atomic_uint_least64_t *global; /* shared count, NULL: no limit */
+	uint64_t            max;
 };
 
 /* FNV-1a: names are short, and an attacker gains nothing by colliding
@@ -102,7 +104,48 @@ chd_counters_grow(chd_counters *t)
 	t->nbuckets = n;
 }
 
-/* Finds or creates at 0. NULL only when out of memory. */
+void
+chd_counters_limit(chd_counters *t, atomic_uint_least64_t *global,
+    uint64_t max)
+{
+	t->global = global;
+	t->max = max;
+}
+
+bool
+chd_counters_full(const chd_counters *t)
+{
+	return (t->global != NULL && t->max != 0 &&
+	    atomic_load(t->global) >= t->max);
+}
+
+/* A slot under the shared limit (other shards create concurrently). */
+static bool
+chd_counter_slot_take(chd_counters *t)
+{
+	uint64_t n;
+
+	if (t->global == NULL) {
+		return (true);
+	}
+	n = atomic_load(t->global);
+	do {
+		if (t->max != 0 && n >= t->max) {
+			return (false);
+		}
+	} while (!atomic_compare_exchange_weak(t->global, &n, n + 1));
+	return (true);
+}
+
+static void
+chd_counter_slot_give(chd_counters *t)
+{
+	if (t->global != NULL) {
+		atomic_fetch_sub(t->global, 1);
+	}
+}
+
+/* Finds or creates at 0. NULL when out of memory or at the limit. */
 static chd_counter *
 chd_counter_get_or_create(chd_counters *t, const char *name)
 {
@@ -113,7 +156,11 @@ chd_counter_get_or_create(chd_counters *t, const char *name)
 	if (*pp != NULL) {
 		return (*pp);
 	}
-	if (len > CHL_NAME_MAX || (c = calloc(1, sizeof(*c))) == NULL) {
+	if (len > CHL_NAME_MAX || !chd_counter_slot_take(t)) {
+		return (NULL);
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		chd_counter_slot_give(t);
 		return (NULL);
 	}
 	memcpy(c->name, name, len + 1);
@@ -277,6 +324,7 @@ chd_counter_delete(chd_counters *t, const char *name)
 	}
 	*pp = c->next;
 	t->count--;
+	chd_counter_slot_give(t);
 	chd_counter_wake_all(t, c, CHAN_NOT_FOUND);
 	free(c);
 	return (CHAN_OK);

@@ -10,6 +10,7 @@
 #ifndef CHD_COUNTER_H
 #define CHD_COUNTER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,6 +48,14 @@ typedef void (*chd_counter_wake_fn)(chd_counter_waiter *w, chan_status st,
     int64_t value);
 
 chd_counters *chd_counters_new(chd_counter_wake_fn wake);
+/*
+ * Shares a daemon-wide count of counters among tables: creating one when
+ * *global has reached max (0: no limit) fails with RESOURCE_EXHAUSTED and
+ * chd_counters_full says so. Without it a table has no limit.
+ */
+void chd_counters_limit(chd_counters *t, atomic_uint_least64_t *global,
+    uint64_t max);
+bool chd_counters_full(const chd_counters *t);
 /* Frees the table; waiters still parked are woken SHUTTING_DOWN first. */
 void chd_counters_free(chd_counters *t);
 

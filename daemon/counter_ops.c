@@ -20,6 +20,20 @@ reply_value(chd_engine *e, chd_req *r, int64_t v)
 	chd_resp_send(e, r, &a, CHAN_OK);
 }
 
+/* A counter op failed: names --max-counters when that is the cause. */
+static void
+counter_fail(chd_shard *sh, chd_req *r, const char *name, chan_status st)
+{
+	if (st == CHAN_RESOURCE_EXHAUSTED && chd_counters_full(sh->counters)) {
+		chd_reply_err(sh->e, r, st, "no room for counter '%s': the "
+		    "daemon holds its maximum of %llu counters (--max-counters)",
+		    name, (unsigned long long) sh->e->opts.max_counters);
+		return;
+	}
+	chd_reply_err(sh->e, r, st, "counter '%s': %s", name,
+	    chan_strerror(st));
+}
+
 void
 chd_op_counter_add(chd_shard *sh, chd_req *r)
 {
@@ -34,8 +48,7 @@ chd_op_counter_add(chd_shard *sh, chd_req *r)
 		    "would overflow a 64-bit signed value; it is unchanged",
 		    (long long) delta, c->name);
 	} else if (st != CHAN_OK) {
-		chd_reply_err(sh->e, r, st, "counter '%s': %s", c->name,
-		    chan_strerror(st));
+		counter_fail(sh, r, c->name, st);
 	} else {
 		reply_value(sh->e, r, v);
 	}
@@ -65,8 +78,7 @@ chd_op_counter_set(chd_shard *sh, chd_req *r)
 
 	st = chd_counter_set(sh->counters, c->name, c->value, &old);
 	if (st != CHAN_OK) {
-		chd_reply_err(sh->e, r, st, "counter '%s': %s", c->name,
-		    chan_strerror(st));
+		counter_fail(sh, r, c->name, st);
 		return;
 	}
 	reply_value(sh->e, r, old);
@@ -85,8 +97,7 @@ chd_op_counter_cas(chd_shard *sh, chd_req *r)
 	st = chd_counter_cas(sh->counters, c->name, c->expected, c->new_value,
 	    &swapped, &cur);
 	if (st != CHAN_OK) {
-		chd_reply_err(sh->e, r, st, "counter '%s': %s", c->name,
-		    chan_strerror(st));
+		counter_fail(sh, r, c->name, st);
 		return;
 	}
 	chd_resp_init(&a);
@@ -174,8 +185,7 @@ chd_op_counter_wait(chd_shard *sh, chd_req *r)
 	}
 	if (st != CHAN_EMPTY) {
 		free(t);
-		chd_reply_err(sh->e, r, st, "counter '%s': %s", c->name,
-		    chan_strerror(st));
+		counter_fail(sh, r, c->name, st);
 		return;
 	}
 	if (timeout == 0 || !chd_engine_conn_alive(sh->e, r->conn)) {

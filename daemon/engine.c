@@ -299,6 +299,8 @@ chd_engine_opts_default(chd_engine_opts *opts)
 	opts->auto_create = true;
 	opts->max_memory = (uint64_t) 1 << 30;
 	opts->custody_grace_ms = CHD_CUSTODY_GRACE_MS;
+	opts->max_channels = CHD_MAX_CHANNELS_DEFAULT;
+	opts->max_counters = CHD_MAX_COUNTERS_DEFAULT;
 }
 
 int

@@ -62,12 +62,21 @@ typedef struct chd_engine_opts {
 	 * back before taking newer messages (docs/DELIVERY.md); 0: never
 	 * waits. Default CHD_CUSTODY_GRACE_MS (100). */
 	uint32_t custody_grace_ms;
+	/* Channels and counters daemon-wide; creating one more (explicitly
+	 * or by auto-create) gets RESOURCE_EXHAUSTED. 0: no limit. Default
+	 * CHD_MAX_CHANNELS_DEFAULT / CHD_MAX_COUNTERS_DEFAULT. */
+	uint64_t max_channels;
+	uint64_t max_counters;
 } chd_engine_opts;
+
+#define CHD_MAX_CHANNELS_DEFAULT 1000000u
+#define CHD_MAX_COUNTERS_DEFAULT 1000000u
 
 typedef struct chd_engine chd_engine;
 
 /* Fills opts with the defaults (workers 2, 1 MiB, 1024, auto_create,
- * max_memory 1 GiB, custody grace 100 ms). */
+ * max_memory 1 GiB, custody grace 100 ms, a million channels and
+ * counters). */
 void chd_engine_opts_default(chd_engine_opts *opts);
 
 /*

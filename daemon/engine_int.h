@@ -182,6 +182,8 @@ struct chd_engine {
 	atomic_uint_least64_t requests;
 	atomic_uint_least64_t connections;
 	atomic_uint_least64_t held_bytes; /* payload queued + in custody */
+	atomic_uint_least64_t nchannels;  /* against opts.max_channels */
+	atomic_uint_least64_t ncounters;  /* against opts.max_counters */
 	int64_t           start_ms;
 	pthread_rwlock_t  conn_lock;  /* guards conns (parks read it) */
 	chd_htab          conns;      /* conn -> pid, closed tombstones */
@@ -201,6 +203,14 @@ bool chd_shard_drain(chd_shard *sh);  /* after stop: runs leftover jobs */
 void chd_shard_free(chd_shard *sh);
 
 chd_shard *chd_shard_for_chan(chd_engine *e, const char *name);
+
+/* True when no channel may be created (opts.max_channels reached). */
+static inline bool
+chd_chan_limit_full(chd_engine *e)
+{
+	return (e->opts.max_channels != 0 &&
+	    atomic_load(&e->nchannels) >= e->opts.max_channels);
+}
 chd_shard *chd_shard_for_counter(chd_engine *e, const char *name);
 
 /*

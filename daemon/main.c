@@ -98,6 +98,8 @@ chd_engine_opts_from(const chd_config *cfg, chd_engine_opts *eo)
 	eo->max_batch = cfg->max_batch;
 	eo->auto_create = cfg->auto_create;
 	eo->max_memory = cfg->max_memory;
+	eo->max_channels = cfg->max_channels;
+	eo->max_counters = cfg->max_counters;
 }
 
 static void
@@ -237,8 +239,10 @@ main(int argc, char **argv)
 		    cfg.tls_ca != NULL ? ", and verified tls clients" : "");
 	}
 	chd_log(CHD_LOG_INFO, "limits: max memory %" PRIu64 " bytes, max "
-	    "connections %u, max pending %u per connection (0: none)",
-	    cfg.max_memory, cfg.max_connections, cfg.max_pending);
+	    "connections %u, max pending %u per connection, max channels %"
+	    PRIu64 ", max counters %" PRIu64 " (0: none)", cfg.max_memory,
+	    cfg.max_connections, cfg.max_pending, cfg.max_channels,
+	    cfg.max_counters);
 	chd_notify_ready("serving");
 
 	sig = chd_wait_for_stop();

@@ -228,6 +228,14 @@ part_scan_job(chd_shard *sh, void *arg)
 	}
 	for (int i = 0; i < p->nnames; i++) {
 		if ((chans[i] = chd_chan_get(sh, p->names[i], true)) == NULL) {
+			if (sh->e->opts.auto_create) {
+				snprintf(msg, sizeof(msg), chd_chan_limit_full(
+				    sh->e) ? "no room for channel '%s' (the "
+				    "--max-channels limit)" : "out of memory "
+				    "creating channel '%s'", p->names[i]);
+				any_fail_part(p, CHAN_RESOURCE_EXHAUSTED, msg);
+				return;
+			}
 			snprintf(msg, sizeof(msg), "no channel named '%s'",
 			    p->names[i]);
 			any_fail_part(p, CHAN_NOT_FOUND, msg);

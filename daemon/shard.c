@@ -448,6 +448,8 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	        chd_shard_mbox_cb, sh)) == NULL) {
 		goto fail;
 	}
+	/* One count of counters for all shards (opts.max_counters). */
+	chd_counters_limit(sh->counters, &e->ncounters, e->opts.max_counters);
 	if ((rv = pthread_create(&sh->thr, NULL, chd_shard_main, sh)) != 0) {
 		goto fail;
 	}

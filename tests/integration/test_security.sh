@@ -4,7 +4,7 @@
 # logged once per connection), plain tcp refused when access control is on,
 # tls+tcp client certificates (a throwaway CA made with openssl here), the
 # memory budget against one flooding producer, the socket's mode and group,
-# the same settings as config-file keys.
+# the same settings as config-file keys, --max-channels and --max-counters.
 #
 # The uid checks run chan as nobody (setpriv) and need root; without root
 # they are reported as skipped, the rest still runs.
@@ -317,6 +317,47 @@ t_config_keys() {
 	expect_rc 64 "bad --max-pending"
 }
 
+# ---- channel and counter limits ----------------------------------------------
+t_object_limits() {
+	start_chand --max-channels 3 --max-counters 2
+	run "$CHAN" create a
+	expect_rc 0 "create 1 of 3 channels"
+	run "$CHAN" send b x
+	expect_rc 0 "auto-create 2 of 3"
+	run "$CHAN" create c --capacity 2
+	expect_rc 0 "create 3 of 3"
+	run "$CHAN" create d
+	expect_rc 11 "a fourth channel: RESOURCE_EXHAUSTED"
+	expect_err_has "--max-channels" "the refusal names the limit"
+	run "$CHAN" send e x
+	expect_rc 11 "a send that would auto-create a fourth"
+	expect_err_has "no room for channel 'e'" "the refusal names the channel"
+	run "$CHAN" --timeout 1s recv-any b f
+	expect_rc 11 "a recv-any that would auto-create a fourth"
+	run "$CHAN" send b y
+	expect_rc 0 "existing channels still take messages"
+	run "$CHAN" delete a
+	expect_rc 0 "delete one"
+	run "$CHAN" send e x
+	expect_rc 0 "room again after a delete"
+
+	run "$CHAN" counter add k1
+	expect_rc 0 "counter 1 of 2"
+	run "$CHAN" counter set k2 5
+	expect_rc 0 "counter 2 of 2"
+	run "$CHAN" counter add k3
+	expect_rc 11 "a third counter: RESOURCE_EXHAUSTED"
+	expect_err_has "--max-counters" "the refusal names the limit"
+	run "$CHAN" counter add k1
+	expect_rc 0 "existing counters still work"
+	expect_out $'2\n' "counter value"
+	run "$CHAN" counter delete k2
+	expect_rc 0 "delete a counter"
+	run "$CHAN" counter add k3
+	expect_rc 0 "room again after a counter delete"
+	stop_chand
+}
+
 # ---- memory budget -----------------------------------------------------------
 t_memory_budget() {
 	local i rc=0 sent=0 big=$WORK/big
@@ -365,6 +406,7 @@ t_tcp_refused
 t_socket_perms
 t_tls_client_cert
 t_config_keys
+t_object_limits
 t_memory_budget
 [ "$SKIPPED" -gt 0 ] && echo "$SKIPPED sections skipped"
 finish

@@ -220,6 +220,34 @@ START_TEST(test_many_counters_grow_and_list)
 }
 END_TEST
 
+START_TEST(test_shared_limit_across_tables)
+{
+	atomic_uint_least64_t n;
+	chd_counters         *t2 = chd_counters_new(record_wake);
+	int64_t               v;
+
+	atomic_init(&n, 0);
+	ck_assert_ptr_nonnull(t2);
+	chd_counters_limit(t, &n, 2);
+	chd_counters_limit(t2, &n, 2);
+	ck_assert_int_eq(chd_counter_add(t, "a", 1, &v), CHAN_OK);
+	ck_assert_int_eq(chd_counter_set(t2, "b", 7, &v), CHAN_OK);
+	ck_assert(chd_counters_full(t) && chd_counters_full(t2));
+	/* Existing counters keep working; a new one in either table fails. */
+	ck_assert_int_eq(chd_counter_add(t, "a", 1, &v), CHAN_OK);
+	ck_assert_int_eq(v, 2);
+	ck_assert_int_eq(chd_counter_add(t, "c", 1, &v), CHAN_RESOURCE_EXHAUSTED);
+	ck_assert_int_eq(chd_counter_add(t2, "c", 1, &v),
+	    CHAN_RESOURCE_EXHAUSTED);
+	ck_assert_int_eq(chd_counter_get(t, "c", &v), CHAN_NOT_FOUND);
+	ck_assert_int_eq(chd_counter_delete(t, "a"), CHAN_OK);
+	ck_assert(!chd_counters_full(t));
+	ck_assert_int_eq(chd_counter_add(t2, "c", 1, &v), CHAN_OK);
+	ck_assert_uint_eq(atomic_load(&n), 2);
+	chd_counters_free(t2);
+}
+END_TEST
+
 static Suite *
 counter_suite(void)
 {
@@ -238,6 +266,7 @@ counter_suite(void)
 	tcase_add_test(tc, test_delete_wakes_waiters_not_found);
 	tcase_add_test(tc, test_free_wakes_waiters_shutting_down);
 	tcase_add_test(tc, test_many_counters_grow_and_list);
+	tcase_add_test(tc, test_shared_limit_across_tables);
 	suite_add_tcase(s, tc);
 	return (s);
 }
