@@ -29,6 +29,16 @@ parked_receiver() {
 	fail "no receiver attached to $1 within $((5 * SLOW)) s"
 }
 
+# parked_sender NAME: waits until a background send is blocked on NAME.
+parked_sender() {
+	local i
+	for ((i = 0; i < 100 * SLOW; i++)); do
+		"$CHAN" stat "$1" 2>/dev/null | grep -q 'blocked_senders: [1-9]' && return 0
+		sleep 0.05
+	done
+	fail "no sender blocked on $1 within $((5 * SLOW)) s"
+}
+
 NAME_RULE='[A-Za-z0-9._:-]'
 
 # ---- no daemon, help, usage -------------------------------------------------
@@ -536,6 +546,7 @@ t_shutdown() {
 	run "$CHAN" send sdfull x
 	bg "$WORK/sd3" "$CHAN" send sdfull y
 	local p3=$BG_PID
+	parked_sender sdfull # under load a bare sleep was not always enough
 	settle
 	stop_chand
 	wait_bg "$p1" 5
