@@ -1024,12 +1024,9 @@ chan_conn_closed_visit(void *arg, chd_chan *ch)
 			delivery_give_back(sh, d);
 		}
 	}
-	for (chd_lease *l = ch->leases, *lnext; l != NULL; l = lnext) {
-		lnext = l->next;
-		if (l->conn == conn) {
-			lease_give_back(l);
-		}
-	}
+	/* Leases outlive their connection (SQS's visibility timeout, not
+	 * beanstalkd's reserve): `chan recv --lease` exits and a later
+	 * `chan ack` finishes the job. Only ack, release or expiry end one. */
 	pp = &ch->senders;
 	while (*pp != NULL) {
 		if ((*pp)->conn == conn) {

@@ -113,6 +113,8 @@ int cli_cmd_send(cli_global *g, int argc, char **argv);
 int cli_cmd_recv(cli_global *g, int argc, char **argv);
 int cli_cmd_try_recv(cli_global *g, int argc, char **argv);
 int cli_cmd_recv_any(cli_global *g, int argc, char **argv);
+int cli_cmd_ack(cli_global *g, int argc, char **argv);
+int cli_cmd_release(cli_global *g, int argc, char **argv);
 int cli_cmd_counter(cli_global *g, int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "duration.h"
 #include "cli.h"
 #include "format.h"
 #include "out.h"
@@ -13,6 +14,7 @@ typedef struct cli_recv_opts {
 	uint64_t count;  /* -n; 0: not given */
 	bool     follow;
 	bool     nul;
+	int64_t  lease_ms; /* --lease; 0: not given */
 } cli_recv_opts;
 
 /* Prints one message as a whole record. */
@@ -60,11 +62,26 @@ cli_recv_parse(cli_parser *p, cli_recv_opts *o, bool counted)
 			}
 			o->follow = true;
 			break;
+		case 'l': {
+			char err[160];
+			if (!counted) {
+				return (cli_usage(p->cmd->name, "unknown option '--lease'"));
+			}
+			if (!chl_duration_parse(p->optarg, &o->lease_ms, err, sizeof(err)) ||
+			    o->lease_ms <= 0) {
+				return (cli_usage(p->cmd->name, "--lease: %s",
+				    o->lease_ms == 0 ? "a lease must be longer than 0" : err));
+			}
+			break;
+		}
 		case 'h':
 			return (0);
 		default:
 			return (p->bad != 0 ? p->bad : CLI_EXIT_USAGE);
 		}
+	}
+	if (o->lease_ms > 0 && (o->count > 0 || o->follow)) {
+		return (cli_usage(p->cmd->name, "--lease takes one message: no -n or --follow"));
 	}
 	if (o->count > 0 && o->follow) {
 		return (cli_usage(p->cmd->name, "-n and --follow exclude each other"));
@@ -79,6 +96,7 @@ static const struct option cli_recv_longopts[] = {
 	{ "count", required_argument, NULL, 'n' },
 	{ "follow", no_argument, NULL, 'f' },
 	{ "null", no_argument, NULL, '0' },
+	{ "lease", required_argument, NULL, 'l' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -139,6 +157,42 @@ cli_recv_many(cli_global *g, chan_client *c, const char *name, const cli_recv_op
 	return (0);
 }
 
+/*
+ * --lease: one message that stays in flight until `chan ack` (or goes back
+ * at `chan release` or when the lease ends). Plain output is
+ * "SEQ<TAB>payload", because a script needs the seq to ack; --json has it
+ * as "seq".
+ */
+static int
+cli_recv_leased(cli_global *g, chan_client *c, const char *name, const cli_recv_opts *o)
+{
+	chan_msg   *m;
+	chan_status s;
+
+	s = chan_recv_lease(c, name, (uint64_t) o->lease_ms, &m, cli_timeout(g, CHAN_WAIT_FOREVER));
+	if (s != CHAN_OK) {
+		return (cli_fail("recv", s));
+	}
+	if (!g->json) {
+		char   head[32];
+		size_t n = (size_t) snprintf(head, sizeof(head), "%llu\t",
+		    (unsigned long long) chan_msg_seq(m));
+		char  *line = malloc(n + chan_msg_len(m) + 1);
+		if (line == NULL) {
+			chan_msg_free(m);
+			return (cli_oom("recv"));
+		}
+		memcpy(line, head, n);
+		memcpy(line + n, chan_msg_data(m), chan_msg_len(m));
+		line[n + chan_msg_len(m)] = o->nul ? '\0' : '\n';
+		cli_out_take("recv", line, n + chan_msg_len(m) + 1);
+	} else {
+		cli_print_msg(g, "recv", m, false, o->nul);
+	}
+	chan_msg_free(m);
+	return (0);
+}
+
 int
 cli_cmd_recv(cli_global *g, int argc, char **argv)
 {
@@ -149,7 +203,7 @@ cli_cmd_recv(cli_global *g, int argc, char **argv)
 	chan_status   s;
 	int           rv;
 
-	cli_parser_init(&p, g, cli_cmd_find("recv"), argc, argv, "0n:f", cli_recv_longopts);
+	cli_parser_init(&p, g, cli_cmd_find("recv"), argc, argv, "0n:fl:", cli_recv_longopts);
 	if ((rv = cli_recv_parse(&p, &o, true)) >= 0) {
 		goto out;
 	}
@@ -162,6 +216,8 @@ cli_cmd_recv(cli_global *g, int argc, char **argv)
 	}
 	if (o.count > 0 || o.follow) {
 		rv = cli_recv_many(g, c, p.pos[0], &o);
+	} else if (o.lease_ms > 0) {
+		rv = cli_recv_leased(g, c, p.pos[0], &o);
 	} else if ((s = chan_recv(c, p.pos[0], &m, cli_timeout(g, CHAN_WAIT_FOREVER))) != CHAN_OK) {
 		rv = cli_fail("recv", s);
 	} else {
@@ -242,4 +298,65 @@ cli_cmd_recv_any(cli_global *g, int argc, char **argv)
 out:
 	cli_parser_fini(&p);
 	return (rv);
+}
+
+/* ack NAME SEQ / release NAME SEQ [--delay DUR]: finish or give back a lease. */
+static int
+cli_lease_cmd(cli_global *g, int argc, char **argv, bool ack)
+{
+	static const struct option lo[] = {
+		{ "delay", required_argument, NULL, 'd' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cmd = ack ? "ack" : "release";
+	cli_parser  p;
+	chan_client *c;
+	chan_status s;
+	uint64_t    seq;
+	int64_t     delay = 0;
+	int         rv = -1, ch;
+	char        err[160];
+
+	cli_parser_init(&p, g, cli_cmd_find(cmd), argc, argv, "", ack ? lo + 1 : lo);
+	while (rv < 0 && (ch = cli_parser_next(&p)) != -1) {
+		if (ch == 'd' && !chl_duration_parse(p.optarg, &delay, err, sizeof(err))) {
+			rv = cli_usage(cmd, "--delay: %s", err);
+		} else if (ch == 'h') {
+			rv = 0;
+		} else if (ch != 'd') {
+			rv = p.bad != 0 ? p.bad : CLI_EXIT_USAGE;
+		}
+	}
+	if (rv >= 0) {
+		goto out;
+	}
+	if (p.npos != 2) {
+		rv = cli_usage(cmd, "want NAME SEQ");
+		goto out;
+	}
+	if (!cli_parse_u64(p.pos[1], &seq) || seq == 0) {
+		rv = cli_usage(cmd, "SEQ: '%s' is not a sequence number", p.pos[1]);
+		goto out;
+	}
+	if ((rv = cli_check_name(cmd, p.pos[0])) != 0 || (rv = cli_connect(g, cmd, &c)) != 0) {
+		goto out;
+	}
+	s = ack ? chan_ack(c, p.pos[0], seq) : chan_release(c, p.pos[0], seq, (uint64_t) delay);
+	rv = s == CHAN_OK ? 0 : cli_fail(cmd, s);
+	cli_disconnect(c);
+out:
+	cli_parser_fini(&p);
+	return (rv);
+}
+
+int
+cli_cmd_ack(cli_global *g, int argc, char **argv)
+{
+	return (cli_lease_cmd(g, argc, argv, true));
+}
+
+int
+cli_cmd_release(cli_global *g, int argc, char **argv)
+{
+	return (cli_lease_cmd(g, argc, argv, false));
 }

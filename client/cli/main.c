@@ -47,13 +47,16 @@ const cli_cmd cli_cmds[] = {
 	    "  --raw         all of stdin is one message\n"
 	    "  --try         do not wait for room: FULL (exit 4) at once\n"
 	    "Without --timeout or --try a send waits for room forever.\n" },
-	{ "recv", cli_cmd_recv, true, "recv NAME [-n N | --follow] [-0] [--json]",
+	{ "recv", cli_cmd_recv, true, "recv NAME [-n N | --follow | --lease DUR] [-0] [--json]",
 	    "receive and print one message, N messages, or until the channel closes",
 	    "Receives one message (or N, or until the channel closes) and prints each\n"
 	    "payload followed by a newline.\n"
 	    "  -n, --count N  exit 0 after N messages\n"
 	    "  -f, --follow   print until the channel closes (exit 5) or SIGINT/SIGTERM (exit 0)\n"
 	    "  -0, --null     end each payload with NUL instead of newline\n"
+	    "  --lease DUR    ack mode: one message that stays in flight until\n"
+	    "                 'chan ack NAME SEQ' (or goes back at 'chan release' or when\n"
+	    "                 DUR ends); prints \"SEQ<TAB>payload\" (--json: \"seq\")\n"
 	    "  --json         one {\"channel\",\"seq\",\"time\",\"data\"|\"data_b64\"} object a line\n"
 	    "Without --timeout it waits forever; with -n, --timeout bounds the whole\n"
 	    "command, with --follow the wait for each next message.\n" },
@@ -64,6 +67,14 @@ const cli_cmd cli_cmds[] = {
 	    "receive the first message of any channel; prints NAME<TAB>payload",
 	    "Receives the first message from any of the channels and prints\n"
 	    "\"NAME<TAB>payload\" and a newline (-0: NUL).\n" },
+	{ "ack", cli_cmd_ack, false, "ack NAME SEQ",
+	    "finish a message received with recv --lease",
+	    "Finishes a leased message: it leaves the channel for good.\n"
+	    "NOT_FOUND (exit 6) when no lease with that SEQ is held.\n" },
+	{ "release", cli_cmd_release, false, "release NAME SEQ [--delay DUR]",
+	    "give a leased message back to the channel",
+	    "Gives a leased message back: it is received again (marked redelivered),\n"
+	    "at once or after --delay DUR.\n" },
 	{ "close", cli_cmd_close, false, "close NAME",
 	    "close a channel (end of stream)",
 	    "Closes the channel: receivers drain it, then get CLOSED; sends get CLOSED.\n" },

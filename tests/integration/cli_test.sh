@@ -393,6 +393,40 @@ t_recv_any() {
 	check "cmp -s $WORK/rany $WORK/rany.exp" "waiting recv-any names the channel"
 }
 
+t_lease() {
+	# Ack mode: the lease outlives the command; ack/release from another.
+	run "$CHAN" create lq --capacity 2
+	run "$CHAN" send lq a b
+	run "$CHAN" recv --lease 30s lq
+	expect_rc 0 "recv --lease"
+	expect_out $'1\ta\n' "recv --lease prints SEQ<TAB>payload"
+	run "$CHAN" send --try lq c
+	expect_rc 4 "a leased message still counts against the capacity"
+	run "$CHAN" ack lq 1
+	expect_rc 0 "ack from another process"
+	run "$CHAN" ack lq 1
+	expect_rc 6 "a second ack of the same seq"
+	expect_err_prefix "chan: ack: " "ack names the command"
+	run "$CHAN" --json recv --lease 1m lq
+	expect_out_has '"seq":2' "recv --lease --json has the seq"
+	run "$CHAN" release lq 2
+	expect_rc 0 "release"
+	run "$CHAN" --json recv lq
+	expect_out_has '"redelivered":true' "a released message comes back marked"
+	run "$CHAN" send lq x
+	run "$CHAN" recv --lease 200ms lq
+	expect_out $'3\tx\n' "a short lease"
+	sleep "$(awk "BEGIN { print 0.5 * $SLOW }")"
+	run "$CHAN" --json recv lq
+	expect_out_has '"redelivered":true' "an expired lease gives the message back"
+	run "$CHAN" recv --lease 0 lq
+	expect_rc 64 "recv --lease 0"
+	run "$CHAN" recv -n 2 --lease 1s lq
+	expect_rc 64 "recv --lease with -n"
+	run "$CHAN" ack lq notanumber
+	expect_rc 64 "ack with a bad SEQ"
+}
+
 t_json() {
 	run "$CHAN" send j1 hello
 	run "$CHAN" --json recv j1
@@ -633,6 +667,7 @@ t_close_delete
 t_busy
 t_names
 t_recv_any
+t_lease
 t_json
 t_counters
 t_too_large

@@ -1545,12 +1545,17 @@ START_TEST(test_ack_mode_release_now_and_delayed)
 }
 END_TEST
 
-START_TEST(test_ack_mode_conn_close_gives_back)
+/* A lease outlives its connection: `chan recv --lease` exits, and a later
+ * `chan ack` from another process finishes the message. */
+START_TEST(test_ack_mode_lease_outlives_conn)
 {
 	expect_status(r_send(1, "lc", "x", 0), CHAN_OK);
 	expect_leased(r_recv_lease(11, "lc", 0, 60000), "x");
 	chd_engine_conn_close(E, 11);
-	expect_msg(r_recv(2, "lc", -1), "x");
+	expect_status(r_recv(2, "lc", 0), CHAN_EMPTY);
+	ck_assert_uint_eq(stat_of("lc")->in_flight, 1);
+	expect_status(r_ack(12, "lc", 1), CHAN_OK);
+	ck_assert_uint_eq(stat_of("lc")->in_flight, 0);
 }
 END_TEST
 
@@ -1863,7 +1868,7 @@ engine_suite(void)
 	tcase_add_test(tc, test_ack_mode_leased_counts_against_capacity);
 	tcase_add_test(tc, test_ack_mode_lease_expiry_gives_back);
 	tcase_add_test(tc, test_ack_mode_release_now_and_delayed);
-	tcase_add_test(tc, test_ack_mode_conn_close_gives_back);
+	tcase_add_test(tc, test_ack_mode_lease_outlives_conn);
 	tcase_add_test(tc, test_stat_list_stats_hello_ping);
 	tcase_add_test(tc, test_10000_parked_receivers_cost_no_cpu);
 	suite_add_tcase(s, tc);
