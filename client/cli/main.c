@@ -19,6 +19,10 @@
 	"  --timeout DUR    how long blocking commands wait: 250ms, 2s, 1.5s, 1m;\n" \
 	"                   a bare number is seconds (default: forever)\n"       \
 	"  --json           JSON output, one object a line\n"                     \
+	"  --tls-ca FILE    tls+tcp://: CA that signed chand's certificate\n"      \
+	"  --tls-cert FILE  tls+tcp://: client certificate (PEM; with the key\n"   \
+	"                   too unless --tls-key is given)\n"                     \
+	"  --tls-key FILE   tls+tcp://: the client certificate's key (PEM)\n"      \
 	"  -h, --help       this help;  -V, --version  print the version\n"
 
 const cli_cmd cli_cmds[] = {
@@ -224,9 +228,33 @@ cli_set_timeout(cli_global *g, const char *cmd, const char *s)
 	return (0);
 }
 
-enum { CLI_OPT_URL = 0x1000, CLI_OPT_TIMEOUT, CLI_OPT_JSON, CLI_OPT_VERSION };
+enum {
+	CLI_OPT_URL = 0x1000,
+	CLI_OPT_TIMEOUT,
+	CLI_OPT_JSON,
+	CLI_OPT_VERSION,
+	CLI_OPT_TLS_CA,
+	CLI_OPT_TLS_CERT,
+	CLI_OPT_TLS_KEY,
+};
+
+/*
+ * --tls-* flags are the CHAN_TLS_* variables libchan reads at connect
+ * (docs/CLIENT.md), so the flag and the variable can never disagree.
+ */
+static void
+cli_set_tls(int opt, const char *file)
+{
+	const char *var = opt == CLI_OPT_TLS_CA ? "CHAN_TLS_CA_FILE"
+	    : opt == CLI_OPT_TLS_CERT           ? "CHAN_TLS_CERT_FILE"
+	                                        : "CHAN_TLS_KEY_FILE";
+	setenv(var, file, 1);
+}
 
 static const struct option cli_global_longopts[] = {
+	{ "tls-ca", required_argument, NULL, CLI_OPT_TLS_CA },
+	{ "tls-cert", required_argument, NULL, CLI_OPT_TLS_CERT },
+	{ "tls-key", required_argument, NULL, CLI_OPT_TLS_KEY },
 	{ "url", required_argument, NULL, CLI_OPT_URL },
 	{ "timeout", required_argument, NULL, CLI_OPT_TIMEOUT },
 	{ "json", no_argument, NULL, CLI_OPT_JSON },
@@ -302,6 +330,11 @@ cli_parser_next(cli_parser *p)
 		case CLI_OPT_URL:
 			p->g->url = optarg;
 			continue;
+		case CLI_OPT_TLS_CA:
+		case CLI_OPT_TLS_CERT:
+		case CLI_OPT_TLS_KEY:
+			cli_set_tls(c, optarg);
+			continue;
 		case CLI_OPT_JSON:
 			p->g->json = true;
 			continue;
@@ -335,6 +368,9 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "tls-ca", required_argument, NULL, CLI_OPT_TLS_CA },
+		{ "tls-cert", required_argument, NULL, CLI_OPT_TLS_CERT },
+		{ "tls-key", required_argument, NULL, CLI_OPT_TLS_KEY },
 		{ "url", required_argument, NULL, CLI_OPT_URL },
 		{ "timeout", required_argument, NULL, CLI_OPT_TIMEOUT },
 		{ "json", no_argument, NULL, CLI_OPT_JSON },
@@ -351,6 +387,11 @@ main(int argc, char **argv)
 		switch (c) {
 		case CLI_OPT_URL:
 			g.url = optarg;
+			break;
+		case CLI_OPT_TLS_CA:
+		case CLI_OPT_TLS_CERT:
+		case CLI_OPT_TLS_KEY:
+			cli_set_tls(c, optarg);
 			break;
 		case CLI_OPT_TIMEOUT:
 			if ((rv = cli_set_timeout(&g, NULL, optarg)) != 0) {

@@ -453,12 +453,63 @@ chan_random_id(void)
  * libchan (and the CLI) gets them without new API: CHAN_TLS_CA_FILE (CA
  * that signed chand's certificate), CHAN_TLS_SERVER_NAME (name to verify,
  * default the URL's host), CHAN_TLS_CERT_KEY_FILE (client certificate and
- * key, PEM, when chand asks for one), CHAN_TLS_INSECURE=1 (no verification).
+ * key, PEM, when chand asks for one), or CHAN_TLS_CERT_FILE and
+ * CHAN_TLS_KEY_FILE (the same in two files, as `chan --tls-cert --tls-key`
+ * set them), CHAN_TLS_INSECURE=1 (no verification).
  */
+
+/* Whole file as a NUL-terminated string (PEM), or NULL. Caller frees. */
+static char *
+chan_read_pem(const char *path)
+{
+	FILE  *f = fopen(path, "rb");
+	char  *buf = NULL;
+	size_t cap = 0, len = 0, n;
+
+	if (f == NULL) {
+		return (NULL);
+	}
+	do {
+		if (len + 4096 + 1 > cap) {
+			char *nb = realloc(buf, cap = len + 4096 + 1);
+			if (nb == NULL) {
+				free(buf);
+				fclose(f);
+				return (NULL);
+			}
+			buf = nb;
+		}
+		n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+	} while (n > 0 && len < (1u << 20)); /* a PEM is never a megabyte */
+	fclose(f);
+	buf[len] = '\0';
+	return (buf);
+}
+
+/* CHAN_TLS_CERT_FILE + CHAN_TLS_KEY_FILE: our certificate from two files. */
+static int
+chan_tls_own_cert(nng_dialer d, const char *cert_path, const char *key_path)
+{
+	nng_tls_config *cfg;
+	char           *cert = chan_read_pem(cert_path);
+	char           *key = chan_read_pem(key_path);
+	int             rv;
+
+	if (cert == NULL || key == NULL) {
+		rv = NNG_ENOENT;
+	} else if ((rv = nng_dialer_get_ptr(d, NNG_OPT_TLS_CONFIG, (void **) &cfg)) == 0) {
+		rv = nng_tls_config_own_cert(cfg, cert, key, NULL);
+	}
+	free(cert);
+	free(key);
+	return (rv);
+}
+
 static int
 chan_tls_setup(nng_dialer d)
 {
-	const char *v;
+	const char *v, *k;
 	int         rv = 0;
 
 	if ((v = getenv("CHAN_TLS_CA_FILE")) != NULL && v[0] != '\0' &&
@@ -472,6 +523,16 @@ chan_tls_setup(nng_dialer d)
 	if ((v = getenv("CHAN_TLS_CERT_KEY_FILE")) != NULL && v[0] != '\0' &&
 	    (rv = nng_dialer_set_string(d, NNG_OPT_TLS_CERT_KEY_FILE, v)) != 0) {
 		return (rv);
+	}
+	v = getenv("CHAN_TLS_CERT_FILE");
+	k = getenv("CHAN_TLS_KEY_FILE");
+	if (v != NULL && v[0] != '\0') {
+		rv = (k != NULL && k[0] != '\0')
+		    ? chan_tls_own_cert(d, v, k)
+		    : nng_dialer_set_string(d, NNG_OPT_TLS_CERT_KEY_FILE, v);
+		if (rv != 0) {
+			return (rv);
+		}
 	}
 	if ((v = getenv("CHAN_TLS_INSECURE")) != NULL && strcmp(v, "1") == 0) {
 		rv = nng_dialer_set_int(d, NNG_OPT_TLS_AUTH_MODE, NNG_TLS_AUTH_MODE_NONE);

@@ -278,6 +278,17 @@ t_tls_client_cert() {
 	tls_chan "$WORK/pki/intruder.pem" --timeout 3s ping
 	expect_rc 69 "client with a certificate of another CA refused"
 
+	# The same through chan's flags (cert and key in two files, or one).
+	local flags=(--url "$TLS_URL" --tls-ca "$WORK/pki/ca.pem")
+	run env CHAN_TLS_SERVER_NAME=localhost "$CHAN" "${flags[@]}" \
+		--tls-cert "$WORK/pki/client.crt" --tls-key "$WORK/pki/client.key" ping
+	expect_rc 0 "--tls-ca, --tls-cert and --tls-key (two files)"
+	run env CHAN_TLS_SERVER_NAME=localhost "$CHAN" ping "${flags[@]}" \
+		--tls-cert "$WORK/pki/client.pem"
+	expect_rc 0 "--tls-cert with the key in the same file, after the command"
+	run env CHAN_TLS_SERVER_NAME=localhost "$CHAN" "${flags[@]}" --timeout 3s ping
+	expect_rc 69 "--tls-ca alone (no client certificate) refused"
+
 	tls_chan "$WORK/pki/client.pem" ping
 	expect_rc 0 "daemon keeps serving tls clients afterwards"
 	run "$CHAN" ping
