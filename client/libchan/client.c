@@ -500,6 +500,7 @@ chan_tls_own_cert(nng_dialer d, const char *cert_path, const char *key_path)
 		rv = NNG_ENOENT;
 	} else if ((rv = nng_dialer_get_ptr(d, NNG_OPT_TLS_CONFIG, (void **) &cfg)) == 0) {
 		rv = nng_tls_config_own_cert(cfg, cert, key, NULL);
+		nng_tls_config_free(cfg); /* the get took a reference */
 	}
 	free(cert);
 	free(key);
