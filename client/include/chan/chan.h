@@ -176,7 +176,7 @@ typedef struct chan_stat_info {
 	uint64_t total_sent;
 	uint64_t total_received;
 	uint64_t total_dropped;
-	uint64_t in_flight;         /* leased, not yet acked (ack mode) */
+	uint64_t in_flight;         /* handed out, not yet confirmed or acked */
 	uint64_t total_redelivered;
 } chan_stat_info;
 
