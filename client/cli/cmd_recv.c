@@ -17,9 +17,9 @@ typedef struct cli_recv_opts {
 	int64_t  lease_ms; /* --lease; 0: not given */
 } cli_recv_opts;
 
-/* Prints one message as a whole record. */
+/* Prints one message as a whole record; prefix: see cli_record_plain. */
 static void
-cli_print_msg(const cli_global *g, const char *cmd, const chan_msg *m, bool with_channel, bool nul)
+cli_print_msg(const cli_global *g, const char *cmd, const chan_msg *m, const char *prefix, bool nul)
 {
 	cli_record r = {
 		.channel = chan_msg_channel(m),
@@ -32,7 +32,7 @@ cli_print_msg(const cli_global *g, const char *cmd, const chan_msg *m, bool with
 	size_t len = 0;
 	char  *line;
 
-	line = g->json ? cli_record_json(&r, &len) : cli_record_plain(&r, with_channel, nul ? '\0' : '\n', &len);
+	line = g->json ? cli_record_json(&r, &len) : cli_record_plain(&r, prefix, nul ? '\0' : '\n', &len);
 	cli_out_take(cmd, line, len);
 }
 
@@ -148,7 +148,7 @@ cli_recv_many(cli_global *g, chan_client *c, const char *name, const cli_recv_op
 			return (cli_fail("recv", s));
 		}
 		for (k = 0; k < n; k++) {
-			cli_print_msg(g, "recv", msgs[k], false, o->nul);
+			cli_print_msg(g, "recv", msgs[k], NULL, o->nul);
 			chan_msg_free(msgs[k]);
 		}
 		left -= o->follow ? 0 : n;
@@ -168,27 +168,14 @@ cli_recv_leased(cli_global *g, chan_client *c, const char *name, const cli_recv_
 {
 	chan_msg   *m;
 	chan_status s;
+	char        seq[24];
 
 	s = chan_recv_lease(c, name, (uint64_t) o->lease_ms, &m, cli_timeout(g, CHAN_WAIT_FOREVER));
 	if (s != CHAN_OK) {
 		return (cli_fail("recv", s));
 	}
-	if (!g->json) {
-		char   head[32];
-		size_t n = (size_t) snprintf(head, sizeof(head), "%llu\t",
-		    (unsigned long long) chan_msg_seq(m));
-		char  *line = malloc(n + chan_msg_len(m) + 1);
-		if (line == NULL) {
-			chan_msg_free(m);
-			return (cli_oom("recv"));
-		}
-		memcpy(line, head, n);
-		memcpy(line + n, chan_msg_data(m), chan_msg_len(m));
-		line[n + chan_msg_len(m)] = o->nul ? '\0' : '\n';
-		cli_out_take("recv", line, n + chan_msg_len(m) + 1);
-	} else {
-		cli_print_msg(g, "recv", m, false, o->nul);
-	}
+	snprintf(seq, sizeof(seq), "%llu", (unsigned long long) chan_msg_seq(m));
+	cli_print_msg(g, "recv", m, seq, o->nul);
 	chan_msg_free(m);
 	return (0);
 }
@@ -221,7 +208,7 @@ cli_cmd_recv(cli_global *g, int argc, char **argv)
 	} else if ((s = chan_recv(c, p.pos[0], &m, cli_timeout(g, CHAN_WAIT_FOREVER))) != CHAN_OK) {
 		rv = cli_fail("recv", s);
 	} else {
-		cli_print_msg(g, "recv", m, false, o.nul);
+		cli_print_msg(g, "recv", m, NULL, o.nul);
 		chan_msg_free(m);
 	}
 	cli_disconnect(c);
@@ -255,7 +242,7 @@ cli_cmd_try_recv(cli_global *g, int argc, char **argv)
 	if ((s = chan_try_recv(c, p.pos[0], &m)) != CHAN_OK) {
 		rv = cli_fail("try-recv", s);
 	} else {
-		cli_print_msg(g, "try-recv", m, false, o.nul);
+		cli_print_msg(g, "try-recv", m, NULL, o.nul);
 		chan_msg_free(m);
 	}
 	cli_disconnect(c);
@@ -291,7 +278,7 @@ cli_cmd_recv_any(cli_global *g, int argc, char **argv)
 	if (s != CHAN_OK) {
 		rv = cli_fail("recv-any", s);
 	} else {
-		cli_print_msg(g, "recv-any", m, true, o.nul);
+		cli_print_msg(g, "recv-any", m, chan_msg_channel(m), o.nul);
 		chan_msg_free(m);
 	}
 	cli_disconnect(c);

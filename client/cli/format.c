@@ -50,21 +50,21 @@ cli_time_rfc3339(uint64_t us, char *buf, size_t n)
 }
 
 char *
-cli_record_plain(const cli_record *r, bool with_channel, char term, size_t *outlen)
+cli_record_plain(const cli_record *r, const char *prefix, char term, size_t *outlen)
 {
-	size_t chlen = with_channel ? strlen(r->channel) + 1 : 0;
-	size_t total = chlen + r->len + 1;
+	size_t plen = prefix != NULL ? strlen(prefix) + 1 : 0;
+	size_t total = plen + r->len + 1;
 	char  *buf;
 
 	if ((buf = malloc(total)) == NULL) {
 		return (NULL);
 	}
-	if (with_channel) {
-		memcpy(buf, r->channel, chlen - 1);
-		buf[chlen - 1] = '\t';
+	if (prefix != NULL) {
+		memcpy(buf, prefix, plen - 1);
+		buf[plen - 1] = '\t';
 	}
 	if (r->len > 0) {
-		memcpy(buf + chlen, r->data, r->len);
+		memcpy(buf + plen, r->data, r->len);
 	}
 	buf[total - 1] = term;
 	*outlen = total;

@@ -33,11 +33,12 @@ typedef struct cli_record {
 
 /*
  * One whole output record, malloc'd (caller frees), length in *outlen:
- * - plain: [channel TAB] payload term (term '\n' or '\0');
+ * - plain: [prefix TAB] payload term (term '\n' or '\0'); the prefix is
+ *   the channel for recv-any, the seq for a leased message, else NULL;
  * - json: {"channel","seq","time","time_us","data" | "data_b64"[,"redelivered"]} "\n".
  * NULL on ENOMEM.
  */
-char *cli_record_plain(const cli_record *r, bool with_channel, char term, size_t *outlen);
+char *cli_record_plain(const cli_record *r, const char *prefix, char term, size_t *outlen);
 char *cli_record_json(const cli_record *r, size_t *outlen);
 
 /* The JSON line ("...}\n", malloc'd, caller frees) of a channel's stat / daemon stats. */

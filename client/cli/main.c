@@ -260,8 +260,36 @@ static const struct option cli_global_longopts[] = {
 	{ "json", no_argument, NULL, CLI_OPT_JSON },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, CLI_OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
 };
+/* Entries, the terminator included. */
 #define CLI_NGLOBAL (sizeof(cli_global_longopts) / sizeof(cli_global_longopts[0]))
+
+/*
+ * The global options that set something, wherever they stand on the line.
+ * Returns 0 when c was one of them, -1 when it was not, else the exit code
+ * of a bad value (message printed).
+ */
+static int
+cli_global_set(cli_global *g, const char *cmd, int c, const char *arg)
+{
+	switch (c) {
+	case CLI_OPT_URL:
+		g->url = arg;
+		return (0);
+	case CLI_OPT_TLS_CA:
+	case CLI_OPT_TLS_CERT:
+	case CLI_OPT_TLS_KEY:
+		cli_set_tls(c, arg);
+		return (0);
+	case CLI_OPT_TIMEOUT:
+		return (cli_set_timeout(g, cmd, arg));
+	case CLI_OPT_JSON:
+		g->json = true;
+		return (0);
+	}
+	return (-1);
+}
 
 void
 cli_parser_init(cli_parser *p, cli_global *g, const cli_cmd *cmd, int argc, char **argv,
@@ -294,7 +322,7 @@ cli_parser_next(cli_parser *p)
 	struct option all[64];
 	char          shorts[64];
 	size_t        n = 0;
-	int           c;
+	int           c, rv;
 
 	if (p->pos == NULL) {
 		fprintf(stderr, "chan: %s: out of memory\n", p->cmd->name);
@@ -305,7 +333,6 @@ cli_parser_next(cli_parser *p)
 		all[n] = p->longopts[n];
 	}
 	memcpy(&all[n], cli_global_longopts, sizeof(cli_global_longopts));
-	memset(&all[n + CLI_NGLOBAL], 0, sizeof(all[0]));
 	snprintf(shorts, sizeof(shorts), "-:h%s", p->shortopts != NULL ? p->shortopts : "");
 	if (!p->started) {
 		optind = 0; /* glibc: full re-initialisation for this argv */
@@ -314,6 +341,12 @@ cli_parser_next(cli_parser *p)
 	}
 	for (;;) {
 		c = getopt_long(p->argc, p->argv, shorts, all, NULL);
+		if ((rv = cli_global_set(p->g, p->cmd->name, c, optarg)) == 0) {
+			continue;
+		} else if (rv > 0) {
+			p->bad = rv;
+			return ('?');
+		}
 		switch (c) {
 		case -1:
 			/* After "--" getopt stops: the rest are positional arguments. */
@@ -327,22 +360,6 @@ cli_parser_next(cli_parser *p)
 		case 'h':
 			cli_cmd_help(p->cmd);
 			return ('h');
-		case CLI_OPT_URL:
-			p->g->url = optarg;
-			continue;
-		case CLI_OPT_TLS_CA:
-		case CLI_OPT_TLS_CERT:
-		case CLI_OPT_TLS_KEY:
-			cli_set_tls(c, optarg);
-			continue;
-		case CLI_OPT_JSON:
-			p->g->json = true;
-			continue;
-		case CLI_OPT_TIMEOUT:
-			if ((p->bad = cli_set_timeout(p->g, p->cmd->name, optarg)) != 0) {
-				return ('?');
-			}
-			continue;
 		case CLI_OPT_VERSION:
 			printf("chan %s\n", CHAN_VERSION);
 			return ('h');
@@ -367,44 +384,24 @@ cli_parser_next(cli_parser *p)
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "tls-ca", required_argument, NULL, CLI_OPT_TLS_CA },
-		{ "tls-cert", required_argument, NULL, CLI_OPT_TLS_CERT },
-		{ "tls-key", required_argument, NULL, CLI_OPT_TLS_KEY },
-		{ "url", required_argument, NULL, CLI_OPT_URL },
-		{ "timeout", required_argument, NULL, CLI_OPT_TIMEOUT },
-		{ "json", no_argument, NULL, CLI_OPT_JSON },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
 	cli_global     g = { NULL, CLI_TIMEOUT_UNSET, false };
 	const cli_cmd *cmd;
 	int            c, rv;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:hV", longopts, NULL)) != -1) {
-		switch (c) {
-		case CLI_OPT_URL:
-			g.url = optarg;
-			break;
-		case CLI_OPT_TLS_CA:
-		case CLI_OPT_TLS_CERT:
-		case CLI_OPT_TLS_KEY:
-			cli_set_tls(c, optarg);
-			break;
-		case CLI_OPT_TIMEOUT:
-			if ((rv = cli_set_timeout(&g, NULL, optarg)) != 0) {
+	while ((c = getopt_long(argc, argv, "+:hV", cli_global_longopts, NULL)) != -1) {
+		if ((rv = cli_global_set(&g, NULL, c, optarg)) >= 0) {
+			if (rv > 0) {
 				return (rv);
 			}
-			break;
-		case CLI_OPT_JSON:
-			g.json = true;
-			break;
+			continue;
+		}
+		switch (c) {
 		case 'h':
 			cli_main_help(stdout);
 			return (0);
 		case 'V':
+		case CLI_OPT_VERSION:
 			printf("chan %s\n", CHAN_VERSION);
 			return (0);
 		case ':':

@@ -123,16 +123,20 @@ START_TEST(test_plain_records)
 	size_t     n;
 	char      *s;
 
-	s = cli_record_plain(&r, false, '\n', &n);
+	s = cli_record_plain(&r, NULL, '\n', &n);
 	ck_assert_uint_eq(n, 9);
 	ck_assert_int_eq(memcmp(s, "pay\nload\n", 9), 0);
 	free(s);
-	s = cli_record_plain(&r, true, '\0', &n);
+	s = cli_record_plain(&r, r.channel, '\0', &n);
 	ck_assert_uint_eq(n, 15);
 	ck_assert_int_eq(memcmp(s, "chan1\tpay\nload\0", 15), 0);
 	free(s);
+	s = cli_record_plain(&r, "42", '\n', &n); /* recv --lease: SEQ TAB */
+	ck_assert_uint_eq(n, 12);
+	ck_assert_int_eq(memcmp(s, "42\tpay\nload\n", 12), 0);
+	free(s);
 	r.len = 0;
-	s = cli_record_plain(&r, false, '\n', &n);
+	s = cli_record_plain(&r, NULL, '\n', &n);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_int_eq(s[0], '\n');
 	free(s);
