@@ -295,7 +295,11 @@ void        chan_counter_list_free(chan_counter_info *infos); /* NULL: no-op */
  * which returns at once; when the call is done, the callback (if any) runs
  * on a libchan thread, and chan_aio_wait returns. Then read the result with
  * chan_aio_result and the accessors, and start the next call on the same
- * chan_aio if you like. Each call in flight uses one thread.
+ * chan_aio if you like. Calls in flight cost no thread: they ride on nng's
+ * own aio callbacks, and any number may be in flight on one client (each
+ * on its own nng context). Two sends in flight at once to the same channel
+ * may arrive in either order; wait for one (or use a chan_producer) when
+ * order matters.
  * Payloads and names given to a start call are borrowed until it is done.
  */
 typedef struct chan_aio chan_aio;
@@ -335,6 +339,105 @@ void chan_recv_any_aio(chan_client *c, const char *const *names, size_t n, int64
 /* Asynchronous chan_counter_wait. */
 void chan_counter_wait_aio(chan_client *c, const char *name, chan_wait_op op, int64_t operand,
     int64_t timeout_ms, chan_aio *a);
+
+/* Asynchronous chan_counter_add: chan_aio_value gives the new value. */
+void chan_counter_add_aio(chan_client *c, const char *name, int64_t delta, chan_aio *a);
+
+/* ---- producer: sends coalesced into batches ------------------------------ */
+
+/*
+ * A producer turns many small sends into few batch requests: messages are
+ * copied into a local buffer and sent as one batch when it is full
+ * (max_batch messages or max_batch_bytes), after linger_us, on
+ * chan_producer_flush, or as soon as the batch in flight is answered.
+ * One batch is in flight at a time, so the channel receives the messages in
+ * the order they were given to chan_producer_send. Safe to share between
+ * threads.
+ *
+ * Outcome per message: every message gets a ticket (1, 2, 3, ... in send
+ * order). When its batch is answered, on_outcome (if set) runs once per
+ * message, in ticket order, on a libchan thread: st CHAN_OK with the seq the
+ * channel gave it, or the batch's failure (CHAN_CLOSED, CHAN_NOT_FOUND, ...)
+ * with seq 0. A failure of one batch does not stop the next. The callback
+ * must not call chan_producer_* on the same producer.
+ */
+typedef struct chan_producer chan_producer;
+typedef void (*chan_outcome_cb)(void *arg, uint64_t ticket, chan_status st, uint64_t seq);
+
+typedef struct chan_producer_opts {
+	uint32_t        max_batch;       /* 0: chan_max_batch(c); capped to a bounded channel's capacity */
+	size_t          max_batch_bytes; /* 0: what one request may carry */
+	uint32_t        linger_us;       /* wait this long for more before sending a lone batch; 0: send at once */
+	size_t          max_buffered;    /* messages buffered before chan_producer_send blocks; 0: 4 * max_batch */
+	int64_t         timeout_ms;      /* each batch's send timeout (bounded channels); default CHAN_WAIT_FOREVER */
+	chan_outcome_cb on_outcome;      /* may be NULL */
+	void           *arg;
+} chan_producer_opts;
+
+/* Sets the defaults above (timeout_ms CHAN_WAIT_FOREVER). */
+void        chan_producer_opts_init(chan_producer_opts *o);
+/*
+ * opts NULL: defaults. The producer borrows c (c must outlive it).
+ * *out: caller frees with chan_producer_close.
+ */
+chan_status chan_producer_open(chan_client *c, const char *name, const chan_producer_opts *opts,
+    chan_producer **out);
+/*
+ * Copies one message into the buffer (blocks while max_buffered are
+ * waiting). *ticket (may be NULL) gets its ticket. CHAN_TOO_LARGE at once
+ * for a message over chan_max_message_size.
+ */
+chan_status chan_producer_send(chan_producer *p, const void *data, size_t len, uint64_t *ticket);
+/*
+ * Sends what is buffered and waits until every message given so far is
+ * answered (timeout_ms as usual; CHAN_TIMEOUT leaves them in flight).
+ * Returns CHAN_OK if all of them were accepted, else the first failure
+ * since the previous flush.
+ */
+chan_status chan_producer_flush(chan_producer *p, int64_t timeout_ms);
+/* Counts since open: accepted and failed messages (outcomes known so far). */
+uint64_t    chan_producer_accepted(const chan_producer *p);
+uint64_t    chan_producer_failed(const chan_producer *p);
+/* Flushes (waiting forever), then frees p. Returns what that flush returned (p NULL: CHAN_OK). */
+chan_status chan_producer_close(chan_producer *p);
+
+/* ---- consumer: receives prefetched into custody ------------------------- */
+
+/*
+ * A consumer keeps up to `prefetch` messages of one channel fetched ahead,
+ * with one receive in flight while the caller works, so chan_consumer_recv
+ * is usually answered from local memory. The prefetched messages stay in
+ * the daemon's custody until the caller has taken every message of the
+ * answer that brought them: if the process dies first, the daemon gives
+ * them back to the channel (marked redelivered), so nothing is lost. It
+ * uses a connection of its own, so chan_consumer_close gives untaken
+ * messages back at once (marked redelivered). The channel keeps one
+ * consumer at a time (MPSC): a second one gets CHAN_BUSY while the first
+ * has a receive parked. Not for sharing between threads.
+ */
+typedef struct chan_consumer chan_consumer;
+
+typedef struct chan_consumer_opts {
+	uint32_t prefetch; /* messages fetched per request; 0: chan_max_batch(c) */
+	uint32_t low_water; /* fetch again when fewer are buffered; 0: prefetch / 2 */
+} chan_consumer_opts;
+
+void        chan_consumer_opts_init(chan_consumer_opts *o);
+/*
+ * Opens a consumer on name, connecting to chan_url(c) (c itself is not
+ * used after this returns). *out: caller frees with chan_consumer_close.
+ */
+chan_status chan_consumer_open(chan_client *c, const char *name, const chan_consumer_opts *opts,
+    chan_consumer **out);
+/* As chan_recv: CHAN_OK, CHAN_TIMEOUT, CHAN_EMPTY (timeout 0), CHAN_CLOSED once drained. */
+chan_status chan_consumer_recv(chan_consumer *k, chan_msg **out, int64_t timeout_ms);
+/* As chan_recv_n: 1..max messages, waiting only for the first. */
+chan_status chan_consumer_recv_n(chan_consumer *k, size_t max, chan_msg **msgs, size_t *n,
+    int64_t timeout_ms);
+/* Messages fetched and not taken yet. */
+size_t      chan_consumer_buffered(const chan_consumer *k);
+/* Gives untaken messages back (redelivered), closes its connection, frees k. */
+void        chan_consumer_close(chan_consumer *k);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop
