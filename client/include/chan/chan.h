@@ -420,6 +420,7 @@ typedef struct chan_consumer chan_consumer;
 typedef struct chan_consumer_opts {
 	uint32_t prefetch; /* messages fetched per request; 0: chan_max_batch(c) */
 	uint32_t low_water; /* fetch again when fewer are buffered; 0: prefetch / 2 */
+	uint64_t limit;     /* fetch at most this many in all (chan recv -n N); 0: no limit */
 } chan_consumer_opts;
 
 void        chan_consumer_opts_init(chan_consumer_opts *o);
