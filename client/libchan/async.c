@@ -19,6 +19,7 @@ typedef enum {
 	CHAN_AIO_RECV,
 	CHAN_AIO_RECV_ANY,
 	CHAN_AIO_COUNTER_WAIT,
+	CHAN_AIO_COUNTER_ADD,
 } chan_aio_kind;
 
 struct chan_aio {
@@ -29,6 +30,7 @@ struct chan_aio {
 	bool            busy;    /* a call is in flight */
 	int             workers; /* threads still touching a (callbacks included) */
 	_Atomic bool    cancelled;
+	bool            hold;    /* keep deliveries unconfirmed (consumer.c) */
 
 	/* the call (names and payloads borrowed) */
 	chan_aio_kind      kind;
@@ -48,7 +50,43 @@ struct chan_aio {
 	size_t      nmsgs;
 	uint64_t    first_seq;
 	int64_t     value;
+	uint64_t    delivery; /* held delivery (hold set), 0: none */
+	nng_pipe    dpipe;    /* the connection it came over */
 };
+
+void
+chan_aio_hold_confirm(chan_aio *a, bool hold)
+{
+	pthread_mutex_lock(&a->mtx);
+	a->hold = hold;
+	pthread_mutex_unlock(&a->mtx);
+}
+
+bool
+chan_aio_keep_delivery(chan_aio *a, uint64_t id, nng_pipe pipe)
+{
+	bool hold;
+
+	pthread_mutex_lock(&a->mtx);
+	hold = a->hold;
+	if (hold) {
+		a->delivery = id;
+		a->dpipe = pipe;
+	}
+	pthread_mutex_unlock(&a->mtx);
+	return (hold);
+}
+
+bool
+chan_aio_delivery(const chan_aio *a, uint64_t *id, nng_pipe *pipe)
+{
+	if (a->delivery == 0 || a->nmsgs == 0) {
+		return (false);
+	}
+	*id = a->delivery;
+	*pipe = a->dpipe;
+	return (true);
+}
 
 bool
 chan_aio_cancelled(const chan_aio *a)
@@ -201,6 +239,8 @@ chan_aio_run(chan_aio *a)
 		return (a->status);
 	case CHAN_AIO_COUNTER_WAIT:
 		return (chan_counter_wait(a->c, a->name, a->op, a->operand, a->timeout_ms, &a->value));
+	case CHAN_AIO_COUNTER_ADD:
+		return (chan_counter_add(a->c, a->name, a->operand, &a->value));
 	}
 	return (chan_fail(CHAN_INTERNAL, "unknown async call"));
 }
@@ -276,6 +316,8 @@ chan_aio_prepare(chan_aio *a, chan_client *c, chan_aio_kind kind)
 	a->c = c;
 	a->first_seq = 0;
 	a->value = 0;
+	a->delivery = 0;
+	a->dpipe = (nng_pipe) NNG_PIPE_INITIALIZER;
 	a->err[0] = '\0';
 	if (c == NULL) {
 		chan_aio_finish(a, chan_fail(CHAN_INVALID_ARGUMENT, "client is NULL"));
@@ -334,5 +376,16 @@ chan_counter_wait_aio(chan_client *c, const char *name, chan_wait_op op, int64_t
 	a->op = op;
 	a->operand = operand;
 	a->timeout_ms = timeout_ms;
+	chan_aio_start(a);
+}
+
+void
+chan_counter_add_aio(chan_client *c, const char *name, int64_t delta, chan_aio *a)
+{
+	if (!chan_aio_prepare(a, c, CHAN_AIO_COUNTER_ADD)) {
+		return;
+	}
+	a->name = name;
+	a->operand = delta;
 	chan_aio_start(a);
 }

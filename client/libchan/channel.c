@@ -160,8 +160,14 @@ chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **
 		}
 	}
 	*n = r->n_messages;
-	/* The caller holds them now: they may leave the daemon's custody. */
-	chan_confirm_later(c, x->resp->delivery, x->pipe);
+	/*
+	 * The caller holds them now: they may leave the daemon's custody,
+	 * unless an async call that holds its confirmations asked for them.
+	 */
+	if (chan_current_aio == NULL ||
+	    !chan_aio_keep_delivery(chan_current_aio, x->resp->delivery, x->pipe)) {
+		chan_confirm_later(c, x->resp->delivery, x->pipe);
+	}
 	return (CHAN_OK);
 }
 

@@ -45,6 +45,27 @@ bool chan_aio_cancelled(const chan_aio *a);
 /* Closes the contexts of the calls serving a (its cancel flag is already set). */
 void chan_cancel_tag(chan_client *c, const chan_aio *a);
 
+/*
+ * For a prefetching consumer (consumer.c), which must not let messages
+ * leave the daemon's custody before its caller has taken them:
+ * chan_aio_hold_confirm(a, true) makes every later chan_recv_aio /
+ * chan_recv_any_aio on a keep its delivery unconfirmed (libchan normally
+ * queues the confirmation as soon as the answer is decoded). After such a
+ * call finished with messages, chan_aio_delivery gives the delivery id and
+ * the connection (pipe) it came over (false when there is none: no
+ * messages, or a leased receive); the holder calls chan_confirm_later(c,
+ * id, pipe) once every message of it is taken. A delivery never confirmed
+ * goes back to its channel (redelivered) when the connection closes.
+ */
+void chan_aio_hold_confirm(chan_aio *a, bool hold);
+bool chan_aio_delivery(const chan_aio *a, uint64_t *id, nng_pipe *pipe);
+/*
+ * Called where an answer carrying messages is unpacked on behalf of async
+ * call a: true when a holds its deliveries (id and pipe are kept in a and
+ * not confirmed).
+ */
+bool chan_aio_keep_delivery(chan_aio *a, uint64_t id, nng_pipe pipe);
+
 /* A delivery the caller holds, and the connection it came over. */
 typedef struct chan_pending {
 	uint64_t id;
