@@ -40,6 +40,8 @@ typedef struct chd_delivery {
 	size_t               n;
 	uint64_t             bytes;
 	struct chd_delivery *cprev, *cnext;
+	chd_connrec         *crec;   /* conn's record, NULL: not indexed */
+	struct chd_delivery *oprev, *onext; /* crec->deliveries */
 } chd_delivery;
 
 /*
@@ -58,9 +60,12 @@ typedef struct chd_lease {
 } chd_lease;
 
 typedef struct chd_sender {
-	struct chd_sender *next;
+	struct chd_sender *prev, *next; /* the channel's */
+	chd_chan          *ch;
 	uint64_t           id;
 	uint32_t           conn;
+	chd_connrec       *crec;  /* conn's record, NULL: not indexed */
+	struct chd_sender *oprev, *onext; /* crec->senders */
 } chd_sender;
 
 enum chd_chan_kind { CHD_UNBOUNDED, CHD_BOUNDED, CHD_RENDEZVOUS };
@@ -95,11 +100,100 @@ struct chd_chan {
 	uint64_t           nleased, leased_bytes;
 	uint64_t           total_sent, total_received, total_dropped;
 	uint64_t           total_redelivered;
+	/* Per-connection index (engine_int.h, chd_connrec). */
+	chd_connrec       *rx_rec;     /* rx_conn's, while rx_handle != 0 */
+	chd_chan          *rx_oprev, *rx_onext;
+	chd_connrec       *grace_rec;  /* grace_conn's, while grace_armed */
+	chd_chan          *grace_oprev, *grace_onext;
+	bool               touched;    /* in a closing connection's pump list */
+	chd_chan          *tnext;
 };
 
 static void       chan_pump(chd_shard *sh, chd_chan *ch);
 static chd_lease *lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head,
     uint32_t conn, uint64_t ms);
+
+/* ---- the per-connection index (chd_connrec) ----------------------------- */
+
+/* Custody of d passes to conn (a new delivery, or a replay's reown). */
+static void
+delivery_own(chd_shard *sh, chd_delivery *d, uint32_t conn)
+{
+	if (d->crec != NULL) {
+		CHD_DL_REMOVE(d->crec->deliveries, d, oprev, onext);
+	}
+	d->conn = conn;
+	if ((d->crec = chd_shard_conn(sh, conn, true)) != NULL) {
+		CHD_DL_PUSH(d->crec->deliveries, d, oprev, onext);
+	}
+}
+
+static void
+delivery_unown(chd_delivery *d)
+{
+	if (d->crec != NULL) {
+		CHD_DL_REMOVE(d->crec->deliveries, d, oprev, onext);
+		d->crec = NULL;
+	}
+}
+
+/* ch's receiver handle (rx_handle, rx_conn just set) belongs to rx_conn. */
+static void
+rx_own(chd_shard *sh, chd_chan *ch)
+{
+	if ((ch->rx_rec = chd_shard_conn(sh, ch->rx_conn, true)) != NULL) {
+		CHD_DL_PUSH(ch->rx_rec->rx_chans, ch, rx_oprev, rx_onext);
+	}
+}
+
+static void
+rx_unown(chd_chan *ch)
+{
+	if (ch->rx_rec != NULL) {
+		CHD_DL_REMOVE(ch->rx_rec->rx_chans, ch, rx_oprev, rx_onext);
+		ch->rx_rec = NULL;
+	}
+}
+
+static void
+grace_unown(chd_chan *ch)
+{
+	if (ch->grace_rec != NULL) {
+		CHD_DL_REMOVE(ch->grace_rec->grace_chans, ch, grace_oprev,
+		    grace_onext);
+		ch->grace_rec = NULL;
+	}
+}
+
+/*
+ * The grace timer now runs for conn's receivers. A connection already
+ * closed gets no record (its close work ran; nothing would free it).
+ */
+static void
+grace_own(chd_chan *ch, uint32_t conn)
+{
+	chd_shard *sh = ch->sh;
+
+	if (ch->grace_rec != NULL && ch->grace_rec->conn == conn) {
+		return;
+	}
+	grace_unown(ch);
+	ch->grace_rec = chd_shard_conn(sh, conn,
+	    chd_engine_conn_alive(sh->e, conn));
+	if (ch->grace_rec != NULL) {
+		CHD_DL_PUSH(ch->grace_rec->grace_chans, ch, grace_oprev,
+		    grace_onext);
+	}
+}
+
+static void
+sender_unown(chd_sender *s)
+{
+	if (s->crec != NULL) {
+		CHD_DL_REMOVE(s->crec->senders, s, oprev, onext);
+		s->crec = NULL;
+	}
+}
 
 const char *
 chd_chan_name(const chd_chan *ch)
@@ -186,6 +280,7 @@ delivery_unlink(chd_shard *sh, chd_delivery *d)
 	chd_chan *ch = d->ch;
 
 	chd_htab_remove(&sh->deliveries, &d->hn);
+	delivery_unown(d);
 	if (d->cprev != NULL) {
 		d->cprev->cnext = d->cnext;
 	} else {
@@ -259,8 +354,11 @@ chan_free(chd_shard *sh, chd_chan *ch)
 	chan_discard(sh, ch);
 	for (s = ch->senders; s != NULL; s = next) {
 		next = s->next;
+		sender_unown(s);
 		free(s);
 	}
+	rx_unown(ch);
+	grace_unown(ch);
 	if (ch->grace_ev != NULL) {
 		event_free(ch->grace_ev);
 	}
@@ -382,6 +480,7 @@ chan_grace_disarm(chd_chan *ch)
 	if (ch->grace_armed) {
 		evtimer_del(ch->grace_ev);
 		ch->grace_armed = false;
+		grace_unown(ch);
 	}
 }
 
@@ -391,6 +490,7 @@ chan_grace_cb(evutil_socket_t fd, short what, void *arg)
 	chd_chan *ch = arg;
 
 	ch->grace_armed = false;
+	grace_unown(ch);
 	chan_grace_spend(ch, ch->grace_conn);
 	chan_pump(ch->sh, ch);
 }
@@ -422,6 +522,7 @@ chan_grace_arm(chd_chan *ch, uint32_t conn, uint32_t cap_ms)
 	}
 	ch->grace_armed = true;
 	ch->grace_conn = conn;
+	grace_own(ch, conn);
 	ch->grace_end_ms = end;
 	(void) chd_timeval(ms, &tv);
 	evtimer_add(ch->grace_ev, &tv);
@@ -709,13 +810,12 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	}
 	d->n = n;
 	d->ch = ch;
-	d->conn = conn;
 	ch->nunspent++;
 	d->client = r->msg != NULL && r->msg->has_client ? r->msg->client : 0;
 	d->id = sh->next_delivery++ * (uint64_t) sh->e->n + (uint64_t) sh->idx;
 	d->hn.hash = d->id;
 	chd_htab_insert(&sh->deliveries, &d->hn);
-	chd_shard_note_conn(sh, conn);
+	delivery_own(sh, d, conn);
 	d->cnext = ch->inflight;
 	if (ch->inflight != NULL) {
 		ch->inflight->cprev = d;
@@ -849,8 +949,7 @@ chd_chan_reown(chd_shard *sh, uint64_t id, uint32_t conn)
 	while ((n = chd_htab_find(&sh->deliveries, id, n)) != NULL) {
 		chd_delivery *d = (chd_delivery *) n;
 		if (d->id == id) {
-			d->conn = conn;
-			chd_shard_note_conn(sh, conn);
+			delivery_own(sh, d, conn);
 			if (!chd_engine_conn_alive(sh->e, conn)) {
 				chd_shard_post_conn_close(sh, conn);
 			}
@@ -949,9 +1048,7 @@ lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head, uint32_t conn,
 		ch->leases->prev = l;
 	}
 	ch->leases = l;
-	if (conn != 0) {
-		chd_shard_note_conn(sh, conn);
-	}
+	/* Not indexed by connection: a lease outlives it. */
 	if (l->timer != NULL) {
 		evtimer_add(l->timer, &tv);
 	}
@@ -987,11 +1084,12 @@ lease_take(chd_chan *ch, uint64_t seq)
 /* ---- connection gone ---------------------------------------------------- */
 
 static void
-sender_drop(chd_shard *sh, chd_chan *ch, chd_sender **pp)
+sender_drop(chd_shard *sh, chd_sender *s)
 {
-	chd_sender *s = *pp;
+	chd_chan *ch = s->ch;
 
-	*pp = s->next;
+	CHD_DL_REMOVE(ch->senders, s, prev, next);
+	sender_unown(s);
 	free(s);
 	ch->nsenders--;
 	if (ch->nsenders == 0 && ch->had_senders && !ch->closed) {
@@ -999,23 +1097,112 @@ sender_drop(chd_shard *sh, chd_chan *ch, chd_sender **pp)
 	}
 }
 
+/* The receiver handle of ch is gone with its connection. */
+static void
+rx_detach(chd_chan *ch)
+{
+	ch->rx_handle = 0;
+	rx_unown(ch);
+	if (!chan_attached(ch)) {
+		ch->rx_conn = 0;
+	}
+}
+
+/* Channels a closing connection changed, pumped once each at the end. */
+static void
+touch(chd_chan **list, chd_chan *ch)
+{
+	if (!ch->touched) {
+		ch->touched = true;
+		ch->tnext = *list;
+		*list = ch;
+	}
+}
+
+/*
+ * Answers conn's parked tasks UNAVAILABLE. Aborting a channel or counter
+ * task removes only itself (no pump here), so a saved next stays valid;
+ * a recv_any part removes all of its tasks on this shard, so those go in
+ * a second pass that always takes the head.
+ */
+static void
+conn_abort_tasks(chd_connrec *c, chd_chan **touched)
+{
+	chd_task *t, *next;
+
+	for (t = c->tasks; t != NULL; t = t->onext) {
+		if (t->kind != CHD_T_CWAIT) {
+			touch(touched, t->ch);
+		}
+	}
+	for (t = c->tasks; t != NULL; t = next) {
+		next = t->onext;
+		if (t->kind != CHD_T_ANY) {
+			chd_task_abort(t, CHAN_UNAVAILABLE, "connection closed");
+		}
+	}
+	while (c->tasks != NULL) {
+		chd_task_abort(c->tasks, CHAN_UNAVAILABLE, "connection closed");
+	}
+}
+
+/*
+ * The close work from the index: only what the connection holds. Every
+ * step removes the list's head (or the item stops being conn's), so the
+ * loops end whatever the pumps and answers do meanwhile.
+ */
+static void
+conn_closed_indexed(chd_shard *sh, chd_connrec *c)
+{
+	chd_chan *touched = NULL, *ch;
+
+	conn_abort_tasks(c, &touched);
+	while ((ch = c->rx_chans) != NULL) {
+		touch(&touched, ch);
+		rx_detach(ch);
+	}
+	while ((ch = c->grace_chans) != NULL) {
+		/* Its receivers are gone: the holder's grace is not used up,
+		 * the next consumer gets its own. */
+		touch(&touched, ch);
+		chan_grace_disarm(ch);
+	}
+	while (c->deliveries != NULL) {
+		touch(&touched, c->deliveries->ch);
+		delivery_give_back(sh, c->deliveries);
+	}
+	/* Leases outlive their connection (SQS's visibility timeout, not
+	 * beanstalkd's reserve): `chan recv --lease` exits and a later
+	 * `chan ack` finishes the job. Only ack, release or expiry end one. */
+	while (c->senders != NULL) {
+		touch(&touched, c->senders->ch);
+		sender_drop(sh, c->senders); /* may close: that pumps */
+	}
+	while ((ch = touched) != NULL) {
+		touched = ch->tnext;
+		ch->touched = false;
+		ch->tnext = NULL;
+		chan_pump(sh, ch);
+	}
+}
+
+/*
+ * The walk over everything, for state a record could not be made for
+ * (out of memory once: sh->seen_lost). The same steps as above, found by
+ * the conn fields.
+ */
 static void
 chan_conn_closed_visit(void *arg, chd_chan *ch)
 {
 	chd_shard    *sh = ((void **) arg)[0];
 	uint32_t      conn = *(uint32_t *) ((void **) arg)[1];
-	chd_sender  **pp;
+	chd_sender   *s, *snext;
 	chd_delivery *d, *next;
 
 	if (ch->rx_handle != 0 && ch->rx_conn == conn) {
-		ch->rx_handle = 0;
-		if (!chan_attached(ch)) {
-			ch->rx_conn = 0;
-		}
+		rx_detach(ch);
 	}
 	if (ch->grace_armed && ch->grace_conn == conn) {
-		/* Its receivers are gone: the holder's grace is not used up,
-		 * the next consumer gets its own. */
 		chan_grace_disarm(ch);
 	}
 	for (d = ch->inflight; d != NULL; d = next) {
@@ -1024,34 +1211,22 @@ chan_conn_closed_visit(void *arg, chd_chan *ch)
 			delivery_give_back(sh, d);
 		}
 	}
-	/* Leases outlive their connection (SQS's visibility timeout, not
-	 * beanstalkd's reserve): `chan recv --lease` exits and a later
-	 * `chan ack` finishes the job. Only ack, release or expiry end one. */
-	pp = &ch->senders;
-	while (*pp != NULL) {
-		if ((*pp)->conn == conn) {
-			sender_drop(sh, ch, pp);
-		} else {
-			pp = &(*pp)->next;
+	for (s = ch->senders; s != NULL; s = snext) {
+		snext = s->next;
+		if (s->conn == conn) {
+			/* Closing answers tasks, never drops senders. */
+			sender_drop(sh, s);
 		}
 	}
 	chan_pump(sh, ch);
 }
 
-void
-chd_chan_conn_closed(chd_shard *sh, uint32_t conn)
+static void
+conn_closed_walk(chd_shard *sh, uint32_t conn)
 {
 	chd_task *t, *next;
 	void     *arg[2] = { sh, &conn };
 
-	if (!chd_shard_forget_conn(sh, conn)) {
-		return; /* never had anything here */
-	}
-	chd_idem_conn_closing(true);
-
-	/* Aborting a channel task removes only itself (no pump here), so a
-	 * saved next stays valid; recv_any parts may remove several and are
-	 * handled in a second, restarting pass. */
 	for (t = sh->parked; t != NULL; t = next) {
 		next = t->snext;
 		if (t->conn == conn && t->kind != CHD_T_ANY) {
@@ -1070,7 +1245,25 @@ chd_chan_conn_closed(chd_shard *sh, uint32_t conn)
 		chd_task_abort(t, CHAN_UNAVAILABLE, "connection closed");
 	}
 	chd_chan_each(sh, chan_conn_closed_visit, arg);
+}
+
+void
+chd_chan_conn_closed(chd_shard *sh, uint32_t conn)
+{
+	chd_connrec *c = chd_shard_conn_take(sh, conn);
+
+	if (c == NULL && !sh->seen_lost) {
+		return; /* never had anything here */
+	}
+	chd_idem_conn_closing(true);
+	if (c != NULL) {
+		conn_closed_indexed(sh, c);
+	}
+	if (sh->seen_lost) {
+		conn_closed_walk(sh, conn);
+	}
 	chd_idem_conn_closing(false);
+	chd_shard_conn_free(c);
 }
 
 void
@@ -1499,10 +1692,12 @@ chd_op_sender_open(chd_shard *sh, chd_req *r)
 		return;
 	}
 	s->id = sh->next_handle++;
-	chd_shard_note_conn(sh, r->conn);
 	s->conn = r->conn;
-	s->next = ch->senders;
-	ch->senders = s;
+	s->ch = ch;
+	CHD_DL_PUSH(ch->senders, s, prev, next);
+	if ((s->crec = chd_shard_conn(sh, r->conn, true)) != NULL) {
+		CHD_DL_PUSH(s->crec->senders, s, oprev, onext);
+	}
 	ch->nsenders++;
 	ch->had_senders = true;
 	reply_handle(sh, r, s->id);
@@ -1513,18 +1708,16 @@ chd_op_sender_close(chd_shard *sh, chd_req *r)
 {
 	Chan__V1__SenderClose *sc = r->msg->sender_close;
 	chd_chan              *ch;
-	chd_sender           **pp;
+	chd_sender            *s;
 
 	if ((ch = chan_lookup(sh, sc->name)) == NULL) {
 		reply_not_found(sh, r, sc->name);
 		return;
 	}
-	for (pp = &ch->senders; *pp != NULL; pp = &(*pp)->next) {
-		if ((*pp)->id == sc->sender) {
-			sender_drop(sh, ch, pp);
-			chd_reply_empty(sh->e, r);
-			return;
-		}
+	if ((s = sender_find(ch, sc->sender)) != NULL) {
+		sender_drop(sh, s);
+		chd_reply_empty(sh->e, r);
+		return;
 	}
 	chd_reply_err(sh->e, r, CHAN_NOT_FOUND,
 	    "no sender handle %llu on channel '%s'",
@@ -1553,8 +1746,8 @@ chd_op_receiver_open(chd_shard *sh, chd_req *r)
 	/* The same connection asking again gets the same receiver. */
 	if (ch->rx_handle == 0) {
 		ch->rx_handle = sh->next_handle++;
-		chd_shard_note_conn(sh, r->conn);
 		ch->rx_conn = r->conn;
+		rx_own(sh, ch);
 	}
 	reply_handle(sh, r, ch->rx_handle);
 }
@@ -1576,6 +1769,7 @@ chd_op_receiver_close(chd_shard *sh, chd_req *r)
 		return;
 	}
 	ch->rx_handle = 0;
+	rx_unown(ch);
 	if (!chan_attached(ch)) {
 		ch->rx_conn = 0;
 	}

@@ -107,6 +107,8 @@ struct chd_task {
 	uint32_t           conn;
 	struct event      *timer;  /* finite timeouts only */
 	chd_task          *sprev, *snext; /* shard's parked list */
+	struct chd_connrec *crec;  /* its connection's record (NULL: none) */
+	chd_task          *oprev, *onext; /* crec->tasks */
 	chd_chan          *ch;     /* channel it waits on (not CWAIT) */
 	chd_task          *qprev, *qnext; /* channel's recv or send queue */
 	bool               done;   /* answered */
@@ -168,8 +170,9 @@ struct chd_shard {
 	chd_counters      *counters;
 	chd_task          *parked;    /* every parked task of this shard */
 	chd_htab           deliveries;
-	chd_htab           conns_seen; /* conns that may have state here */
-	bool               seen_lost;  /* a note failed: always walk */
+	chd_htab           conns_seen; /* chd_connrec by conn */
+	bool               seen_lost;  /* a record could not be made:
+	                                * every close also walks it all */
 	uint64_t           next_delivery;
 	uint64_t           next_handle;
 };
@@ -230,13 +233,57 @@ chd_timeval(uint64_t ms, struct timeval *tv)
 }
 
 /*
- * Connection bookkeeping of a shard: a connection that parks, registers a
- * handle or receives messages here is noted; closing a connection that
- * was never noted skips the walk over every channel and parked task (a
- * CLI's one-shot send costs nothing at close). Shard thread only.
+ * Connection bookkeeping of a shard: what each connection holds here, so
+ * closing it costs O(what it holds), not O(channels + parked tasks): its
+ * parked tasks, the deliveries in its custody, its sender handles, the
+ * channels whose receiver handle it owns and those whose custody grace
+ * timer runs for its receivers. Every item points back to its record
+ * (crec) and leaves the record's list when it goes away for any reason
+ * (answered, confirmed, dropped, channel deleted). A connection holding
+ * nothing has no record, and its close costs one lookup (a CLI one-shot
+ * send costs nothing at close). Leases are not indexed: they outlive
+ * their connection. Shard thread only.
  */
-void chd_shard_note_conn(chd_shard *sh, uint32_t conn);
-bool chd_shard_forget_conn(chd_shard *sh, uint32_t conn); /* was noted */
+typedef struct chd_connrec {
+	chd_hnode            hn;        /* hash = conn */
+	uint32_t             conn;
+	chd_task            *tasks;     /* parked: t->oprev/onext */
+	struct chd_delivery *deliveries;
+	struct chd_sender   *senders;
+	chd_chan            *rx_chans;  /* its receiver handles */
+	chd_chan            *grace_chans; /* grace timers for its receivers */
+} chd_connrec;
+
+/* Intrusive doubly linked lists (head pointer, item, link field names). */
+#define CHD_DL_PUSH(head, x, prev, next) do {                           \
+		(x)->prev = NULL;                                        \
+		(x)->next = (head);                                      \
+		if ((head) != NULL) {                                    \
+			(head)->prev = (x);                              \
+		}                                                        \
+		(head) = (x);                                            \
+	} while (0)
+#define CHD_DL_REMOVE(head, x, prev, next) do {                         \
+		if ((x)->prev != NULL) {                                 \
+			(x)->prev->next = (x)->next;                     \
+		} else {                                                 \
+			(head) = (x)->next;                              \
+		}                                                        \
+		if ((x)->next != NULL) {                                 \
+			(x)->next->prev = (x)->prev;                     \
+		}                                                        \
+		(x)->prev = (x)->next = NULL;                            \
+	} while (0)
+
+/*
+ * The record of conn; with create, made when missing (NULL only without
+ * memory: sh->seen_lost is then set and every close walks everything).
+ */
+chd_connrec *chd_shard_conn(chd_shard *sh, uint32_t conn, bool create);
+/* Takes conn's record out of the table (NULL: none); the caller empties
+ * its lists and frees it with chd_shard_conn_free. */
+chd_connrec *chd_shard_conn_take(chd_shard *sh, uint32_t conn);
+void         chd_shard_conn_free(chd_connrec *c);
 /* Runs the connection-close work for conn on sh again (a late request of
  * a closed connection left state behind). */
 void chd_shard_post_conn_close(chd_shard *sh, uint32_t conn);

@@ -218,57 +218,58 @@ chd_reply_empty(chd_engine *e, chd_req *r)
 	chd_resp_send(e, r, &a, CHAN_OK);
 }
 
-/* ---- connections seen --------------------------------------------------- */
+/* ---- connections: what each holds here --------------------------------- */
 
-typedef struct chd_seen {
-	chd_hnode hn; /* hash = conn */
-	uint32_t  conn;
-} chd_seen;
-
-static chd_seen *
-seen_find(chd_shard *sh, uint32_t conn)
+static chd_connrec *
+conn_find(chd_shard *sh, uint32_t conn)
 {
 	chd_hnode *n = NULL;
 
 	while ((n = chd_htab_find(&sh->conns_seen, conn, n)) != NULL) {
-		if (((chd_seen *) n)->conn == conn) {
-			return ((chd_seen *) n);
+		if (((chd_connrec *) n)->conn == conn) {
+			return ((chd_connrec *) n);
 		}
 	}
 	return (NULL);
 }
 
-void
-chd_shard_note_conn(chd_shard *sh, uint32_t conn)
+chd_connrec *
+chd_shard_conn(chd_shard *sh, uint32_t conn, bool create)
 {
-	chd_seen *c;
+	chd_connrec *c = conn_find(sh, conn);
 
-	if (seen_find(sh, conn) != NULL) {
-		return;
+	if (c != NULL || !create) {
+		return (c);
 	}
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
-		/* Cannot note it: make every close walk instead. */
+		/* Cannot index it: make every close walk instead. */
 		sh->seen_lost = true;
-		return;
+		return (NULL);
 	}
 	c->conn = conn;
 	c->hn.hash = conn;
 	chd_htab_insert(&sh->conns_seen, &c->hn);
+	return (c);
 }
 
-bool
-chd_shard_forget_conn(chd_shard *sh, uint32_t conn)
+chd_connrec *
+chd_shard_conn_take(chd_shard *sh, uint32_t conn)
 {
-	chd_seen *c = seen_find(sh, conn);
+	chd_connrec *c = conn_find(sh, conn);
 
-	if (c == NULL) {
-		return (sh->seen_lost);
+	if (c != NULL) {
+		chd_htab_remove(&sh->conns_seen, &c->hn);
 	}
-	chd_htab_remove(&sh->conns_seen, &c->hn);
-	free(c);
-	return (true);
+	return (c);
 }
 
+void
+chd_shard_conn_free(chd_connrec *c)
+{
+	free(c);
+}
+
+/* Shard teardown: channels and tasks are gone, the records are empty. */
 static void
 seen_free_all(chd_shard *sh)
 {
@@ -290,7 +291,9 @@ chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
 	chd_shard     *sh = t->sh;
 	struct timeval tv;
 
-	chd_shard_note_conn(sh, t->conn);
+	if ((t->crec = chd_shard_conn(sh, t->conn, true)) != NULL) {
+		CHD_DL_PUSH(t->crec->tasks, t, oprev, onext);
+	}
 	t->parked = true;
 	t->sprev = NULL;
 	t->snext = sh->parked;
@@ -318,6 +321,10 @@ chd_task_unpark(chd_task *t)
 	if (t->timer != NULL) {
 		event_free(t->timer);
 		t->timer = NULL;
+	}
+	if (t->crec != NULL) {
+		CHD_DL_REMOVE(t->crec->tasks, t, oprev, onext);
+		t->crec = NULL;
 	}
 	if (t->sprev != NULL) {
 		t->sprev->snext = t->snext;
