@@ -113,7 +113,7 @@ chd_idem_new(void)
 static chd_idem_answer *
 answer_pack(const Chan__V1__Response *resp)
 {
-	size_t           len = chan__v1__response__get_packed_size(resp);
+	size_t           len = chl_response_packed_size(resp);
 	chd_idem_answer *a = malloc(sizeof(*a) + (len > 0 ? len : 1));
 
 	if (a == NULL) {
@@ -121,7 +121,7 @@ answer_pack(const Chan__V1__Response *resp)
 	}
 	atomic_init(&a->refs, 1);
 	a->len = len;
-	(void) chan__v1__response__pack(resp, a->bytes);
+	(void) chl_response_pack(resp, a->bytes);
 	return (a);
 }
 

@@ -322,7 +322,7 @@ chd_ctx_send(chd_tctx *c, const Chan__V1__Response *resp)
 	nng_msg       *m;
 	size_t         n;
 
-	n = chan__v1__response__get_packed_size(resp);
+	n = chl_response_packed_size(resp);
 	if (nng_msg_alloc(&m, n) != 0) {
 		Chan__V1__Response small = CHAN__V1__RESPONSE__INIT;
 
@@ -342,7 +342,7 @@ chd_ctx_send(chd_tctx *c, const Chan__V1__Response *resp)
 		resp = &small;
 		(void) chan__v1__response__pack(resp, nng_msg_body(m));
 	} else {
-		(void) chan__v1__response__pack(resp, nng_msg_body(m));
+		(void) chl_response_pack(resp, nng_msg_body(m));
 	}
 	pthread_mutex_lock(&t->mtx);
 	c->state = CHD_CTX_SEND;

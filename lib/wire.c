@@ -1,47 +1,64 @@
 /* wire.c - capped protobuf-c decoding and the clocks. */
 #include "wire.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /*
- * Each block carries its size in front, so free can give the bytes back to
- * the budget (ProtobufCAllocator.free is not told the size).
+ * Arena blocks: a small first one (most requests are a name and a few
+ * numbers), then each at least twice the last, so a decode of n bytes
+ * needs O(log n) mallocs. Nothing is freed one by one: protobuf-c's free
+ * calls are no-ops, and the whole arena goes at chl_*_free.
  */
-typedef struct {
-	size_t size;
-	size_t pad_; /* keeps the payload 16-byte aligned */
-} chl_block;
+#define CHL_ARENA_FIRST 1024
+
+typedef struct chl_ablock {
+	struct chl_ablock *next;
+	size_t             size;
+	_Alignas(16) unsigned char mem[];
+} chl_ablock;
 
 static void *
 chl_capped_alloc_fn(void *data, size_t size)
 {
 	chl_capped_alloc *ca = data;
-	chl_block        *b;
+	chl_ablock       *b, *last = ca->blocks;
+	size_t            need = (size + 15) & ~(size_t) 15;
+	void             *p;
 
-	if (size > ca->cap || ca->used > ca->cap - size) {
+	if (size > ca->cap || ca->used > ca->cap - size || need < size) {
 		return (NULL);
 	}
-	if ((b = malloc(sizeof(*b) + size)) == NULL) {
-		return (NULL);
+	if (need > ca->left) {
+		size_t bs = last != NULL ? last->size * 2 : CHL_ARENA_FIRST;
+
+		if (bs < need) {
+			bs = need;
+		}
+		if ((b = malloc(sizeof(*b) + bs)) == NULL) {
+			return (NULL);
+		}
+		b->next = last;
+		b->size = bs;
+		ca->blocks = b;
+		ca->cur = b->mem;
+		ca->left = bs;
 	}
-	b->size = size;
+	p = ca->cur;
+	ca->cur += need;
+	ca->left -= need;
 	ca->used += size;
-	return (b + 1);
+	return (p);
 }
 
 static void
 chl_capped_free_fn(void *data, void *ptr)
 {
-	chl_capped_alloc *ca = data;
-	chl_block        *b;
-
-	if (ptr == NULL) {
-		return;
-	}
-	b = (chl_block *) ptr - 1;
-	ca->used -= b->size;
-	free(b);
+	/* The arena gives everything back at once (chl_capped_alloc_release). */
+	(void) data;
+	(void) ptr;
 }
 
 void
@@ -52,34 +69,219 @@ chl_capped_alloc_init(chl_capped_alloc *ca, size_t cap)
 	ca->base.allocator_data = ca;
 	ca->cap = cap;
 	ca->used = 0;
+	ca->blocks = NULL;
+	ca->cur = NULL;
+	ca->left = 0;
+}
+
+void
+chl_capped_alloc_release(chl_capped_alloc *ca)
+{
+	chl_ablock *b, *next;
+
+	for (b = ca->blocks; b != NULL; b = next) {
+		next = b->next;
+		free(b);
+	}
+	ca->blocks = NULL;
+	ca->cur = NULL;
+	ca->left = 0;
+	ca->used = 0;
 }
 
 Chan__V1__Request *
 chl_request_decode(chl_capped_alloc *ca, const void *buf, size_t len)
 {
-	return (chan__v1__request__unpack(&ca->base, len, buf));
+	Chan__V1__Request *r = chan__v1__request__unpack(&ca->base, len, buf);
+
+	if (r == NULL) {
+		chl_capped_alloc_release(ca);
+	}
+	return (r);
 }
 
 void
 chl_request_free(chl_capped_alloc *ca, Chan__V1__Request *r)
 {
 	if (r != NULL) {
-		chan__v1__request__free_unpacked(r, &ca->base);
+		chl_capped_alloc_release(ca);
 	}
 }
 
 Chan__V1__Response *
 chl_response_decode(chl_capped_alloc *ca, const void *buf, size_t len)
 {
-	return (chan__v1__response__unpack(&ca->base, len, buf));
+	Chan__V1__Response *r = chan__v1__response__unpack(&ca->base, len, buf);
+
+	if (r == NULL) {
+		chl_capped_alloc_release(ca);
+	}
+	return (r);
 }
 
 void
 chl_response_free(chl_capped_alloc *ca, Chan__V1__Response *r)
 {
 	if (r != NULL) {
-		chan__v1__response__free_unpacked(r, &ca->base);
+		chl_capped_alloc_release(ca);
 	}
+}
+
+/* ---- fast packing of answers that carry messages ------------------------ */
+
+#define CHL_WT_VARINT 0
+#define CHL_WT_LEN    2
+#define CHL_F_RECV    16 /* Response.recv */
+
+/* 7 bits per byte: 1 byte for v < 2^7, ..., 10 for v >= 2^63. */
+static size_t
+chl_varint_size(uint64_t v)
+{
+	int bits = 64 - __builtin_clzll(v | 1);
+
+	return ((size_t) (bits + 6) / 7);
+}
+
+static uint8_t *
+chl_put_varint(uint8_t *p, uint64_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (uint8_t) (v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t) v;
+	return (p);
+}
+
+/* Tags of fields 1..15 are one byte; Response.recv (16) is two. */
+static uint8_t *
+chl_put_tag(uint8_t *p, uint32_t field, int wt)
+{
+	return (chl_put_varint(p, ((uint64_t) field << 3) | (uint64_t) wt));
+}
+
+static size_t
+chl_msg_body_size(const Chan__V1__Message *m)
+{
+	size_t n = 0;
+
+	if (m->channel != NULL) {
+		size_t l = strlen(m->channel);
+		n += 1 + chl_varint_size(l) + l;
+	}
+	if (m->has_seq) {
+		n += 1 + chl_varint_size(m->seq);
+	}
+	if (m->has_time_us) {
+		n += 1 + chl_varint_size(m->time_us);
+	}
+	if (m->has_data) {
+		n += 1 + chl_varint_size(m->data.len) + m->data.len;
+	}
+	if (m->has_redelivered) {
+		n += 2;
+	}
+	return (n);
+}
+
+static size_t
+chl_recv_body_size(const Chan__V1__RecvResult *rr)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < rr->n_messages; i++) {
+		size_t b = chl_msg_body_size(rr->messages[i]);
+		n += 1 + chl_varint_size(b) + b;
+	}
+	return (n);
+}
+
+static uint8_t *
+chl_put_msg(uint8_t *p, const Chan__V1__Message *m)
+{
+	p = chl_put_tag(p, 1, CHL_WT_LEN);
+	p = chl_put_varint(p, chl_msg_body_size(m));
+	if (m->channel != NULL) {
+		size_t l = strlen(m->channel);
+		p = chl_put_tag(p, 1, CHL_WT_LEN);
+		p = chl_put_varint(p, l);
+		memcpy(p, m->channel, l);
+		p += l;
+	}
+	if (m->has_seq) {
+		p = chl_put_tag(p, 2, CHL_WT_VARINT);
+		p = chl_put_varint(p, m->seq);
+	}
+	if (m->has_time_us) {
+		p = chl_put_tag(p, 3, CHL_WT_VARINT);
+		p = chl_put_varint(p, m->time_us);
+	}
+	if (m->has_data) {
+		p = chl_put_tag(p, 4, CHL_WT_LEN);
+		p = chl_put_varint(p, m->data.len);
+		if (m->data.len > 0) {
+			memcpy(p, m->data.data, m->data.len);
+		}
+		p += m->data.len;
+	}
+	if (m->has_redelivered) {
+		p = chl_put_tag(p, 5, CHL_WT_VARINT);
+		*p++ = m->redelivered ? 1 : 0;
+	}
+	return (p);
+}
+
+/* The Response without its result: what protobuf-c packs before field 16. */
+static Chan__V1__Response
+chl_head_of(const Chan__V1__Response *r)
+{
+	Chan__V1__Response h = *r;
+
+	h.result_case = CHAN__V1__RESPONSE__RESULT__NOT_SET;
+	return (h);
+}
+
+static bool
+chl_fast(const Chan__V1__Response *r)
+{
+	/* Unknown fields would go after the result: leave those to protobuf-c. */
+	return (r->result_case == CHAN__V1__RESPONSE__RESULT_RECV &&
+	    r->recv != NULL && r->recv->base.n_unknown_fields == 0 &&
+	    r->base.n_unknown_fields == 0);
+}
+
+size_t
+chl_response_packed_size(const Chan__V1__Response *r)
+{
+	Chan__V1__Response h;
+	size_t             b;
+
+	if (!chl_fast(r)) {
+		return (chan__v1__response__get_packed_size(r));
+	}
+	h = chl_head_of(r);
+	b = chl_recv_body_size(r->recv);
+	return (chan__v1__response__get_packed_size(&h) +
+	    chl_varint_size((uint64_t) CHL_F_RECV << 3) + chl_varint_size(b) + b);
+}
+
+size_t
+chl_response_pack(const Chan__V1__Response *r, uint8_t *out)
+{
+	Chan__V1__Response h;
+	uint8_t           *p;
+
+	if (!chl_fast(r)) {
+		return (chan__v1__response__pack(r, out));
+	}
+	h = chl_head_of(r);
+	p = out + chan__v1__response__pack(&h, out);
+	p = chl_put_tag(p, CHL_F_RECV, CHL_WT_LEN);
+	p = chl_put_varint(p, chl_recv_body_size(r->recv));
+	for (size_t i = 0; i < r->recv->n_messages; i++) {
+		p = chl_put_msg(p, r->recv->messages[i]);
+	}
+	return ((size_t) (p - out));
 }
 
 uint64_t

@@ -17,24 +17,49 @@
 
 #define CHL_PROTOCOL_VERSION 1
 
-/* A ProtobufCAllocator that fails once `cap` bytes are in use. */
+/*
+ * A ProtobufCAllocator that fails once `cap` bytes are in use. It is an
+ * arena: one decode allocates from a few growing blocks (a Send of 1,024
+ * messages would otherwise cost 1,024+ mallocs and as many frees), and
+ * the matching chl_*_free releases them all at once.
+ *
+ * The struct may be copied by value to move a decoded message to a new
+ * owner (fix base.allocator_data to the copy); the old copy must then not
+ * be freed with a message.
+ */
 typedef struct chl_capped_alloc {
 	ProtobufCAllocator base; /* pass &ca->base to protobuf-c */
 	size_t             cap;
-	size_t             used;
+	size_t             used;  /* bytes handed out (the cap's count) */
+	void              *blocks; /* the arena's blocks, newest first */
+	unsigned char     *cur;   /* free space of the newest block */
+	size_t             left;
 } chl_capped_alloc;
 
 void chl_capped_alloc_init(chl_capped_alloc *ca, size_t cap);
+/* Gives back everything allocated through ca (after a decode that failed). */
+void chl_capped_alloc_release(chl_capped_alloc *ca);
 
 /*
  * Decodes one Request / Response from buf[0..len). NULL when the bytes do
- * not decode or the cap is passed. Free with the matching free function and
- * the same allocator.
+ * not decode or the cap is passed (nothing stays allocated then). Free
+ * with the matching free function and the same allocator: that releases
+ * the allocator's arena (r NULL: nothing happens).
  */
 Chan__V1__Request  *chl_request_decode(chl_capped_alloc *ca, const void *buf, size_t len);
 void                chl_request_free(chl_capped_alloc *ca, Chan__V1__Request *r);
 Chan__V1__Response *chl_response_decode(chl_capped_alloc *ca, const void *buf, size_t len);
 void                chl_response_free(chl_capped_alloc *ca, Chan__V1__Response *r);
+
+/*
+ * Packs a Response exactly as chan__v1__response__pack would (the same
+ * bytes), but answers carrying messages (RecvResult) are written by hand:
+ * protobuf-c's generic packer walks every Message twice (size, then
+ * bytes) through its descriptors, which was a third of the daemon's
+ * instructions for a batch. out must have chl_response_packed_size bytes.
+ */
+size_t chl_response_packed_size(const Chan__V1__Response *r);
+size_t chl_response_pack(const Chan__V1__Response *r, uint8_t *out);
 
 /* Wall clock in Unix microseconds, and a monotonic clock in ms. */
 uint64_t chl_now_unix_us(void);

@@ -570,6 +570,140 @@ START_TEST(capped_response_roundtrip)
 }
 END_TEST
 
+/*
+ * chl_response_pack writes RecvResult answers by hand: the bytes must be
+ * exactly protobuf-c's, for every combination of optional fields and for
+ * values whose varints need 1 to 10 bytes.
+ */
+static void
+check_same_bytes(const Chan__V1__Response *r)
+{
+	size_t   want = chan__v1__response__get_packed_size(r);
+	size_t   got = chl_response_packed_size(r);
+	uint8_t *a = malloc(want + 1), *b = malloc(got + 1);
+
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_uint_eq(got, want);
+	ck_assert_uint_eq(chan__v1__response__pack(r, a), want);
+	ck_assert_uint_eq(chl_response_pack(r, b), got);
+	ck_assert_msg(memcmp(a, b, want) == 0, "fast pack differs (%zu bytes)",
+	    want);
+	free(a);
+	free(b);
+}
+
+START_TEST(fast_recv_pack_same_bytes)
+{
+	static const uint64_t big[] = { 0, 1, 127, 128, 16383, 16384,
+		(1ULL << 35) + 3, UINT64_MAX };
+	Chan__V1__Response  r = CHAN__V1__RESPONSE__INIT;
+	Chan__V1__RecvResult rr = CHAN__V1__RECV_RESULT__INIT;
+	Chan__V1__Message   ms[64], *mp[64];
+	uint8_t             payload[300];
+	unsigned            seed = 12345;
+
+	memset(payload, 0xa5, sizeof(payload));
+	r.result_case = CHAN__V1__RESPONSE__RESULT_RECV;
+	r.recv = &rr;
+	rr.messages = mp;
+	/* No messages at all, then 1..64 with every field pattern. */
+	check_same_bytes(&r);
+	for (size_t n = 1; n <= 64; n++) {
+		for (size_t i = 0; i < n; i++) {
+			Chan__V1__Message init = CHAN__V1__MESSAGE__INIT;
+			unsigned          bits = (unsigned) rand_r(&seed);
+
+			ms[i] = init;
+			mp[i] = &ms[i];
+			if (bits & 1) {
+				ms[i].channel = (bits & 2) ? "jobs" : "";
+			}
+			ms[i].has_seq = (bits & 4) != 0;
+			ms[i].seq = big[(bits >> 3) % 8];
+			ms[i].has_time_us = (bits & 64) != 0;
+			ms[i].time_us = big[(bits >> 7) % 8];
+			ms[i].has_data = (bits & 1024) != 0;
+			ms[i].data.len = (bits >> 11) % (sizeof(payload) + 1);
+			ms[i].data.data = payload;
+			ms[i].has_redelivered = (bits & (1u << 20)) != 0;
+			ms[i].redelivered = (bits & (1u << 21)) != 0;
+		}
+		rr.n_messages = n;
+		r.has_id = (n % 2) == 0;
+		r.id = big[n % 8];
+		r.has_status = (n % 3) != 0;
+		r.status = CHAN__V1__STATUS__OK;
+		r.error = (n % 5) == 0 ? "some text" : NULL;
+		r.has_delivery = (n % 7) != 0;
+		r.delivery = big[(n / 2) % 8];
+		check_same_bytes(&r);
+	}
+}
+END_TEST
+
+/* Other answers go through protobuf-c unchanged. */
+START_TEST(fast_pack_other_answers)
+{
+	Chan__V1__Response    r = CHAN__V1__RESPONSE__INIT;
+	Chan__V1__ValueResult v = CHAN__V1__VALUE_RESULT__INIT;
+
+	r.has_id = true;
+	r.id = 9;
+	check_same_bytes(&r);
+	v.has_value = true;
+	v.value = -77;
+	r.result_case = CHAN__V1__RESPONSE__RESULT_VALUE;
+	r.value = &v;
+	check_same_bytes(&r);
+}
+END_TEST
+
+/* The arena gives every byte back at free, whatever the decode allocated. */
+START_TEST(arena_decode_many_messages)
+{
+	Chan__V1__Request req = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Send    snd = CHAN__V1__SEND__INIT;
+	ProtobufCBinaryData d[1024];
+	uint8_t           payload[40], *buf;
+	size_t            len;
+	chl_capped_alloc  ca;
+	Chan__V1__Request *r;
+
+	memset(payload, 7, sizeof(payload));
+	for (size_t i = 0; i < 1024; i++) {
+		d[i].data = payload;
+		d[i].len = i % sizeof(payload);
+	}
+	snd.name = "many";
+	snd.n_data = 1024;
+	snd.data = d;
+	req.op_case = CHAN__V1__REQUEST__OP_SEND;
+	req.send = &snd;
+	len = chan__v1__request__get_packed_size(&req);
+	buf = malloc(len);
+	ck_assert_ptr_nonnull(buf);
+	chan__v1__request__pack(&req, buf);
+	chl_capped_alloc_init(&ca, 1 << 20);
+	r = chl_request_decode(&ca, buf, len);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_uint_eq(r->send->n_data, 1024);
+	for (size_t i = 0; i < 1024; i++) {
+		ck_assert_uint_eq(r->send->data[i].len, i % sizeof(payload));
+	}
+	ck_assert_uint_gt(ca.used, 0);
+	chl_request_free(&ca, r);
+	ck_assert_uint_eq(ca.used, 0);
+	ck_assert_ptr_null(ca.blocks);
+	/* Over the cap half way: nothing stays allocated. */
+	chl_capped_alloc_init(&ca, 4096);
+	ck_assert_ptr_null(chl_request_decode(&ca, buf, len));
+	ck_assert_uint_eq(ca.used, 0);
+	ck_assert_ptr_null(ca.blocks);
+	free(buf);
+}
+END_TEST
+
 START_TEST(clocks_move_forward)
 {
 	int64_t  m1 = chl_now_mono_ms(), m2;
@@ -627,6 +761,9 @@ lib_suite(void)
 	tcase_add_test(tc, capped_decode_garbage);
 	tcase_add_test(tc, capped_decode_empty_body);
 	tcase_add_test(tc, capped_response_roundtrip);
+	tcase_add_test(tc, fast_recv_pack_same_bytes);
+	tcase_add_test(tc, fast_pack_other_answers);
+	tcase_add_test(tc, arena_decode_many_messages);
 	tcase_add_test(tc, clocks_move_forward);
 	suite_add_tcase(s, tc);
 	return (s);
