@@ -1,18 +1,31 @@
 /*
  * async.c - chan_aio: calls that return at once and finish later.
  *
- * Each started call runs the synchronous path on a worker thread of its
- * own; the thread marks itself (chan_current_aio) so chan_aio_cancel can
- * close exactly the nng contexts serving that call. Simple and exact
- * rather than cheap: one thread per call in flight.
+ * A call in flight costs no thread. Starting one builds the request with
+ * the same builders as the sync call, takes an nng context of the client
+ * (client.c: id, client id, piggy-backed confirmations, the cancel list),
+ * and starts nng_ctx_send on the chan_aio's own nng_aio. Everything after
+ * that happens in that aio's callback, on nng's threads, one step per
+ * completion:
+ *
+ *   SEND done   -> nng_ctx_recv on the same context
+ *   RECV done   -> hop (see below), then decode, results, user callback
+ *   reset       -> PAUSE (nng_sleep_aio), then SEND the same request again
+ *   LOCAL       -> a call refused before it reached nng (bad argument,
+ *                  cancelled client) still finishes on an nng thread
+ *
+ * nng completes a REQ receive synchronously on the thread that read the
+ * answer off the connection; decoding and the user's callback run one hop
+ * later (nng_aio_begin + nng_aio_finish puts the aio's callback on nng's
+ * task queue), so that thread goes back to reading answers at once, and a
+ * callback that makes a sync call on the same client does not wait on
+ * itself.
  */
 #include "client.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-__thread chan_aio *chan_current_aio;
 
 typedef enum {
 	CHAN_AIO_SEND,
@@ -22,26 +35,45 @@ typedef enum {
 	CHAN_AIO_COUNTER_ADD,
 } chan_aio_kind;
 
+typedef enum {
+	CHAN_PH_SEND,   /* nng_ctx_send in progress */
+	CHAN_PH_RECV,   /* nng_ctx_recv in progress */
+	CHAN_PH_ANSWER, /* the answer is in hand: decode on the hop */
+	CHAN_PH_PAUSE,  /* connection lost: waiting before the resend */
+	CHAN_PH_LOCAL,  /* finished before reaching nng (status set) */
+} chan_aio_phase;
+
 struct chan_aio {
 	pthread_mutex_t mtx;
 	pthread_cond_t  cv;
 	chan_aio_cb     cb;
 	void           *arg;
-	bool            busy;    /* a call is in flight */
-	int             workers; /* threads still touching a (callbacks included) */
-	_Atomic bool    cancelled;
+	nng_aio        *naio;    /* the call's own aio: its callback drives the call */
+	bool            busy;    /* a call is in flight (result not yet set) */
+	bool            incb;    /* its completion (user callback) is running */
 	bool            hold;    /* keep deliveries unconfirmed (consumer.c) */
+	bool            cancelled; /* chan_aio_cancel for this call */
+	uint64_t        gen;     /* calls started on a, for chan_aio_cancel */
 
-	/* the call (names and payloads borrowed) */
-	chan_aio_kind      kind;
-	chan_client       *c;
-	const char        *name;
-	const chan_buf    *bufs;
-	const char *const *names;
-	size_t             n;
-	int64_t            timeout_ms;
-	chan_wait_op       op;
-	int64_t            operand;
+	/* the call in flight (names and payloads borrowed) */
+	chan_aio_kind  kind;
+	chan_aio_phase phase;
+	chan_client   *c;
+	size_t         max;      /* recv: room for messages */
+	int            want;     /* the Response result case expected on OK */
+	int            resets;   /* connection losses under this call */
+	bool           linked;   /* link is in c's call list */
+	nng_msg       *answer;
+	chan_exchange  x;
+	chan_call_link link;
+	union {
+		Chan__V1__Send        send;
+		Chan__V1__Recv        recv;
+		Chan__V1__RecvAny     recv_any;
+		Chan__V1__CounterWait counter_wait;
+		Chan__V1__CounterAdd  counter_add;
+	} op;
+	ProtobufCBinaryData *data; /* send: the payload descriptors */
 
 	/* its result */
 	chan_status status;
@@ -54,50 +86,16 @@ struct chan_aio {
 	nng_pipe    dpipe;    /* the connection it came over */
 };
 
-void
-chan_aio_hold_confirm(chan_aio *a, bool hold)
-{
-	pthread_mutex_lock(&a->mtx);
-	a->hold = hold;
-	pthread_mutex_unlock(&a->mtx);
-}
+/* The chan_aio whose completion (user callback) this thread is running. */
+static __thread chan_aio *chan_aio_in_cb;
 
-bool
-chan_aio_keep_delivery(chan_aio *a, uint64_t id, nng_pipe pipe)
-{
-	bool hold;
-
-	pthread_mutex_lock(&a->mtx);
-	hold = a->hold;
-	if (hold) {
-		a->delivery = id;
-		a->dpipe = pipe;
-	}
-	pthread_mutex_unlock(&a->mtx);
-	return (hold);
-}
-
-bool
-chan_aio_delivery(const chan_aio *a, uint64_t *id, nng_pipe *pipe)
-{
-	if (a->delivery == 0 || a->nmsgs == 0) {
-		return (false);
-	}
-	*id = a->delivery;
-	*pipe = a->dpipe;
-	return (true);
-}
-
-bool
-chan_aio_cancelled(const chan_aio *a)
-{
-	return (atomic_load(&((chan_aio *) a)->cancelled));
-}
+static void chan_aio_cb_nng(void *arg);
 
 chan_status
 chan_aio_alloc(chan_aio **out, chan_aio_cb cb, void *arg)
 {
 	chan_aio *a;
+	int       rv;
 
 	if (out == NULL) {
 		return (chan_fail(CHAN_INVALID_ARGUMENT, "out is NULL"));
@@ -105,11 +103,17 @@ chan_aio_alloc(chan_aio **out, chan_aio_cb cb, void *arg)
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
 		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
 	}
+	if ((rv = nng_aio_alloc(&a->naio, chan_aio_cb_nng, a)) != 0) {
+		free(a);
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "cannot allocate an nng aio: %s",
+		    nng_strerror(rv)));
+	}
+	/* No local timeout: the daemon applies the call's own (as for sync calls). */
+	nng_aio_set_timeout(a->naio, NNG_DURATION_INFINITE);
 	pthread_mutex_init(&a->mtx, NULL);
 	pthread_cond_init(&a->cv, NULL);
 	a->cb = cb;
 	a->arg = arg;
-	atomic_init(&a->cancelled, false);
 	*out = a;
 	return (CHAN_OK);
 }
@@ -128,13 +132,23 @@ chan_aio_drop_msgs(chan_aio *a)
 	a->nmsgs = 0;
 }
 
+/* Waits until no call is in flight and no completion runs. a->mtx held. */
+static void
+chan_aio_idle_locked(chan_aio *a)
+{
+	while (a->busy || a->incb) {
+		pthread_cond_wait(&a->cv, &a->mtx);
+	}
+}
+
 void
 chan_aio_wait(chan_aio *a)
 {
-	pthread_mutex_lock(&a->mtx);
-	while (a->busy) {
-		pthread_cond_wait(&a->cv, &a->mtx);
+	if (a == NULL) {
+		return;
 	}
+	pthread_mutex_lock(&a->mtx);
+	chan_aio_idle_locked(a);
 	pthread_mutex_unlock(&a->mtx);
 }
 
@@ -142,16 +156,28 @@ void
 chan_aio_cancel(chan_aio *a)
 {
 	chan_client *c;
+	uint64_t     gen;
 
+	if (a == NULL) {
+		return;
+	}
 	pthread_mutex_lock(&a->mtx);
 	if (!a->busy) {
 		pthread_mutex_unlock(&a->mtx);
 		return;
 	}
-	atomic_store(&a->cancelled, true);
+	a->cancelled = true;
 	c = a->c;
+	gen = a->gen;
 	pthread_mutex_unlock(&a->mtx);
-	chan_cancel_tag(c, a);
+	/*
+	 * The call (a, gen) stays in c's call list, and c stays alive
+	 * (chan_disconnect waits for counted calls), until its completion
+	 * runs; a later call on a has another gen and is left alone.
+	 */
+	if (c != NULL) {
+		chan_async_cancel(c, a, gen);
+	}
 }
 
 void
@@ -161,11 +187,9 @@ chan_aio_free(chan_aio *a)
 		return;
 	}
 	chan_aio_cancel(a);
-	pthread_mutex_lock(&a->mtx);
-	while (a->busy || a->workers > 0) {
-		pthread_cond_wait(&a->cv, &a->mtx);
-	}
-	pthread_mutex_unlock(&a->mtx);
+	chan_aio_wait(a);
+	/* Waits for the callback itself to return (it may still be unlocking a->mtx). */
+	nng_aio_free(a->naio);
 	chan_aio_drop_msgs(a);
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mtx);
@@ -215,177 +239,401 @@ chan_aio_value(const chan_aio *a)
 	return (a->value);
 }
 
-/* Runs the call synchronously on this (worker) thread. */
-static chan_status
-chan_aio_run(chan_aio *a)
+void
+chan_aio_hold_confirm(chan_aio *a, bool hold)
 {
-	size_t n = 0;
+	pthread_mutex_lock(&a->mtx);
+	a->hold = hold;
+	pthread_mutex_unlock(&a->mtx);
+}
+
+bool
+chan_aio_delivery(const chan_aio *a, uint64_t *id, nng_pipe *pipe)
+{
+	if (a->delivery == 0 || a->nmsgs == 0) {
+		return (false);
+	}
+	*id = a->delivery;
+	*pipe = a->dpipe;
+	return (true);
+}
+
+/* Takes the results of an OK answer out of a->x (may still fail: PROTOCOL, ENOMEM). */
+static chan_status
+chan_aio_results(chan_aio *a)
+{
+	const Chan__V1__Response *r = a->x.resp;
+	chan_status               s;
+	size_t                    n = 0;
+	bool                      hold;
 
 	switch (a->kind) {
 	case CHAN_AIO_SEND:
-		return (chan_send_common(a->c, a->name, 0, a->bufs, a->n, a->timeout_ms, &a->first_seq));
+		a->first_seq = r->result_case == CHAN__V1__RESPONSE__RESULT_SEND ? r->send->first_seq : 0;
+		return (CHAN_OK);
+	case CHAN_AIO_COUNTER_WAIT:
+	case CHAN_AIO_COUNTER_ADD:
+		a->value = r->value->value;
+		return (CHAN_OK);
 	case CHAN_AIO_RECV:
 	case CHAN_AIO_RECV_ANY:
-		if ((a->msgs = calloc(a->n == 0 ? 1 : a->n, sizeof(*a->msgs))) == NULL) {
-			return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
-		}
-		if (a->kind == CHAN_AIO_RECV) {
-			a->status = chan_recv_common(a->c, a->name, 0, 0, a->n, a->msgs, &n, a->timeout_ms);
-		} else {
-			a->status = chan_recv_any(a->c, a->names, a->n, a->msgs, a->timeout_ms);
-			n = 1;
-		}
-		a->nmsgs = a->status == CHAN_OK ? n : 0;
-		return (a->status);
-	case CHAN_AIO_COUNTER_WAIT:
-		return (chan_counter_wait(a->c, a->name, a->op, a->operand, a->timeout_ms, &a->value));
-	case CHAN_AIO_COUNTER_ADD:
-		return (chan_counter_add(a->c, a->name, a->operand, &a->value));
+		break;
 	}
-	return (chan_fail(CHAN_INTERNAL, "unknown async call"));
+	pthread_mutex_lock(&a->mtx);
+	hold = a->hold;
+	pthread_mutex_unlock(&a->mtx);
+	if ((a->msgs = calloc(a->max, sizeof(*a->msgs))) == NULL) {
+		/* Not confirmed: the daemon keeps them and gives them back. */
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for received messages"));
+	}
+	if ((s = chan_unpack_msgs(a->c, &a->x, a->max, a->msgs, &n, !hold)) != CHAN_OK) {
+		free(a->msgs);
+		a->msgs = NULL;
+		return (s);
+	}
+	a->nmsgs = n;
+	if (hold) {
+		a->delivery = r->delivery;
+		a->dpipe = a->x.pipe;
+	}
+	return (CHAN_OK);
 }
 
-/* Marks a done, wakes waiters, runs the callback. */
+/*
+ * The end of every call: result and message in place, the call marked
+ * done, the user's callback run. Runs on an nng thread (the aio's
+ * callback). c is released last: chan_disconnect may free it then.
+ */
 static void
-chan_aio_finish(chan_aio *a, chan_status s)
+chan_aio_complete(chan_aio *a, chan_status s)
 {
-	chan_aio_cb cb = a->cb;
-	void       *arg = a->arg;
+	chan_client *c = a->c;
+	chan_aio    *outer = chan_aio_in_cb;
 
-	a->status = s;
-	snprintf(a->err, sizeof(a->err), "%s", s == CHAN_OK ? "" : chan_last_error(a->c));
+	if (s == CHAN_OK && a->phase != CHAN_PH_LOCAL) {
+		s = chan_aio_results(a);
+	}
+	if (a->phase != CHAN_PH_LOCAL) {
+		snprintf(a->err, sizeof(a->err), "%s", s == CHAN_OK ? "" : chan_last_error(c));
+	}
+	chan_exchange_fini(&a->x);
+	free(a->data);
+	a->data = NULL;
+
 	pthread_mutex_lock(&a->mtx);
+	/* A call restarted by the previous callback may finish before that callback returns. */
+	while (a->incb) {
+		pthread_cond_wait(&a->cv, &a->mtx);
+	}
+	a->status = s;
 	a->busy = false;
+	a->incb = true;
+	pthread_mutex_unlock(&a->mtx);
+
+	chan_aio_in_cb = a;
+	if (a->cb != NULL) {
+		a->cb(a, a->arg);
+	}
+	chan_aio_in_cb = outer;
+	if (c != NULL) {
+		chan_async_release(c);
+	}
+	pthread_mutex_lock(&a->mtx);
+	a->incb = false;
 	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mtx);
-	if (cb != NULL) {
-		cb(a, arg);
-	}
 }
 
-static void *
-chan_aio_worker(void *arg)
+/* Ends a call that reached the client's call list (answer or not). */
+static void
+chan_aio_end(chan_aio *a, chan_status s)
+{
+	if (a->linked) {
+		chan_async_end(a->c, &a->link, &a->x);
+		a->linked = false;
+	}
+	chan_aio_complete(a, s);
+}
+
+/* Makes the aio's callback run on nng's task queue, in phase ph. */
+static void
+chan_aio_hop(chan_aio *a, chan_aio_phase ph)
+{
+	a->phase = ph;
+	if (nng_aio_begin(a->naio)) {
+		nng_aio_finish(a->naio, 0);
+	}
+	/* false only after nng_aio_stop, which libchan never calls on a busy aio */
+}
+
+/* A call that fails before reaching nng; the thread's last error says why. */
+static void
+chan_aio_fail_local(chan_aio *a, chan_status s)
+{
+	a->status = s;
+	snprintf(a->err, sizeof(a->err), "%s", chan_last_error(a->c));
+	chan_aio_hop(a, CHAN_PH_LOCAL);
+}
+
+/*
+ * Ends a call from the thread that started it (or that runs its steps):
+ * unlinks it and finishes on an nng thread, never inline in the caller.
+ */
+static void
+chan_aio_abort(chan_aio *a, chan_status s)
+{
+	if (a->linked) {
+		chan_async_end(a->c, &a->link, &a->x);
+		a->linked = false;
+	}
+	chan_aio_fail_local(a, s);
+}
+
+/* Encodes the request (again, after a reset: confirmations may differ) and sends it. */
+static void
+chan_aio_send_req(chan_aio *a)
+{
+	nng_msg    *m;
+	chan_status s;
+
+	if ((s = chan_encode(a->c, &a->x, &m)) != CHAN_OK) {
+		chan_aio_abort(a, s);
+		return;
+	}
+	a->phase = CHAN_PH_SEND;
+	nng_aio_set_msg(a->naio, m);
+	nng_ctx_send(a->link.ctx, a->naio);
+}
+
+/* The exchange ended with nng error rv. */
+static void
+chan_aio_failed(chan_aio *a, int rv)
+{
+	bool stopped;
+
+	/*
+	 * A connection lost under the call: the same request (same client
+	 * and id) goes again once nng has reconnected, as in the sync path.
+	 */
+	if (rv == NNG_ECONNRESET && ++a->resets <= CHAN_MAX_RESETS) {
+		a->phase = CHAN_PH_PAUSE;
+		if (chan_async_pause(a->c, &a->link)) {
+			return;
+		}
+	}
+	pthread_mutex_lock(&a->mtx);
+	stopped = a->cancelled;
+	pthread_mutex_unlock(&a->mtx);
+	stopped = stopped || chan_async_stopped(a->c, &a->link);
+	chan_aio_end(a, chan_transfer_error(a->c, rv, stopped));
+}
+
+/* The call's aio completed a step. */
+static void
+chan_aio_cb_nng(void *arg)
 {
 	chan_aio *a = arg;
+	int       rv = nng_aio_result(a->naio);
+	nng_msg  *m;
 
-	chan_current_aio = a;
-	chan_aio_finish(a, chan_aio_run(a));
-	chan_current_aio = NULL;
-	pthread_mutex_lock(&a->mtx);
-	a->workers--;
-	pthread_cond_broadcast(&a->cv);
-	pthread_mutex_unlock(&a->mtx);
-	return (NULL);
-}
-
-/* Starts the call described in a (fields already set by the caller). */
-static void
-chan_aio_start(chan_aio *a)
-{
-	pthread_attr_t attr;
-	pthread_t      th;
-	int            rv;
-
-	pthread_mutex_lock(&a->mtx);
-	a->busy = true;
-	a->workers++;
-	pthread_mutex_unlock(&a->mtx);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	rv = pthread_create(&th, &attr, chan_aio_worker, a);
-	pthread_attr_destroy(&attr);
-	if (rv != 0) {
-		pthread_mutex_lock(&a->mtx);
-		a->workers--;
-		pthread_mutex_unlock(&a->mtx);
-		chan_aio_finish(a, chan_fail(CHAN_RESOURCE_EXHAUSTED, "cannot start a thread"));
+	switch (a->phase) {
+	case CHAN_PH_SEND:
+		if (rv != 0) {
+			if ((m = nng_aio_get_msg(a->naio)) != NULL) {
+				nng_aio_set_msg(a->naio, NULL);
+				nng_msg_free(m);
+			}
+			chan_aio_failed(a, rv);
+			return;
+		}
+		a->phase = CHAN_PH_RECV;
+		nng_ctx_recv(a->link.ctx, a->naio);
+		return;
+	case CHAN_PH_RECV:
+		if (rv != 0) {
+			chan_aio_failed(a, rv);
+			return;
+		}
+		a->answer = nng_aio_get_msg(a->naio);
+		nng_aio_set_msg(a->naio, NULL);
+		a->link.clean = true;
+		chan_aio_hop(a, CHAN_PH_ANSWER);
+		return;
+	case CHAN_PH_ANSWER:
+		chan_async_end(a->c, &a->link, &a->x);
+		a->linked = false;
+		m = a->answer;
+		a->answer = NULL;
+		chan_aio_complete(a, chan_exchange_answer(a->c, &a->x, m, a->want));
+		return;
+	case CHAN_PH_PAUSE:
+		if (chan_async_stopped(a->c, &a->link)) {
+			chan_aio_end(a, chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+			return;
+		}
+		chan_confirms_build(&a->x); /* the broken connection's deliveries are void */
+		chan_aio_send_req(a);
+		return;
+	case CHAN_PH_LOCAL:
+		chan_aio_complete(a, a->status);
+		return;
 	}
 }
 
-/* Waits out the previous call and clears a for the next one. false: refused at once. */
+/*
+ * Waits out the previous call and clears a for the next one. false: a is
+ * NULL (nothing can be reported).
+ */
 static bool
 chan_aio_prepare(chan_aio *a, chan_client *c, chan_aio_kind kind)
 {
 	if (a == NULL) {
 		return (false);
 	}
-	chan_aio_wait(a);
-	chan_aio_drop_msgs(a);
-	atomic_store(&a->cancelled, false);
-	a->kind = kind;
+	pthread_mutex_lock(&a->mtx);
+	if (chan_aio_in_cb != a) {
+		chan_aio_idle_locked(a);
+	}
+	/* From a's own callback: its call is done (busy is false), start the next. */
+	a->busy = true;
+	a->cancelled = false;
+	a->gen++;
 	a->c = c;
+	pthread_mutex_unlock(&a->mtx);
+	chan_aio_drop_msgs(a);
+	a->kind = kind;
+	a->want = 0;
+	a->resets = 0;
+	a->linked = false;
+	a->answer = NULL;
+	a->data = NULL;
 	a->first_seq = 0;
 	a->value = 0;
 	a->delivery = 0;
 	a->dpipe = (nng_pipe) NNG_PIPE_INITIALIZER;
+	a->status = CHAN_OK;
 	a->err[0] = '\0';
-	if (c == NULL) {
-		chan_aio_finish(a, chan_fail(CHAN_INVALID_ARGUMENT, "client is NULL"));
-		return (false);
+	chan_exchange_init(&a->x);
+	if (c != NULL) {
+		chan_async_hold(c);
 	}
 	return (true);
+}
+
+/*
+ * Starts the call whose request prepare and a builder filled (s: the
+ * builder's status).
+ */
+static void
+chan_aio_launch(chan_aio *a, chan_status s)
+{
+	bool cancelled;
+
+	if (a->c == NULL) {
+		chan_aio_fail_local(a, chan_fail(CHAN_INVALID_ARGUMENT, "client is NULL"));
+		return;
+	}
+	if (s != CHAN_OK) {
+		chan_aio_fail_local(a, s);
+		return;
+	}
+	/*
+	 * A cancel that came before the call was linked found nothing to
+	 * close: its flag is seen here, or the cancel sees the link.
+	 */
+	s = chan_async_begin(a->c, &a->x, &a->link, a, a->gen, a->naio);
+	if (s != CHAN_OK) {
+		chan_aio_fail_local(a, s);
+		return;
+	}
+	a->linked = true;
+	pthread_mutex_lock(&a->mtx);
+	cancelled = a->cancelled;
+	pthread_mutex_unlock(&a->mtx);
+	if (cancelled) {
+		chan_aio_abort(a, chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+		return;
+	}
+	chan_aio_send_req(a);
 }
 
 void
 chan_send_aio(chan_client *c, const char *name, const chan_buf *bufs, size_t n, int64_t timeout_ms,
     chan_aio *a)
 {
+	chan_status s;
+
 	if (!chan_aio_prepare(a, c, CHAN_AIO_SEND)) {
 		return;
 	}
-	a->name = name;
-	a->bufs = bufs;
-	a->n = n;
-	a->timeout_ms = timeout_ms;
-	chan_aio_start(a);
+	s = c == NULL ? CHAN_OK
+	    : chan_send_build(c, name, 0, bufs, n, timeout_ms, &a->op.send, &a->data);
+	a->x.req.op_case = CHAN__V1__REQUEST__OP_SEND;
+	a->x.req.send = &a->op.send;
+	chan_aio_launch(a, s);
 }
 
 void
 chan_recv_aio(chan_client *c, const char *name, size_t max, int64_t timeout_ms, chan_aio *a)
 {
+	chan_status s;
+
 	if (!chan_aio_prepare(a, c, CHAN_AIO_RECV)) {
 		return;
 	}
-	a->name = name;
-	a->n = max;
-	a->timeout_ms = timeout_ms;
-	chan_aio_start(a);
+	s = c == NULL ? CHAN_OK : chan_recv_build(c, name, 0, 0, max, timeout_ms, &a->op.recv);
+	a->max = max;
+	a->want = CHAN__V1__RESPONSE__RESULT_RECV;
+	a->x.req.op_case = CHAN__V1__REQUEST__OP_RECV;
+	a->x.req.recv = &a->op.recv;
+	chan_aio_launch(a, s);
 }
 
 void
 chan_recv_any_aio(chan_client *c, const char *const *names, size_t n, int64_t timeout_ms,
     chan_aio *a)
 {
+	chan_status s;
+
 	if (!chan_aio_prepare(a, c, CHAN_AIO_RECV_ANY)) {
 		return;
 	}
-	a->names = names;
-	a->n = n;
-	a->timeout_ms = timeout_ms;
-	chan_aio_start(a);
+	s = c == NULL ? CHAN_OK : chan_recv_any_build(c, names, n, timeout_ms, &a->op.recv_any);
+	a->max = 1;
+	a->want = CHAN__V1__RESPONSE__RESULT_RECV;
+	a->x.req.op_case = CHAN__V1__REQUEST__OP_RECV_ANY;
+	a->x.req.recv_any = &a->op.recv_any;
+	chan_aio_launch(a, s);
 }
 
 void
 chan_counter_wait_aio(chan_client *c, const char *name, chan_wait_op op, int64_t operand,
     int64_t timeout_ms, chan_aio *a)
 {
+	chan_status s;
+
 	if (!chan_aio_prepare(a, c, CHAN_AIO_COUNTER_WAIT)) {
 		return;
 	}
-	a->name = name;
-	a->op = op;
-	a->operand = operand;
-	a->timeout_ms = timeout_ms;
-	chan_aio_start(a);
+	s = c == NULL ? CHAN_OK
+	    : chan_counter_wait_build(c, name, op, operand, timeout_ms, &a->op.counter_wait);
+	a->want = CHAN__V1__RESPONSE__RESULT_VALUE;
+	a->x.req.op_case = CHAN__V1__REQUEST__OP_COUNTER_WAIT;
+	a->x.req.counter_wait = &a->op.counter_wait;
+	chan_aio_launch(a, s);
 }
 
 void
 chan_counter_add_aio(chan_client *c, const char *name, int64_t delta, chan_aio *a)
 {
+	chan_status s;
+
 	if (!chan_aio_prepare(a, c, CHAN_AIO_COUNTER_ADD)) {
 		return;
 	}
-	a->name = name;
-	a->operand = delta;
-	chan_aio_start(a);
+	s = c == NULL ? CHAN_OK : chan_counter_add_build(c, name, delta, &a->op.counter_add);
+	a->want = CHAN__V1__RESPONSE__RESULT_VALUE;
+	a->x.req.op_case = CHAN__V1__REQUEST__OP_COUNTER_ADD;
+	a->x.req.counter_add = &a->op.counter_add;
+	chan_aio_launch(a, s);
 }

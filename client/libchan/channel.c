@@ -64,14 +64,12 @@ chan_delete(chan_client *c, const char *name)
 }
 
 chan_status
-chan_send_common(chan_client *c, const char *name, uint64_t sender, const chan_buf *bufs, size_t n,
-    int64_t timeout_ms, uint64_t *first_seq)
+chan_send_build(chan_client *c, const char *name, uint64_t sender, const chan_buf *bufs, size_t n,
+    int64_t timeout_ms, Chan__V1__Send *a, ProtobufCBinaryData **datap)
 {
-	chan_exchange      x;
-	Chan__V1__Send     a = CHAN__V1__SEND__INIT;
 	ProtobufCBinaryData *data;
-	chan_status        s;
-	size_t             i;
+	chan_status          s;
+	size_t               i;
 
 	if (c == NULL || (n > 0 && bufs == NULL)) {
 		return (chan_fail(CHAN_INVALID_ARGUMENT, "send: client or buffers missing"));
@@ -100,14 +98,31 @@ chan_send_common(chan_client *c, const char *name, uint64_t sender, const chan_b
 		data[i].data = (uint8_t *) bufs[i].data;
 		data[i].len = bufs[i].len;
 	}
-	a.name = (char *) name;
-	a.n_data = n;
-	a.data = data;
-	a.has_timeout_ms = 1;
-	a.timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+	chan__v1__send__init(a);
+	a->name = (char *) name;
+	a->n_data = n;
+	a->data = data;
+	a->has_timeout_ms = 1;
+	a->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
 	if (sender != 0) {
-		a.has_sender = 1;
-		a.sender = sender;
+		a->has_sender = 1;
+		a->sender = sender;
+	}
+	*datap = data;
+	return (CHAN_OK);
+}
+
+chan_status
+chan_send_common(chan_client *c, const char *name, uint64_t sender, const chan_buf *bufs, size_t n,
+    int64_t timeout_ms, uint64_t *first_seq)
+{
+	chan_exchange        x;
+	Chan__V1__Send       a;
+	ProtobufCBinaryData *data;
+	chan_status          s;
+
+	if ((s = chan_send_build(c, name, sender, bufs, n, timeout_ms, &a, &data)) != CHAN_OK) {
+		return (s);
 	}
 	chan_exchange_init(&x);
 	x.req.op_case = CHAN__V1__REQUEST__OP_SEND;
@@ -137,9 +152,9 @@ chan_send_batch(chan_client *c, const char *name, const chan_buf *bufs, size_t n
 	return (chan_send_common(c, name, 0, bufs, n, timeout_ms, first_seq));
 }
 
-/* Copies the answer's messages out; all or none. */
-static chan_status
-chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **msgs, size_t *n)
+chan_status
+chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **msgs, size_t *n,
+    bool confirm)
 {
 	const Chan__V1__RecvResult *r = x->resp->recv;
 	const char                 *asked = x->req.op_case == CHAN__V1__REQUEST__OP_RECV
@@ -160,13 +175,42 @@ chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **
 		}
 	}
 	*n = r->n_messages;
-	/*
-	 * The caller holds them now: they may leave the daemon's custody,
-	 * unless an async call that holds its confirmations asked for them.
-	 */
-	if (chan_current_aio == NULL ||
-	    !chan_aio_keep_delivery(chan_current_aio, x->resp->delivery, x->pipe)) {
+	/* The caller holds them now: they may leave the daemon's custody. */
+	if (confirm) {
 		chan_confirm_later(c, x->resp->delivery, x->pipe);
+	}
+	return (CHAN_OK);
+}
+
+chan_status
+chan_recv_build(chan_client *c, const char *name, uint64_t receiver, uint64_t lease_ms, size_t max,
+    int64_t timeout_ms, Chan__V1__Recv *a)
+{
+	chan_status s;
+
+	if (c == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "recv: client missing"));
+	}
+	if ((s = chan_check_name(name)) != CHAN_OK) {
+		return (s);
+	}
+	if (max == 0 || max > c->max_batch) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "a recv takes 1 to %u messages, not %zu",
+		    c->max_batch, max));
+	}
+	chan__v1__recv__init(a);
+	a->name = (char *) name;
+	a->has_max = 1;
+	a->max = (uint32_t) max;
+	a->has_timeout_ms = 1;
+	a->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+	if (lease_ms > 0) {
+		a->has_lease_ms = 1;
+		a->lease_ms = lease_ms;
+	}
+	if (receiver != 0) {
+		a->has_receiver = 1;
+		a->receiver = receiver;
 	}
 	return (CHAN_OK);
 }
@@ -176,38 +220,21 @@ chan_recv_common(chan_client *c, const char *name, uint64_t receiver, uint64_t l
     chan_msg **msgs, size_t *n, int64_t timeout_ms)
 {
 	chan_exchange  x;
-	Chan__V1__Recv a = CHAN__V1__RECV__INIT;
+	Chan__V1__Recv a;
 	chan_status    s;
 
 	if (c == NULL || msgs == NULL || n == NULL) {
 		return (chan_fail(CHAN_INVALID_ARGUMENT, "recv: client or output missing"));
 	}
-	if ((s = chan_check_name(name)) != CHAN_OK) {
+	if ((s = chan_recv_build(c, name, receiver, lease_ms, max, timeout_ms, &a)) != CHAN_OK) {
 		return (s);
-	}
-	if (max == 0 || max > c->max_batch) {
-		return (chan_fail(CHAN_INVALID_ARGUMENT, "a recv takes 1 to %u messages, not %zu",
-		    c->max_batch, max));
-	}
-	a.name = (char *) name;
-	a.has_max = 1;
-	a.max = (uint32_t) max;
-	a.has_timeout_ms = 1;
-	a.timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
-	if (lease_ms > 0) {
-		a.has_lease_ms = 1;
-		a.lease_ms = lease_ms;
-	}
-	if (receiver != 0) {
-		a.has_receiver = 1;
-		a.receiver = receiver;
 	}
 	chan_exchange_init(&x);
 	x.req.op_case = CHAN__V1__REQUEST__OP_RECV;
 	x.req.recv = &a;
 	s = chan_exchange_run(c, &x, CHAN__V1__RESPONSE__RESULT_RECV, -1, false);
 	if (s == CHAN_OK) {
-		s = chan_unpack_msgs(c, &x, max, msgs, n);
+		s = chan_unpack_msgs(c, &x, max, msgs, n, true);
 	}
 	chan_exchange_fini(&x);
 	return (s);
@@ -247,14 +274,13 @@ chan_recv_lease(chan_client *c, const char *name, uint64_t lease_ms, chan_msg **
 }
 
 chan_status
-chan_recv_any(chan_client *c, const char *const *names, size_t n, chan_msg **out, int64_t timeout_ms)
+chan_recv_any_build(chan_client *c, const char *const *names, size_t n, int64_t timeout_ms,
+    Chan__V1__RecvAny *a)
 {
-	chan_exchange     x;
-	Chan__V1__RecvAny a = CHAN__V1__RECV_ANY__INIT;
-	chan_status       s;
-	size_t            i, got;
+	chan_status s;
+	size_t      i;
 
-	if (c == NULL || out == NULL || names == NULL || n == 0) {
+	if (c == NULL || names == NULL || n == 0) {
 		return (chan_fail(CHAN_INVALID_ARGUMENT, "recv_any needs at least one channel name"));
 	}
 	for (i = 0; i < n; i++) {
@@ -262,16 +288,34 @@ chan_recv_any(chan_client *c, const char *const *names, size_t n, chan_msg **out
 			return (s);
 		}
 	}
-	a.n_names = n;
-	a.names = (char **) names;
-	a.has_timeout_ms = 1;
-	a.timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+	chan__v1__recv_any__init(a);
+	a->n_names = n;
+	a->names = (char **) names;
+	a->has_timeout_ms = 1;
+	a->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+	return (CHAN_OK);
+}
+
+chan_status
+chan_recv_any(chan_client *c, const char *const *names, size_t n, chan_msg **out, int64_t timeout_ms)
+{
+	chan_exchange     x;
+	Chan__V1__RecvAny a;
+	chan_status       s;
+	size_t            got;
+
+	if (out == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "recv_any: output missing"));
+	}
+	if ((s = chan_recv_any_build(c, names, n, timeout_ms, &a)) != CHAN_OK) {
+		return (s);
+	}
 	chan_exchange_init(&x);
 	x.req.op_case = CHAN__V1__REQUEST__OP_RECV_ANY;
 	x.req.recv_any = &a;
 	s = chan_exchange_run(c, &x, CHAN__V1__RESPONSE__RESULT_RECV, -1, false);
 	if (s == CHAN_OK) {
-		s = chan_unpack_msgs(c, &x, 1, out, &got);
+		s = chan_unpack_msgs(c, &x, 1, out, &got, true);
 	}
 	chan_exchange_fini(&x);
 	return (s);

@@ -22,8 +22,7 @@
 #define CHAN_HELLO_TIMEOUT_MS   5000 /* connect: a daemon answers Hello at once */
 #define CHAN_GOODBYE_TIMEOUT_MS 3000 /* disconnect: last confirmations */
 #define CHAN_PROBE_RECVMAX      (64u * 1024u)
-#define CHAN_MSG_OVERHEAD       512u
-#define CHAN_MAX_RESETS         4    /* connection losses survived by one request */ /* per message in an answer: name, seq, time, tags */
+#define CHAN_MSG_OVERHEAD       512u /* per message in an answer: name, seq, time, tags */
 
 /* The human message of the last failure on this thread. */
 static __thread char chan_errbuf[512];
@@ -136,7 +135,7 @@ chan_confirms_restore(chan_client *c, chan_exchange *x)
  * Fills Request.confirm from the held deliveries whose connection is still
  * up: deliveries of a closed connection were given back by the daemon.
  */
-static void
+void
 chan_confirms_build(chan_exchange *x)
 {
 	size_t i, n = 0;
@@ -156,6 +155,20 @@ chan_confirms_build(chan_exchange *x)
 	x->req.n_confirm = n;
 }
 
+/* A fresh context on c's socket. */
+static int
+chan_ctx_open(chan_client *c, nng_ctx *ctx)
+{
+	int rv;
+
+	if ((rv = nng_ctx_open(ctx, c->sock)) != 0) {
+		return (rv);
+	}
+	/* Per context too: a resend would duplicate a request parked in the daemon. */
+	nng_ctx_set_ms(*ctx, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	return (0);
+}
+
 /* A fresh context and aio for a call. c->mtx held (chan_cancel sees it). */
 static int
 chan_slot_open(chan_client *c, chan_call_link *link)
@@ -165,12 +178,10 @@ chan_slot_open(chan_client *c, chan_call_link *link)
 	if ((rv = nng_aio_alloc(&link->aio, NULL, NULL)) != 0) {
 		return (rv);
 	}
-	if ((rv = nng_ctx_open(&link->ctx, c->sock)) != 0) {
+	if ((rv = chan_ctx_open(c, &link->ctx)) != 0) {
 		nng_aio_free(link->aio);
 		return (rv);
 	}
-	/* Per context too: a resend would duplicate a request parked in the daemon. */
-	nng_ctx_set_ms(link->ctx, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	return (0);
 }
 
@@ -185,6 +196,9 @@ chan_slots_drain(chan_client *c)
 		nng_ctx_close(sl->ctx);
 		nng_aio_free(sl->aio);
 	}
+	while (c->nidle > 0) {
+		nng_ctx_close(c->idle[--c->nidle]);
+	}
 	pthread_mutex_unlock(&c->mtx);
 }
 
@@ -194,11 +208,12 @@ chan_call_begin(chan_client *c, chan_exchange *x, chan_call_link *link, bool int
 {
 	int rv;
 
-	link->tag = chan_current_aio;
+	link->tag = NULL;
+	link->gen = 0;
 	link->clean = false;
 	link->closed = false;
 	pthread_mutex_lock(&c->mtx);
-	if ((c->cancelled && !internal) || (link->tag != NULL && chan_aio_cancelled(link->tag))) {
+	if (c->cancelled && !internal) {
 		pthread_mutex_unlock(&c->mtx);
 		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
 	}
@@ -254,8 +269,7 @@ chan_call_end(chan_client *c, chan_call_link *link)
 	}
 }
 
-/* Encodes x->req into a new nng message. */
-static chan_status
+chan_status
 chan_encode(chan_client *c, chan_exchange *x, nng_msg **out)
 {
 	size_t   size = chan__v1__request__get_packed_size(&x->req);
@@ -270,7 +284,7 @@ chan_encode(chan_client *c, chan_exchange *x, nng_msg **out)
 	return (CHAN_OK);
 }
 
-/* Was this call cancelled, client-wide or as an async call? */
+/* Was this (sync) call cancelled? */
 static bool
 chan_call_cancelled(chan_client *c)
 {
@@ -279,7 +293,27 @@ chan_call_cancelled(chan_client *c)
 	pthread_mutex_lock(&c->mtx);
 	cancelled = c->cancelled;
 	pthread_mutex_unlock(&c->mtx);
-	return (cancelled || (chan_current_aio != NULL && chan_aio_cancelled(chan_current_aio)));
+	return (cancelled);
+}
+
+chan_status
+chan_transfer_error(chan_client *c, int rv, bool stopped)
+{
+	if (stopped && (rv == NNG_ECLOSED || rv == NNG_ECANCELED || rv == NNG_ECONNRESET)) {
+		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+	}
+	if (rv == NNG_ECONNRESET) {
+		/*
+		 * A daemon restart costs one reset; a request the daemon
+		 * cannot take (over its request size limit) resets every
+		 * connection.
+		 */
+		return (chan_fail(CHAN_UNAVAILABLE,
+		    "%s closed the connection %d times under this request (over its "
+		    "request size limit?)",
+		    c->url, CHAN_MAX_RESETS + 1));
+	}
+	return (chan_nng_fail(c, rv, "lost the exchange with"));
 }
 
 /* Send then receive on one context; an nng error number, or 0. */
@@ -330,34 +364,21 @@ chan_transfer(chan_client *c, chan_call_link *link, chan_exchange *x, int64_t lo
 		if (rv != NNG_ECONNRESET || local_timeout_ms >= 0) {
 			break;
 		}
-		/*
-		 * A daemon restart costs one reset; a request the daemon cannot
-		 * take (over its request size limit) resets every connection.
-		 */
-		if (++resets > CHAN_MAX_RESETS) {
-			return (chan_fail(CHAN_UNAVAILABLE,
-			    "%s closed the connection %d times under this request (over its "
-			    "request size limit?)",
-			    c->url, resets));
-		}
-		if (chan_call_cancelled(c)) {
+		if (++resets > CHAN_MAX_RESETS || chan_call_cancelled(c)) {
 			break;
 		}
-		nng_msleep(100); /* the dialer reconnects meanwhile */
+		nng_msleep(CHAN_RESET_PAUSE_MS); /* the dialer reconnects meanwhile */
 		chan_confirms_build(x); /* the broken connection's deliveries are void */
 	}
 	if (rv == 0) {
 		link->clean = true;
 		return (CHAN_OK);
 	}
-	if (chan_call_cancelled(c) && (rv == NNG_ECLOSED || rv == NNG_ECANCELED || rv == NNG_ECONNRESET)) {
-		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
-	}
 	if (rv == NNG_ETIMEDOUT) {
 		return (chan_fail(CHAN_UNAVAILABLE, "no answer from %s within %lld ms", c->url,
 		    (long long) local_timeout_ms));
 	}
-	return (chan_nng_fail(c, rv, "lost the exchange with"));
+	return (chan_transfer_error(c, rv, chan_call_cancelled(c)));
 }
 
 /* Decodes and checks the answer; keeps it in x->resp. */
@@ -389,7 +410,6 @@ chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t loc
 	chan_call_link link;
 	nng_msg       *answer = NULL;
 	chan_status    s;
-	chan_status    st;
 
 	x->req.has_id = 1;
 	x->req.id = atomic_fetch_add(&c->next_id, 1);
@@ -411,6 +431,15 @@ chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t loc
 	free(x->held);
 	x->held = NULL;
 	x->nheld = 0;
+	return (chan_exchange_answer(c, x, answer, want_result));
+}
+
+chan_status
+chan_exchange_answer(chan_client *c, chan_exchange *x, nng_msg *answer, int want_result)
+{
+	chan_status s;
+	chan_status st;
+
 	if ((s = chan_decode(c, x, answer)) != CHAN_OK) {
 		return (s);
 	}
@@ -432,6 +461,168 @@ chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t loc
 		    (int) x->resp->result_case, want_result));
 	}
 	return (CHAN_OK);
+}
+
+/*
+ * Stops one call: closing its context makes nng end the request (the
+ * answer, if one comes, is dropped by nng and its messages stay in the
+ * daemon's custody); an async call's aio is aborted too, for the pause
+ * before a resend. c->mtx held; nng never calls back inline here.
+ */
+static void
+chan_close_call(chan_call_link *l)
+{
+	nng_ctx_close(l->ctx); /* NNG_ECLOSED when already closed: fine */
+	l->closed = true;
+	if (l->tag != NULL) {
+		nng_aio_cancel(l->aio);
+	}
+}
+
+/* Stops every call in flight (async_only: leave sync ones). c->mtx held. */
+static void
+chan_close_calls(chan_client *c, bool async_only)
+{
+	chan_call_link *l;
+
+	for (l = c->calls; l != NULL; l = l->next) {
+		if (!async_only || l->tag != NULL) {
+			chan_close_call(l);
+		}
+	}
+}
+
+void
+chan_async_hold(chan_client *c)
+{
+	pthread_mutex_lock(&c->mtx);
+	c->nasync++;
+	pthread_mutex_unlock(&c->mtx);
+}
+
+void
+chan_async_release(chan_client *c)
+{
+	pthread_mutex_lock(&c->mtx);
+	if (--c->nasync == 0 && c->closing) {
+		pthread_cond_broadcast(&c->cv);
+	}
+	pthread_mutex_unlock(&c->mtx);
+}
+
+chan_status
+chan_async_begin(chan_client *c, chan_exchange *x, chan_call_link *link, const chan_aio *tag,
+    uint64_t gen, nng_aio *aio)
+{
+	int rv;
+
+	x->req.has_id = 1;
+	x->req.id = atomic_fetch_add(&c->next_id, 1);
+	x->req.has_client = 1;
+	x->req.client = c->client_id;
+	link->tag = tag;
+	link->gen = gen;
+	link->aio = aio;
+	link->clean = false;
+	link->closed = false;
+	pthread_mutex_lock(&c->mtx);
+	if (c->cancelled || c->closing) {
+		pthread_mutex_unlock(&c->mtx);
+		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+	}
+	if (c->nidle > 0) {
+		link->ctx = c->idle[--c->nidle];
+	} else if ((rv = chan_ctx_open(c, &link->ctx)) != 0) {
+		pthread_mutex_unlock(&c->mtx);
+		return (chan_nng_fail(c, rv, "cannot open a context on"));
+	}
+	link->next = c->calls;
+	c->calls = link;
+	x->held = c->pend;
+	x->nheld = c->npend;
+	c->pend = NULL;
+	c->npend = 0;
+	c->pend_cap = 0;
+	pthread_mutex_unlock(&c->mtx);
+	chan_confirms_build(x);
+	return (CHAN_OK);
+}
+
+bool
+chan_async_stopped(chan_client *c, const chan_call_link *link)
+{
+	bool stopped;
+
+	pthread_mutex_lock(&c->mtx);
+	stopped = link->closed || c->cancelled || c->closing;
+	pthread_mutex_unlock(&c->mtx);
+	return (stopped);
+}
+
+bool
+chan_async_pause(chan_client *c, chan_call_link *link)
+{
+	bool stopped;
+
+	/* Under c->mtx: a cancel either sees the pause (and aborts it) or is seen here. */
+	pthread_mutex_lock(&c->mtx);
+	stopped = link->closed || c->cancelled || c->closing;
+	if (!stopped) {
+		nng_sleep_aio(CHAN_RESET_PAUSE_MS, link->aio);
+	}
+	pthread_mutex_unlock(&c->mtx);
+	return (!stopped);
+}
+
+void
+chan_async_end(chan_client *c, chan_call_link *link, chan_exchange *x)
+{
+	chan_call_link **pp;
+	bool             keep;
+
+	pthread_mutex_lock(&c->mtx);
+	for (pp = &c->calls; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == link) {
+			*pp = link->next;
+			break;
+		}
+	}
+	keep = link->clean && !link->closed && !c->cancelled && !c->closing;
+	if (keep && c->nidle == 0 && c->idle == NULL) {
+		c->idle = malloc(CHAN_IDLE_CTX * sizeof(*c->idle));
+	}
+	keep = keep && c->idle != NULL && c->nidle < CHAN_IDLE_CTX;
+	if (keep) {
+		c->idle[c->nidle++] = link->ctx;
+	}
+	pthread_mutex_unlock(&c->mtx);
+	if (!keep) {
+		nng_ctx_close(link->ctx);
+	}
+	free(x->req.confirm);
+	x->req.confirm = NULL;
+	x->req.n_confirm = 0;
+	if (!link->clean) {
+		/* Confirming twice is harmless, losing a confirmation is not. */
+		chan_confirms_restore(c, x);
+	}
+	free(x->held);
+	x->held = NULL;
+	x->nheld = 0;
+}
+
+void
+chan_async_cancel(chan_client *c, const chan_aio *tag, uint64_t gen)
+{
+	chan_call_link *l;
+
+	pthread_mutex_lock(&c->mtx);
+	for (l = c->calls; l != NULL; l = l->next) {
+		if (l->tag == tag && l->gen == gen) {
+			chan_close_call(l);
+		}
+	}
+	pthread_mutex_unlock(&c->mtx);
 }
 
 static uint64_t
@@ -658,6 +849,7 @@ chan_connect(const char *url, chan_client **out)
 		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
 	}
 	pthread_mutex_init(&c->mtx, NULL);
+	pthread_cond_init(&c->cv, NULL);
 	c->client_id = chan_random_id();
 	atomic_init(&c->next_id, 1);
 	/*
@@ -681,6 +873,7 @@ chan_connect(const char *url, chan_client **out)
 	return (CHAN_OK);
 
 fail:
+	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mtx);
 	free(c->server_version);
 	free(c->url);
@@ -696,7 +889,16 @@ chan_disconnect(chan_client *c)
 	if (c == NULL) {
 		return;
 	}
+	/*
+	 * Async calls still in flight end as cancelled; their callbacks run
+	 * (and may touch c) before c goes away.
+	 */
 	pthread_mutex_lock(&c->mtx);
+	c->closing = true;
+	chan_close_calls(c, true);
+	while (c->nasync > 0) {
+		pthread_cond_wait(&c->cv, &c->mtx);
+	}
 	pending = c->npend;
 	pthread_mutex_unlock(&c->mtx);
 	if (pending > 0) {
@@ -711,43 +913,24 @@ chan_disconnect(chan_client *c)
 	}
 	chan_slots_drain(c);
 	nng_close(c->sock);
+	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mtx);
+	free(c->idle);
 	free(c->pend);
 	free(c->server_version);
 	free(c->url);
 	free(c);
 }
 
-/* Closes the contexts of the calls serving async call a (async.c). */
-void
-chan_cancel_tag(chan_client *c, const chan_aio *a)
-{
-	chan_call_link *l;
-
-	pthread_mutex_lock(&c->mtx);
-	for (l = c->calls; l != NULL; l = l->next) {
-		if (l->tag == a) {
-			nng_ctx_close(l->ctx);
-			l->closed = true;
-		}
-	}
-	pthread_mutex_unlock(&c->mtx);
-}
-
 void
 chan_cancel(chan_client *c)
 {
-	chan_call_link *l;
-
 	if (c == NULL) {
 		return;
 	}
 	pthread_mutex_lock(&c->mtx);
 	c->cancelled = true;
-	for (l = c->calls; l != NULL; l = l->next) {
-		nng_ctx_close(l->ctx);
-		l->closed = true;
-	}
+	chan_close_calls(c, false);
 	pthread_mutex_unlock(&c->mtx);
 }
 

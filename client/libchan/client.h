@@ -21,7 +21,8 @@ typedef struct chan_call_link {
 	struct chan_call_link *next;
 	nng_ctx                ctx;
 	nng_aio               *aio;
-	chan_aio              *tag;    /* the async call it serves, or NULL */
+	const chan_aio        *tag;    /* the async call it serves, or NULL (sync) */
+	uint64_t               gen;    /* which call of tag (chan_aio carries one after another) */
 	bool                   clean;  /* the exchange ended with an answer */
 	bool                   closed; /* chan_cancel closed ctx (under mtx) */
 } chan_call_link;
@@ -38,12 +39,12 @@ typedef struct chan_slot {
 
 #define CHAN_SLOTS 8 /* idle pairs kept per client */
 
-/* The async call the current thread works for (set by async.c's workers). */
-extern __thread chan_aio *chan_current_aio;
-/* True once chan_aio_cancel was called for a's current call. */
-bool chan_aio_cancelled(const chan_aio *a);
-/* Closes the contexts of the calls serving a (its cancel flag is already set). */
-void chan_cancel_tag(chan_client *c, const chan_aio *a);
+/*
+ * Idle contexts kept for async calls (their aio is the chan_aio's own, so
+ * only the context is pooled): enough for a typical pipeline depth; a
+ * deeper one opens and closes the rest.
+ */
+#define CHAN_IDLE_CTX 256
 
 /*
  * For a prefetching consumer (consumer.c), which must not let messages
@@ -59,12 +60,6 @@ void chan_cancel_tag(chan_client *c, const chan_aio *a);
  */
 void chan_aio_hold_confirm(chan_aio *a, bool hold);
 bool chan_aio_delivery(const chan_aio *a, uint64_t *id, nng_pipe *pipe);
-/*
- * Called where an answer carrying messages is unpacked on behalf of async
- * call a: true when a holds its deliveries (id and pipe are kept in a and
- * not confirmed).
- */
-bool chan_aio_keep_delivery(chan_aio *a, uint64_t id, nng_pipe pipe);
 
 /* A delivery the caller holds, and the connection it came over. */
 typedef struct chan_pending {
@@ -82,7 +77,12 @@ struct chan_client {
 	_Atomic uint64_t next_id;
 
 	pthread_mutex_t  mtx;       /* guards everything below */
+	pthread_cond_t   cv;        /* nasync reached 0 (chan_disconnect) */
 	bool             cancelled;
+	bool             closing;   /* chan_disconnect: no new async call */
+	size_t           nasync;    /* async calls started and not finished */
+	nng_ctx         *idle;      /* idle contexts for async calls */
+	size_t           nidle;
 	chan_call_link  *calls;
 	chan_pending    *pend;      /* deliveries held by the caller, not yet sent */
 	size_t           npend;
@@ -115,6 +115,72 @@ void chan_exchange_fini(chan_exchange *x);
  */
 chan_status chan_exchange_run(chan_client *c, chan_exchange *x, int want_result,
     int64_t local_timeout_ms, bool internal);
+
+/*
+ * The async exchange, driven by async.c from nng callbacks (no thread of
+ * its own): chan_async_begin, then chan_encode + nng_ctx_send +
+ * nng_ctx_recv on link->ctx with the call's own aio, chan_exchange_answer
+ * on the answer, chan_async_end in every case.
+ *
+ * chan_async_hold counts a call started on c (chan_disconnect waits until
+ * every counted call has run its callback); chan_async_release ends it.
+ */
+void        chan_async_hold(chan_client *c);
+void        chan_async_release(chan_client *c);
+/*
+ * Fills id, client and confirmations, takes a context and links the call
+ * (tag, gen) so chan_cancel / chan_aio_cancel find it. CHAN_UNAVAILABLE
+ * "cancelled" when c was cancelled or is disconnecting.
+ */
+chan_status chan_async_begin(chan_client *c, chan_exchange *x, chan_call_link *link,
+    const chan_aio *tag, uint64_t gen, nng_aio *aio);
+/* Encodes x->req into a new nng message. */
+chan_status chan_encode(chan_client *c, chan_exchange *x, nng_msg **out);
+/* Rebuilds Request.confirm from the held deliveries whose connection is up. */
+void        chan_confirms_build(chan_exchange *x);
+/* Was the call cancelled (its context closed, c cancelled or going away)? */
+bool        chan_async_stopped(chan_client *c, const chan_call_link *link);
+/* Starts the reconnect pause on link->aio unless the call was stopped (false). */
+bool        chan_async_pause(chan_client *c, chan_call_link *link);
+/* Unlinks the call, keeps or closes its context, settles its confirmations. */
+void        chan_async_end(chan_client *c, chan_call_link *link, chan_exchange *x);
+/* Closes the context of call (tag, gen) if it is still in flight. */
+void        chan_async_cancel(chan_client *c, const chan_aio *tag, uint64_t gen);
+/* The status for an exchange that ended with nng error rv. */
+chan_status chan_transfer_error(chan_client *c, int rv, bool stopped);
+/* Decodes and checks an answer (frees it), as chan_exchange_run does. */
+chan_status chan_exchange_answer(chan_client *c, chan_exchange *x, nng_msg *answer,
+    int want_result);
+
+/* Connection losses one request survives, and the pause before resending. */
+#define CHAN_MAX_RESETS 4
+#define CHAN_RESET_PAUSE_MS 100
+
+/*
+ * Request builders shared by the sync calls and their async forms: they
+ * check the arguments as the sync call does (setting the thread's last
+ * error) and fill the caller's op struct, which borrows name and payloads.
+ * chan_send_build allocates *data (caller frees).
+ */
+chan_status chan_send_build(chan_client *c, const char *name, uint64_t sender,
+    const chan_buf *bufs, size_t n, int64_t timeout_ms, Chan__V1__Send *a,
+    ProtobufCBinaryData **data);
+chan_status chan_recv_build(chan_client *c, const char *name, uint64_t receiver,
+    uint64_t lease_ms, size_t max, int64_t timeout_ms, Chan__V1__Recv *a);
+chan_status chan_recv_any_build(chan_client *c, const char *const *names, size_t n,
+    int64_t timeout_ms, Chan__V1__RecvAny *a);
+chan_status chan_counter_add_build(chan_client *c, const char *name, int64_t delta,
+    Chan__V1__CounterAdd *a);
+chan_status chan_counter_wait_build(chan_client *c, const char *name, chan_wait_op op,
+    int64_t operand, int64_t timeout_ms, Chan__V1__CounterWait *a);
+
+/*
+ * Copies a recv answer's messages into msgs (room for max); all or none.
+ * confirm: queue the delivery for confirmation (else the caller does, see
+ * chan_aio_hold_confirm).
+ */
+chan_status chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **msgs,
+    size_t *n, bool confirm);
 
 /*
  * The caller now holds the messages of delivery d, which came over pipe:

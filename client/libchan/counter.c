@@ -20,11 +20,9 @@ chan_counter_value_call(chan_client *c, chan_exchange *x, int64_t *value)
 }
 
 chan_status
-chan_counter_add(chan_client *c, const char *name, int64_t delta, int64_t *new_value)
+chan_counter_add_build(chan_client *c, const char *name, int64_t delta, Chan__V1__CounterAdd *a)
 {
-	chan_exchange        x;
-	Chan__V1__CounterAdd a = CHAN__V1__COUNTER_ADD__INIT;
-	chan_status          s;
+	chan_status s;
 
 	if (c == NULL) {
 		return (chan_fail(CHAN_INVALID_ARGUMENT, "client is NULL"));
@@ -32,9 +30,23 @@ chan_counter_add(chan_client *c, const char *name, int64_t delta, int64_t *new_v
 	if ((s = chan_check_name(name)) != CHAN_OK) {
 		return (s);
 	}
-	a.name = (char *) name;
-	a.has_delta = 1;
-	a.delta = delta;
+	chan__v1__counter_add__init(a);
+	a->name = (char *) name;
+	a->has_delta = 1;
+	a->delta = delta;
+	return (CHAN_OK);
+}
+
+chan_status
+chan_counter_add(chan_client *c, const char *name, int64_t delta, int64_t *new_value)
+{
+	chan_exchange        x;
+	Chan__V1__CounterAdd a;
+	chan_status          s;
+
+	if ((s = chan_counter_add_build(c, name, delta, &a)) != CHAN_OK) {
+		return (s);
+	}
 	chan_exchange_init(&x);
 	x.req.op_case = CHAN__V1__REQUEST__OP_COUNTER_ADD;
 	x.req.counter_add = &a;
@@ -119,12 +131,10 @@ chan_counter_cas(chan_client *c, const char *name, int64_t expected, int64_t new
 }
 
 chan_status
-chan_counter_wait(chan_client *c, const char *name, chan_wait_op op, int64_t operand,
-    int64_t timeout_ms, int64_t *value)
+chan_counter_wait_build(chan_client *c, const char *name, chan_wait_op op, int64_t operand,
+    int64_t timeout_ms, Chan__V1__CounterWait *a)
 {
-	chan_exchange         x;
-	Chan__V1__CounterWait a = CHAN__V1__COUNTER_WAIT__INIT;
-	chan_status           s;
+	chan_status s;
 
 	if (c == NULL) {
 		return (chan_fail(CHAN_INVALID_ARGUMENT, "client is NULL"));
@@ -135,13 +145,28 @@ chan_counter_wait(chan_client *c, const char *name, chan_wait_op op, int64_t ope
 	if ((unsigned) op > (unsigned) CHAN_WAIT_GE) {
 		return (chan_fail(CHAN_INVALID_ARGUMENT, "unknown wait operator %d", (int) op));
 	}
-	a.name = (char *) name;
-	a.has_op = 1;
-	a.op = (Chan__V1__WaitOp) op;
-	a.has_value = 1;
-	a.value = operand;
-	a.has_timeout_ms = 1;
-	a.timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+	chan__v1__counter_wait__init(a);
+	a->name = (char *) name;
+	a->has_op = 1;
+	a->op = (Chan__V1__WaitOp) op;
+	a->has_value = 1;
+	a->value = operand;
+	a->has_timeout_ms = 1;
+	a->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+	return (CHAN_OK);
+}
+
+chan_status
+chan_counter_wait(chan_client *c, const char *name, chan_wait_op op, int64_t operand,
+    int64_t timeout_ms, int64_t *value)
+{
+	chan_exchange         x;
+	Chan__V1__CounterWait a;
+	chan_status           s;
+
+	if ((s = chan_counter_wait_build(c, name, op, operand, timeout_ms, &a)) != CHAN_OK) {
+		return (s);
+	}
 	chan_exchange_init(&x);
 	x.req.op_case = CHAN__V1__REQUEST__OP_COUNTER_WAIT;
 	x.req.counter_wait = &a;
