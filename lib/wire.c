@@ -92,9 +92,13 @@ chl_capped_alloc_release(chl_capped_alloc *ca)
 Chan__V1__Request *
 chl_request_decode(chl_capped_alloc *ca, const void *buf, size_t len)
 {
-	Chan__V1__Request *r = chan__v1__request__unpack(&ca->base, len, buf);
+	Chan__V1__Request *r;
 
-	if (r == NULL) {
+	if ((r = chl_fast_request_decode(ca, buf, len)) != NULL) {
+		return (r);
+	}
+	chl_capped_alloc_release(ca); /* whatever the fast path allocated */
+	if ((r = chan__v1__request__unpack(&ca->base, len, buf)) == NULL) {
 		chl_capped_alloc_release(ca);
 	}
 	return (r);
@@ -111,9 +115,13 @@ chl_request_free(chl_capped_alloc *ca, Chan__V1__Request *r)
 Chan__V1__Response *
 chl_response_decode(chl_capped_alloc *ca, const void *buf, size_t len)
 {
-	Chan__V1__Response *r = chan__v1__response__unpack(&ca->base, len, buf);
+	Chan__V1__Response *r;
 
-	if (r == NULL) {
+	if ((r = chl_fast_response_decode(ca, buf, len)) != NULL) {
+		return (r);
+	}
+	chl_capped_alloc_release(ca);
+	if ((r = chan__v1__response__unpack(&ca->base, len, buf)) == NULL) {
 		chl_capped_alloc_release(ca);
 	}
 	return (r);

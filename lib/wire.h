@@ -52,6 +52,16 @@ Chan__V1__Response *chl_response_decode(chl_capped_alloc *ca, const void *buf, s
 void                chl_response_free(chl_capped_alloc *ca, Chan__V1__Response *r);
 
 /*
+ * The hand decoders behind chl_request_decode (a Request carrying a Send)
+ * and chl_response_decode (a Response carrying a RecvResult), exposed for
+ * the tests: NULL means "not handled here" (any other message, or input
+ * they do not expect) and may leave arena allocations behind; the decode
+ * functions then release them and use protobuf-c.
+ */
+Chan__V1__Request  *chl_fast_request_decode(chl_capped_alloc *ca, const void *buf, size_t len);
+Chan__V1__Response *chl_fast_response_decode(chl_capped_alloc *ca, const void *buf, size_t len);
+
+/*
  * Packs a Response exactly as chan__v1__response__pack would (the same
  * bytes), but answers carrying messages (RecvResult) are written by hand:
  * protobuf-c's generic packer walks every Message twice (size, then

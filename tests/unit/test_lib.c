@@ -704,6 +704,260 @@ START_TEST(arena_decode_many_messages)
 }
 END_TEST
 
+/* ---- the hand decoders agree with protobuf-c ----------------------------- */
+
+static uint8_t *
+repack_req(const Chan__V1__Request *r, size_t *len)
+{
+	uint8_t *b;
+
+	*len = chan__v1__request__get_packed_size(r);
+	b = malloc(*len + 1);
+	ck_assert_ptr_nonnull(b);
+	chan__v1__request__pack(r, b);
+	return (b);
+}
+
+static uint8_t *
+repack_resp(const Chan__V1__Response *r, size_t *len)
+{
+	uint8_t *b;
+
+	*len = chan__v1__response__get_packed_size(r);
+	b = malloc(*len + 1);
+	ck_assert_ptr_nonnull(b);
+	chan__v1__response__pack(r, b);
+	return (b);
+}
+
+/*
+ * Whatever the fast request decoder accepts, protobuf-c accepts too and
+ * decodes to the same message (compared by packing both). Returns whether
+ * the fast path took it.
+ */
+static bool
+same_request(const uint8_t *buf, size_t len)
+{
+	chl_capped_alloc   fa, ga;
+	Chan__V1__Request *f, *g;
+	uint8_t           *fb, *gb;
+	size_t             fl, gl;
+
+	chl_capped_alloc_init(&fa, 1 << 22);
+	chl_capped_alloc_init(&ga, 1 << 22);
+	f = chl_fast_request_decode(&fa, buf, len);
+	g = chan__v1__request__unpack(&ga.base, len, buf);
+	if (f == NULL) {
+		chl_capped_alloc_release(&fa);
+		chl_capped_alloc_release(&ga);
+		return (false);
+	}
+	ck_assert_msg(g != NULL, "fast decode accepted what protobuf-c refuses");
+	fb = repack_req(f, &fl);
+	gb = repack_req(g, &gl);
+	ck_assert_uint_eq(fl, gl);
+	ck_assert_msg(memcmp(fb, gb, fl) == 0, "fast and protobuf-c decodes differ");
+	free(fb);
+	free(gb);
+	chl_capped_alloc_release(&fa);
+	chl_capped_alloc_release(&ga);
+	return (true);
+}
+
+static bool
+same_response(const uint8_t *buf, size_t len)
+{
+	chl_capped_alloc    fa, ga;
+	Chan__V1__Response *f, *g;
+	uint8_t            *fb, *gb;
+	size_t              fl, gl;
+
+	chl_capped_alloc_init(&fa, 1 << 22);
+	chl_capped_alloc_init(&ga, 1 << 22);
+	f = chl_fast_response_decode(&fa, buf, len);
+	g = chan__v1__response__unpack(&ga.base, len, buf);
+	if (f == NULL) {
+		chl_capped_alloc_release(&fa);
+		chl_capped_alloc_release(&ga);
+		return (false);
+	}
+	ck_assert_msg(g != NULL, "fast decode accepted what protobuf-c refuses");
+	fb = repack_resp(f, &fl);
+	gb = repack_resp(g, &gl);
+	ck_assert_uint_eq(fl, gl);
+	ck_assert_msg(memcmp(fb, gb, fl) == 0, "fast and protobuf-c decodes differ");
+	free(fb);
+	free(gb);
+	chl_capped_alloc_release(&fa);
+	chl_capped_alloc_release(&ga);
+	return (true);
+}
+
+static const uint64_t wide[] = { 0, 1, 127, 128, 300, 1ULL << 32,
+	(1ULL << 63) + 5, UINT64_MAX };
+
+static uint8_t *
+random_send(unsigned *seed, size_t *len)
+{
+	Chan__V1__Request   q = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Send      s = CHAN__V1__SEND__INIT;
+	ProtobufCBinaryData d[40];
+	uint64_t            conf[5];
+	static uint8_t      payload[200];
+	unsigned            bits = (unsigned) rand_r(seed);
+
+	memset(payload, 0x3c, sizeof(payload));
+	q.has_id = bits & 1;
+	q.id = wide[(bits >> 1) % 8];
+	q.has_client = (bits >> 4) & 1;
+	q.client = wide[(bits >> 5) % 8];
+	q.n_confirm = (bits >> 8) % 6;
+	for (size_t i = 0; i < q.n_confirm; i++) {
+		conf[i] = wide[(i + bits) % 8];
+	}
+	q.confirm = conf;
+	s.name = (bits >> 11) & 1 ? "jobs.x" : NULL;
+	s.n_data = (size_t) rand_r(seed) % 41;
+	for (size_t i = 0; i < s.n_data; i++) {
+		d[i].len = (size_t) rand_r(seed) % (sizeof(payload) + 1);
+		d[i].data = payload;
+	}
+	s.data = d;
+	s.has_timeout_ms = (bits >> 12) & 1;
+	s.timeout_ms = (bits >> 13) & 1 ? -1 : (int64_t) wide[(bits >> 14) % 8] / 2;
+	s.has_sender = (bits >> 17) & 1;
+	s.sender = wide[(bits >> 18) % 8];
+	q.op_case = CHAN__V1__REQUEST__OP_SEND;
+	q.send = &s;
+	return (repack_req(&q, len));
+}
+
+static uint8_t *
+random_recv_answer(unsigned *seed, size_t *len)
+{
+	Chan__V1__Response   a = CHAN__V1__RESPONSE__INIT;
+	Chan__V1__RecvResult rr = CHAN__V1__RECV_RESULT__INIT;
+	Chan__V1__Message    ms[30], *mp[30];
+	static uint8_t       payload[200];
+	unsigned             bits = (unsigned) rand_r(seed);
+
+	memset(payload, 0x5a, sizeof(payload));
+	a.has_id = bits & 1;
+	a.id = wide[(bits >> 1) % 8];
+	a.has_status = (bits >> 4) & 1;
+	a.status = (Chan__V1__Status) ((bits >> 5) % 17);
+	a.error = (bits >> 10) & 1 ? "why" : NULL;
+	a.has_delivery = (bits >> 11) & 1;
+	a.delivery = wide[(bits >> 12) % 8];
+	rr.n_messages = (size_t) rand_r(seed) % 31;
+	for (size_t i = 0; i < rr.n_messages; i++) {
+		Chan__V1__Message init = CHAN__V1__MESSAGE__INIT;
+		unsigned          mb = (unsigned) rand_r(seed);
+
+		ms[i] = init;
+		mp[i] = &ms[i];
+		ms[i].channel = mb & 1 ? "ch" : NULL;
+		ms[i].has_seq = (mb >> 1) & 1;
+		ms[i].seq = wide[(mb >> 2) % 8];
+		ms[i].has_time_us = (mb >> 5) & 1;
+		ms[i].time_us = wide[(mb >> 6) % 8];
+		ms[i].has_data = (mb >> 9) & 1;
+		ms[i].data.len = (mb >> 10) % (sizeof(payload) + 1);
+		ms[i].data.data = payload;
+		ms[i].has_redelivered = (mb >> 20) & 1;
+		ms[i].redelivered = (mb >> 21) & 1;
+	}
+	rr.messages = mp;
+	a.result_case = CHAN__V1__RESPONSE__RESULT_RECV;
+	a.recv = &rr;
+	return (repack_resp(&a, len));
+}
+
+START_TEST(fast_decode_matches_protobuf_c)
+{
+	unsigned seed = 777;
+	int      fast_req = 0, fast_resp = 0;
+
+	for (int i = 0; i < 2000; i++) {
+		size_t   len;
+		uint8_t *b = random_send(&seed, &len);
+
+		/* Every well-formed Send takes the fast path. */
+		ck_assert_msg(same_request(b, len), "a valid Send fell back");
+		fast_req++;
+		free(b);
+		b = random_recv_answer(&seed, &len);
+		ck_assert_msg(same_response(b, len), "a valid RecvResult fell back");
+		fast_resp++;
+		free(b);
+	}
+	ck_assert_int_eq(fast_req, 2000);
+	ck_assert_int_eq(fast_resp, 2000);
+}
+END_TEST
+
+/* Damaged input: the fast path either gives up or agrees with protobuf-c. */
+START_TEST(fast_decode_damaged_input)
+{
+	unsigned seed = 4242;
+	int      taken = 0, given_up = 0;
+
+	for (int i = 0; i < 4000; i++) {
+		size_t   len;
+		uint8_t *b = (i & 1) ? random_send(&seed, &len) :
+		    random_recv_answer(&seed, &len);
+		int      flips = 1 + rand_r(&seed) % 3;
+
+		if (len == 0) {
+			free(b);
+			continue;
+		}
+		for (int k = 0; k < flips; k++) {
+			b[(size_t) rand_r(&seed) % len] ^= (uint8_t) (1 + rand_r(&seed) % 255);
+		}
+		if (rand_r(&seed) % 4 == 0) {
+			len = (size_t) rand_r(&seed) % len; /* truncated */
+		}
+		if ((i & 1) ? same_request(b, len) : same_response(b, len)) {
+			taken++;
+		} else {
+			given_up++;
+		}
+		free(b);
+	}
+	/* Both outcomes happen, so the comparison really ran. */
+	ck_assert_int_gt(taken, 0);
+	ck_assert_int_gt(given_up, 0);
+}
+END_TEST
+
+/* Other ops are not the fast path's: protobuf-c decodes them. */
+START_TEST(fast_decode_other_ops_fall_back)
+{
+	Chan__V1__Request q = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Recv    r = CHAN__V1__RECV__INIT;
+	chl_capped_alloc  ca;
+	Chan__V1__Request *d;
+	uint8_t          *b;
+	size_t            len;
+
+	r.name = "jobs";
+	q.op_case = CHAN__V1__REQUEST__OP_RECV;
+	q.recv = &r;
+	b = repack_req(&q, &len);
+	chl_capped_alloc_init(&ca, 1 << 16);
+	ck_assert_ptr_null(chl_fast_request_decode(&ca, b, len));
+	chl_capped_alloc_release(&ca);
+	d = chl_request_decode(&ca, b, len);
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(d->op_case, CHAN__V1__REQUEST__OP_RECV);
+	ck_assert_str_eq(d->recv->name, "jobs");
+	chl_request_free(&ca, d);
+	ck_assert_uint_eq(ca.used, 0);
+	free(b);
+}
+END_TEST
+
 START_TEST(clocks_move_forward)
 {
 	int64_t  m1 = chl_now_mono_ms(), m2;
@@ -764,6 +1018,9 @@ lib_suite(void)
 	tcase_add_test(tc, fast_recv_pack_same_bytes);
 	tcase_add_test(tc, fast_pack_other_answers);
 	tcase_add_test(tc, arena_decode_many_messages);
+	tcase_add_test(tc, fast_decode_matches_protobuf_c);
+	tcase_add_test(tc, fast_decode_damaged_input);
+	tcase_add_test(tc, fast_decode_other_ops_fall_back);
 	tcase_add_test(tc, clocks_move_forward);
 	suite_add_tcase(s, tc);
 	return (s);

@@ -1,0 +1,472 @@
+/*
+ * wire_fast.c - hand decoders for the two hot messages: a Request carrying
+ * a Send (the daemon's side of every batch) and a Response carrying a
+ * RecvResult (libchan's). protobuf-c's generic unpacker walks descriptors
+ * for every field of every message; for a 1,024-message answer that was
+ * about 1,100 instructions per message in libchan.
+ *
+ * The fast path never judges input: anything it does not expect (another
+ * op, an unknown field, a packed or duplicated submessage, an overlong
+ * varint, a truncation, the allocator's cap) makes it give up and the
+ * caller decodes with protobuf-c, which then accepts or rejects exactly as
+ * before. What it does build is what protobuf-c would build: the same
+ * structs, initialised by the generated init functions, strings
+ * NUL-terminated, empty bytes as NULL, allocated from the same arena.
+ */
+#include "wire.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+#define WT_VARINT  0
+#define WT_FIXED64 1
+#define WT_LEN     2
+
+typedef struct {
+	const uint8_t *p, *end;
+} rd;
+
+static bool
+rd_varint(rd *r, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	for (int i = 0; i < 10; i++) {
+		uint8_t b;
+
+		if (r->p >= r->end) {
+			return (false);
+		}
+		b = *r->p++;
+		if (i == 9 && b > 1) {
+			return (false); /* more than 64 bits: let protobuf-c judge */
+		}
+		x |= (uint64_t) (b & 0x7f) << (7 * i);
+		if ((b & 0x80) == 0) {
+			*v = x;
+			return (true);
+		}
+	}
+	return (false);
+}
+
+static bool
+rd_tag(rd *r, uint32_t *field, int *wt)
+{
+	uint64_t t;
+
+	if (!rd_varint(r, &t) || (t >> 3) == 0 || (t >> 3) > UINT32_MAX) {
+		return (false);
+	}
+	*field = (uint32_t) (t >> 3);
+	*wt = (int) (t & 7);
+	return (true);
+}
+
+static bool
+rd_len(rd *r, rd *sub)
+{
+	uint64_t n;
+
+	if (!rd_varint(r, &n) || n > (uint64_t) (r->end - r->p)) {
+		return (false);
+	}
+	sub->p = r->p;
+	sub->end = r->p + n;
+	r->p += n;
+	return (true);
+}
+
+static bool
+rd_fixed64(rd *r, uint64_t *v)
+{
+	if (r->end - r->p < 8) {
+		return (false);
+	}
+	memcpy(v, r->p, 8); /* little-endian on every platform chand runs on */
+	r->p += 8;
+	return (true);
+}
+
+static void *
+a_alloc(chl_capped_alloc *ca, size_t n)
+{
+	return (ca->base.alloc(ca->base.allocator_data, n));
+}
+
+static char *
+a_string(chl_capped_alloc *ca, const rd *s)
+{
+	size_t n = (size_t) (s->end - s->p);
+	char  *str = a_alloc(ca, n + 1);
+
+	if (str != NULL) {
+		memcpy(str, s->p, n);
+		str[n] = '\0';
+	}
+	return (str);
+}
+
+/* Bytes as protobuf-c keeps them: copied, NULL when empty. */
+static bool
+a_bytes(chl_capped_alloc *ca, const rd *s, ProtobufCBinaryData *bd)
+{
+	size_t n = (size_t) (s->end - s->p);
+
+	bd->len = n;
+	bd->data = NULL;
+	if (n == 0) {
+		return (true);
+	}
+	if ((bd->data = a_alloc(ca, n)) == NULL) {
+		return (false);
+	}
+	memcpy(bd->data, s->p, n);
+	return (true);
+}
+
+/* ---- Request { id, client, confirm*, send } ---------------------------- */
+
+#define F_REQ_SEND 15
+
+/* Counts Send.data and checks Send's shape; false: not ours. */
+static bool
+send_scan(rd r, size_t *ndata)
+{
+	size_t n = 0;
+
+	while (r.p < r.end) {
+		uint32_t f;
+		int      wt;
+		uint64_t v;
+		rd       s;
+
+		if (!rd_tag(&r, &f, &wt)) {
+			return (false);
+		}
+		if ((f == 1 || f == 2) && wt == WT_LEN) {
+			if (!rd_len(&r, &s)) {
+				return (false);
+			}
+			n += f == 2;
+		} else if ((f == 3 || f == 4) && wt == WT_VARINT) {
+			if (!rd_varint(&r, &v)) {
+				return (false);
+			}
+		} else {
+			return (false);
+		}
+	}
+	*ndata = n;
+	return (true);
+}
+
+static Chan__V1__Send *
+send_decode(chl_capped_alloc *ca, rd r)
+{
+	Chan__V1__Send *s;
+	size_t          n;
+
+	if (!send_scan(r, &n) || (s = a_alloc(ca, sizeof(*s))) == NULL) {
+		return (NULL);
+	}
+	chan__v1__send__init(s);
+	if (n > 0 && (s->data = a_alloc(ca, n * sizeof(*s->data))) == NULL) {
+		return (NULL);
+	}
+	while (r.p < r.end) {
+		uint32_t f = 0;
+		int      wt = 0;
+		uint64_t v = 0;
+		rd       b = { NULL, NULL };
+
+		(void) rd_tag(&r, &f, &wt); /* send_scan checked the shape */
+		if (wt == WT_LEN) {
+			(void) rd_len(&r, &b);
+			if (f == 1 && (s->name = a_string(ca, &b)) == NULL) {
+				return (NULL);
+			}
+			if (f == 2 && !a_bytes(ca, &b, &s->data[s->n_data++])) {
+				return (NULL);
+			}
+			continue;
+		}
+		(void) rd_varint(&r, &v);
+		if (f == 3) {
+			s->has_timeout_ms = true; /* sint64: zigzag */
+			s->timeout_ms = (int64_t) ((v >> 1) ^ (~(v & 1) + 1));
+		} else {
+			s->has_sender = true;
+			s->sender = v;
+		}
+	}
+	return (s);
+}
+
+/* Counts confirm and finds the one Send; false: not ours. */
+static bool
+request_scan(rd r, size_t *nconfirm, rd *send)
+{
+	size_t n = 0;
+	bool   have = false;
+
+	while (r.p < r.end) {
+		uint32_t f;
+		int      wt;
+		uint64_t v;
+
+		if (!rd_tag(&r, &f, &wt)) {
+			return (false);
+		}
+		if ((f == 1 || f == 3) && wt == WT_VARINT) {
+			if (!rd_varint(&r, &v)) {
+				return (false);
+			}
+			n += f == 3;
+		} else if (f == 2 && wt == WT_FIXED64) {
+			if (!rd_fixed64(&r, &v)) {
+				return (false);
+			}
+		} else if (f == F_REQ_SEND && wt == WT_LEN && !have) {
+			if (!rd_len(&r, send)) {
+				return (false);
+			}
+			have = true;
+		} else {
+			return (false); /* other ops, packed confirm, merges */
+		}
+	}
+	*nconfirm = n;
+	return (have);
+}
+
+static Chan__V1__Request *
+request_fast(chl_capped_alloc *ca, rd r)
+{
+	Chan__V1__Request *q;
+	size_t             n;
+	rd                 send = { NULL, NULL };
+
+	if (!request_scan(r, &n, &send) || (q = a_alloc(ca, sizeof(*q))) == NULL) {
+		return (NULL);
+	}
+	chan__v1__request__init(q);
+	if (n > 0 && (q->confirm = a_alloc(ca, n * sizeof(*q->confirm))) == NULL) {
+		return (NULL);
+	}
+	while (r.p < r.end) {
+		uint32_t f = 0;
+		int      wt = 0;
+		uint64_t v = 0;
+		rd       b = { NULL, NULL };
+
+		(void) rd_tag(&r, &f, &wt);
+		if (f == F_REQ_SEND) {
+			(void) rd_len(&r, &b);
+			continue;
+		}
+		if (f == 2) {
+			(void) rd_fixed64(&r, &v);
+			q->has_client = true;
+			q->client = v;
+			continue;
+		}
+		(void) rd_varint(&r, &v);
+		if (f == 1) {
+			q->has_id = true;
+			q->id = v;
+		} else {
+			q->confirm[q->n_confirm++] = v;
+		}
+	}
+	if ((q->send = send_decode(ca, send)) == NULL) {
+		return (NULL);
+	}
+	q->op_case = CHAN__V1__REQUEST__OP_SEND;
+	return (q);
+}
+
+Chan__V1__Request *
+chl_fast_request_decode(chl_capped_alloc *ca, const void *buf, size_t len)
+{
+	rd r = { buf, (const uint8_t *) buf + len };
+
+	return (request_fast(ca, r));
+}
+
+/* ---- Response { id, status, error, delivery, recv } --------------------- */
+
+#define F_RESP_RECV 16
+
+static bool
+message_scan(rd r)
+{
+	while (r.p < r.end) {
+		uint32_t f;
+		int      wt;
+		uint64_t v;
+		rd       s;
+
+		if (!rd_tag(&r, &f, &wt)) {
+			return (false);
+		}
+		if ((f == 1 || f == 4) && wt == WT_LEN) {
+			if (!rd_len(&r, &s)) {
+				return (false);
+			}
+		} else if ((f == 2 || f == 3 || f == 5) && wt == WT_VARINT) {
+			if (!rd_varint(&r, &v)) {
+				return (false);
+			}
+		} else {
+			return (false);
+		}
+	}
+	return (true);
+}
+
+static Chan__V1__Message *
+message_decode(chl_capped_alloc *ca, rd r)
+{
+	Chan__V1__Message *m;
+
+	if (!message_scan(r) || (m = a_alloc(ca, sizeof(*m))) == NULL) {
+		return (NULL);
+	}
+	chan__v1__message__init(m);
+	while (r.p < r.end) {
+		uint32_t f = 0;
+		int      wt = 0;
+		uint64_t v = 0;
+		rd       b = { NULL, NULL };
+
+		(void) rd_tag(&r, &f, &wt);
+		if (wt == WT_LEN) {
+			(void) rd_len(&r, &b);
+			if (f == 1 && (m->channel = a_string(ca, &b)) == NULL) {
+				return (NULL);
+			}
+			if (f == 4) {
+				if (!a_bytes(ca, &b, &m->data)) {
+					return (NULL);
+				}
+				m->has_data = true;
+			}
+			continue;
+		}
+		(void) rd_varint(&r, &v);
+		if (f == 2) {
+			m->has_seq = true;
+			m->seq = v;
+		} else if (f == 3) {
+			m->has_time_us = true;
+			m->time_us = v;
+		} else {
+			m->has_redelivered = true;
+			m->redelivered = v != 0;
+		}
+	}
+	return (m);
+}
+
+static Chan__V1__RecvResult *
+recv_decode(chl_capped_alloc *ca, rd r)
+{
+	Chan__V1__RecvResult *rr;
+	size_t                n = 0;
+	rd                    s = r, b = { NULL, NULL };
+
+	/* Only field 1 (Message), length-prefixed: count them. */
+	while (s.p < s.end) {
+		uint32_t f;
+		int      wt;
+
+		if (!rd_tag(&s, &f, &wt) || f != 1 || wt != WT_LEN ||
+		    !rd_len(&s, &b)) {
+			return (NULL);
+		}
+		n++;
+	}
+	if ((rr = a_alloc(ca, sizeof(*rr))) == NULL) {
+		return (NULL);
+	}
+	chan__v1__recv_result__init(rr);
+	if (n > 0 && (rr->messages = a_alloc(ca, n * sizeof(*rr->messages))) == NULL) {
+		return (NULL);
+	}
+	while (r.p < r.end) {
+		uint32_t f = 0;
+		int      wt = 0;
+
+		(void) rd_tag(&r, &f, &wt);
+		(void) rd_len(&r, &b);
+		if ((rr->messages[rr->n_messages] = message_decode(ca, b)) == NULL) {
+			return (NULL);
+		}
+		rr->n_messages++;
+	}
+	return (rr);
+}
+
+static Chan__V1__Response *
+response_fast(chl_capped_alloc *ca, rd r)
+{
+	Chan__V1__Response *a;
+	rd                  recv = { NULL, NULL }, b;
+	bool                have = false;
+
+	if ((a = a_alloc(ca, sizeof(*a))) == NULL) {
+		return (NULL);
+	}
+	chan__v1__response__init(a);
+	while (r.p < r.end) {
+		uint32_t f;
+		int      wt;
+		uint64_t v;
+
+		if (!rd_tag(&r, &f, &wt)) {
+			return (NULL);
+		}
+		if (f == F_RESP_RECV && wt == WT_LEN && !have) {
+			if (!rd_len(&r, &recv)) {
+				return (NULL);
+			}
+			have = true;
+		} else if (f == 3 && wt == WT_LEN) {
+			if (!rd_len(&r, &b) || (a->error = a_string(ca, &b)) == NULL) {
+				return (NULL);
+			}
+		} else if ((f == 1 || f == 2 || f == 4) && wt == WT_VARINT) {
+			if (!rd_varint(&r, &v)) {
+				return (NULL);
+			}
+			if (f == 1) {
+				a->has_id = true;
+				a->id = v;
+			} else if (f == 4) {
+				a->has_delivery = true;
+				a->delivery = v;
+			} else if (v <= CHAN__V1__STATUS__PROTOCOL) {
+				a->has_status = true;
+				a->status = (Chan__V1__Status) v;
+			} else {
+				return (NULL); /* an unknown status: protobuf-c decides */
+			}
+		} else {
+			return (NULL);
+		}
+	}
+	if (!have || (a->recv = recv_decode(ca, recv)) == NULL) {
+		return (NULL);
+	}
+	a->result_case = CHAN__V1__RESPONSE__RESULT_RECV;
+	return (a);
+}
+
+Chan__V1__Response *
+chl_fast_response_decode(chl_capped_alloc *ca, const void *buf, size_t len)
+{
+	rd r = { buf, (const uint8_t *) buf + len };
+
+	return (response_fast(ca, r));
+}
