@@ -368,10 +368,18 @@ typedef struct chan_producer_opts {
 	uint32_t        max_batch;       /* 0: chan_max_batch(c); capped to a bounded channel's capacity */
 	size_t          max_batch_bytes; /* 0: what one request may carry */
 	uint32_t        linger_us;       /* wait this long for more before sending a lone batch; 0: send at once */
-	size_t          max_buffered;    /* messages buffered before chan_producer_send blocks; 0: 4 * max_batch */
+	size_t          max_buffered;    /* messages buffered before chan_producer_send blocks; 0: 4 * max_batch
+	                                    (it also blocks while 4 * max_batch_bytes of payload wait) */
 	int64_t         timeout_ms;      /* each batch's send timeout (bounded channels); default CHAN_WAIT_FOREVER */
 	chan_outcome_cb on_outcome;      /* may be NULL */
 	void           *arg;
+	/*
+	 * false (default): a failed batch does not stop the next. true: after
+	 * the first failed batch nothing more is sent (no gap in the stream,
+	 * as `chan send` needs): the messages behind it get the same failure
+	 * as outcome, and chan_producer_send returns it at once.
+	 */
+	bool            stop_on_failure;
 } chan_producer_opts;
 
 /* Sets the defaults above (timeout_ms CHAN_WAIT_FOREVER). */
@@ -437,6 +445,14 @@ chan_status chan_consumer_recv_n(chan_consumer *k, size_t max, chan_msg **msgs, 
     int64_t timeout_ms);
 /* Messages fetched and not taken yet. */
 size_t      chan_consumer_buffered(const chan_consumer *k);
+/*
+ * From any thread (not a signal handler), as chan_cancel for a client: the
+ * fetch in flight is cancelled (what it would have received stays with the
+ * daemon), a chan_consumer_recv waiting returns at once, and once the
+ * buffer is drained every receive returns CHAN_UNAVAILABLE ("cancelled").
+ * Only chan_consumer_close remains useful after it.
+ */
+void        chan_consumer_cancel(chan_consumer *k);
 /* Gives untaken messages back (redelivered), closes its connection, frees k. */
 void        chan_consumer_close(chan_consumer *k);
 

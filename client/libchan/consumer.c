@@ -1,0 +1,479 @@
+/*
+ * consumer.c - chan_consumer: one channel's messages fetched ahead into
+ * local memory, one receive in flight at a time (so they come in order),
+ * over a connection of the consumer's own.
+ *
+ * Custody: the fetches hold their confirmation (chan_aio_hold_confirm). A
+ * message counts as taken when the caller comes back for the next one (or
+ * closes the consumer): the caller has finished with it by then, say
+ * printed it, so a process that dies while handling a message never
+ * confirms it. A delivery (one answer) is confirmed once every message of
+ * it is taken; the confirmation rides on the next request of the private
+ * connection. Closing that connection gives every unconfirmed delivery
+ * back to the channel, marked redelivered: untaken messages are never lost
+ * (taken ones of a partly taken delivery come back too, at-least-once).
+ *
+ * Fetches: when the buffer is empty and nothing is in flight, a receive
+ * asks the daemon with the caller's own timeout (so timeout 0 is a real
+ * try_recv, answered by the daemon); when fewer than low_water are
+ * buffered after a receive, a fetch is started in the background that
+ * waits forever (parked in the daemon, the channel's receiver meanwhile),
+ * and a receive finding the buffer empty waits for it up to its timeout.
+ */
+#include "client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHAN_CONFIRM_PING_MS 1000 /* bound on the round trip that carries confirmations */
+
+/* One answer's delivery and how many of its messages the caller has not taken. */
+typedef struct chan_kdelivery {
+	uint64_t id;
+	nng_pipe pipe;
+	size_t   left;
+} chan_kdelivery;
+
+struct chan_consumer {
+	chan_client    *c; /* private connection */
+	char            name[CHAN_NAME_MAX + 1];
+	uint32_t        prefetch;
+	uint32_t        low_water;
+	uint64_t        limit;   /* 0: none */
+	uint64_t        fetched; /* messages received in all */
+	chan_aio       *aio;
+
+	pthread_mutex_t mtx;       /* guards done and cancelled */
+	pthread_cond_t  cv;
+	bool            done;      /* the fetch in flight is answered */
+	bool            cancelled;
+
+	bool            inflight;   /* a fetch started and not absorbed */
+	bool            background; /* it waits forever (not the caller's timeout) */
+	chan_status     pend;       /* a fetch's failure, told once the buffer is drained */
+	char            pend_msg[512];
+	bool            unsent;     /* confirmations queued since the last request */
+
+	chan_msg      **buf; /* ring */
+	size_t          bhead, bn, bcap;
+	chan_kdelivery *dq;  /* ring, in message order */
+	size_t          dhead, dn, dcap;
+	size_t          handed; /* handed out by the last call, taken at the next */
+};
+
+void
+chan_consumer_opts_init(chan_consumer_opts *o)
+{
+	if (o != NULL) {
+		memset(o, 0, sizeof(*o));
+	}
+}
+
+static void
+chan_consumer_aio_cb(chan_aio *a, void *arg)
+{
+	chan_consumer *k = arg;
+
+	(void) a;
+	pthread_mutex_lock(&k->mtx);
+	k->done = true;
+	pthread_cond_broadcast(&k->cv);
+	pthread_mutex_unlock(&k->mtx);
+}
+
+/* ---- rings ------------------------------------------------------------------ */
+
+static bool
+chan_ring_grow(void **ring, size_t elem, size_t *head, size_t n, size_t *cap, size_t want)
+{
+	size_t ncap = *cap != 0 ? *cap : 64;
+	char  *nr;
+	size_t i;
+
+	if (n + want <= *cap) {
+		return (true);
+	}
+	while (ncap < n + want) {
+		ncap *= 2;
+	}
+	if ((nr = malloc(ncap * elem)) == NULL) {
+		return (false);
+	}
+	for (i = 0; i < n; i++) {
+		memcpy(nr + i * elem, (char *) *ring + ((*head + i) % *cap) * elem, elem);
+	}
+	free(*ring);
+	*ring = nr;
+	*head = 0;
+	*cap = ncap;
+	return (true);
+}
+
+static chan_msg *
+chan_consumer_pop(chan_consumer *k)
+{
+	chan_msg *m = k->buf[k->bhead];
+
+	k->bhead = (k->bhead + 1) % k->bcap;
+	k->bn--;
+	return (m);
+}
+
+/* ---- custody ---------------------------------------------------------------- */
+
+/* What the last call handed out is taken now: confirm the deliveries it completes. */
+static void
+chan_consumer_taken(chan_consumer *k)
+{
+	while (k->handed > 0 && k->dn > 0) {
+		chan_kdelivery *d = &k->dq[k->dhead];
+		size_t          t = d->left < k->handed ? d->left : k->handed;
+
+		d->left -= t;
+		k->handed -= t;
+		if (d->left > 0) {
+			break;
+		}
+		if (d->id != 0) {
+			chan_confirm_later(k->c, d->id, d->pipe);
+			k->unsent = true;
+		}
+		k->dhead = (k->dhead + 1) % k->dcap;
+		k->dn--;
+	}
+	k->handed = 0;
+}
+
+/*
+ * A fetch is parked in the daemon and cannot carry the confirmations the
+ * caller's progress just made: send them with a Ping, so messages already
+ * handled do not come back if this process dies while the channel is idle.
+ */
+static void
+chan_consumer_confirm_now(chan_consumer *k)
+{
+	chan_exchange  x;
+	Chan__V1__Ping p = CHAN__V1__PING__INIT;
+
+	k->unsent = false;
+	chan_exchange_init(&x);
+	x.req.op_case = CHAN__V1__REQUEST__OP_PING;
+	x.req.ping = &p;
+	/* A failure puts them back for the next request: nothing to do here. */
+	(void) chan_exchange_run(k->c, &x, 0, CHAN_CONFIRM_PING_MS, false);
+	chan_exchange_fini(&x);
+}
+
+/* ---- fetching --------------------------------------------------------------- */
+
+static void
+chan_consumer_fetch(chan_consumer *k, int64_t timeout_ms, bool background)
+{
+	size_t want = k->prefetch;
+
+	if (k->limit != 0 && k->limit - k->fetched < want) {
+		want = (size_t) (k->limit - k->fetched);
+	}
+	pthread_mutex_lock(&k->mtx);
+	k->done = false;
+	pthread_mutex_unlock(&k->mtx);
+	k->inflight = true;
+	k->background = background;
+	k->unsent = false; /* the request carries them */
+	chan_recv_aio(k->c, k->name, want, background ? CHAN_WAIT_FOREVER : timeout_ms, k->aio);
+}
+
+/* Takes the answered fetch's messages (and delivery) into the buffer. */
+static void
+chan_consumer_absorb(chan_consumer *k)
+{
+	chan_status s;
+	size_t      n, i;
+	uint64_t    id = 0;
+	nng_pipe    pipe = NNG_PIPE_INITIALIZER;
+
+	pthread_mutex_lock(&k->mtx);
+	if (!k->inflight || !k->done) {
+		pthread_mutex_unlock(&k->mtx);
+		return;
+	}
+	k->done = false;
+	pthread_mutex_unlock(&k->mtx);
+	k->inflight = false;
+	if ((s = chan_aio_result(k->aio)) != CHAN_OK) {
+		k->pend = s;
+		snprintf(k->pend_msg, sizeof(k->pend_msg), "%s", chan_aio_error(k->aio));
+		return;
+	}
+	n = chan_aio_count(k->aio);
+	if (!chan_ring_grow((void **) &k->buf, sizeof(*k->buf), &k->bhead, k->bn, &k->bcap, n) ||
+	    !chan_ring_grow((void **) &k->dq, sizeof(*k->dq), &k->dhead, k->dn, &k->dcap, 1)) {
+		/* Left in the aio, never confirmed: the daemon gives them back later. */
+		k->pend = CHAN_RESOURCE_EXHAUSTED;
+		snprintf(k->pend_msg, sizeof(k->pend_msg), "out of memory for prefetched messages");
+		return;
+	}
+	if (!chan_aio_delivery(k->aio, &id, &pipe)) {
+		id = 0;
+	}
+	for (i = 0; i < n; i++) {
+		k->buf[(k->bhead + k->bn) % k->bcap] = chan_aio_take_msg(k->aio, i);
+		k->bn++;
+	}
+	k->dq[(k->dhead + k->dn) % k->dcap] = (chan_kdelivery) { id, pipe, n };
+	k->dn++;
+	k->fetched += n;
+}
+
+static bool
+chan_consumer_is_cancelled(chan_consumer *k)
+{
+	bool c;
+
+	pthread_mutex_lock(&k->mtx);
+	c = k->cancelled;
+	pthread_mutex_unlock(&k->mtx);
+	return (c);
+}
+
+/* Fetches ahead when the buffer runs low. */
+static void
+chan_consumer_prefetch(chan_consumer *k)
+{
+	if (!k->inflight && k->pend == CHAN_OK && k->bn < k->low_water &&
+	    (k->limit == 0 || k->fetched < k->limit) && !chan_consumer_is_cancelled(k)) {
+		chan_consumer_fetch(k, CHAN_WAIT_FOREVER, true);
+	}
+}
+
+static int64_t
+chan_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/*
+ * Waits for the fetch in flight: without a local bound for the caller's
+ * own fetch (the daemon applies its timeout), up to the deadline for a
+ * background one. false: the deadline passed first.
+ */
+static bool
+chan_consumer_wait(chan_consumer *k, int64_t deadline_ms)
+{
+	struct timespec ts;
+	bool            bounded = k->background && deadline_ms >= 0;
+
+	if (bounded) {
+		int64_t left = deadline_ms - chan_mono_ms();
+
+		if (left < 0) {
+			left = 0;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += left / 1000;
+		ts.tv_nsec += (long) (left % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+	}
+	pthread_mutex_lock(&k->mtx);
+	while (!k->done && !k->cancelled) {
+		if (!bounded) {
+			pthread_cond_wait(&k->cv, &k->mtx);
+		} else if (pthread_cond_timedwait(&k->cv, &k->mtx, &ts) != 0) {
+			break;
+		}
+	}
+	bounded = k->done || k->cancelled;
+	pthread_mutex_unlock(&k->mtx);
+	return (bounded);
+}
+
+/* Makes the buffer non-empty, or says why it cannot (as chan_recv would). */
+static chan_status
+chan_consumer_fill(chan_consumer *k, int64_t timeout_ms)
+{
+	int64_t deadline = timeout_ms > 0 ? chan_mono_ms() + timeout_ms : timeout_ms;
+
+	for (;;) {
+		chan_consumer_absorb(k);
+		if (k->bn > 0) {
+			return (CHAN_OK);
+		}
+		if (k->pend != CHAN_OK) {
+			chan_status s = k->pend;
+
+			k->pend = CHAN_OK;
+			return (chan_fail(s, "%s", k->pend_msg));
+		}
+		if (chan_consumer_is_cancelled(k)) {
+			return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+		}
+		if (!k->inflight) {
+			int64_t t = timeout_ms;
+
+			if (k->limit != 0 && k->fetched >= k->limit) {
+				return (chan_fail(CHAN_OUT_OF_RANGE,
+				    "consumer of '%s' reached its limit of %llu messages", k->name,
+				    (unsigned long long) k->limit));
+			}
+			if (timeout_ms > 0 && (t = deadline - chan_mono_ms()) < 0) {
+				t = 0;
+			}
+			chan_consumer_fetch(k, t, false);
+			continue;
+		}
+		if (k->unsent && timeout_ms != 0) {
+			chan_consumer_confirm_now(k);
+			continue;
+		}
+		if (k->background && timeout_ms == 0) {
+			return (chan_fail(CHAN_EMPTY, "channel '%s' is empty", k->name));
+		}
+		if (!chan_consumer_wait(k, deadline)) {
+			return (chan_fail(CHAN_TIMEOUT, "no message on '%s' within %lld ms", k->name,
+			    (long long) timeout_ms));
+		}
+	}
+}
+
+/* ---- public ----------------------------------------------------------------- */
+
+static void
+chan_consumer_free(chan_consumer *k)
+{
+	chan_aio_free(k->aio);
+	while (k->bn > 0) {
+		chan_msg_free(chan_consumer_pop(k));
+	}
+	free(k->buf);
+	free(k->dq);
+	/* Last confirmations, then the connection closes: the rest goes back. */
+	chan_disconnect(k->c);
+	pthread_cond_destroy(&k->cv);
+	pthread_mutex_destroy(&k->mtx);
+	free(k);
+}
+
+chan_status
+chan_consumer_open(chan_client *c, const char *name, const chan_consumer_opts *opts,
+    chan_consumer **out)
+{
+	chan_consumer     *k;
+	chan_status        s;
+	pthread_condattr_t ca;
+	uint32_t           dmax;
+
+	if (c == NULL || out == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "consumer: client or out is NULL"));
+	}
+	if ((s = chan_check_name(name)) != CHAN_OK) {
+		return (s);
+	}
+	if ((k = calloc(1, sizeof(*k))) == NULL) {
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
+	}
+	snprintf(k->name, sizeof(k->name), "%s", name);
+	pthread_mutex_init(&k->mtx, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&k->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if ((s = chan_connect(chan_url(c), &k->c)) != CHAN_OK) {
+		goto fail;
+	}
+	if ((s = chan_aio_alloc(&k->aio, chan_consumer_aio_cb, k)) != CHAN_OK) {
+		goto fail;
+	}
+	chan_aio_hold_confirm(k->aio, true);
+	dmax = chan_max_batch(k->c);
+	k->prefetch = opts != NULL && opts->prefetch != 0 && opts->prefetch < dmax ? opts->prefetch
+	                                                                            : dmax;
+	k->low_water = opts != NULL && opts->low_water != 0 ? opts->low_water : k->prefetch / 2;
+	if (k->low_water > k->prefetch) {
+		k->low_water = k->prefetch;
+	}
+	if (k->low_water == 0) {
+		k->low_water = 1; /* fetch ahead at least when the buffer is empty */
+	}
+	k->limit = opts != NULL ? opts->limit : 0;
+	*out = k;
+	return (CHAN_OK);
+
+fail:
+	chan_aio_free(k->aio);
+	chan_disconnect(k->c);
+	pthread_cond_destroy(&k->cv);
+	pthread_mutex_destroy(&k->mtx);
+	free(k);
+	return (s);
+}
+
+chan_status
+chan_consumer_recv_n(chan_consumer *k, size_t max, chan_msg **msgs, size_t *n, int64_t timeout_ms)
+{
+	chan_status s;
+	size_t      got = 0;
+
+	if (k == NULL || msgs == NULL || n == NULL || max == 0) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "consumer recv: consumer, output or max missing"));
+	}
+	chan_consumer_taken(k);
+	if ((s = chan_consumer_fill(k, timeout_ms)) != CHAN_OK) {
+		return (s);
+	}
+	while (got < max && k->bn > 0) {
+		msgs[got++] = chan_consumer_pop(k);
+		if (k->bn == 0) {
+			chan_consumer_absorb(k); /* an answer that came meanwhile */
+		}
+	}
+	k->handed = got;
+	chan_consumer_prefetch(k);
+	*n = got;
+	return (CHAN_OK);
+}
+
+chan_status
+chan_consumer_recv(chan_consumer *k, chan_msg **out, int64_t timeout_ms)
+{
+	size_t n;
+
+	return (chan_consumer_recv_n(k, 1, out, &n, timeout_ms));
+}
+
+size_t
+chan_consumer_buffered(const chan_consumer *k)
+{
+	return (k != NULL ? k->bn : 0);
+}
+
+void
+chan_consumer_cancel(chan_consumer *k)
+{
+	if (k == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&k->mtx);
+	k->cancelled = true;
+	pthread_cond_broadcast(&k->cv);
+	pthread_mutex_unlock(&k->mtx);
+	chan_cancel(k->c);
+}
+
+void
+chan_consumer_close(chan_consumer *k)
+{
+	if (k == NULL) {
+		return;
+	}
+	/* The caller has what the last call handed out. */
+	chan_consumer_taken(k);
+	chan_consumer_free(k);
+}

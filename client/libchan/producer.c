@@ -1,0 +1,676 @@
+/*
+ * producer.c - chan_producer: many small sends coalesced into few batch
+ * requests. Messages are copied into batches queued locally; one batch is
+ * in flight at a time (so the channel receives them in ticket order), and
+ * the next one grows meanwhile and goes the moment the one in flight is
+ * answered, so a fast caller gets large batches without any tuning
+ * (Nagle-style). A lone message waits up to linger_us for company when
+ * nothing is in flight.
+ *
+ * Each producer has one thread of its own. It is the only place where
+ * answers are turned into outcomes, so the callbacks run in ticket order
+ * on a known thread; the nng aio callback does nothing but wake it. Why a
+ * thread rather than callbacks alone: linger_us needs microseconds, and
+ * nng's timers (nng_sleep_aio) count milliseconds; on_outcome is the
+ * caller's code, which must not stall the nng threads every client of the
+ * process shares; and no chan_aio is ever restarted from inside its own
+ * callback. A batch is started by whichever thread finds it due first:
+ * the caller's (chan_producer_send, chan_producer_flush: no thread
+ * hand-off for a lone message) or the producer's (after an answer, at the
+ * end of a linger).
+ */
+#include "client.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/*
+ * What one Send may carry, as the daemon computes its request limit
+ * (daemon/config.c chd_config_request_max): max_batch * (max_message_size
+ * + 16) + 64 KiB, capped at 256 MiB. Each message is counted with 16
+ * bytes of framing (its tag and length take at most 6).
+ */
+#define CHAN_PROD_MSG_COST 16u
+#define CHAN_PROD_REQ_CAP  (256ull * 1024u * 1024u)
+#define CHAN_PROD_REQ_SLACK (64u * 1024u)
+#define CHAN_PROD_ARENA_MIN 4096u
+#define CHAN_PROD_ARENA_KEEP (1u << 20) /* a recycled batch keeps at most this much */
+
+/* A batch: messages copied into one arena, sent as one Send. */
+typedef struct chan_pbatch {
+	struct chan_pbatch *next;
+	uint64_t            first;   /* ticket of its first message */
+	uint32_t            n;
+	size_t              cost;    /* payload + CHAN_PROD_MSG_COST per message */
+	size_t              bytes;   /* payload */
+	int64_t             born_us; /* when its first message came (monotonic) */
+	size_t             *off;     /* payload offsets in arena */
+	chan_buf           *bufs;    /* lengths; data set when it is sent */
+	char               *arena;
+	size_t              arena_cap;
+} chan_pbatch;
+
+struct chan_producer {
+	chan_client    *c;
+	char            name[CHAN_NAME_MAX + 1];
+	uint32_t        max_batch;
+	size_t          max_cost;      /* per batch */
+	int64_t         linger_us;
+	size_t          max_buffered;  /* messages given and not yet answered */
+	size_t          max_bytes;     /* payload given and not yet answered */
+	int64_t         timeout_ms;
+	chan_outcome_cb cb;
+	void           *arg;
+	bool            stop_on_failure;
+
+	pthread_mutex_t mtx;
+	pthread_cond_t  wake;    /* the producer thread */
+	pthread_cond_t  room;    /* senders blocked on max_buffered */
+	pthread_cond_t  settled; /* flushers */
+	pthread_t       thread;
+	bool            quit;
+
+	chan_pbatch    *head;     /* queued, oldest first */
+	chan_pbatch    *tail;
+	chan_pbatch    *inflight; /* claimed by the thread that starts it */
+	chan_pbatch    *spare;    /* recycled */
+	chan_aio       *aio;
+	bool            answered; /* the aio callback ran for inflight */
+	size_t          nmsgs;    /* given, outcome not yet delivered */
+	size_t          nbytes;
+	uint64_t        last_ticket;
+	uint64_t        done_ticket; /* outcomes delivered up to this one */
+	uint64_t        flush_upto;  /* send these without lingering */
+
+	_Atomic uint64_t accepted;
+	_Atomic uint64_t failed;
+	chan_status     flush_err; /* first failure since the last flush */
+	char            flush_msg[512];
+	chan_status     stopped;   /* stop_on_failure: the failure that stopped it */
+	char            stop_msg[512];
+};
+
+static int64_t
+chan_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+}
+
+/* Absolute CLOCK_MONOTONIC time us from now, for pthread_cond_timedwait. */
+static struct timespec
+chan_deadline_in(int64_t us)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += us / 1000000;
+	ts.tv_nsec += (long) (us % 1000000) * 1000;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return (ts);
+}
+
+static void
+chan_cond_init_mono(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+void
+chan_producer_opts_init(chan_producer_opts *o)
+{
+	if (o == NULL) {
+		return;
+	}
+	memset(o, 0, sizeof(*o));
+	o->timeout_ms = CHAN_WAIT_FOREVER;
+}
+
+/* ---- batches --------------------------------------------------------------- */
+
+static void
+chan_pbatch_free(chan_pbatch *b)
+{
+	if (b != NULL) {
+		free(b->off);
+		free(b->bufs);
+		free(b->arena);
+		free(b);
+	}
+}
+
+/* An empty batch (recycled or new); NULL on ENOMEM. mtx held. */
+static chan_pbatch *
+chan_pbatch_get(chan_producer *p)
+{
+	chan_pbatch *b = p->spare;
+
+	if (b != NULL) {
+		p->spare = b->next;
+	} else {
+		if ((b = calloc(1, sizeof(*b))) == NULL ||
+		    (b->off = calloc(p->max_batch, sizeof(*b->off))) == NULL ||
+		    (b->bufs = calloc(p->max_batch, sizeof(*b->bufs))) == NULL) {
+			chan_pbatch_free(b);
+			return (NULL);
+		}
+	}
+	b->next = NULL;
+	b->n = 0;
+	b->cost = 0;
+	b->bytes = 0;
+	return (b);
+}
+
+/* Back to the spares, dropping a large arena (one big burst keeps nothing). mtx held. */
+static void
+chan_pbatch_put(chan_producer *p, chan_pbatch *b)
+{
+	if (b->arena_cap > CHAN_PROD_ARENA_KEEP) {
+		free(b->arena);
+		b->arena = NULL;
+		b->arena_cap = 0;
+	}
+	b->next = p->spare;
+	p->spare = b;
+}
+
+static bool
+chan_pbatch_room(chan_pbatch *b, size_t len)
+{
+	size_t cap = b->arena_cap != 0 ? b->arena_cap : CHAN_PROD_ARENA_MIN;
+	char  *n;
+
+	if (b->bytes + len <= b->arena_cap) {
+		return (true);
+	}
+	while (cap < b->bytes + len) {
+		cap *= 2;
+	}
+	if ((n = realloc(b->arena, cap)) == NULL) {
+		return (false);
+	}
+	b->arena = n;
+	b->arena_cap = cap;
+	return (true);
+}
+
+/* ---- sending ---------------------------------------------------------------- */
+
+/* Is the oldest queued batch due now? 0: yes, else microseconds to wait. mtx held. */
+static int64_t
+chan_producer_due(const chan_producer *p)
+{
+	const chan_pbatch *b = p->head;
+	int64_t            left;
+
+	if (b->next != NULL || b->n >= p->max_batch || b->cost >= p->max_cost ||
+	    p->linger_us == 0 || p->quit || p->flush_upto >= b->first ||
+	    p->nmsgs >= p->max_buffered || p->nbytes >= p->max_bytes) {
+		return (0);
+	}
+	left = b->born_us + p->linger_us - chan_mono_us();
+	return (left > 0 ? left : 0);
+}
+
+/* Can a batch be started now? mtx held. */
+static bool
+chan_producer_ready(const chan_producer *p)
+{
+	return (p->inflight == NULL && p->head != NULL && p->stopped == CHAN_OK &&
+	    chan_producer_due(p) == 0);
+}
+
+/*
+ * Claims the oldest batch and sends it. mtx held on entry and exit, but
+ * dropped around chan_send_aio: its callback may run before it returns.
+ */
+static void
+chan_producer_start(chan_producer *p)
+{
+	chan_pbatch *b = p->head;
+	uint32_t     i;
+
+	p->head = b->next;
+	if (p->tail == b) {
+		p->tail = NULL;
+	}
+	b->next = NULL;
+	p->inflight = b;
+	for (i = 0; i < b->n; i++) {
+		b->bufs[i].data = b->arena + b->off[i];
+	}
+	pthread_mutex_unlock(&p->mtx);
+	chan_send_aio(p->c, p->name, b->bufs, b->n, p->timeout_ms, p->aio);
+	pthread_mutex_lock(&p->mtx);
+}
+
+/*
+ * Starts a due batch from this thread, else lets the producer thread time
+ * the linger: always (flush), or only for a batch's first message (send:
+ * one wake-up per batch, not per message). mtx held.
+ */
+static void
+chan_producer_kick(chan_producer *p, bool always)
+{
+	if (chan_producer_ready(p)) {
+		chan_producer_start(p);
+	} else if (always || (p->inflight == NULL && p->head != NULL && p->head->n == 1)) {
+		pthread_cond_signal(&p->wake);
+	}
+}
+
+static void
+chan_producer_aio_cb(chan_aio *a, void *arg)
+{
+	chan_producer *p = arg;
+
+	(void) a;
+	pthread_mutex_lock(&p->mtx);
+	p->answered = true;
+	pthread_cond_signal(&p->wake);
+	pthread_mutex_unlock(&p->mtx);
+}
+
+/* A batch's outcomes, in ticket order, then its messages leave the count. mtx held. */
+static void
+chan_producer_settle(chan_producer *p, chan_pbatch *b, chan_status s, uint64_t seq)
+{
+	uint32_t i;
+
+	if (p->cb != NULL) {
+		pthread_mutex_unlock(&p->mtx);
+		for (i = 0; i < b->n; i++) {
+			p->cb(p->arg, b->first + i, s, s == CHAN_OK ? seq + i : 0);
+		}
+		pthread_mutex_lock(&p->mtx);
+	}
+	p->done_ticket = b->first + b->n - 1;
+	p->nmsgs -= b->n;
+	p->nbytes -= b->bytes;
+	chan_pbatch_put(p, b);
+	pthread_cond_broadcast(&p->room);
+	pthread_cond_broadcast(&p->settled);
+}
+
+/* Notes a failure of n messages (for flush, and for the stop). mtx held. */
+static void
+chan_producer_note_failure(chan_producer *p, chan_status s, const char *msg, uint32_t n)
+{
+	atomic_fetch_add(&p->failed, n);
+	if (p->flush_err == CHAN_OK) {
+		p->flush_err = s;
+		snprintf(p->flush_msg, sizeof(p->flush_msg), "%s", msg);
+	}
+	if (p->stop_on_failure && p->stopped == CHAN_OK) {
+		p->stopped = s;
+		snprintf(p->stop_msg, sizeof(p->stop_msg), "%s", msg);
+		pthread_cond_broadcast(&p->room); /* blocked senders fail at once */
+	}
+}
+
+/* The batch in flight was answered: start the next one, then its outcomes. mtx held. */
+static void
+chan_producer_answered(chan_producer *p)
+{
+	chan_pbatch *b = p->inflight;
+	chan_status  s = chan_aio_result(p->aio);
+	uint64_t     seq = s == CHAN_OK ? chan_aio_first_seq(p->aio) : 0;
+
+	p->answered = false;
+	if (s == CHAN_OK) {
+		atomic_fetch_add(&p->accepted, b->n);
+	} else {
+		chan_producer_note_failure(p, s, chan_aio_error(p->aio), b->n);
+	}
+	p->inflight = NULL;
+	/* What accumulated meanwhile goes now, before the callbacks run. */
+	if (p->head != NULL && p->stopped == CHAN_OK) {
+		chan_producer_start(p);
+	}
+	chan_producer_settle(p, b, s, seq);
+}
+
+/* stop_on_failure: everything queued behind the failure fails unsent. mtx held. */
+static void
+chan_producer_fail_queued(chan_producer *p)
+{
+	chan_pbatch *b;
+
+	while ((b = p->head) != NULL) {
+		p->head = b->next;
+		if (p->tail == b) {
+			p->tail = NULL;
+		}
+		b->next = NULL;
+		chan_producer_note_failure(p, p->stopped, p->stop_msg, b->n);
+		chan_producer_settle(p, b, p->stopped, 0);
+	}
+}
+
+static void *
+chan_producer_main(void *arg)
+{
+	chan_producer *p = arg;
+	int64_t        wait_us;
+
+	pthread_mutex_lock(&p->mtx);
+	for (;;) {
+		if (p->answered) {
+			chan_producer_answered(p);
+		} else if (p->stopped != CHAN_OK && p->head != NULL && p->inflight == NULL) {
+			chan_producer_fail_queued(p);
+		} else if (p->inflight == NULL && p->head != NULL && p->stopped == CHAN_OK) {
+			if ((wait_us = chan_producer_due(p)) == 0) {
+				chan_producer_start(p);
+			} else {
+				struct timespec ts = chan_deadline_in(wait_us);
+
+				pthread_cond_timedwait(&p->wake, &p->mtx, &ts);
+			}
+		} else if (p->quit && p->inflight == NULL && p->head == NULL) {
+			break;
+		} else {
+			pthread_cond_wait(&p->wake, &p->mtx);
+		}
+	}
+	pthread_mutex_unlock(&p->mtx);
+	return (NULL);
+}
+
+/* ---- public ---------------------------------------------------------------- */
+
+/* The channel's capacity caps the batch: more than it holds is refused by the daemon. */
+static chan_status
+chan_producer_capacity(chan_client *c, const char *name, uint32_t *max_batch)
+{
+	chan_stat_info info;
+	chan_status    s = chan_stat(c, name, &info);
+
+	if (s == CHAN_OK) {
+		if (info.bounded && info.capacity == 0) {
+			*max_batch = 1; /* rendezvous: one message per send */
+		} else if (info.bounded && info.capacity < *max_batch) {
+			*max_batch = (uint32_t) info.capacity;
+		}
+		return (CHAN_OK);
+	}
+	/* Missing: auto-created unbounded by the first send (or NOT_FOUND outcomes). */
+	if (s == CHAN_UNAVAILABLE || s == CHAN_PROTOCOL || s == CHAN_INVALID_ARGUMENT) {
+		return (s);
+	}
+	return (CHAN_OK);
+}
+
+/* Limits from the options, the daemon's and the channel's. */
+static chan_status
+chan_producer_limits(chan_producer *p, const chan_producer_opts *o)
+{
+	uint64_t per = chan_max_message_size(p->c) + CHAN_PROD_MSG_COST;
+	uint32_t dmax = chan_max_batch(p->c);
+	uint64_t cost;
+	chan_status s;
+
+	p->max_batch = o->max_batch != 0 && o->max_batch < dmax ? o->max_batch : dmax;
+	if ((s = chan_producer_capacity(p->c, p->name, &p->max_batch)) != CHAN_OK) {
+		return (s);
+	}
+	cost = per > (CHAN_PROD_REQ_CAP - CHAN_PROD_REQ_SLACK) / dmax
+	    ? CHAN_PROD_REQ_CAP - CHAN_PROD_REQ_SLACK : per * dmax;
+	if (o->max_batch_bytes != 0 && o->max_batch_bytes < cost) {
+		cost = o->max_batch_bytes;
+	}
+	p->max_cost = cost > SIZE_MAX ? SIZE_MAX : (size_t) cost;
+	p->max_buffered = o->max_buffered != 0 ? o->max_buffered : (size_t) p->max_batch * 4;
+	p->max_bytes = p->max_cost > SIZE_MAX / 4 ? SIZE_MAX : p->max_cost * 4;
+	p->linger_us = o->linger_us;
+	p->timeout_ms = o->timeout_ms < 0 ? CHAN_WAIT_FOREVER : o->timeout_ms;
+	p->cb = o->on_outcome;
+	p->arg = o->arg;
+	p->stop_on_failure = o->stop_on_failure;
+	return (CHAN_OK);
+}
+
+/* The producer thread takes no signals: they are the application's. */
+static int
+chan_producer_spawn(chan_producer *p)
+{
+	sigset_t all, old;
+	int      rv;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rv = pthread_create(&p->thread, NULL, chan_producer_main, p);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return (rv);
+}
+
+static void
+chan_producer_destroy(chan_producer *p)
+{
+	chan_pbatch *b;
+
+	chan_aio_free(p->aio);
+	while ((b = p->spare) != NULL) {
+		p->spare = b->next;
+		chan_pbatch_free(b);
+	}
+	pthread_cond_destroy(&p->wake);
+	pthread_cond_destroy(&p->room);
+	pthread_cond_destroy(&p->settled);
+	pthread_mutex_destroy(&p->mtx);
+	free(p);
+}
+
+chan_status
+chan_producer_open(chan_client *c, const char *name, const chan_producer_opts *opts,
+    chan_producer **out)
+{
+	chan_producer_opts o;
+	chan_producer     *p;
+	chan_status        s;
+
+	if (c == NULL || out == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "producer: client or out is NULL"));
+	}
+	if ((s = chan_check_name(name)) != CHAN_OK) {
+		return (s);
+	}
+	if (opts != NULL) {
+		o = *opts;
+	} else {
+		chan_producer_opts_init(&o);
+	}
+	if ((p = calloc(1, sizeof(*p))) == NULL) {
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
+	}
+	p->c = c;
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	pthread_mutex_init(&p->mtx, NULL);
+	chan_cond_init_mono(&p->wake);
+	chan_cond_init_mono(&p->room);
+	chan_cond_init_mono(&p->settled);
+	atomic_init(&p->accepted, 0);
+	atomic_init(&p->failed, 0);
+	if ((s = chan_producer_limits(p, &o)) != CHAN_OK ||
+	    (s = chan_aio_alloc(&p->aio, chan_producer_aio_cb, p)) != CHAN_OK) {
+		chan_producer_destroy(p);
+		return (s);
+	}
+	if (chan_producer_spawn(p) != 0) {
+		chan_producer_destroy(p);
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "producer: cannot start its thread"));
+	}
+	*out = p;
+	return (CHAN_OK);
+}
+
+/* Appends one message (copied) to the last batch, or to a new one. mtx held. */
+static chan_status
+chan_producer_append(chan_producer *p, const void *data, size_t len)
+{
+	chan_pbatch *b = p->tail;
+	size_t       cost = len + CHAN_PROD_MSG_COST;
+	bool         fresh = false;
+
+	if (b == NULL || b->n >= p->max_batch || (b->n > 0 && b->cost + cost > p->max_cost)) {
+		if ((b = chan_pbatch_get(p)) == NULL) {
+			return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
+		}
+		fresh = true;
+	}
+	if (!chan_pbatch_room(b, len)) {
+		if (fresh) {
+			chan_pbatch_put(p, b);
+		}
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
+	}
+	if (fresh) {
+		b->first = p->last_ticket + 1;
+		b->born_us = chan_mono_us();
+		if (p->tail != NULL) {
+			p->tail->next = b;
+		} else {
+			p->head = b;
+		}
+		p->tail = b;
+	}
+	if (len > 0) {
+		memcpy(b->arena + b->bytes, data, len);
+	}
+	b->off[b->n] = b->bytes;
+	b->bufs[b->n].len = len;
+	b->n++;
+	b->bytes += len;
+	b->cost += cost;
+	p->nmsgs++;
+	p->nbytes += len;
+	p->last_ticket++;
+	return (CHAN_OK);
+}
+
+chan_status
+chan_producer_send(chan_producer *p, const void *data, size_t len, uint64_t *ticket)
+{
+	chan_status s;
+
+	if (p == NULL || (len > 0 && data == NULL)) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "producer send: producer or data missing"));
+	}
+	if (len > chan_max_message_size(p->c)) {
+		return (chan_fail(CHAN_TOO_LARGE,
+		    "message of %zu bytes is over the daemon's maximum of %llu bytes", len,
+		    (unsigned long long) chan_max_message_size(p->c)));
+	}
+	pthread_mutex_lock(&p->mtx);
+	/* Room: under max_buffered messages, and under max_bytes unless empty. */
+	while (p->stopped == CHAN_OK &&
+	    (p->nmsgs >= p->max_buffered || (p->nmsgs > 0 && p->nbytes + len > p->max_bytes))) {
+		pthread_cond_wait(&p->room, &p->mtx);
+	}
+	if (p->stopped != CHAN_OK) {
+		s = chan_fail(p->stopped, "an earlier batch failed, nothing more is sent: %s",
+		    p->stop_msg);
+		pthread_mutex_unlock(&p->mtx);
+		return (s);
+	}
+	if ((s = chan_producer_append(p, data, len)) == CHAN_OK) {
+		if (ticket != NULL) {
+			*ticket = p->last_ticket;
+		}
+		if (p->inflight == NULL) {
+			chan_producer_kick(p, false);
+		}
+	}
+	pthread_mutex_unlock(&p->mtx);
+	return (s);
+}
+
+chan_status
+chan_producer_flush(chan_producer *p, int64_t timeout_ms)
+{
+	struct timespec ts;
+	uint64_t        target;
+	chan_status     s;
+	char            msg[sizeof(p->flush_msg)];
+
+	if (p == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "producer is NULL"));
+	}
+	if (timeout_ms > 0) {
+		ts = chan_deadline_in(timeout_ms * 1000);
+	}
+	pthread_mutex_lock(&p->mtx);
+	target = p->last_ticket;
+	if (p->flush_upto < target) {
+		p->flush_upto = target;
+	}
+	chan_producer_kick(p, true);
+	while (p->done_ticket < target) {
+		if (timeout_ms == 0) {
+			break;
+		} else if (timeout_ms < 0) {
+			pthread_cond_wait(&p->settled, &p->mtx);
+		} else if (pthread_cond_timedwait(&p->settled, &p->mtx, &ts) != 0 &&
+		    p->done_ticket < target) {
+			break;
+		}
+	}
+	if (p->done_ticket < target) {
+		s = chan_fail(CHAN_TIMEOUT, "flush: %llu messages not answered within %lld ms",
+		    (unsigned long long) (target - p->done_ticket), (long long) timeout_ms);
+		pthread_mutex_unlock(&p->mtx);
+		return (s);
+	}
+	s = p->flush_err;
+	snprintf(msg, sizeof(msg), "%s", p->flush_msg);
+	p->flush_err = CHAN_OK;
+	p->flush_msg[0] = '\0';
+	pthread_mutex_unlock(&p->mtx);
+	return (s == CHAN_OK ? CHAN_OK : chan_fail(s, "%s", msg));
+}
+
+uint64_t
+chan_producer_accepted(const chan_producer *p)
+{
+	return (p != NULL ? atomic_load(&((chan_producer *) p)->accepted) : 0);
+}
+
+uint64_t
+chan_producer_failed(const chan_producer *p)
+{
+	return (p != NULL ? atomic_load(&((chan_producer *) p)->failed) : 0);
+}
+
+chan_status
+chan_producer_close(chan_producer *p)
+{
+	chan_status s;
+	char        msg[512];
+
+	if (p == NULL) {
+		return (CHAN_OK);
+	}
+	s = chan_producer_flush(p, CHAN_WAIT_FOREVER);
+	snprintf(msg, sizeof(msg), "%s", chan_last_error(NULL));
+	pthread_mutex_lock(&p->mtx);
+	p->quit = true;
+	pthread_cond_signal(&p->wake);
+	pthread_mutex_unlock(&p->mtx);
+	pthread_join(p->thread, NULL);
+	chan_producer_destroy(p);
+	return (s == CHAN_OK ? CHAN_OK : chan_fail(s, "%s", msg));
+}
