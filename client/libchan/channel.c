@@ -118,7 +118,7 @@ chan_send_common(chan_client *c, const char *name, uint64_t sender, const chan_b
 {
 	chan_exchange        x;
 	Chan__V1__Send       a;
-	ProtobufCBinaryData *data;
+	ProtobufCBinaryData *data = NULL;
 	chan_status          s;
 
 	if ((s = chan_send_build(c, name, sender, bufs, n, timeout_ms, &a, &data)) != CHAN_OK) {
