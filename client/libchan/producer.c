@@ -317,7 +317,9 @@ chan_producer_note_failure(chan_producer *p, chan_status s, const char *msg, uin
 	}
 	if (p->stop_on_failure && p->stopped == CHAN_OK) {
 		p->stopped = s;
-		snprintf(p->stop_msg, sizeof(p->stop_msg), "%s", msg);
+		if (msg != p->stop_msg) { /* never is here; gcc cannot tell */
+			snprintf(p->stop_msg, sizeof(p->stop_msg), "%s", msg);
+		}
 		pthread_cond_broadcast(&p->room); /* blocked senders fail at once */
 	}
 }
