@@ -18,14 +18,22 @@
 #include "names.h"
 #include "wire.h"
 
+/*
+ * A queued message: 32 bytes of header, then the payload, in one object
+ * from the shard's slabs (engine_int.h). Payloads are at most
+ * max_message_size (under 1 GiB), so 32 bits hold the length.
+ */
 typedef struct chd_msg {
 	struct chd_msg *next;
 	uint64_t        seq;
 	uint64_t        time_us;
+	uint32_t        len;
+	uint8_t         cls;     /* its slab class (for the free) */
 	bool            redelivered;
-	size_t          len;
 	unsigned char   data[];
 } chd_msg;
+
+_Static_assert(sizeof(chd_msg) == 32, "chd_msg header is 32 bytes");
 
 /* Messages handed out in one answer, kept until confirmed. */
 typedef struct chd_delivery {
@@ -261,7 +269,7 @@ chd_chan_get(chd_shard *sh, const char *name, bool create)
 
 /* Every message leaves through here: the daemon-wide byte count drops. */
 static void
-msgs_free(chd_engine *e, chd_msg *m)
+msgs_free(chd_shard *sh, chd_msg *m)
 {
 	chd_msg *next;
 	uint64_t bytes = 0;
@@ -269,9 +277,9 @@ msgs_free(chd_engine *e, chd_msg *m)
 	for (; m != NULL; m = next) {
 		next = m->next;
 		bytes += m->len;
-		free(m);
+		chd_slab_free(&sh->slabs, m, m->cls);
 	}
-	atomic_fetch_sub(&e->held_bytes, bytes);
+	atomic_fetch_sub(&sh->e->held_bytes, bytes);
 }
 
 static void
@@ -325,13 +333,13 @@ static void
 chan_discard(chd_shard *sh, chd_chan *ch)
 {
 	ch->total_dropped += ch->depth;
-	msgs_free(sh->e, ch->qhead);
+	msgs_free(sh, ch->qhead);
 	ch->qhead = ch->qtail = NULL;
 	ch->depth = ch->bytes = 0;
 	while (ch->inflight != NULL) {
 		chd_delivery *d = ch->inflight;
 		delivery_unlink(sh, d);
-		msgs_free(sh->e, d->head);
+		msgs_free(sh, d->head);
 		free(d);
 	}
 	while (ch->leases != NULL) {
@@ -340,7 +348,7 @@ chan_discard(chd_shard *sh, chd_chan *ch)
 			ch->nleased--;
 			ch->leased_bytes -= m->len;
 		}
-		msgs_free(sh->e, l->head);
+		msgs_free(sh, l->head);
 		l->head = NULL;
 		lease_free(l);
 	}
@@ -620,14 +628,18 @@ task_finish(chd_task *t)
 
 /* All-or-nothing: allocates every message before linking any. */
 static chan_status
-chan_enqueue(chd_engine *e, chd_chan *ch, const ProtobufCBinaryData *data,
+chan_enqueue(chd_shard *sh, chd_chan *ch, const ProtobufCBinaryData *data,
     size_t n, uint64_t *first_seq)
 {
-	chd_msg *head = NULL, **tailp = &head, *m, *last = NULL;
-	uint64_t now = chl_now_unix_us();
-	uint64_t bytes = 0, want = 0, held;
+	chd_engine *e = sh->e;
+	chd_msg    *head = NULL, **tailp = &head, *m, *last = NULL;
+	uint64_t    now = chl_now_unix_us();
+	uint64_t    want = 0, held, seq = ch->next_seq;
 
 	for (size_t i = 0; i < n; i++) {
+		if (data[i].len > UINT32_MAX) { /* validation forbids it */
+			return (CHAN_RESOURCE_EXHAUSTED);
+		}
 		want += data[i].len;
 	}
 	/* Reserve first, so concurrent shards cannot overshoot together. */
@@ -637,18 +649,22 @@ chan_enqueue(chd_engine *e, chd_chan *ch, const ProtobufCBinaryData *data,
 		return (CHAN_RESOURCE_EXHAUSTED);
 	}
 	for (size_t i = 0; i < n; i++) {
-		if ((m = malloc(sizeof(*m) + data[i].len)) == NULL) {
+		uint8_t cls;
+		if ((m = chd_slab_alloc(&sh->slabs, sizeof(*m) + data[i].len,
+		    &cls)) == NULL) {
+			*tailp = NULL;
 			for (m = head; m != NULL; m = last) {
 				last = m->next;
-				free(m);
+				chd_slab_free(&sh->slabs, m, m->cls);
 			}
 			atomic_fetch_sub(&e->held_bytes, want);
 			return (CHAN_RESOURCE_EXHAUSTED);
 		}
-		m->next = NULL;
+		m->cls = cls;
+		m->seq = seq++;
 		m->time_us = now;
 		m->redelivered = false;
-		m->len = data[i].len;
+		m->len = (uint32_t) data[i].len;
 		if (data[i].len > 0) {
 			memcpy(m->data, data[i].data, data[i].len);
 		}
@@ -656,11 +672,9 @@ chan_enqueue(chd_engine *e, chd_chan *ch, const ProtobufCBinaryData *data,
 		tailp = &m->next;
 		last = m;
 	}
+	*tailp = NULL;
 	*first_seq = ch->next_seq;
-	for (m = head; m != NULL; m = m->next) {
-		m->seq = ch->next_seq++;
-		bytes += m->len;
-	}
+	ch->next_seq = seq;
 	if (ch->qtail != NULL) {
 		ch->qtail->next = head;
 	} else {
@@ -668,7 +682,7 @@ chan_enqueue(chd_engine *e, chd_chan *ch, const ProtobufCBinaryData *data,
 	}
 	ch->qtail = last;
 	ch->depth += n;
-	ch->bytes += bytes;
+	ch->bytes += want;
 	ch->total_sent += n;
 	return (CHAN_OK);
 }
@@ -715,7 +729,7 @@ chan_admit_sender(chd_shard *sh, chd_chan *ch, chd_task *t)
 	chan_status     st;
 
 	chan_remove_sender_task(ch, t);
-	st = chan_enqueue(sh->e, ch, s->data, s->n_data, &first);
+	st = chan_enqueue(sh, ch, s->data, s->n_data, &first);
 	if (st == CHAN_OK) {
 		send_reply_ok(sh->e, t->req, (uint32_t) s->n_data, first);
 	} else {
@@ -933,7 +947,7 @@ chd_chan_confirm(chd_shard *sh, uint64_t id, uint32_t conn, uint64_t client)
 		}
 		chd_idem_forget_delivery(sh->e, d->client, d->id);
 		delivery_unlink(sh, d);
-		msgs_free(sh->e, d->head);
+		msgs_free(sh, d->head);
 		free(d);
 		chan_pump(sh, ch); /* receivers may wait for this custody */
 		return;
@@ -1798,7 +1812,7 @@ chd_op_ack(chd_shard *sh, chd_req *r)
 		    "ended)", (unsigned long long) ak->seq, ak->name);
 		return;
 	}
-	msgs_free(sh->e, m);
+	msgs_free(sh, m);
 	chd_reply_empty(sh->e, r);
 	chan_pump(sh, ch); /* a bounded channel has room now */
 }

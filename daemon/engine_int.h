@@ -155,6 +155,41 @@ struct chd_any {
 	chd_any_part *parts;
 };
 
+/* ---- small-object slabs (shard.c) ---------------------------------------- */
+
+/*
+ * Queued messages are the one allocation per message on the hot path, so
+ * each shard carves small ones out of 64 KiB slabs (aligned, so an
+ * object finds its slab by masking its address) in a few size classes.
+ * Only the shard's thread allocates and frees them. A slab whose last
+ * object is freed goes back to malloc unless it is the class's one spare:
+ * after a burst the cache never holds more than one empty slab per class.
+ * Objects larger than the largest class are plain malloc (class
+ * CHD_SLAB_MALLOC).
+ */
+#define CHD_SLAB_SIZE    65536u
+#define CHD_SLAB_CLASSES 8
+#define CHD_SLAB_MALLOC  0xff
+
+typedef struct chd_slab chd_slab;
+typedef struct chd_slab_class {
+	chd_slab *avail;   /* slabs with a free object (empty ones too) */
+	uint32_t  size;    /* object size */
+	uint32_t  nempty;  /* slabs in avail with no live object */
+	uint64_t  nslabs;
+} chd_slab_class;
+
+typedef struct chd_slabs {
+	chd_slab_class c[CHD_SLAB_CLASSES];
+} chd_slabs;
+
+void  chd_slabs_init(chd_slabs *s);
+/* A size-byte object; *cls says where it came from (for the free). */
+void *chd_slab_alloc(chd_slabs *s, size_t size, uint8_t *cls);
+void  chd_slab_free(chd_slabs *s, void *p, uint8_t cls);
+/* Frees every slab, live objects or not (shard teardown). */
+void  chd_slabs_fini(chd_slabs *s);
+
 struct chd_shard {
 	chd_engine        *e;
 	int                idx;
@@ -175,6 +210,7 @@ struct chd_shard {
 	                                * every close also walks it all */
 	uint64_t           next_delivery;
 	uint64_t           next_handle;
+	chd_slabs          slabs;     /* queued messages */
 };
 
 struct chd_engine {

@@ -338,6 +338,142 @@ chd_task_unpark(chd_task *t)
 	t->parked = false;
 }
 
+/* ---- small-object slabs ------------------------------------------------- */
+
+/*
+ * Object sizes: a queued message is a 32-byte header plus its payload, so
+ * these hold payloads of up to 16, 32, 64, ... 2048 bytes (each class at
+ * most twice the one below: under half of an object is ever slack).
+ */
+static const uint32_t slab_sizes[CHD_SLAB_CLASSES] = {
+	48, 64, 96, 160, 288, 544, 1056, 2080
+};
+
+/* Empty slabs a class keeps for the next burst; more go back to malloc. */
+#define CHD_SLAB_SPARE 1
+
+struct chd_slab {
+	chd_slab      *prev, *next; /* the class's avail list */
+	void          *free;        /* freed objects, linked through them */
+	unsigned char *fresh, *end; /* never handed out yet (untouched) */
+	uint32_t       nlive;
+	uint8_t        cls;
+	bool           listed;      /* in avail */
+};
+
+#define SLAB_HDR (((sizeof(chd_slab)) + 15) & ~(size_t) 15)
+
+void
+chd_slabs_init(chd_slabs *s)
+{
+	memset(s, 0, sizeof(*s));
+	for (int i = 0; i < CHD_SLAB_CLASSES; i++) {
+		s->c[i].size = slab_sizes[i];
+	}
+}
+
+static chd_slab *
+slab_new(chd_slab_class *c, uint8_t cls)
+{
+	chd_slab *sl;
+
+	if ((sl = aligned_alloc(CHD_SLAB_SIZE, CHD_SLAB_SIZE)) == NULL) {
+		return (NULL);
+	}
+	sl->free = NULL;
+	sl->fresh = (unsigned char *) sl + SLAB_HDR;
+	sl->end = sl->fresh + (CHD_SLAB_SIZE - SLAB_HDR) / c->size * c->size;
+	sl->nlive = 0;
+	sl->cls = cls;
+	sl->listed = true;
+	CHD_DL_PUSH(c->avail, sl, prev, next);
+	c->nempty++;
+	c->nslabs++;
+	return (sl);
+}
+
+void *
+chd_slab_alloc(chd_slabs *s, size_t size, uint8_t *cls)
+{
+	chd_slab_class *c = NULL;
+	chd_slab       *sl;
+	void           *p;
+	uint8_t         i;
+
+	for (i = 0; i < CHD_SLAB_CLASSES; i++) {
+		if (size <= s->c[i].size) {
+			c = &s->c[i];
+			break;
+		}
+	}
+	if (c == NULL) {
+		*cls = CHD_SLAB_MALLOC;
+		return (malloc(size));
+	}
+	if ((sl = c->avail) == NULL && (sl = slab_new(c, i)) == NULL) {
+		return (NULL);
+	}
+	if (sl->free != NULL) {
+		p = sl->free;
+		sl->free = *(void **) p;
+	} else {
+		p = sl->fresh;
+		sl->fresh += c->size;
+	}
+	if (sl->nlive++ == 0) {
+		c->nempty--;
+	}
+	if (sl->free == NULL && sl->fresh == sl->end) {
+		CHD_DL_REMOVE(c->avail, sl, prev, next);
+		sl->listed = false;
+	}
+	*cls = i;
+	return (p);
+}
+
+void
+chd_slab_free(chd_slabs *s, void *p, uint8_t cls)
+{
+	chd_slab_class *c;
+	chd_slab       *sl;
+
+	if (cls == CHD_SLAB_MALLOC) {
+		free(p);
+		return;
+	}
+	c = &s->c[cls];
+	sl = (chd_slab *) ((uintptr_t) p & ~(uintptr_t) (CHD_SLAB_SIZE - 1));
+	*(void **) p = sl->free;
+	sl->free = p;
+	if (!sl->listed) {
+		sl->listed = true;
+		CHD_DL_PUSH(c->avail, sl, prev, next);
+	}
+	if (--sl->nlive == 0 && ++c->nempty > CHD_SLAB_SPARE) {
+		CHD_DL_REMOVE(c->avail, sl, prev, next);
+		c->nempty--;
+		c->nslabs--;
+		free(sl);
+	}
+}
+
+void
+chd_slabs_fini(chd_slabs *s)
+{
+	for (int i = 0; i < CHD_SLAB_CLASSES; i++) {
+		chd_slab_class *c = &s->c[i];
+		chd_slab       *sl;
+		/* Full slabs are in no list: only an empty engine gets here
+		 * (every message freed first), where none is full. */
+		while ((sl = c->avail) != NULL) {
+			CHD_DL_REMOVE(c->avail, sl, prev, next);
+			free(sl);
+		}
+		c->nempty = 0;
+		c->nslabs = 0;
+	}
+}
+
 /* ---- the shard thread --------------------------------------------------- */
 
 static void
@@ -445,6 +581,7 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	sh->idx = idx;
 	sh->next_delivery = first_delivery(e->opts.workers);
 	sh->next_handle = 1;
+	chd_slabs_init(&sh->slabs);
 	pthread_mutex_init(&sh->mtx, NULL);
 	if (chd_htab_init(&sh->chans) != 0 ||
 	    chd_htab_init(&sh->deliveries) != 0 ||
@@ -512,6 +649,7 @@ void
 chd_shard_free(chd_shard *sh)
 {
 	chd_chan_free_all(sh);
+	chd_slabs_fini(&sh->slabs);
 	chd_counters_free(sh->counters);
 	event_free(sh->mbox_ev);
 	event_base_free(sh->base);
