@@ -98,6 +98,8 @@ int64_t cli_timeout(const cli_global *g, int64_t dflt);
  */
 void cli_signals_block(void);
 void cli_signals_watch(chan_client *c);
+/* Also cancel this consumer on SIGINT/SIGTERM (NULL: stop before closing it). */
+void cli_signals_watch_consumer(chan_consumer *k);
 int  cli_signals_caught(void); /* 0, or the signal number */
 void cli_signals_stop(void);
 

@@ -109,52 +109,55 @@ cli_mono_ms(void)
 	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
-/* -n N or --follow: many messages, several per round trip. */
+/*
+ * -n N or --follow: through a chan_consumer, which fetches ahead (up to
+ * max_batch per round trip, never more than N in all for -n) while the
+ * messages before are printed. A message counts as taken, and may be
+ * confirmed, only when the next one is asked for (or at the end), so one
+ * that was not printed whole (SIGKILL, EPIPE) goes back to the channel.
+ * On SIGINT/SIGTERM the consumer is cancelled: what it already holds is
+ * printed, then the command ends.
+ */
 static int
 cli_recv_many(cli_global *g, chan_client *c, const char *name, const cli_recv_opts *o)
 {
-	size_t      max = chan_max_batch(c), n, k;
-	chan_msg  **msgs = calloc(max, sizeof(*msgs));
-	uint64_t    left = o->count;
-	int64_t     timeout = cli_timeout(g, CHAN_WAIT_FOREVER);
-	int64_t     deadline = timeout >= 0 ? cli_mono_ms() + timeout : 0;
-	chan_status s;
+	chan_consumer_opts ko;
+	chan_consumer     *k;
+	chan_msg          *m;
+	uint64_t           left = o->count;
+	int64_t            timeout = cli_timeout(g, CHAN_WAIT_FOREVER);
+	int64_t            deadline = timeout >= 0 ? cli_mono_ms() + timeout : 0;
+	chan_status        s;
+	int                rv = 0;
 
-	if (msgs == NULL) {
-		return (cli_oom("recv"));
+	chan_consumer_opts_init(&ko);
+	ko.limit = o->follow ? 0 : o->count;
+	if ((s = chan_consumer_open(c, name, &ko, &k)) != CHAN_OK) {
+		return (cli_fail("recv", s));
 	}
-	for (;;) {
-		size_t  want = max;
+	cli_signals_watch_consumer(k);
+	while (o->follow || left > 0) {
 		int64_t t = timeout;
 
-		if (!o->follow) {
-			if (left == 0) {
-				break;
-			}
-			/* Never take more than still needed: the rest stays queued. */
-			if (left < want) {
-				want = (size_t) left;
-			}
-			if (timeout >= 0) {
-				t = deadline - cli_mono_ms();
-				t = t < 0 ? 0 : t;
-			}
+		if (!o->follow && timeout >= 0) {
+			t = deadline - cli_mono_ms();
+			t = t < 0 ? 0 : t;
 		}
-		if ((s = chan_recv_n(c, name, want, msgs, &n, t)) != CHAN_OK) {
-			free(msgs);
+		if ((s = chan_consumer_recv(k, &m, t)) != CHAN_OK) {
 			if (o->follow && cli_signals_caught() != 0 && s == CHAN_UNAVAILABLE) {
-				return (0); /* --follow ends on SIGINT/SIGTERM */
+				rv = 0; /* --follow ends on SIGINT/SIGTERM */
+			} else {
+				rv = cli_fail("recv", s);
 			}
-			return (cli_fail("recv", s));
+			break;
 		}
-		for (k = 0; k < n; k++) {
-			cli_print_msg(g, "recv", msgs[k], NULL, o->nul);
-			chan_msg_free(msgs[k]);
-		}
-		left -= o->follow ? 0 : n;
+		cli_print_msg(g, "recv", m, NULL, o->nul);
+		chan_msg_free(m);
+		left -= o->follow ? 0 : 1;
 	}
-	free(msgs);
-	return (0);
+	cli_signals_watch_consumer(NULL);
+	chan_consumer_close(k);
+	return (rv);
 }
 
 /*

@@ -1,11 +1,18 @@
 /*
- * cmd_send.c - chan send: arguments, stdin lines, NUL records or raw stdin,
- * sent in all-or-nothing batches of at most max_batch messages and at most
- * max_message_size payload bytes (a single larger-than-that message cannot
- * exist: the daemon refuses it, so it is refused here first).
+ * cmd_send.c - chan send: arguments, stdin lines, NUL records or raw stdin.
+ *
+ * Arguments and records go through a chan_producer: it copies each one and
+ * sends them in all-or-nothing batches of at most max_batch messages (capped
+ * to a bounded channel's capacity) and about max_message_size payload
+ * bytes, one batch in flight while the next fills, so reading stdin
+ * overlaps the round trips. A lone line goes at once when nothing is in
+ * flight (interactive use sees each line sent as it is typed). The first
+ * failed batch stops everything after it (stop_on_failure): what went
+ * before stays sent, nothing after a gap is. A record larger than
+ * max_message_size cannot exist (the daemon refuses it), so it is refused
+ * here, after what came before it was sent.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,83 +22,38 @@
 
 #define CLI_READ_CHUNK (64u * 1024u)
 
-/* A batch being filled; records are offsets into a buffer that may move. */
-typedef struct cli_batch {
-	chan_client *c;
-	const char  *name;
-	int64_t      timeout_ms;
-	size_t      *off;
-	size_t      *len;
-	chan_buf    *bufs;
-	size_t       n;
-	size_t       max;    /* max_batch */
-	size_t       bytes;
-	size_t       budget; /* max_message_size */
-	uint64_t     sent;
-} cli_batch;
-
-static int
-cli_batch_init(cli_batch *b, chan_client *c, const char *name, int64_t timeout_ms)
-{
-	memset(b, 0, sizeof(*b));
-	b->c = c;
-	b->name = name;
-	b->timeout_ms = timeout_ms;
-	b->max = chan_max_batch(c);
-	b->budget = (size_t) chan_max_message_size(c);
-	b->off = calloc(b->max, sizeof(*b->off));
-	b->len = calloc(b->max, sizeof(*b->len));
-	b->bufs = calloc(b->max, sizeof(*b->bufs));
-	return (b->off != NULL && b->len != NULL && b->bufs != NULL ? 0 : -1);
-}
+typedef struct cli_send {
+	chan_client   *c;
+	const char    *name;
+	int64_t        timeout_ms;
+	chan_producer *p;
+	size_t         budget; /* max_message_size */
+} cli_send;
 
 static void
-cli_batch_fini(cli_batch *b)
+cli_send_init(cli_send *s, chan_client *c, const char *name, int64_t timeout_ms)
 {
-	free(b->off);
-	free(b->len);
-	free(b->bufs);
+	memset(s, 0, sizeof(*s));
+	s->c = c;
+	s->name = name;
+	s->timeout_ms = timeout_ms;
+	s->budget = (size_t) chan_max_message_size(c);
 }
 
-/* Sends what the batch holds; base is the buffer the offsets point into. */
-static chan_status
-cli_batch_flush(cli_batch *b, const char *base)
+static int
+cli_send_open(cli_send *s)
 {
-	chan_status s;
-	size_t      i;
+	chan_producer_opts o;
+	chan_status        st;
 
-	if (b->n == 0) {
-		return (CHAN_OK);
+	chan_producer_opts_init(&o);
+	o.max_batch_bytes = s->budget;
+	o.timeout_ms = s->timeout_ms;
+	o.stop_on_failure = true;
+	if ((st = chan_producer_open(s->c, s->name, &o, &s->p)) != CHAN_OK) {
+		return (cli_fail("send", st));
 	}
-	for (i = 0; i < b->n; i++) {
-		b->bufs[i].data = base + b->off[i];
-		b->bufs[i].len = b->len[i];
-	}
-	s = chan_send_batch(b->c, b->name, b->bufs, b->n, b->timeout_ms, NULL);
-	if (s == CHAN_OK) {
-		b->sent += b->n;
-	}
-	b->n = 0;
-	b->bytes = 0;
-	return (s);
-}
-
-/* Adds one record, sending the batch first when it would overflow. */
-static chan_status
-cli_batch_add(cli_batch *b, const char *base, size_t off, size_t len)
-{
-	chan_status s;
-
-	if (b->n == b->max || (b->n > 0 && b->bytes + len > b->budget)) {
-		if ((s = cli_batch_flush(b, base)) != CHAN_OK) {
-			return (s);
-		}
-	}
-	b->off[b->n] = off;
-	b->len[b->n] = len;
-	b->n++;
-	b->bytes += len;
-	return (CHAN_OK);
+	return (0);
 }
 
 /* cli_fail, then how many messages earlier batches did send (they stay sent). */
@@ -107,103 +69,98 @@ cli_fail_after(const char *cmd, chan_status s, uint64_t sent)
 	return (rv);
 }
 
+/*
+ * Waits for every batch; the first failure (if any) decides the exit code
+ * and is reported with how many messages went before it. 0 when all went.
+ */
 static int
-cli_too_large(const char *what, uint64_t idx, size_t len, const cli_batch *b)
+cli_send_settle(cli_send *s)
 {
+	chan_status st = chan_producer_flush(s->p, CHAN_WAIT_FOREVER);
+
+	return (st == CHAN_OK ? 0 : cli_fail_after("send", st, chan_producer_accepted(s->p)));
+}
+
+/* Ends the producer (everything given is settled by then). */
+static void
+cli_send_close(cli_send *s)
+{
+	(void) chan_producer_close(s->p);
+	s->p = NULL;
+}
+
+/* One message; a refusal means an earlier batch failed: report that one. */
+static int
+cli_send_one(cli_send *s, const void *data, size_t len)
+{
+	if (chan_producer_send(s->p, data, len, NULL) != CHAN_OK) {
+		int rv = cli_send_settle(s);
+
+		return (rv != 0 ? rv : cli_fail("send", CHAN_INTERNAL));
+	}
+	return (0);
+}
+
+/* A record over max_message_size: what came before is sent (or its failure told) first. */
+static int
+cli_too_large(cli_send *s, const char *what, uint64_t idx, size_t len)
+{
+	int rv;
+
+	if ((rv = cli_send_settle(s)) != 0) {
+		return (rv);
+	}
 	fprintf(stderr,
 	    "chan: send: %s %llu is %zu bytes, over the daemon's maximum of %zu bytes"
 	    " (%llu messages before it were sent)\n",
-	    what, (unsigned long long) idx, len, b->budget, (unsigned long long) b->sent);
+	    what, (unsigned long long) idx, len, s->budget,
+	    (unsigned long long) chan_producer_accepted(s->p));
 	return (chan_status_exit_code(CHAN_TOO_LARGE));
 }
 
+/* MSG arguments: all known at once, so a too-large one is refused before any is sent. */
 static int
-cli_send_args(cli_batch *b, int n, char **msgs)
+cli_send_args(cli_send *s, int n, char **msgs)
 {
-	chan_status s;
-	size_t      k = 0, bytes = 0;
-	int         i;
+	int i, rv;
 
 	for (i = 0; i < n; i++) {
 		size_t len = strlen(msgs[i]);
 
-		if (len > b->budget) {
-			return (cli_too_large("message", (uint64_t) i + 1, len, b));
-		}
-		if (k == b->max || (k > 0 && bytes + len > b->budget)) {
-			if ((s = chan_send_batch(b->c, b->name, b->bufs, k, b->timeout_ms, NULL)) != CHAN_OK) {
-				return (cli_fail_after("send", s, b->sent));
-			}
-			b->sent += k;
-			k = 0;
-			bytes = 0;
-		}
-		b->bufs[k].data = msgs[i];
-		b->bufs[k].len = len;
-		k++;
-		bytes += len;
-	}
-	if ((s = chan_send_batch(b->c, b->name, b->bufs, k, b->timeout_ms, NULL)) != CHAN_OK) {
-		return (cli_fail_after("send", s, b->sent));
-	}
-	return (0);
-}
-
-/* More input readable right now (so the batch may grow before sending)? */
-static bool
-cli_stdin_ready(void)
-{
-	struct pollfd pfd = { .fd = 0, .events = POLLIN };
-
-	return (poll(&pfd, 1, 0) == 1);
-}
-
-/* Makes room for a read: compacts consumed bytes away (batch empty) or grows. */
-static int
-cli_room(char **buf, size_t *cap, size_t *have, size_t *start, size_t *scan, const cli_batch *b)
-{
-	char *n;
-
-	if (*cap - *have >= CLI_READ_CHUNK) {
-		return (0);
-	}
-	if (b->n == 0 && *start > 0) {
-		memmove(*buf, *buf + *start, *have - *start);
-		*have -= *start;
-		*scan -= *start;
-		*start = 0;
-		if (*cap - *have >= CLI_READ_CHUNK) {
-			return (0);
+		if (len > s->budget) {
+			return (cli_too_large(s, "message", (uint64_t) i + 1, len));
 		}
 	}
-	if ((n = realloc(*buf, *cap * 2)) == NULL) {
-		return (-1);
+	for (i = 0; i < n; i++) {
+		if ((rv = cli_send_one(s, msgs[i], strlen(msgs[i]))) != 0) {
+			return (rv);
+		}
 	}
-	*buf = n;
-	*cap *= 2;
-	return (0);
+	return (cli_send_settle(s));
 }
 
 /* Lines (term '\n') or NUL records (term '\0') from stdin. */
 static int
-cli_send_stream(cli_batch *b, char term)
+cli_send_stream(cli_send *s, char term)
 {
-	size_t      cap = 4 * CLI_READ_CHUNK, have = 0, start = 0, scan = 0;
+	const char *what = term == '\n' ? "line" : "record";
+	size_t      cap = 4 * CLI_READ_CHUNK, have = 0, start, scan = 0;
 	uint64_t    recno = 0;
-	char       *buf = malloc(cap);
-	char       *e;
+	char       *buf = malloc(cap), *e, *n;
 	ssize_t     got;
-	chan_status s = CHAN_OK;
 	int         rv = 0;
 
 	if (buf == NULL) {
 		return (cli_oom("send"));
 	}
 	for (;;) {
-		if (cli_room(&buf, &cap, &have, &start, &scan, b) != 0) {
-			fprintf(stderr, "chan: send: out of memory\n");
-			rv = chan_status_exit_code(CHAN_RESOURCE_EXHAUSTED);
-			goto out;
+		if (cap - have < CLI_READ_CHUNK) {
+			if ((n = realloc(buf, cap * 2)) == NULL) {
+				rv = cli_oom("send");
+				goto out;
+			}
+			buf = n;
+			cap *= 2;
 		}
 		if ((got = read(0, buf + have, cap - have)) < 0) {
 			if (errno == EINTR) {
@@ -217,46 +174,52 @@ cli_send_stream(cli_batch *b, char term)
 			break;
 		}
 		have += (size_t) got;
+		start = 0;
 		while ((e = memchr(buf + scan, term, have - scan)) != NULL) {
 			size_t end = (size_t) (e - buf);
 
 			recno++;
-			if (end - start > b->budget) {
-				rv = cli_too_large(term == '\n' ? "line" : "record", recno, end - start, b);
+			if (end - start > s->budget) {
+				rv = cli_too_large(s, what, recno, end - start);
 				goto out;
 			}
-			if ((s = cli_batch_add(b, buf, start, end - start)) != CHAN_OK) {
+			if ((rv = cli_send_one(s, buf + start, end - start)) != 0) {
 				goto out;
 			}
 			start = scan = end + 1;
 		}
-		scan = have;
-		if (have - start > b->budget) {
-			rv = cli_too_large(term == '\n' ? "line" : "record", recno + 1, have - start, b);
+		if (have - start > s->budget) {
+			rv = cli_too_large(s, what, recno + 1, have - start);
 			goto out;
 		}
-		if (b->n > 0 && (b->n == b->max || !cli_stdin_ready())) {
-			if ((s = cli_batch_flush(b, buf)) != CHAN_OK) {
-				goto out;
-			}
-		}
+		/* The producer copied the records: keep only the partial one. */
+		memmove(buf, buf + start, have - start);
+		have -= start;
+		scan = have;
 	}
 	/* A last record without terminator still counts. */
-	if (have > start && (s = cli_batch_add(b, buf, start, have - start)) != CHAN_OK) {
+	if (have > 0 && (rv = cli_send_one(s, buf, have)) != 0) {
 		goto out;
 	}
-	s = cli_batch_flush(b, buf);
+	rv = cli_send_settle(s);
 out:
-	if (s != CHAN_OK) {
-		rv = cli_fail_after("send", s, b->sent);
-	}
 	free(buf);
 	return (rv);
 }
 
-/* All of stdin as one message. */
 static int
-cli_send_raw(cli_batch *b)
+cli_raw_too_large(const cli_send *s, size_t len)
+{
+	fprintf(stderr,
+	    "chan: send: message 1 is %zu bytes, over the daemon's maximum of %zu bytes"
+	    " (0 messages before it were sent)\n",
+	    len, s->budget);
+	return (chan_status_exit_code(CHAN_TOO_LARGE));
+}
+
+/* All of stdin as one message (no producer: one request). */
+static int
+cli_send_raw(cli_send *b)
 {
 	size_t      cap = CLI_READ_CHUNK, have = 0;
 	char       *buf = malloc(cap), *n;
@@ -270,7 +233,7 @@ cli_send_raw(cli_batch *b)
 		}
 		if (have == cap) {
 			if (have > b->budget) {
-				rv = cli_too_large("message", 1, have, b);
+				rv = cli_raw_too_large(b, have);
 				goto out;
 			}
 			if ((n = realloc(buf, cap * 2)) == NULL) {
@@ -294,7 +257,7 @@ cli_send_raw(cli_batch *b)
 		have += (size_t) got;
 	}
 	if (have > b->budget) {
-		rv = cli_too_large("message", 1, have, b);
+		rv = cli_raw_too_large(b, have);
 		goto out;
 	}
 	if ((s = chan_send(b->c, b->name, buf, have, b->timeout_ms)) != CHAN_OK) {
@@ -315,7 +278,7 @@ cli_cmd_send(cli_global *g, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	cli_parser   p;
-	cli_batch    b;
+	cli_send     b;
 	chan_client *c;
 	bool         nul = false, raw = false, try_ = false;
 	int          o, rv = -1;
@@ -358,16 +321,14 @@ cli_cmd_send(cli_global *g, int argc, char **argv)
 	if ((rv = cli_check_name("send", p.pos[0])) != 0 || (rv = cli_connect(g, "send", &c)) != 0) {
 		goto out;
 	}
-	if (cli_batch_init(&b, c, p.pos[0], try_ ? 0 : cli_timeout(g, CHAN_WAIT_FOREVER)) != 0) {
-		rv = cli_oom("send");
-	} else if (p.npos > 1) {
-		rv = cli_send_args(&b, p.npos - 1, p.pos + 1);
-	} else if (raw) {
+	cli_send_init(&b, c, p.pos[0], try_ ? 0 : cli_timeout(g, CHAN_WAIT_FOREVER));
+	if (raw) {
 		rv = cli_send_raw(&b);
-	} else {
-		rv = cli_send_stream(&b, nul ? '\0' : '\n');
+	} else if ((rv = cli_send_open(&b)) == 0) {
+		rv = p.npos > 1 ? cli_send_args(&b, p.npos - 1, p.pos + 1)
+		                : cli_send_stream(&b, nul ? '\0' : '\n');
+		cli_send_close(&b);
 	}
-	cli_batch_fini(&b);
 	cli_disconnect(c);
 out:
 	cli_parser_fini(&p);

@@ -19,6 +19,9 @@ static pthread_t    cli_sig_thread;
 static bool         cli_sig_running;
 static chan_client *cli_sig_client;
 static bool         cli_sig_blocked; /* only commands that receive watch */
+/* recv -n / --follow receive through a consumer, on a connection of its own. */
+static pthread_mutex_t cli_sig_mtx = PTHREAD_MUTEX_INITIALIZER;
+static chan_consumer  *cli_sig_consumer;
 
 void
 cli_signals_block(void)
@@ -47,6 +50,9 @@ cli_sig_main(void *arg)
 		}
 		atomic_store(&cli_caught, sig);
 		chan_cancel(cli_sig_client);
+		pthread_mutex_lock(&cli_sig_mtx);
+		chan_consumer_cancel(cli_sig_consumer);
+		pthread_mutex_unlock(&cli_sig_mtx);
 	}
 }
 
@@ -60,6 +66,18 @@ cli_signals_watch(chan_client *c)
 	if (pthread_create(&cli_sig_thread, NULL, cli_sig_main, NULL) == 0) {
 		cli_sig_running = true;
 	}
+}
+
+void
+cli_signals_watch_consumer(chan_consumer *k)
+{
+	pthread_mutex_lock(&cli_sig_mtx);
+	cli_sig_consumer = k;
+	/* A signal that came before the consumer existed still ends it. */
+	if (k != NULL && atomic_load(&cli_caught) != 0) {
+		chan_consumer_cancel(k);
+	}
+	pthread_mutex_unlock(&cli_sig_mtx);
 }
 
 int

@@ -591,6 +591,88 @@ t_shutdown() {
 	check "[ $BG_RC -eq 13 ]" "blocked send at shutdown exits 13 (got $BG_RC)"
 }
 
+# ---- send through the producer, recv through the consumer ----------------------
+t_stream() {
+	# Many lines: every one arrives once, in order (batches overlap stdin).
+	seq 1 20000 >"$WORK/seq.in"
+	RC=0
+	timeout $((20 * SLOW)) "$CHAN" send st1 <"$WORK/seq.in" >/dev/null 2>"$ERR_FILE" || RC=$?
+	expect_rc 0 "send 20000 stdin lines"
+	run "$CHAN" recv st1 -n 20000
+	expect_rc 0 "recv -n 20000"
+	check "cmp -s $OUT_FILE $WORK/seq.in" "20000 lines came back whole and in order"
+	run "$CHAN" try-recv st1
+	expect_rc 3 "20000 lines: no extra message"
+
+	# recv -n N takes exactly N out of the channel, however much it prefetches.
+	RC=0
+	timeout $((20 * SLOW)) "$CHAN" send st2 <"$WORK/seq.in" >/dev/null 2>&1 || RC=$?
+	run "$CHAN" recv st2 -n 1500
+	expect_rc 0 "recv -n 1500 of 20000"
+	check "[ \$(wc -l <$OUT_FILE) -eq 1500 ]" "recv -n 1500 printed 1500 lines"
+	run "$CHAN" --json stat st2
+	check "jq -e '.depth == 18500 and .in_flight == 0' $OUT_FILE >/dev/null" \
+		"recv -n 1500 left 18500 queued and none in flight"
+	run "$CHAN" recv st2
+	expect_out $'1501\n' "the next message after recv -n 1500"
+
+	# A bounded channel: batches are capped to its capacity (more is never accepted).
+	run "$CHAN" create st3 --capacity 2
+	bg "$WORK/st3" "$CHAN" recv st3 -n 7
+	local rp=$BG_PID
+	run_in $'a\nb\nc\nd\ne\nf\ng\n' "$CHAN" send st3
+	expect_rc 0 "send 7 lines to a channel of capacity 2"
+	wait_bg "$rp" 5
+	check "[ $BG_RC -eq 0 ]" "receiver of the capacity-2 channel exits 0 (got $BG_RC)"
+	printf 'a\nb\nc\nd\ne\nf\ng\n' >"$WORK/st3.exp"
+	check "cmp -s $WORK/st3 $WORK/st3.exp" "capacity 2: all 7 lines, in order"
+	bg "$WORK/st3b" "$CHAN" recv st3 -n 3
+	rp=$BG_PID
+	run "$CHAN" send st3 a b c
+	expect_rc 0 "three MSG arguments to a channel of capacity 2"
+	wait_bg "$rp" 5
+	check "[ \"\$(tr '\\n' ' ' <$WORK/st3b)\" = 'a b c ' ]" "three MSG arguments arrived"
+
+	# A failed batch stops the stream: what went before stays, nothing after a gap.
+	run "$CHAN" create st4 --capacity 3
+	run "$CHAN" send st4 x
+	run_in $'a\nb\nc\nd\n' "$CHAN" --timeout 300ms send st4
+	expect_rc 2 "send into a channel without room for the rest times out"
+	expect_err_prefix "chan: send: " "TIMEOUT message for send"
+	run "$CHAN" --timeout 300ms recv st4 -n 5
+	check "[ \"\$(tr '\\n' ' ' <$OUT_FILE)\" = 'x a ' ] || [ \"\$(tr '\\n' ' ' <$OUT_FILE)\" = 'x a b ' ]" \
+		"a prefix of the lines arrived, with no gap ($(tr '\n' ' ' <"$OUT_FILE"))"
+
+	# A line over the limit: the lines before it are sent, none after.
+	stop_chand
+	start_chand --max-message-size 16
+	run_in $'one\ntwo\n0123456789abcdefX\nthree\n' "$CHAN" send st5
+	expect_rc 9 "a line over the limit"
+	expect_err_has "line 3" "TOO_LARGE names the line"
+	run "$CHAN" --timeout 200ms recv st5 -n 3
+	expect_out $'one\ntwo\n' "the lines before the long one were sent, none after"
+	run "$CHAN" send st5 ok 0123456789abcdefX
+	expect_rc 9 "a MSG argument over the limit"
+	run "$CHAN" try-recv st5
+	expect_rc 3 "a MSG over the limit: no argument was sent"
+	stop_chand
+	start_chand --workers 2
+
+	# --follow: SIGINT after messages, then the rest is still there.
+	run "$CHAN" send st6 p q
+	bg "$WORK/st6" "$CHAN" recv st6 --follow
+	local fp=$BG_PID
+	settle
+	kill -INT "$fp" 2>/dev/null
+	wait_bg "$fp" 5
+	check "[ $BG_RC -eq 0 ]" "recv --follow ends 0 on SIGINT (got $BG_RC)"
+	printf 'p\nq\n' >"$WORK/st6.exp"
+	check "cmp -s $WORK/st6 $WORK/st6.exp" "recv --follow printed what it had before SIGINT"
+	run "$CHAN" --json stat st6
+	check "jq -e '.depth == 0 and .in_flight == 0 and .total_redelivered == 0' $OUT_FILE >/dev/null" \
+		"what --follow printed was confirmed, nothing comes back"
+}
+
 # ---- chand's own command line ----------------------------------------------------
 # wait_ping URL: until chand answers there (or 10 s, scaled); RC of the last try.
 wait_ping() {
@@ -672,6 +754,9 @@ t_json
 t_counters
 t_too_large
 t_no_auto_create
+stop_chand
+start_chand --workers 2
+t_stream
 stop_chand
 start_chand
 t_shutdown
