@@ -298,55 +298,35 @@ chl_fast_request_decode(chl_capped_alloc *ca, const void *buf, size_t len)
 
 #define F_RESP_RECV 16
 
-static bool
-message_scan(rd r)
+/* One pass: anything unexpected gives up (the caller falls back). */
+static Chan__V1__Message *
+message_decode(chl_capped_alloc *ca, rd r)
 {
+	static const Chan__V1__Message init = CHAN__V1__MESSAGE__INIT;
+	Chan__V1__Message             *m;
+
+	if ((m = a_alloc(ca, sizeof(*m))) == NULL) {
+		return (NULL);
+	}
+	*m = init;
 	while (r.p < r.end) {
 		uint32_t f;
 		int      wt;
 		uint64_t v;
-		rd       s;
+		rd       b;
 
 		if (!rd_tag(&r, &f, &wt)) {
-			return (false);
+			return (NULL);
 		}
-		if ((f == 1 || f == 4) && wt == WT_LEN) {
-			if (!rd_len(&r, &s)) {
-				return (false);
-			}
-		} else if ((f == 2 || f == 3 || f == 5) && wt == WT_VARINT) {
-			if (!rd_varint(&r, &v)) {
-				return (false);
-			}
-		} else {
-			return (false);
-		}
-	}
-	return (true);
-}
-
-static Chan__V1__Message *
-message_decode(chl_capped_alloc *ca, rd r)
-{
-	Chan__V1__Message *m;
-
-	if (!message_scan(r) || (m = a_alloc(ca, sizeof(*m))) == NULL) {
-		return (NULL);
-	}
-	chan__v1__message__init(m);
-	while (r.p < r.end) {
-		uint32_t f = 0;
-		int      wt = 0;
-		uint64_t v = 0;
-		rd       b = { NULL, NULL };
-
-		(void) rd_tag(&r, &f, &wt);
-		if (wt == WT_LEN) {
-			(void) rd_len(&r, &b);
-			if (f == 1 && (m->channel = a_string(ca, &b)) == NULL) {
+		if (wt == WT_LEN && (f == 1 || f == 4)) {
+			if (!rd_len(&r, &b)) {
 				return (NULL);
 			}
-			if (f == 4) {
+			if (f == 1) {
+				if ((m->channel = a_string(ca, &b)) == NULL) {
+					return (NULL);
+				}
+			} else {
 				if (!a_bytes(ca, &b, &m->data)) {
 					return (NULL);
 				}
@@ -354,7 +334,10 @@ message_decode(chl_capped_alloc *ca, rd r)
 			}
 			continue;
 		}
-		(void) rd_varint(&r, &v);
+		if (wt != WT_VARINT || f < 2 || f == 4 || f > 5 ||
+		    !rd_varint(&r, &v)) {
+			return (NULL);
+		}
 		if (f == 2) {
 			m->has_seq = true;
 			m->seq = v;
