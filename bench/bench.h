@@ -94,6 +94,22 @@ typedef struct bench_ops {
 	/* 1..max messages, waiting up to timeout_ms for the first; *got. */
 	int (*recv_batch)(bench_client *c, const char *ch, size_t max,
 	    size_t *got, int64_t timeout_ms);
+	/*
+	 * Streaming: one message per call into the system's best client-side
+	 * batching, pipelined (chand: a chan_producer; Redis: variadic LPUSH
+	 * of `batch` written while the previous one is answered). pipe_flush
+	 * waits until every message given so far is accepted.
+	 */
+	int (*pipe_send)(bench_client *c, const char *ch, const void *data,
+	    size_t len, size_t batch);
+	int (*pipe_flush)(bench_client *c, const char *ch);
+	/*
+	 * Streaming receive, one message per call from a buffer the system
+	 * fills ahead (chand: a chan_consumer prefetching `batch`; Redis:
+	 * RPOP key batch kept in flight while the last one is consumed).
+	 */
+	int (*pipe_recv)(bench_client *c, const char *ch, void *buf,
+	    size_t cap, size_t *len, size_t batch, int64_t timeout_ms);
 	/* One counter increment per call. */
 	int (*incr)(bench_client *c, const char *key);
 	/* n increments in the system's best pipelined/batched way. */

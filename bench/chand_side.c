@@ -1,10 +1,9 @@
 /*
  * chand_side.c - the chand side of every workload, through libchan:
  * chan_send / chan_recv one per call, chan_send_batch / chan_recv_n for
- * batches, chan_counter_add one per call, and for "pipelined" counters
- * several chan_counter_add calls in flight at once on the one shared
- * client (libchan runs each call on its own nng context; it has no
- * asynchronous or batched counter call to do better with one thread).
+ * batches, a chan_producer / chan_consumer for streaming, chan_counter_add
+ * one per call, and for "pipelined" counters chan_counter_add_aio calls
+ * in flight at once from one thread.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -15,31 +14,16 @@
 
 #include "bench.h"
 
-/* Threads keeping counter calls in flight for incr_pipe. */
-#define PIPE_THREADS_MAX 32
-
-typedef struct pipe_pool {
-	pthread_mutex_t mu;
-	pthread_cond_t  work;     /* a job was posted, or stop */
-	pthread_cond_t  done;     /* the job's last op finished */
-	pthread_t       th[PIPE_THREADS_MAX];
-	int             nth;
-	const char     *key;
-	size_t          left;     /* ops not yet taken */
-	size_t          running;  /* ops taken, not finished */
-	uint64_t        job;      /* job generation */
-	bool            stop;
-	chan_status     st;       /* first failure of the job */
-	char            err[200];
-} pipe_pool;
-
 struct bench_client {
 	chan_client *c;
 	chan_msg   **msgs;        /* recv_n scratch */
 	size_t       msgcap;
 	chan_buf    *bufs;        /* send_batch scratch */
 	size_t       bufcap;
-	pipe_pool   *pool;
+	chan_producer *prod;      /* pipe_send */
+	chan_consumer *cons;      /* pipe_recv */
+	chan_aio    **aios;       /* incr_pipe: one call in flight each */
+	size_t        naios;
 	char         err[256];
 };
 
@@ -70,19 +54,16 @@ c_connect(const bench_opts *o, char *err, size_t errlen)
 	return (b);
 }
 
+/* Ends the streaming handles (before a reset, and at disconnect). */
 static void
-pool_stop(pipe_pool *p)
+close_streams(bench_client *b)
 {
-	pthread_mutex_lock(&p->mu);
-	p->stop = true;
-	pthread_cond_broadcast(&p->work);
-	pthread_mutex_unlock(&p->mu);
-	for (int i = 0; i < p->nth; i++)
-		pthread_join(p->th[i], NULL);
-	pthread_mutex_destroy(&p->mu);
-	pthread_cond_destroy(&p->work);
-	pthread_cond_destroy(&p->done);
-	free(p);
+	if (b->prod != NULL)
+		(void) chan_producer_close(b->prod);
+	b->prod = NULL;
+	if (b->cons != NULL)
+		chan_consumer_close(b->cons);
+	b->cons = NULL;
 }
 
 static void
@@ -90,8 +71,10 @@ c_disconnect(bench_client *b)
 {
 	if (b == NULL)
 		return;
-	if (b->pool != NULL)
-		pool_stop(b->pool);
+	close_streams(b);
+	for (size_t i = 0; i < b->naios; i++)
+		chan_aio_free(b->aios[i]);
+	free(b->aios);
 	chan_disconnect(b->c);
 	free(b->msgs);
 	free(b->bufs);
@@ -101,8 +84,10 @@ c_disconnect(bench_client *b)
 static int
 c_reset(bench_client *b, const char *ch)
 {
-	chan_status st = chan_delete(b->c, ch);
+	chan_status st;
 
+	close_streams(b);
+	st = chan_delete(b->c, ch);
 	if (st != CHAN_OK && st != CHAN_NOT_FOUND)
 		return (fail(b, "chan_delete", st));
 	return (0);
@@ -187,106 +172,92 @@ c_incr(bench_client *b, const char *key)
 	return (st == CHAN_OK ? 0 : fail(b, "chan_counter_add", st));
 }
 
-/* ---- several counter calls in flight on one client --------------------- */
+/* ---- streaming: the producer and the consumer handles ------------------ */
 
-typedef struct pool_arg {
-	pipe_pool    *p;
-	bench_client *b;
-} pool_arg;
-
-static void *
-pool_main(void *arg)
+static int
+c_pipe_send(bench_client *b, const char *ch, const void *data, size_t len,
+    size_t batch)
 {
-	pool_arg a = *(pool_arg *) arg;
-	pipe_pool *p = a.p;
-	uint64_t seen = 0;
+	chan_status st;
 
-	free(arg);
-	pthread_mutex_lock(&p->mu);
-	for (;;) {
-		chan_status st;
+	if (b->prod == NULL) {
+		chan_producer_opts po;
 
-		while (!p->stop && (p->job == seen || p->left == 0)) {
-			if (p->left == 0)
-				seen = p->job;
-			pthread_cond_wait(&p->work, &p->mu);
-		}
-		if (p->stop)
-			break;
-		p->left--;
-		p->running++;
-		pthread_mutex_unlock(&p->mu);
-		st = chan_counter_add(a.b->c, p->key, 1, NULL);
-		pthread_mutex_lock(&p->mu);
-		if (st != CHAN_OK && p->st == CHAN_OK) {
-			p->st = st;
-			snprintf(p->err, sizeof(p->err), "%s",
-			    chan_last_error(a.b->c));
-		}
-		p->running--;
-		if (p->left == 0 && p->running == 0)
-			pthread_cond_signal(&p->done);
+		chan_producer_opts_init(&po);
+		po.max_batch = (uint32_t) batch;
+		if ((st = chan_producer_open(b->c, ch, &po, &b->prod)) !=
+		    CHAN_OK)
+			return (fail(b, "chan_producer_open", st));
 	}
-	pthread_mutex_unlock(&p->mu);
-	return (NULL);
+	st = chan_producer_send(b->prod, data, len, NULL);
+	return (st == CHAN_OK ? 0 : fail(b, "chan_producer_send", st));
 }
 
-static pipe_pool *
-pool_start(bench_client *b, int n)
+static int
+c_pipe_flush(bench_client *b, const char *ch)
 {
-	pipe_pool *p = calloc(1, sizeof(*p));
+	chan_status st;
 
-	if (p == NULL)
-		return (NULL);
-	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->work, NULL);
-	pthread_cond_init(&p->done, NULL);
-	for (int i = 0; i < n; i++) {
-		pool_arg *a = malloc(sizeof(*a));
-
-		if (a == NULL)
-			break;
-		a->p = p;
-		a->b = b;
-		if (pthread_create(&p->th[i], NULL, pool_main, a) != 0) {
-			free(a);
-			break;
-		}
-		p->nth++;
-	}
-	return (p);
+	(void) ch;
+	if (b->prod == NULL)
+		return (0);
+	st = chan_producer_flush(b->prod, CHAN_WAIT_FOREVER);
+	return (st == CHAN_OK ? 0 : fail(b, "chan_producer_flush", st));
 }
 
-/*
- * n increments with up to PIPE_THREADS_MAX calls in flight (the depth the
- * issue compares with Redis's 16-deep pipeline and more).
- */
+static int
+c_pipe_recv(bench_client *b, const char *ch, void *buf, size_t cap,
+    size_t *len, size_t batch, int64_t timeout_ms)
+{
+	chan_msg *m;
+	chan_status st;
+
+	if (b->cons == NULL) {
+		chan_consumer_opts co;
+
+		chan_consumer_opts_init(&co);
+		co.prefetch = (uint32_t) batch;
+		if ((st = chan_consumer_open(b->c, ch, &co, &b->cons)) !=
+		    CHAN_OK)
+			return (fail(b, "chan_consumer_open", st));
+	}
+	if ((st = chan_consumer_recv(b->cons, &m, timeout_ms)) != CHAN_OK)
+		return (fail(b, "chan_consumer_recv", st));
+	*len = chan_msg_len(m);
+	memcpy(buf, chan_msg_data(m), *len < cap ? *len : cap);
+	chan_msg_free(m);
+	return (0);
+}
+
+/* ---- counter adds in flight: chan_counter_add_aio from one thread ------ */
+
 static int
 c_incr_pipe(bench_client *b, const char *key, size_t n)
 {
-	pipe_pool *p;
-	chan_status st;
+	chan_status st = CHAN_OK;
 
-	if (b->pool == NULL) {
-		int t = n < PIPE_THREADS_MAX ? (int) n : PIPE_THREADS_MAX;
+	if (n > b->naios) {
+		chan_aio **na = realloc(b->aios, n * sizeof(*na));
 
-		if ((b->pool = pool_start(b, t)) == NULL || b->pool->nth == 0)
-			return (fail(b, "threads", CHAN_INTERNAL));
+		if (na == NULL)
+			return (fail(b, "chan_aio_alloc", CHAN_INTERNAL));
+		b->aios = na;
+		for (; b->naios < n; b->naios++)
+			if (chan_aio_alloc(&b->aios[b->naios], NULL, NULL) !=
+			    CHAN_OK)
+				return (fail(b, "chan_aio_alloc",
+				    CHAN_INTERNAL));
 	}
-	p = b->pool;
-	pthread_mutex_lock(&p->mu);
-	p->key = key;
-	p->left = n;
-	p->st = CHAN_OK;
-	p->job++;
-	pthread_cond_broadcast(&p->work);
-	while (p->left > 0 || p->running > 0)
-		pthread_cond_wait(&p->done, &p->mu);
-	st = p->st;
-	if (st != CHAN_OK)
-		snprintf(b->err, sizeof(b->err), "chan_counter_add: %s: %s",
-		    chan_status_name(st), p->err);
-	pthread_mutex_unlock(&p->mu);
+	for (size_t i = 0; i < n; i++)
+		chan_counter_add_aio(b->c, key, 1, b->aios[i]);
+	for (size_t i = 0; i < n; i++) {
+		chan_aio_wait(b->aios[i]);
+		if (st == CHAN_OK &&
+		    (st = chan_aio_result(b->aios[i])) != CHAN_OK)
+			snprintf(b->err, sizeof(b->err),
+			    "chan_counter_add_aio: %s: %s",
+			    chan_status_name(st), chan_aio_error(b->aios[i]));
+	}
 	return (st == CHAN_OK ? 0 : -1);
 }
 
@@ -305,9 +276,13 @@ const bench_ops bench_chand_ops = {
 	.send_batch = c_send_batch,
 	.recv = c_recv,
 	.recv_batch = c_recv_batch,
+	.pipe_send = c_pipe_send,
+	.pipe_flush = c_pipe_flush,
+	.pipe_recv = c_pipe_recv,
 	.incr = c_incr,
 	.incr_pipe = c_incr_pipe,
 	.error = c_error,
-	.batch_note = "chan_send_batch of the batch; chan_recv_n; counter "
-	    "adds from up to 32 threads sharing the client",
+	.batch_note = "chan_send_batch of the batch; chan_recv_n; a "
+	    "chan_producer / chan_consumer for streaming; counter adds as "
+	    "chan_counter_add_aio calls in flight from one thread",
 };

@@ -33,6 +33,7 @@
 
 typedef struct row {
 	int          wl;
+	const char  *sub;     /* "" for the judged row, "b" for a second one */
 	size_t       size;
 	char         name[80];
 	bench_result chand;   /* for workload 6: the raw nng echo */
@@ -42,6 +43,7 @@ typedef struct row {
 static row    rows[32];
 static int    nrows;
 static size_t batch = 128;
+static size_t stream_batch = 1024; /* workload 2: chand's max_batch */
 static bench_mem  mem_chand, mem_redis;
 static bench_idle idle_chand, idle_redis;
 static bool   ran_resources;
@@ -50,7 +52,8 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: chan-bench [--quick] [--only N] [--batch N] [--workers N]\n"
+	    "usage: chan-bench [--quick] [--only N] [--batch N] [--stream-batch N]\n"
+	    "                  [--workers N]\n"
 	    "                  [--chand-arg ARG]... [--receivers N]\n"
 	    "                  [--chand PATH] [--chan PATH]\n"
 	    "                  [--redis-server PATH] [--redis-cli PATH]\n"
@@ -60,6 +63,9 @@ usage(FILE *f)
 	    "  --quick        smaller counts: everything in under a minute\n"
 	    "  --only N       run workload N only (1-7; 8: memory and CPU)\n"
 	    "  --batch N      batch / pipeline depth (default 128)\n"
+	    "  --stream-batch N\n"
+	    "                 workload 2: what each client library may put\n"
+	    "                 in one request (default 1024, chand's max)\n"
 	    "  --workers N    chand --workers N (default: chand's own)\n"
 	    "  --chand-arg A  one more argument for chand (repeatable)\n"
 	    "  --receivers N  parked receivers for the CPU figure\n"
@@ -125,8 +131,8 @@ print_row(const row *w)
 	fmt_us(a99, sizeof(a99), &w->chand, w->chand.p99_us);
 	fmt_us(b50, sizeof(b50), &w->redis, w->redis.p50_us);
 	fmt_us(b99, sizeof(b99), &w->redis, w->redis.p99_us);
-	printf("| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", w->wl,
-	    w->name, a, b, ratio, a50, a99, b50, b99);
+	printf("| %d%s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w->wl,
+	    w->sub, w->name, a, b, ratio, a50, a99, b50, b99);
 	fflush(stdout);
 }
 
@@ -135,11 +141,11 @@ print_failures(void)
 {
 	for (int i = 0; i < nrows; i++) {
 		if (rows[i].chand.failed)
-			printf("- workload %d %s, chand: %s\n", rows[i].wl,
-			    rows[i].name, rows[i].chand.err);
+			printf("- workload %d%s %s, chand: %s\n", rows[i].wl,
+			    rows[i].sub, rows[i].name, rows[i].chand.err);
 		if (rows[i].redis.failed)
-			printf("- workload %d %s, Redis: %s\n", rows[i].wl,
-			    rows[i].name, rows[i].redis.err);
+			printf("- workload %d%s %s, Redis: %s\n", rows[i].wl,
+			    rows[i].sub, rows[i].name, rows[i].redis.err);
 	}
 }
 
@@ -150,6 +156,7 @@ new_row(int wl, size_t size)
 
 	memset(w, 0, sizeof(*w));
 	w->wl = wl;
+	w->sub = "";
 	w->size = size;
 	return (w);
 }
@@ -161,6 +168,33 @@ size_name(size_t size)
 }
 
 /* ---- workloads ---------------------------------------------------------- */
+
+/*
+ * Workload 2b: the caller builds each batch and makes one call per batch
+ * (chan_send_batch / chan_recv_n; variadic LPUSH / RPOP count), no
+ * pipelining. Shown beside 2, which lets each client library batch and
+ * pipeline one message per call (each system's best).
+ */
+static void
+run_batch_calls(const bench_opts *o, bool have_chand, const char *ch,
+    size_t size, size_t n)
+{
+	row *w = new_row(2, size);
+
+	w->sub = "b";
+	snprintf(w->name, sizeof(w->name), "1→1, one call per batch of %zu, "
+	    "%s", batch, size_name(size));
+#ifdef CHAN_BENCH_HAVE_CHAND
+	if (have_chand)
+		bench_flow(&bench_chand_ops, o, ch, size, n, batch, batch, 1,
+		    &w->chand);
+#else
+	(void) have_chand;
+#endif
+	bench_flow(&bench_redis_ops, o, ch, size, n, batch, batch, 1,
+	    &w->redis);
+	print_row(w);
+}
 
 static void
 run_flows(const bench_opts *o, bool have_chand)
@@ -185,8 +219,8 @@ run_flows(const bench_opts *o, bool have_chand)
 				    "message per call, %s", size_name(size));
 			else if (wl == 2)
 				snprintf(w->name, sizeof(w->name), "1→1, "
-				    "batches of %zu, %s", batch,
-				    size_name(size));
+				    "one per call, client batches up to %zu, "
+				    "%s", stream_batch, size_name(size));
 			else
 				snprintf(w->name, sizeof(w->name), "4→1, one "
 				    "per send, recv up to %zu, %s", batch,
@@ -197,8 +231,8 @@ run_flows(const bench_opts *o, bool have_chand)
 					bench_flow(&bench_chand_ops, o, ch, size,
 					    n1, 0, 0, 1, &w->chand);
 				else if (wl == 2)
-					bench_flow(&bench_chand_ops, o, ch, size,
-					    n2, batch, batch, 1, &w->chand);
+					bench_stream(&bench_chand_ops, o, ch,
+					    size, n2, stream_batch, &w->chand);
 				else
 					bench_flow(&bench_chand_ops, o, ch, size,
 					    n3, 0, batch, 4, &w->chand);
@@ -210,12 +244,14 @@ run_flows(const bench_opts *o, bool have_chand)
 				bench_flow(&bench_redis_ops, o, ch, size, n1, 0,
 				    0, 1, &w->redis);
 			else if (wl == 2)
-				bench_flow(&bench_redis_ops, o, ch, size, n2,
-				    batch, batch, 1, &w->redis);
+				bench_stream(&bench_redis_ops, o, ch, size, n2,
+				    stream_batch, &w->redis);
 			else
 				bench_flow(&bench_redis_ops, o, ch, size, n3, 0,
 				    batch, 4, &w->redis);
 			print_row(w);
+			if (wl == 2)
+				run_batch_calls(o, have_chand, ch, size, n2);
 		}
 	}
 }
@@ -409,7 +445,8 @@ static const row *
 find(int wl, size_t size)
 {
 	for (int i = 0; i < nrows; i++)
-		if (rows[i].wl == wl && (size == 0 || rows[i].size == size))
+		if (rows[i].wl == wl && rows[i].sub[0] == '\0' &&
+		    (size == 0 || rows[i].size == size))
 			return (&rows[i]);
 	return (NULL);
 }
@@ -591,6 +628,7 @@ main(int argc, char **argv)
 		{ "quick", no_argument, NULL, 'q' },
 		{ "only", required_argument, NULL, 'o' },
 		{ "batch", required_argument, NULL, 'b' },
+		{ "stream-batch", required_argument, NULL, 'S' },
 		{ "workers", required_argument, NULL, 'w' },
 		{ "receivers", required_argument, NULL, 'r' },
 		{ "chand", required_argument, NULL, 'C' },
@@ -622,6 +660,9 @@ main(int argc, char **argv)
 		case 'q': o.quick = true; break;
 		case 'o': o.only = atoi(optarg); break;
 		case 'b': batch = (size_t) strtoul(optarg, NULL, 10); break;
+		case 'S':
+			stream_batch = (size_t) strtoul(optarg, NULL, 10);
+			break;
 		case 'w': o.workers = atoi(optarg); break;
 		case 'r': o.receivers = atoi(optarg); break;
 		case 'C': o.chand = optarg; break;
@@ -641,7 +682,8 @@ main(int argc, char **argv)
 		}
 	}
 	if (optind != argc || o.only < 0 || o.only > NWORKLOADS ||
-	    batch < 1 || batch > 100000) {
+	    batch < 1 || batch > 100000 || stream_batch < 1 ||
+	    stream_batch > 100000) {
 		usage(stderr);
 		return (64);
 	}

@@ -3,6 +3,7 @@
  * the private unix socket: LPUSH/BRPOP one per call, variadic LPUSH and
  * RPOP key count for batches, INCR and pipelined INCR.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,16 @@ struct bench_client {
 	const char  **argv;
 	size_t       *argl;
 	size_t        argcap;
+	/* pipe_send: payloads of the batch being filled (copied) */
+	char         *pbuf;
+	size_t        pused, pcap;
+	size_t       *plen;
+	size_t        pn, pncap;
+	int           pout;     /* LPUSHes written, replies not read */
+	/* pipe_recv: the last RPOP's answer, taken one by one */
+	redisReply   *rbatch;
+	size_t        rnext;
+	bool          rpending; /* an RPOP is written, its reply not read */
 };
 
 static int
@@ -62,16 +73,33 @@ r_disconnect(bench_client *c)
 {
 	if (c == NULL)
 		return;
+	if (c->rbatch != NULL)
+		freeReplyObject(c->rbatch);
 	redisFree(c->ctx);
 	free(c->argv);
 	free(c->argl);
+	free(c->pbuf);
+	free(c->plen);
 	free(c);
 }
 
 static int
 r_reset(bench_client *c, const char *ch)
 {
-	redisReply *rep = redisCommand(c->ctx, "DEL %s", ch);
+	redisReply *rep;
+
+	/* A streaming RPOP still in flight answers first: drop it. */
+	if (c->rpending) {
+		c->rpending = false;
+		if (redisGetReply(c->ctx, (void **) &rep) != REDIS_OK)
+			return (fail(c, "RPOP", NULL));
+		freeReplyObject(rep);
+	}
+	if (c->rbatch != NULL) {
+		freeReplyObject(c->rbatch);
+		c->rbatch = NULL;
+	}
+	rep = redisCommand(c->ctx, "DEL %s", ch);
 
 	if (rep == NULL || rep->type != REDIS_REPLY_INTEGER)
 		return (fail(c, "DEL", rep));
@@ -192,6 +220,197 @@ r_recv_batch(bench_client *c, const char *ch, size_t max, size_t *got,
 	return (0);
 }
 
+/* ---- streaming: client-side batches, pipelined ------------------------- */
+
+static int
+argv_room(bench_client *c, size_t n)
+{
+	if (n + 2 > c->argcap) {
+		size_t cap = n + 2;
+		const char **a = realloc(c->argv, cap * sizeof(*a));
+		size_t *l;
+
+		if (a == NULL)
+			return (-1);
+		c->argv = a;
+		if ((l = realloc(c->argl, cap * sizeof(*l))) == NULL)
+			return (-1);
+		c->argl = l;
+		c->argcap = cap;
+	}
+	return (0);
+}
+
+static int
+lpush_reply(bench_client *c)
+{
+	redisReply *rep;
+
+	if (redisGetReply(c->ctx, (void **) &rep) != REDIS_OK)
+		return (fail(c, "LPUSH", NULL));
+	if (rep == NULL || rep->type != REDIS_REPLY_INTEGER)
+		return (fail(c, "LPUSH", rep));
+	freeReplyObject(rep);
+	c->pout--;
+	return (0);
+}
+
+static int
+write_out(bench_client *c, const char *what)
+{
+	int done = 0;
+
+	do {
+		if (redisBufferWrite(c->ctx, &done) != REDIS_OK)
+			return (fail(c, what, NULL));
+	} while (!done);
+	return (0);
+}
+
+/*
+ * The filled batch becomes one variadic LPUSH, written at once; at most
+ * one earlier LPUSH stays unanswered (as chand's producer keeps one batch
+ * in flight while the next fills).
+ */
+static int
+lpush_batch(bench_client *c, const char *ch)
+{
+	size_t off = 0;
+
+	if (c->pn == 0)
+		return (0);
+	if (argv_room(c, c->pn) != 0)
+		return (fail(c, "LPUSH", NULL));
+	c->argv[0] = "LPUSH";
+	c->argl[0] = 5;
+	c->argv[1] = ch;
+	c->argl[1] = strlen(ch);
+	for (size_t i = 0; i < c->pn; i++) {
+		c->argv[i + 2] = c->pbuf + off;
+		c->argl[i + 2] = c->plen[i];
+		off += c->plen[i];
+	}
+	if (redisAppendCommandArgv(c->ctx, (int) c->pn + 2, c->argv,
+	    c->argl) != REDIS_OK)
+		return (fail(c, "LPUSH", NULL));
+	c->pn = 0;
+	c->pused = 0;
+	c->pout++;
+	if (write_out(c, "LPUSH") != 0)
+		return (-1);
+	while (c->pout > 1)
+		if (lpush_reply(c) != 0)
+			return (-1);
+	return (0);
+}
+
+static int
+r_pipe_send(bench_client *c, const char *ch, const void *data, size_t len,
+    size_t batch)
+{
+	if (c->pused + len > c->pcap) {
+		size_t cap = (c->pused + len) * 2;
+		char *b = realloc(c->pbuf, cap);
+
+		if (b == NULL)
+			return (fail(c, "LPUSH", NULL));
+		c->pbuf = b;
+		c->pcap = cap;
+	}
+	if (c->pn == c->pncap) {
+		size_t cap = c->pncap == 0 ? 256 : c->pncap * 2;
+		size_t *l = realloc(c->plen, cap * sizeof(*l));
+
+		if (l == NULL)
+			return (fail(c, "LPUSH", NULL));
+		c->plen = l;
+		c->pncap = cap;
+	}
+	memcpy(c->pbuf + c->pused, data, len);
+	c->pused += len;
+	c->plen[c->pn++] = len;
+	return (c->pn >= batch ? lpush_batch(c, ch) : 0);
+}
+
+static int
+r_pipe_flush(bench_client *c, const char *ch)
+{
+	if (lpush_batch(c, ch) != 0)
+		return (-1);
+	while (c->pout > 0)
+		if (lpush_reply(c) != 0)
+			return (-1);
+	return (0);
+}
+
+static int
+rpop_start(bench_client *c, const char *ch, size_t batch)
+{
+	char count[32];
+
+	snprintf(count, sizeof(count), "%zu", batch);
+	if (redisAppendCommand(c->ctx, "RPOP %s %s", ch, count) != REDIS_OK)
+		return (fail(c, "RPOP", NULL));
+	c->rpending = true;
+	return (write_out(c, "RPOP"));
+}
+
+/* The RPOP in flight answered; nil (empty list) waits with BRPOP. */
+static int
+rpop_finish(bench_client *c, const char *ch, int64_t timeout_ms)
+{
+	redisReply *rep;
+
+	c->rpending = false;
+	if (redisGetReply(c->ctx, (void **) &rep) != REDIS_OK)
+		return (fail(c, "RPOP", NULL));
+	if (rep != NULL && rep->type == REDIS_REPLY_ARRAY) {
+		c->rbatch = rep;
+		c->rnext = 0;
+		return (0);
+	}
+	if (rep == NULL || rep->type != REDIS_REPLY_NIL)
+		return (fail(c, "RPOP", rep));
+	freeReplyObject(rep);
+	rep = redisCommand(c->ctx, "BRPOP %s %d", ch, to_seconds(timeout_ms));
+	if (rep != NULL && rep->type == REDIS_REPLY_NIL) {
+		freeReplyObject(rep);
+		snprintf(c->err, sizeof(c->err), "BRPOP: timed out");
+		return (-1);
+	}
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY ||
+	    rep->elements != 2)
+		return (fail(c, "BRPOP", rep));
+	c->rbatch = rep;
+	c->rnext = 1; /* element 0 is the key */
+	return (0);
+}
+
+static int
+r_pipe_recv(bench_client *c, const char *ch, void *buf, size_t cap,
+    size_t *len, size_t batch, int64_t timeout_ms)
+{
+	redisReply *e;
+
+	if (c->rbatch != NULL && c->rnext >= c->rbatch->elements) {
+		freeReplyObject(c->rbatch);
+		c->rbatch = NULL;
+	}
+	if (c->rbatch == NULL) {
+		if (!c->rpending && rpop_start(c, ch, batch) != 0)
+			return (-1);
+		if (rpop_finish(c, ch, timeout_ms) != 0)
+			return (-1);
+		/* The next batch is fetched while this one is consumed. */
+		if (rpop_start(c, ch, batch) != 0)
+			return (-1);
+	}
+	e = c->rbatch->element[c->rnext++];
+	*len = e->len;
+	memcpy(buf, e->str, *len < cap ? *len : cap);
+	return (0);
+}
+
 static int
 r_incr(bench_client *c, const char *key)
 {
@@ -237,6 +456,9 @@ const bench_ops bench_redis_ops = {
 	.send_batch = r_send_batch,
 	.recv = r_recv,
 	.recv_batch = r_recv_batch,
+	.pipe_send = r_pipe_send,
+	.pipe_flush = r_pipe_flush,
+	.pipe_recv = r_pipe_recv,
 	.incr = r_incr,
 	.incr_pipe = r_incr_pipe,
 	.error = r_error,

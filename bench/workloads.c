@@ -233,6 +233,133 @@ out:
 	return (r->failed ? -1 : 0);
 }
 
+/* ---- workload 2: streaming through client-side batching ---------------- */
+
+typedef struct stream {
+	flow         *f;
+	bench_client *c;
+} stream;
+
+static void *
+stream_producer(void *arg)
+{
+	stream *sp = arg;
+	flow *f = sp->f;
+	unsigned char *buf = malloc(f->size + 1);
+	bench_lat lat;
+
+	bench_lat_init(&lat, f->count + 1);
+	memset(buf, 'x', f->size + 1);
+	pthread_barrier_wait(&f->start);
+	for (uint64_t i = 0; i < f->count && !f->failed; i++) {
+		uint64_t a;
+
+		stamp(buf, f->size, 0, i);
+		a = bench_now_ns();
+		if (f->ops->pipe_send(sp->c, f->ch, buf, f->size,
+		    f->batch) != 0) {
+			flow_fail(f, "send", f->ops->error(sp->c));
+			break;
+		}
+		bench_lat_add(&lat, bench_now_ns() - a);
+	}
+	if (!f->failed && f->ops->pipe_flush(sp->c, f->ch) != 0)
+		flow_fail(f, "flush", f->ops->error(sp->c));
+	pthread_mutex_lock(&f->mu);
+	bench_lat_merge(&f->lat, &lat);
+	pthread_mutex_unlock(&f->mu);
+	bench_lat_free(&lat);
+	free(buf);
+	return (NULL);
+}
+
+/* Takes every message one per call and checks size and FIFO order. */
+static void
+stream_consume(flow *f, bench_client *c)
+{
+	size_t cap = f->size + 16;
+	unsigned char *buf = malloc(cap);
+
+	for (uint64_t expect = 0; expect < f->count && !f->failed; expect++) {
+		size_t len = 0;
+		uint64_t idx;
+
+		if (f->ops->pipe_recv(c, f->ch, buf, cap, &len, f->batch,
+		    RECV_TIMEOUT_MS) != 0) {
+			flow_fail(f, "recv", f->ops->error(c));
+			break;
+		}
+		if (len != f->size) {
+			flow_fail(f, "recv", "wrong payload size");
+			break;
+		}
+		memcpy(&idx, buf + 4, 8);
+		if (f->size >= 12 && idx != expect) {
+			flow_fail(f, "recv", "out of order");
+			break;
+		}
+	}
+	f->t_end = bench_now_ns();
+	free(buf);
+}
+
+int
+bench_stream(const bench_ops *ops, const bench_opts *o, const char *ch,
+    size_t size, size_t count, size_t batch, bench_result *r)
+{
+	flow f;
+	stream sp = { .f = &f, .c = NULL };
+	bench_client *cons;
+	char err[256];
+	pthread_t th;
+
+	memset(&f, 0, sizeof(f));
+	f.ops = ops;
+	f.o = o;
+	f.ch = ch;
+	f.size = size;
+	f.count = count;
+	f.batch = batch;
+	f.producers = 1;
+	pthread_mutex_init(&f.mu, NULL);
+	bench_lat_init(&f.lat, count + 1);
+	pthread_barrier_init(&f.start, NULL, 2);
+	if ((cons = ops->connect(o, err, sizeof(err))) == NULL) {
+		bench_result_fail(r, "%s", err);
+		goto out;
+	}
+	if (ops->reset(cons, ch) != 0) {
+		bench_result_fail(r, "reset: %s", ops->error(cons));
+		goto out;
+	}
+	if ((sp.c = ops->connect(o, err, sizeof(err))) == NULL) {
+		bench_result_fail(r, "%s", err);
+		goto out;
+	}
+	if (pthread_create(&th, NULL, stream_producer, &sp) != 0) {
+		fprintf(stderr, "chan-bench: cannot start threads\n");
+		exit(1);
+	}
+	pthread_barrier_wait(&f.start);
+	f.t0 = bench_now_ns();
+	stream_consume(&f, cons);
+	pthread_join(th, NULL);
+	if (f.failed)
+		bench_result_fail(r, "%s", f.err);
+	else
+		bench_result_fill(r, count, f.t_end - f.t0, &f.lat);
+	ops->reset(cons, ch);
+out:
+	if (sp.c != NULL)
+		ops->disconnect(sp.c);
+	if (cons != NULL)
+		ops->disconnect(cons);
+	bench_lat_free(&f.lat);
+	pthread_barrier_destroy(&f.start);
+	pthread_mutex_destroy(&f.mu);
+	return (r->failed ? -1 : 0);
+}
+
 int
 bench_incr(const bench_ops *ops, const bench_opts *o, const char *key,
     size_t count, size_t depth, bench_result *r)

@@ -16,6 +16,15 @@ int bench_flow(const bench_ops *ops, const bench_opts *o, const char *ch,
     size_t size, size_t count, size_t batch, size_t cbatch, int producers,
     bench_result *r);
 
+/*
+ * One producer streams count messages (pipe_send, one per call, the
+ * system batching and pipelining up to batch) while the calling thread
+ * takes them one per call (pipe_recv) and checks order. Latency: the
+ * producer's calls.
+ */
+int bench_stream(const bench_ops *ops, const bench_opts *o, const char *ch,
+    size_t size, size_t count, size_t batch, bench_result *r);
+
 /* count increments, one per call (depth 0) or depth per pipelined call. */
 int bench_incr(const bench_ops *ops, const bench_opts *o, const char *key,
     size_t count, size_t depth, bench_result *r);
