@@ -162,7 +162,7 @@ struct chd_any {
  * each shard carves small ones out of 64 KiB slabs (aligned, so an
  * object finds its slab by masking its address) in a few size classes.
  * Only the shard's thread allocates and frees them. A slab whose last
- * object is freed goes back to malloc unless it is the class's one spare:
+ * object is freed is unmapped unless it is the class's one spare:
  * after a burst the cache never holds more than one empty slab per class.
  * Objects larger than the largest class are plain malloc (class
  * CHD_SLAB_MALLOC).

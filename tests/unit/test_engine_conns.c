@@ -827,7 +827,7 @@ typedef struct sobj {
 
 /*
  * Objects of every class (and a malloc'd one) stay distinct while live,
- * freed in random order the slabs go back to malloc but for one spare
+ * freed in random order the slabs are unmapped but for one spare
  * per class, and a second burst reuses that memory.
  */
 START_TEST(test_slab_classes_reuse_and_give_back)
