@@ -547,6 +547,22 @@ slow_cb(chan_aio *a, void *arg)
 	atomic_store(&slow_done, 1);
 }
 
+/* A callback that makes a sync call on the same client (nng's reader must not wait on it). */
+typedef struct sync_in_cb {
+	chan_client *c;
+	chan_status  st;
+	int64_t      v;
+} sync_in_cb;
+
+static void
+sync_cb(chan_aio *a, void *arg)
+{
+	sync_in_cb *x = arg;
+
+	(void) a;
+	x->st = chan_counter_get(x->c, "sic", &x->v);
+}
+
 START_TEST(callback_once_per_call)
 {
 	chan_client *c = connect_ok();
@@ -580,6 +596,19 @@ START_TEST(callback_once_per_call)
 	chan_aio_wait(a);
 	ck_count(slow_done, 1);
 	chan_aio_free(a);
+
+	/* A sync call from the callback, on the same client. */
+	{
+		sync_in_cb x = { c, CHAN_INTERNAL, 0 };
+
+		ck_status(chan_aio_alloc(&a, sync_cb, &x), CHAN_OK);
+		chan_counter_add_aio(c, "sic", 7, a);
+		chan_aio_wait(a);
+		ck_aio_status(a, CHAN_OK);
+		ck_status(x.st, CHAN_OK);
+		ck_assert_int_eq(x.v, 7);
+		chan_aio_free(a);
+	}
 
 	/* Calls refused locally still call back once, not on the caller's thread. */
 	for (i = 0; i < 4; i++) {
