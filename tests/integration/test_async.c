@@ -755,6 +755,63 @@ START_TEST(send_not_found)
 }
 END_TEST
 
+/* ---- reconnection ----------------------------------------------------------- */
+
+/*
+ * chand dies (SIGKILL) under a parked async receive and comes back on the
+ * same address: the receive is sent again (same request) once nng has
+ * reconnected and parks in the new daemon; a call started while no daemon
+ * runs waits and is answered by the new one.
+ */
+START_TEST(survives_daemon_restart)
+{
+	chh_daemon  d1, d2;
+	char        dir[] = "/tmp/chan-async-XXXXXX";
+	char        url[128];
+	const char *extra[] = { "--listen", url, NULL };
+	chan_client *c = NULL, *s = NULL;
+	cb_count    *k = counts_new(2);
+	chan_aio    *r = aio_new(&k[0]);
+	chan_aio    *add = aio_new(&k[1]);
+	char         sock[64];
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(sock, sizeof(sock), "%s/r.sock", dir);
+	snprintf(url, sizeof(url), "ipc://%s", sock);
+	chh_start(&d1, extra);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	chan_recv_aio(c, "rs", 1, CHAN_WAIT_FOREVER, r);
+	wait_parked_receivers(c, "rs", 1);
+
+	chh_kill(&d1);
+	chan_counter_add_aio(c, "rc", 5, add);
+	usleep(200 * 1000);
+	ck_count(k[0].calls, 0);
+	ck_count(k[1].calls, 0);
+
+	chh_start(&d2, extra);
+	ck_status(chan_connect(d2.url, &s), CHAN_OK);
+	wait_parked_receivers(s, "rs", 1);
+	ck_status(chan_send(s, "rs", "again", 5, CHAN_WAIT_FOREVER), CHAN_OK);
+	chan_aio_wait(r);
+	aio_got(r, "again");
+	chan_aio_wait(add);
+	ck_aio_status(add, CHAN_OK);
+	ck_assert_int_eq(chan_aio_value(add), 5);
+	ck_count(k[0].calls, 1);
+	ck_count(k[1].calls, 1);
+
+	chan_aio_free(r);
+	chan_aio_free(add);
+	chan_disconnect(c);
+	chan_disconnect(s);
+	chh_stop(&d2);
+	unlink(sock);
+	rmdir(dir);
+	free(k);
+}
+END_TEST
+
 static Suite *
 async_suite(void)
 {
@@ -782,6 +839,10 @@ async_suite(void)
 	tcase_add_test(tc, timeouts);
 	tcase_add_test(tc, send_errors);
 	tcase_add_test(tc, send_not_found);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("reconnect");
+	tcase_add_test(tc, survives_daemon_restart);
 	suite_add_tcase(s, tc);
 	return (s);
 }
