@@ -75,6 +75,8 @@ typedef struct chd_resp {
 
 void  chd_resp_init(chd_resp *a);
 void *chd_resp_alloc(chd_resp *a, size_t size); /* zeroed; NULL on ENOMEM */
+/* The same, not zeroed: for arrays the caller fills in whole. */
+void *chd_resp_alloc_raw(chd_resp *a, size_t size);
 /* Sends a (id and status set here), frees the arena; r is gone after. */
 void  chd_resp_send(chd_engine *e, chd_req *r, chd_resp *a, chan_status st);
 /* An error (or bare) answer with a printf message. */
@@ -162,14 +164,22 @@ struct chd_any {
  * each shard carves small ones out of 64 KiB slabs (aligned, so an
  * object finds its slab by masking its address) in a few size classes.
  * Only the shard's thread allocates and frees them. A slab whose last
- * object is freed is unmapped unless it is the class's one spare:
- * after a burst the cache never holds more than one empty slab per class.
+ * object is freed is unmapped unless the shard keeps it as a spare (at
+ * most 32 empty slabs, 2 MiB, per shard): after a burst the cache never
+ * holds more than that.
  * Objects larger than the largest class are plain malloc (class
  * CHD_SLAB_MALLOC).
  */
 #define CHD_SLAB_SIZE    65536u
 #define CHD_SLAB_CLASSES 8
 #define CHD_SLAB_MALLOC  0xff
+/*
+ * Empty slabs a shard keeps mapped for the next burst (all classes
+ * together, 2 MiB); more are unmapped. One spare per class was too few: a
+ * recv of 1024 1-KiB messages empties 17 slabs, and mapping them again
+ * for the next batch costs 16 page faults each.
+ */
+#define CHD_SLAB_SPARE   32
 
 typedef struct chd_slab chd_slab;
 typedef struct chd_slab_class {
@@ -181,6 +191,7 @@ typedef struct chd_slab_class {
 
 typedef struct chd_slabs {
 	chd_slab_class c[CHD_SLAB_CLASSES];
+	uint32_t       nempty; /* empty slabs kept, all classes */
 } chd_slabs;
 
 void  chd_slabs_init(chd_slabs *s);

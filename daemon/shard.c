@@ -147,7 +147,7 @@ chd_resp_init(chd_resp *a)
 }
 
 void *
-chd_resp_alloc(chd_resp *a, size_t size)
+chd_resp_alloc_raw(chd_resp *a, size_t size)
 {
 	chd_ablk *b = a->arena;
 	void     *p;
@@ -165,7 +165,17 @@ chd_resp_alloc(chd_resp *a, size_t size)
 	}
 	p = b->mem + b->used;
 	b->used += size;
-	memset(p, 0, size);
+	return (p);
+}
+
+void *
+chd_resp_alloc(chd_resp *a, size_t size)
+{
+	void *p = chd_resp_alloc_raw(a, size);
+
+	if (p != NULL) {
+		memset(p, 0, size);
+	}
 	return (p);
 }
 
@@ -350,8 +360,6 @@ static const uint32_t slab_sizes[CHD_SLAB_CLASSES] = {
 	48, 64, 96, 160, 288, 544, 1056, 2080
 };
 
-/* Empty slabs a class keeps for the next burst; more are unmapped. */
-#define CHD_SLAB_SPARE 1
 
 struct chd_slab {
 	chd_slab      *prev, *next; /* the class's avail list */
@@ -412,7 +420,7 @@ slab_unmap(chd_slab *sl)
 }
 
 static chd_slab *
-slab_new(chd_slab_class *c, uint8_t cls)
+slab_new(chd_slabs *s, chd_slab_class *c, uint8_t cls)
 {
 	chd_slab *sl;
 
@@ -428,6 +436,7 @@ slab_new(chd_slab_class *c, uint8_t cls)
 	CHD_DL_PUSH(c->avail, sl, prev, next);
 	c->nempty++;
 	c->nslabs++;
+	s->nempty++;
 	return (sl);
 }
 
@@ -449,7 +458,7 @@ chd_slab_alloc(chd_slabs *s, size_t size, uint8_t *cls)
 		*cls = CHD_SLAB_MALLOC;
 		return (malloc(size));
 	}
-	if ((sl = c->avail) == NULL && (sl = slab_new(c, i)) == NULL) {
+	if ((sl = c->avail) == NULL && (sl = slab_new(s, c, i)) == NULL) {
 		return (NULL);
 	}
 	if (sl->free != NULL) {
@@ -461,6 +470,7 @@ chd_slab_alloc(chd_slabs *s, size_t size, uint8_t *cls)
 	}
 	if (sl->nlive++ == 0) {
 		c->nempty--;
+		s->nempty--;
 	}
 	if (sl->free == NULL && sl->fresh == sl->end) {
 		CHD_DL_REMOVE(c->avail, sl, prev, next);
@@ -488,12 +498,17 @@ chd_slab_free(chd_slabs *s, void *p, uint8_t cls)
 		sl->listed = true;
 		CHD_DL_PUSH(c->avail, sl, prev, next);
 	}
-	if (--sl->nlive == 0 && ++c->nempty > CHD_SLAB_SPARE) {
-		CHD_DL_REMOVE(c->avail, sl, prev, next);
-		c->nempty--;
-		c->nslabs--;
-		slab_unmap(sl);
+	if (--sl->nlive > 0) {
+		return;
 	}
+	if (s->nempty < CHD_SLAB_SPARE) {
+		c->nempty++;
+		s->nempty++;
+		return;
+	}
+	CHD_DL_REMOVE(c->avail, sl, prev, next);
+	c->nslabs--;
+	slab_unmap(sl);
 }
 
 void
@@ -511,6 +526,7 @@ chd_slabs_fini(chd_slabs *s)
 		c->nempty = 0;
 		c->nslabs = 0;
 	}
+	s->nempty = 0;
 }
 
 /* ---- the shard thread --------------------------------------------------- */
