@@ -251,7 +251,8 @@ chan_producer_start(chan_producer *p)
 	b->next = NULL;
 	p->inflight = b;
 	for (i = 0; i < b->n; i++) {
-		b->bufs[i].data = b->arena + b->off[i];
+		/* A batch of empty messages has no arena. */
+		b->bufs[i].data = b->arena != NULL ? b->arena + b->off[i] : NULL;
 	}
 	pthread_mutex_unlock(&p->mtx);
 	chan_send_aio(p->c, p->name, b->bufs, b->n, p->timeout_ms, p->aio);

@@ -484,6 +484,36 @@ START_TEST(producer_no_auto_create)
 }
 END_TEST
 
+START_TEST(producer_empty_and_too_large)
+{
+	chan_client   *c = connect_ok();
+	chan_producer *p;
+	chan_msg      *m;
+	size_t         big = (size_t) chan_max_message_size(c) + 1;
+	char          *b = calloc(1, big);
+
+	ck_status(chan_producer_open(c, "empty", NULL, &p), CHAN_OK);
+	ck_status(chan_producer_send(p, NULL, 0, NULL), CHAN_OK);
+	ck_status(chan_producer_send(p, "", 0, NULL), CHAN_OK);
+	ck_status(chan_producer_send(p, b, big, NULL), CHAN_TOO_LARGE);
+	ck_status(chan_producer_send(p, b, big - 1, NULL), CHAN_OK);
+	ck_status(chan_producer_flush(p, CHAN_WAIT_FOREVER), CHAN_OK);
+	ck_assert_uint_eq(chan_producer_accepted(p), 3);
+	ck_status(chan_recv(c, "empty", &m, 0), CHAN_OK);
+	ck_assert_uint_eq(chan_msg_len(m), 0);
+	chan_msg_free(m);
+	ck_status(chan_recv(c, "empty", &m, 0), CHAN_OK);
+	ck_assert_uint_eq(chan_msg_len(m), 0);
+	chan_msg_free(m);
+	ck_status(chan_recv(c, "empty", &m, 0), CHAN_OK);
+	ck_assert_uint_eq(chan_msg_len(m), big - 1);
+	chan_msg_free(m);
+	ck_status(chan_producer_close(p), CHAN_OK);
+	free(b);
+	chan_disconnect(c);
+}
+END_TEST
+
 START_TEST(producer_linger_and_flush)
 {
 	chan_client       *c = connect_ok(), *r = connect_ok();
@@ -961,6 +991,7 @@ handles_suite(void)
 	tcase_add_test(tc, producer_closed_channel);
 	tcase_add_test(tc, producer_stop_on_failure);
 	tcase_add_test(tc, producer_no_auto_create);
+	tcase_add_test(tc, producer_empty_and_too_large);
 	tcase_add_test(tc, producer_linger_and_flush);
 	tcase_add_test(tc, producer_max_buffered_blocks);
 	suite_add_tcase(s, tc);
