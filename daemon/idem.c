@@ -113,15 +113,16 @@ chd_idem_new(void)
 static chd_idem_answer *
 answer_pack(const Chan__V1__Response *resp)
 {
-	size_t           len = chl_response_packed_size(resp);
+	chl_packer       pk;
+	size_t           len = chl_packer_init(&pk, resp);
 	chd_idem_answer *a = malloc(sizeof(*a) + (len > 0 ? len : 1));
 
-	if (a == NULL) {
-		return (NULL);
+	if (a != NULL) {
+		atomic_init(&a->refs, 1);
+		a->len = len;
+		(void) chl_packer_write(&pk, a->bytes);
 	}
-	atomic_init(&a->refs, 1);
-	a->len = len;
-	(void) chl_response_pack(resp, a->bytes);
+	chl_packer_fini(&pk);
 	return (a);
 }
 

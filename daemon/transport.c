@@ -321,11 +321,13 @@ chd_ctx_send(chd_tctx *c, const Chan__V1__Response *resp)
 	chd_transport *t = c->t;
 	nng_msg       *m;
 	size_t         n;
+	chl_packer     pk;
 
-	n = chl_response_packed_size(resp);
+	n = chl_packer_init(&pk, resp);
 	if (nng_msg_alloc(&m, n) != 0) {
 		Chan__V1__Response small = CHAN__V1__RESPONSE__INIT;
 
+		chl_packer_fini(&pk);
 		/* Too big to allocate: the client still gets an answer. */
 		small.has_id = resp->has_id;
 		small.id = resp->id;
@@ -342,7 +344,8 @@ chd_ctx_send(chd_tctx *c, const Chan__V1__Response *resp)
 		resp = &small;
 		(void) chan__v1__response__pack(resp, nng_msg_body(m));
 	} else {
-		(void) chl_response_pack(resp, nng_msg_body(m));
+		(void) chl_packer_write(&pk, nng_msg_body(m));
+		chl_packer_fini(&pk);
 	}
 	pthread_mutex_lock(&t->mtx);
 	c->state = CHD_CTX_SEND;

@@ -192,23 +192,11 @@ chl_msg_body_size(const Chan__V1__Message *m)
 	return (n);
 }
 
-static size_t
-chl_recv_body_size(const Chan__V1__RecvResult *rr)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < rr->n_messages; i++) {
-		size_t b = chl_msg_body_size(rr->messages[i]);
-		n += 1 + chl_varint_size(b) + b;
-	}
-	return (n);
-}
-
 static uint8_t *
-chl_put_msg(uint8_t *p, const Chan__V1__Message *m)
+chl_put_msg(uint8_t *p, const Chan__V1__Message *m, size_t body)
 {
 	p = chl_put_tag(p, 1, CHL_WT_LEN);
-	p = chl_put_varint(p, chl_msg_body_size(m));
+	p = chl_put_varint(p, body);
 	if (m->channel != NULL) {
 		size_t l = strlen(m->channel);
 		p = chl_put_tag(p, 1, CHL_WT_LEN);
@@ -217,15 +205,15 @@ chl_put_msg(uint8_t *p, const Chan__V1__Message *m)
 		p += l;
 	}
 	if (m->has_seq) {
-		p = chl_put_tag(p, 2, CHL_WT_VARINT);
+		*p++ = (2 << 3) | CHL_WT_VARINT;
 		p = chl_put_varint(p, m->seq);
 	}
 	if (m->has_time_us) {
-		p = chl_put_tag(p, 3, CHL_WT_VARINT);
+		*p++ = (3 << 3) | CHL_WT_VARINT;
 		p = chl_put_varint(p, m->time_us);
 	}
 	if (m->has_data) {
-		p = chl_put_tag(p, 4, CHL_WT_LEN);
+		*p++ = (4 << 3) | CHL_WT_LEN;
 		p = chl_put_varint(p, m->data.len);
 		if (m->data.len > 0) {
 			memcpy(p, m->data.data, m->data.len);
@@ -233,7 +221,7 @@ chl_put_msg(uint8_t *p, const Chan__V1__Message *m)
 		p += m->data.len;
 	}
 	if (m->has_redelivered) {
-		p = chl_put_tag(p, 5, CHL_WT_VARINT);
+		*p++ = (5 << 3) | CHL_WT_VARINT;
 		*p++ = m->redelivered ? 1 : 0;
 	}
 	return (p);
@@ -259,37 +247,84 @@ chl_fast(const Chan__V1__Response *r)
 }
 
 size_t
+chl_packer_init(chl_packer *pk, const Chan__V1__Response *r)
+{
+	size_t n, body = 0;
+
+	pk->r = r;
+	pk->sizes = NULL;
+	if (!(pk->fast = chl_fast(r))) {
+		return (pk->total = chan__v1__response__get_packed_size(r));
+	}
+	/* Each message's size once: the write pass needs it for its prefix. */
+	n = r->recv->n_messages;
+	pk->sizes = n <= CHL_PACKER_SMALL ? pk->small : malloc(n * sizeof(*pk->sizes));
+	for (size_t i = 0; i < n; i++) {
+		size_t b = chl_msg_body_size(r->recv->messages[i]);
+
+		if (pk->sizes != NULL) {
+			pk->sizes[i] = (uint32_t) b; /* a message is far below 4 GiB */
+		}
+		body += 1 + chl_varint_size(b) + b;
+	}
+	pk->head = chl_head_of(r);
+	pk->body = body;
+	pk->total = chan__v1__response__get_packed_size(&pk->head) +
+	    chl_varint_size((uint64_t) CHL_F_RECV << 3) + chl_varint_size(body) + body;
+	return (pk->total);
+}
+
+size_t
+chl_packer_write(chl_packer *pk, uint8_t *out)
+{
+	const Chan__V1__RecvResult *rr;
+	uint8_t                    *p;
+
+	if (!pk->fast) {
+		return (chan__v1__response__pack(pk->r, out));
+	}
+	rr = pk->r->recv;
+	p = out + chan__v1__response__pack(&pk->head, out);
+	p = chl_put_tag(p, CHL_F_RECV, CHL_WT_LEN);
+	p = chl_put_varint(p, pk->body);
+	for (size_t i = 0; i < rr->n_messages; i++) {
+		const Chan__V1__Message *m = rr->messages[i];
+
+		/* Sizes are recomputed only if the array could not be had. */
+		p = chl_put_msg(p, m, pk->sizes != NULL ? pk->sizes[i] : chl_msg_body_size(m));
+	}
+	return ((size_t) (p - out));
+}
+
+void
+chl_packer_fini(chl_packer *pk)
+{
+	if (pk->sizes != NULL && pk->sizes != pk->small) {
+		free(pk->sizes);
+	}
+	pk->sizes = NULL;
+}
+
+size_t
 chl_response_packed_size(const Chan__V1__Response *r)
 {
-	Chan__V1__Response h;
-	size_t             b;
+	chl_packer pk;
+	size_t     n = chl_packer_init(&pk, r);
 
-	if (!chl_fast(r)) {
-		return (chan__v1__response__get_packed_size(r));
-	}
-	h = chl_head_of(r);
-	b = chl_recv_body_size(r->recv);
-	return (chan__v1__response__get_packed_size(&h) +
-	    chl_varint_size((uint64_t) CHL_F_RECV << 3) + chl_varint_size(b) + b);
+	chl_packer_fini(&pk);
+	return (n);
 }
 
 size_t
 chl_response_pack(const Chan__V1__Response *r, uint8_t *out)
 {
-	Chan__V1__Response h;
-	uint8_t           *p;
+	chl_packer pk;
+	size_t     n;
 
-	if (!chl_fast(r)) {
-		return (chan__v1__response__pack(r, out));
-	}
-	h = chl_head_of(r);
-	p = out + chan__v1__response__pack(&h, out);
-	p = chl_put_tag(p, CHL_F_RECV, CHL_WT_LEN);
-	p = chl_put_varint(p, chl_recv_body_size(r->recv));
-	for (size_t i = 0; i < r->recv->n_messages; i++) {
-		p = chl_put_msg(p, r->recv->messages[i]);
-	}
-	return ((size_t) (p - out));
+	(void) chl_packer_init(&pk, r);
+	n = chl_packer_write(&pk, out);
+	chl_packer_fini(&pk);
+	return (n);
 }
 
 uint64_t

@@ -8,6 +8,7 @@
 #ifndef CHL_WIRE_H
 #define CHL_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,26 @@ Chan__V1__Response *chl_fast_response_decode(chl_capped_alloc *ca, const void *b
  */
 size_t chl_response_packed_size(const Chan__V1__Response *r);
 size_t chl_response_pack(const Chan__V1__Response *r, uint8_t *out);
+
+/*
+ * The same in two steps that size every message once (the functions above
+ * do it twice): init returns the packed size, write fills out (that many
+ * bytes) and returns it, fini frees the packer's scratch. r must not
+ * change in between.
+ */
+#define CHL_PACKER_SMALL 64
+typedef struct chl_packer {
+	const Chan__V1__Response *r;
+	Chan__V1__Response        head; /* r without its result */
+	bool                      fast;
+	size_t                    body, total;
+	uint32_t                 *sizes; /* per message; NULL: out of memory */
+	uint32_t                  small[CHL_PACKER_SMALL];
+} chl_packer;
+
+size_t chl_packer_init(chl_packer *pk, const Chan__V1__Response *r);
+size_t chl_packer_write(chl_packer *pk, uint8_t *out);
+void   chl_packer_fini(chl_packer *pk);
 
 /* Wall clock in Unix microseconds, and a monotonic clock in ms. */
 uint64_t chl_now_unix_us(void);

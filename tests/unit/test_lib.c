@@ -599,7 +599,7 @@ START_TEST(fast_recv_pack_same_bytes)
 		(1ULL << 35) + 3, UINT64_MAX };
 	Chan__V1__Response  r = CHAN__V1__RESPONSE__INIT;
 	Chan__V1__RecvResult rr = CHAN__V1__RECV_RESULT__INIT;
-	Chan__V1__Message   ms[64], *mp[64];
+	Chan__V1__Message   ms[100], *mp[100]; /* past CHL_PACKER_SMALL */
 	uint8_t             payload[300];
 	unsigned            seed = 12345;
 
@@ -609,7 +609,7 @@ START_TEST(fast_recv_pack_same_bytes)
 	rr.messages = mp;
 	/* No messages at all, then 1..64 with every field pattern. */
 	check_same_bytes(&r);
-	for (size_t n = 1; n <= 64; n++) {
+	for (size_t n = 1; n <= 100; n++) {
 		for (size_t i = 0; i < n; i++) {
 			Chan__V1__Message init = CHAN__V1__MESSAGE__INIT;
 			unsigned          bits = (unsigned) rand_r(&seed);
