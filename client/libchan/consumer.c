@@ -28,6 +28,7 @@
 #include <time.h>
 
 #define CHAN_CONFIRM_PING_MS 1000 /* bound on the round trip that carries confirmations */
+#define CHAN_CONFIRM_IDLE_MS 20   /* a fetch parked this long gets the confirmations a Ping */
 
 /* One answer's delivery and how many of its messages the caller has not taken. */
 typedef struct chan_kdelivery {
@@ -329,12 +330,26 @@ chan_consumer_fill(chan_consumer *k, int64_t timeout_ms)
 			chan_consumer_fetch(k, t, false);
 			continue;
 		}
-		if (k->unsent && timeout_ms != 0) {
-			chan_consumer_confirm_now(k);
-			continue;
-		}
 		if (k->background && timeout_ms == 0) {
 			return (chan_fail(CHAN_EMPTY, "channel '%s' is empty", k->name));
+		}
+		if (k->unsent && k->background) {
+			/*
+			 * A fetch answered soon carries the confirmations anyway
+			 * (streaming); one parked for longer (an idle channel)
+			 * would keep them: a Ping carries them then.
+			 */
+			int64_t idle = chan_mono_ms() + CHAN_CONFIRM_IDLE_MS;
+
+			if (chan_consumer_wait(k, deadline >= 0 && deadline < idle ? deadline : idle)) {
+				continue;
+			}
+			if (deadline >= 0 && chan_mono_ms() >= deadline) {
+				return (chan_fail(CHAN_TIMEOUT, "no message on '%s' within %lld ms",
+				    k->name, (long long) timeout_ms));
+			}
+			chan_consumer_confirm_now(k);
+			continue;
 		}
 		if (!chan_consumer_wait(k, deadline)) {
 			return (chan_fail(CHAN_TIMEOUT, "no message on '%s' within %lld ms", k->name,
