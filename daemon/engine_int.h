@@ -179,7 +179,9 @@ struct chd_any {
  * recv of 1024 1-KiB messages empties 17 slabs, and mapping them again
  * for the next batch costs 16 page faults each.
  */
+#ifndef CHD_SLAB_SPARE
 #define CHD_SLAB_SPARE   32
+#endif
 
 typedef struct chd_slab chd_slab;
 typedef struct chd_slab_class {

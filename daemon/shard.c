@@ -372,6 +372,28 @@ struct chd_slab {
 
 #define SLAB_HDR (((sizeof(chd_slab)) + 15) & ~(size_t) 15)
 
+/*
+ * Under AddressSanitizer a slab is a heap block (so LeakSanitizer reports
+ * one that still holds a live object at teardown: a leaked message), and
+ * every object is poisoned while free and past its requested size while
+ * live, so use after free and overflows into the slack are still caught.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHD_SLAB_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHD_SLAB_ASAN 1
+#endif
+#endif
+#ifdef CHD_SLAB_ASAN
+#include <sanitizer/asan_interface.h>
+#define SLAB_POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define SLAB_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define SLAB_POISON(p, n)   ((void) (p), (void) (n))
+#define SLAB_UNPOISON(p, n) ((void) (p), (void) (n))
+#endif
+
 void
 chd_slabs_init(chd_slabs *s)
 {
@@ -392,6 +414,9 @@ chd_slabs_init(chd_slabs *s)
 static void *
 slab_map(void)
 {
+#ifdef CHD_SLAB_ASAN
+	return (aligned_alloc(CHD_SLAB_SIZE, CHD_SLAB_SIZE));
+#else
 	unsigned char *p, *a;
 	size_t         head, tail;
 
@@ -411,12 +436,18 @@ slab_map(void)
 		(void) munmap(a + CHD_SLAB_SIZE, tail);
 	}
 	return (a);
+#endif
 }
 
 static void
 slab_unmap(chd_slab *sl)
 {
+#ifdef CHD_SLAB_ASAN
+	SLAB_UNPOISON(sl, CHD_SLAB_SIZE);
+	free(sl);
+#else
 	(void) munmap(sl, CHD_SLAB_SIZE);
+#endif
 }
 
 static chd_slab *
@@ -433,6 +464,7 @@ slab_new(chd_slabs *s, chd_slab_class *c, uint8_t cls)
 	sl->nlive = 0;
 	sl->cls = cls;
 	sl->listed = true;
+	SLAB_POISON(sl->fresh, (size_t) (sl->end - sl->fresh));
 	CHD_DL_PUSH(c->avail, sl, prev, next);
 	c->nempty++;
 	c->nslabs++;
@@ -463,6 +495,7 @@ chd_slab_alloc(chd_slabs *s, size_t size, uint8_t *cls)
 	}
 	if (sl->free != NULL) {
 		p = sl->free;
+		SLAB_UNPOISON(p, sizeof(void *));
 		sl->free = *(void **) p;
 	} else {
 		p = sl->fresh;
@@ -476,6 +509,8 @@ chd_slab_alloc(chd_slabs *s, size_t size, uint8_t *cls)
 		CHD_DL_REMOVE(c->avail, sl, prev, next);
 		sl->listed = false;
 	}
+	SLAB_POISON(p, c->size);
+	SLAB_UNPOISON(p, size);
 	*cls = i;
 	return (p);
 }
@@ -492,8 +527,10 @@ chd_slab_free(chd_slabs *s, void *p, uint8_t cls)
 	}
 	c = &s->c[cls];
 	sl = (chd_slab *) ((uintptr_t) p & ~(uintptr_t) (CHD_SLAB_SIZE - 1));
+	SLAB_UNPOISON(p, sizeof(void *));
 	*(void **) p = sl->free;
 	sl->free = p;
+	SLAB_POISON(p, c->size);
 	if (!sl->listed) {
 		sl->listed = true;
 		CHD_DL_PUSH(c->avail, sl, prev, next);
@@ -517,12 +554,18 @@ chd_slabs_fini(chd_slabs *s)
 	for (int i = 0; i < CHD_SLAB_CLASSES; i++) {
 		chd_slab_class *c = &s->c[i];
 		chd_slab       *sl;
-		/* Full slabs are in no list: only an empty engine gets here
-		 * (every message freed first), where none is full. */
-		while ((sl = c->avail) != NULL) {
-			CHD_DL_REMOVE(c->avail, sl, prev, next);
-			slab_unmap(sl);
+		chd_slab       *next;
+		/* Every message was freed first. A slab still holding one
+		 * (a leak) is left alone: under ASan, LeakSanitizer names it.
+		 * Full ones are in no list and are left the same way. */
+		for (sl = c->avail; sl != NULL; sl = next) {
+			next = sl->next;
+			if (sl->nlive == 0) {
+				CHD_DL_REMOVE(c->avail, sl, prev, next);
+				slab_unmap(sl);
+			}
 		}
+		c->avail = NULL;
 		c->nempty = 0;
 		c->nslabs = 0;
 	}
