@@ -260,8 +260,15 @@ chl_packer_init(chl_packer *pk, const Chan__V1__Response *r)
 	n = r->recv->n_messages;
 	pk->sizes = n <= CHL_PACKER_SMALL ? pk->small : malloc(n * sizeof(*pk->sizes));
 	for (size_t i = 0; i < n; i++) {
-		size_t b = chl_msg_body_size(r->recv->messages[i]);
+		size_t b;
 
+		if (r->recv->messages[i]->base.n_unknown_fields != 0) {
+			/* Not from chand's engine (a decoded answer): generic. */
+			chl_packer_fini(pk);
+			pk->fast = false;
+			return (pk->total = chan__v1__response__get_packed_size(r));
+		}
+		b = chl_msg_body_size(r->recv->messages[i]);
 		if (pk->sizes != NULL) {
 			pk->sizes[i] = (uint32_t) b; /* a message is far below 4 GiB */
 		}
