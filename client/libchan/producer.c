@@ -7,17 +7,17 @@
  * (Nagle-style). A lone message waits up to linger_us for company when
  * nothing is in flight.
  *
- * Each producer has one thread of its own. It is the only place where
- * answers are turned into outcomes, so the callbacks run in ticket order
- * on a known thread; the nng aio callback does nothing but wake it. Why a
- * thread rather than callbacks alone: linger_us needs microseconds, and
- * nng's timers (nng_sleep_aio) count milliseconds; on_outcome is the
+ * The send's aio callback records the answer and starts the next batch
+ * at once (the pipeline never waits for a thread to wake up). Each
+ * producer also has one thread of its own, the only place where answers
+ * become outcomes, so the callbacks run in ticket order on a known thread.
+ * Why a thread rather than callbacks alone: linger_us needs microseconds,
+ * and nng's timers (nng_sleep_aio) count milliseconds; on_outcome is the
  * caller's code, which must not stall the nng threads every client of the
- * process shares; and no chan_aio is ever restarted from inside its own
- * callback. A batch is started by whichever thread finds it due first:
- * the caller's (chan_producer_send, chan_producer_flush: no thread
- * hand-off for a lone message) or the producer's (after an answer, at the
- * end of a linger).
+ * process shares. A batch is started by whichever thread finds it due
+ * first: the caller's (chan_producer_send, chan_producer_flush: no thread
+ * hand-off for a lone message), the aio callback's (after an answer) or
+ * the producer thread's (at the end of a linger).
  */
 #include "client.h"
 
@@ -47,6 +47,8 @@ typedef struct chan_pbatch {
 	size_t              cost;    /* payload + CHAN_PROD_MSG_COST per message */
 	size_t              bytes;   /* payload */
 	int64_t             born_us; /* when its first message came (monotonic) */
+	chan_status         st;      /* its answer */
+	uint64_t            seq;     /* first seq when accepted */
 	size_t             *off;     /* payload offsets in arena */
 	chan_buf           *bufs;    /* lengths; data set when it is sent */
 	char               *arena;
@@ -76,9 +78,10 @@ struct chan_producer {
 	chan_pbatch    *head;     /* queued, oldest first */
 	chan_pbatch    *tail;
 	chan_pbatch    *inflight; /* claimed by the thread that starts it */
+	chan_pbatch    *done;     /* answered, outcomes not yet delivered (oldest first) */
+	chan_pbatch    *done_tail;
 	chan_pbatch    *spare;    /* recycled */
 	chan_aio       *aio;
-	bool            answered; /* the aio callback ran for inflight */
 	size_t          nmsgs;    /* given, outcome not yet delivered */
 	size_t          nbytes;
 	uint64_t        last_ticket;
@@ -274,18 +277,6 @@ chan_producer_kick(chan_producer *p, bool always)
 	}
 }
 
-static void
-chan_producer_aio_cb(chan_aio *a, void *arg)
-{
-	chan_producer *p = arg;
-
-	(void) a;
-	pthread_mutex_lock(&p->mtx);
-	p->answered = true;
-	pthread_cond_signal(&p->wake);
-	pthread_mutex_unlock(&p->mtx);
-}
-
 /* A batch's outcomes, in ticket order, then its messages leave the count. mtx held. */
 static void
 chan_producer_settle(chan_producer *p, chan_pbatch *b, chan_status s, uint64_t seq)
@@ -325,26 +316,52 @@ chan_producer_note_failure(chan_producer *p, chan_status s, const char *msg, uin
 	}
 }
 
-/* The batch in flight was answered: start the next one, then its outcomes. mtx held. */
+/*
+ * The batch in flight was answered (nng thread): note the answer, send
+ * what accumulated meanwhile at once (the aio may be restarted from its
+ * own callback), and leave the outcomes to the producer thread.
+ */
 static void
-chan_producer_answered(chan_producer *p)
+chan_producer_aio_cb(chan_aio *a, void *arg)
 {
-	chan_pbatch *b = p->inflight;
-	chan_status  s = chan_aio_result(p->aio);
-	uint64_t     seq = s == CHAN_OK ? chan_aio_first_seq(p->aio) : 0;
+	chan_producer *p = arg;
+	chan_pbatch   *b;
 
-	p->answered = false;
-	if (s == CHAN_OK) {
+	pthread_mutex_lock(&p->mtx);
+	b = p->inflight;
+	b->st = chan_aio_result(a);
+	b->seq = b->st == CHAN_OK ? chan_aio_first_seq(a) : 0;
+	if (b->st == CHAN_OK) {
 		atomic_fetch_add(&p->accepted, b->n);
 	} else {
-		chan_producer_note_failure(p, s, chan_aio_error(p->aio), b->n);
+		chan_producer_note_failure(p, b->st, chan_aio_error(a), b->n);
 	}
 	p->inflight = NULL;
-	/* What accumulated meanwhile goes now, before the callbacks run. */
+	if (p->done_tail != NULL) {
+		p->done_tail->next = b;
+	} else {
+		p->done = b;
+	}
+	p->done_tail = b;
 	if (p->head != NULL && p->stopped == CHAN_OK) {
 		chan_producer_start(p);
 	}
-	chan_producer_settle(p, b, s, seq);
+	pthread_cond_signal(&p->wake);
+	pthread_mutex_unlock(&p->mtx);
+}
+
+/* Delivers the outcomes of the oldest answered batch. mtx held. */
+static void
+chan_producer_deliver(chan_producer *p)
+{
+	chan_pbatch *b = p->done;
+
+	p->done = b->next;
+	if (p->done == NULL) {
+		p->done_tail = NULL;
+	}
+	b->next = NULL;
+	chan_producer_settle(p, b, b->st, b->seq);
 }
 
 /* stop_on_failure: everything queued behind the failure fails unsent. mtx held. */
@@ -372,8 +389,8 @@ chan_producer_main(void *arg)
 
 	pthread_mutex_lock(&p->mtx);
 	for (;;) {
-		if (p->answered) {
-			chan_producer_answered(p);
+		if (p->done != NULL) {
+			chan_producer_deliver(p);
 		} else if (p->stopped != CHAN_OK && p->head != NULL && p->inflight == NULL) {
 			chan_producer_fail_queued(p);
 		} else if (p->inflight == NULL && p->head != NULL && p->stopped == CHAN_OK) {
@@ -384,7 +401,7 @@ chan_producer_main(void *arg)
 
 				pthread_cond_timedwait(&p->wake, &p->mtx, &ts);
 			}
-		} else if (p->quit && p->inflight == NULL && p->head == NULL) {
+		} else if (p->quit && p->inflight == NULL && p->head == NULL && p->done == NULL) {
 			break;
 		} else {
 			pthread_cond_wait(&p->wake, &p->mtx);

@@ -714,9 +714,15 @@ drain_all(chan_client *c, const char *name, uint64_t n, int *seen, bool *redel)
 	chan_msg      *m;
 	chan_status    s;
 	uint64_t       last = 0, x;
+	int64_t        deadline = chh_now_ms() + chh_scaled_ms(5000);
 
 	ck_status(chan_consumer_open(c, name, NULL, &k), CHAN_OK);
-	while ((s = chan_consumer_recv(k, &m, chh_scaled_ms(1000))) == CHAN_OK) {
+	/* A consumer closed (or killed) just before may still be attached for a moment. */
+	while ((s = chan_consumer_recv(k, &m, chh_scaled_ms(1000))) == CHAN_BUSY &&
+	    chh_now_ms() < deadline) {
+		usleep(10 * 1000);
+	}
+	for (; s == CHAN_OK; s = chan_consumer_recv(k, &m, chh_scaled_ms(1000))) {
 		x = payload_index(m);
 		ck_assert_uint_lt(x, n);
 		ck_assert_msg(last == 0 || chan_msg_seq(m) > last, "seq %llu after %llu",
@@ -924,7 +930,15 @@ START_TEST(consumer_busy_while_parked)
 	 * comes back (custody is per answer): at-least-once for message 0.
 	 */
 	for (i = 0; i < 3; i++) {
-		ck_status(chan_consumer_recv(b, &m, chh_scaled_ms(5000)), CHAN_OK);
+		chan_status    st;
+		int64_t        deadline = chh_now_ms() + chh_scaled_ms(5000);
+
+		/* The daemon learns of a's hang-up asynchronously: BUSY until then. */
+		while ((st = chan_consumer_recv(b, &m, chh_scaled_ms(5000))) == CHAN_BUSY &&
+		    chh_now_ms() < deadline) {
+			usleep(10 * 1000);
+		}
+		ck_status(st, CHAN_OK);
 		msg_is(m, i);
 		ck_assert(chan_msg_redelivered(m));
 		chan_msg_free(m);
