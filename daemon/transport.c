@@ -454,6 +454,12 @@ chd_request_allowed(chd_tctx *c, nng_pipe p, chd_req *r)
 	return (false);
 }
 
+static void
+chd_nng_msg_free(void *m)
+{
+	nng_msg_free(m);
+}
+
 /* A request arrived on c (state BUSY): decode and submit. */
 static void
 chd_ctx_request(chd_tctx *c, nng_msg *m)
@@ -471,8 +477,9 @@ chd_ctx_request(chd_tctx *c, nng_msg *m)
 		return;
 	}
 	chl_capped_alloc_init(&r->alloc, t->decode_cap);
+	/* Payloads stay in m (no copy): the request frees m when it is freed. */
+	chl_capped_alloc_borrow(&r->alloc, m, chd_nng_msg_free);
 	r->msg = chl_request_decode(&r->alloc, nng_msg_body(m), nng_msg_len(m));
-	nng_msg_free(m);
 	if (r->msg == NULL) {
 		free(r);
 		chd_log(CHD_LOG_DEBUG, "conn %d: request does not decode",

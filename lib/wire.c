@@ -72,10 +72,20 @@ chl_capped_alloc_init(chl_capped_alloc *ca, size_t cap)
 	ca->blocks = NULL;
 	ca->cur = NULL;
 	ca->left = 0;
+	ca->input_free = NULL;
+	ca->input = NULL;
 }
 
 void
-chl_capped_alloc_release(chl_capped_alloc *ca)
+chl_capped_alloc_borrow(chl_capped_alloc *ca, void *input, void (*input_free)(void *))
+{
+	ca->input = input;
+	ca->input_free = input_free;
+}
+
+/* The arena's blocks only: the input stays for a second decode attempt. */
+static void
+chl_arena_reset(chl_capped_alloc *ca)
 {
 	chl_ablock *b, *next;
 
@@ -89,6 +99,17 @@ chl_capped_alloc_release(chl_capped_alloc *ca)
 	ca->used = 0;
 }
 
+void
+chl_capped_alloc_release(chl_capped_alloc *ca)
+{
+	chl_arena_reset(ca);
+	if (ca->input_free != NULL) {
+		ca->input_free(ca->input);
+	}
+	ca->input_free = NULL;
+	ca->input = NULL;
+}
+
 Chan__V1__Request *
 chl_request_decode(chl_capped_alloc *ca, const void *buf, size_t len)
 {
@@ -97,7 +118,7 @@ chl_request_decode(chl_capped_alloc *ca, const void *buf, size_t len)
 	if ((r = chl_fast_request_decode(ca, buf, len)) != NULL) {
 		return (r);
 	}
-	chl_capped_alloc_release(ca); /* whatever the fast path allocated */
+	chl_arena_reset(ca); /* whatever the fast path allocated */
 	if ((r = chan__v1__request__unpack(&ca->base, len, buf)) == NULL) {
 		chl_capped_alloc_release(ca);
 	}
@@ -120,7 +141,7 @@ chl_response_decode(chl_capped_alloc *ca, const void *buf, size_t len)
 	if ((r = chl_fast_response_decode(ca, buf, len)) != NULL) {
 		return (r);
 	}
-	chl_capped_alloc_release(ca);
+	chl_arena_reset(ca);
 	if ((r = chan__v1__response__unpack(&ca->base, len, buf)) == NULL) {
 		chl_capped_alloc_release(ca);
 	}

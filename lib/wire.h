@@ -35,9 +35,20 @@ typedef struct chl_capped_alloc {
 	void              *blocks; /* the arena's blocks, newest first */
 	unsigned char     *cur;   /* free space of the newest block */
 	size_t             left;
+	/* The input buffer, kept (see chl_capped_alloc_borrow); NULL: none. */
+	void             (*input_free)(void *);
+	void              *input;
 } chl_capped_alloc;
 
 void chl_capped_alloc_init(chl_capped_alloc *ca, size_t cap);
+/*
+ * Hands the input buffer's owner (input, freed with input_free) to ca
+ * before a decode: the hand decoders then point bytes fields into the
+ * input instead of copying them (one copy of every payload less), and ca
+ * frees the input when it gives the decoded message back (or when the
+ * decode fails). ca owns input from this call on, whatever happens.
+ */
+void chl_capped_alloc_borrow(chl_capped_alloc *ca, void *input, void (*input_free)(void *));
 /* Gives back everything allocated through ca (after a decode that failed). */
 void chl_capped_alloc_release(chl_capped_alloc *ca);
 

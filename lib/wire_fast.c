@@ -107,7 +107,10 @@ a_string(chl_capped_alloc *ca, const rd *s)
 	return (str);
 }
 
-/* Bytes as protobuf-c keeps them: copied, NULL when empty. */
+/*
+ * Bytes as protobuf-c keeps them: copied, NULL when empty; or, when the
+ * allocator holds the input (chl_capped_alloc_borrow), pointing into it.
+ */
 static bool
 a_bytes(chl_capped_alloc *ca, const rd *s, ProtobufCBinaryData *bd)
 {
@@ -116,6 +119,10 @@ a_bytes(chl_capped_alloc *ca, const rd *s, ProtobufCBinaryData *bd)
 	bd->len = n;
 	bd->data = NULL;
 	if (n == 0) {
+		return (true);
+	}
+	if (ca->input_free != NULL) {
+		bd->data = (uint8_t *) s->p;
 		return (true);
 	}
 	if ((bd->data = a_alloc(ca, n)) == NULL) {

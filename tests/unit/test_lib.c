@@ -958,6 +958,62 @@ START_TEST(fast_decode_other_ops_fall_back)
 }
 END_TEST
 
+/* A borrowed input: payloads point into it, and it is freed exactly once. */
+static int borrow_frees;
+
+static void
+borrow_free(void *p)
+{
+	borrow_frees++;
+	free(p);
+}
+
+START_TEST(arena_borrowed_input)
+{
+	unsigned           seed = 99;
+	size_t             len;
+	uint8_t           *b = random_send(&seed, &len), *copy;
+	chl_capped_alloc   ca;
+	Chan__V1__Request *r;
+
+	/* A Send with payloads: decode it borrowed. */
+	while (b != NULL) {
+		chl_capped_alloc_init(&ca, 1 << 20);
+		r = chl_fast_request_decode(&ca, b, len);
+		if (r != NULL && r->send->n_data > 0 && r->send->data[0].len > 0) {
+			chl_capped_alloc_release(&ca);
+			break;
+		}
+		chl_capped_alloc_release(&ca);
+		free(b);
+		b = random_send(&seed, &len);
+	}
+	copy = malloc(len);
+	ck_assert_ptr_nonnull(copy);
+	memcpy(copy, b, len);
+	borrow_frees = 0;
+	chl_capped_alloc_init(&ca, 1 << 20);
+	chl_capped_alloc_borrow(&ca, copy, borrow_free);
+	r = chl_request_decode(&ca, copy, len);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_msg(r->send->data[0].data >= copy && r->send->data[0].data < copy + len,
+	    "a borrowed payload was copied");
+	ck_assert_int_eq(borrow_frees, 0);
+	chl_request_free(&ca, r);
+	ck_assert_int_eq(borrow_frees, 1);
+	/* A failed decode frees the input too, once. */
+	copy = malloc(len);
+	ck_assert_ptr_nonnull(copy);
+	memset(copy, 0xff, len);
+	chl_capped_alloc_init(&ca, 1 << 20);
+	chl_capped_alloc_borrow(&ca, copy, borrow_free);
+	ck_assert_ptr_null(chl_request_decode(&ca, copy, len));
+	ck_assert_int_eq(borrow_frees, 2);
+	ck_assert_uint_eq(ca.used, 0);
+	free(b);
+}
+END_TEST
+
 START_TEST(clocks_move_forward)
 {
 	int64_t  m1 = chl_now_mono_ms(), m2;
@@ -1021,6 +1077,7 @@ lib_suite(void)
 	tcase_add_test(tc, fast_decode_matches_protobuf_c);
 	tcase_add_test(tc, fast_decode_damaged_input);
 	tcase_add_test(tc, fast_decode_other_ops_fall_back);
+	tcase_add_test(tc, arena_borrowed_input);
 	tcase_add_test(tc, clocks_move_forward);
 	suite_add_tcase(s, tc);
 	return (s);
