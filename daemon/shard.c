@@ -244,6 +244,15 @@ conn_find(chd_shard *sh, uint32_t conn)
 	return (NULL);
 }
 
+/*
+ * -DCHD_CONN_INDEX=0 at build time: no records, every close takes the
+ * full walk (the out-of-memory fallback; the engine before the index),
+ * for comparisons and to run the tests through that path.
+ */
+#ifndef CHD_CONN_INDEX
+#define CHD_CONN_INDEX 1
+#endif
+
 chd_connrec *
 chd_shard_conn(chd_shard *sh, uint32_t conn, bool create)
 {
@@ -252,7 +261,7 @@ chd_shard_conn(chd_shard *sh, uint32_t conn, bool create)
 	if (c != NULL || !create) {
 		return (c);
 	}
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
+	if (!CHD_CONN_INDEX || (c = calloc(1, sizeof(*c))) == NULL) {
 		/* Cannot index it: make every close walk instead. */
 		sh->seen_lost = true;
 		return (NULL);
