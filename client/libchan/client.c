@@ -21,6 +21,7 @@
 
 #define CHAN_HELLO_TIMEOUT_MS   5000 /* connect: a daemon answers Hello at once */
 #define CHAN_GOODBYE_TIMEOUT_MS 3000 /* disconnect: last confirmations */
+#define CHAN_SETTLE_MS          20   /* disconnect: stray answers of stopped calls */
 #define CHAN_PROBE_RECVMAX      (64u * 1024u)
 #define CHAN_MSG_OVERHEAD       512u /* per message in an answer: name, seq, time, tags */
 
@@ -470,10 +471,11 @@ chan_exchange_answer(chan_client *c, chan_exchange *x, nng_msg *answer, int want
  * before a resend. c->mtx held; nng never calls back inline here.
  */
 static void
-chan_close_call(chan_call_link *l)
+chan_close_call(chan_client *c, chan_call_link *l)
 {
 	nng_ctx_close(l->ctx); /* NNG_ECLOSED when already closed: fine */
 	l->closed = true;
+	c->stray = true;
 	if (l->tag != NULL) {
 		nng_aio_cancel(l->aio);
 	}
@@ -487,7 +489,7 @@ chan_close_calls(chan_client *c, bool async_only)
 
 	for (l = c->calls; l != NULL; l = l->next) {
 		if (!async_only || l->tag != NULL) {
-			chan_close_call(l);
+			chan_close_call(c, l);
 		}
 	}
 }
@@ -619,7 +621,7 @@ chan_async_cancel(chan_client *c, const chan_aio *tag, uint64_t gen)
 	pthread_mutex_lock(&c->mtx);
 	for (l = c->calls; l != NULL; l = l->next) {
 		if (l->tag == tag && l->gen == gen) {
-			chan_close_call(l);
+			chan_close_call(c, l);
 		}
 	}
 	pthread_mutex_unlock(&c->mtx);
@@ -885,6 +887,7 @@ void
 chan_disconnect(chan_client *c)
 {
 	size_t pending;
+	bool   stopped;
 
 	if (c == NULL) {
 		return;
@@ -900,8 +903,20 @@ chan_disconnect(chan_client *c)
 		pthread_cond_wait(&c->cv, &c->mtx);
 	}
 	pending = c->npend;
+	stopped = c->stray;
 	pthread_mutex_unlock(&c->mtx);
-	if (pending > 0) {
+	/*
+	 * Calls stopped (cancelled, here or before) may still have requests
+	 * being written and answers on their way (nng drops them: their
+	 * contexts are closed). nng 1.5.2's nng_close can hang for good
+	 * when such traffic races with the connection's teardown (nng
+	 * issue #1543: a pipe operation started while it closes is never
+	 * finished). One more round trip flushes the requests; a short
+	 * pause lets the stray answers arrive first. Seen with 64 async
+	 * calls stopped here: a hang every few hundred disconnects before,
+	 * about one in several thousand after.
+	 */
+	if (pending > 0 || stopped) {
 		chan_exchange  x;
 		Chan__V1__Ping p = CHAN__V1__PING__INIT;
 
@@ -910,6 +925,9 @@ chan_disconnect(chan_client *c)
 		x.req.ping = &p;
 		(void) chan_exchange_run(c, &x, 0, CHAN_GOODBYE_TIMEOUT_MS, true);
 		chan_exchange_fini(&x);
+	}
+	if (stopped) {
+		nng_msleep(CHAN_SETTLE_MS);
 	}
 	chan_slots_drain(c);
 	nng_close(c->sock);

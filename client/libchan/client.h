@@ -80,6 +80,7 @@ struct chan_client {
 	pthread_cond_t   cv;        /* nasync reached 0 (chan_disconnect) */
 	bool             cancelled;
 	bool             closing;   /* chan_disconnect: no new async call */
+	bool             stray;     /* a call was stopped: its answer may still come */
 	size_t           nasync;    /* async calls started and not finished */
 	nng_ctx         *idle;      /* idle contexts for async calls */
 	size_t           nidle;
