@@ -514,6 +514,36 @@ START_TEST(producer_empty_and_too_large)
 }
 END_TEST
 
+/* Batches of large messages: what the daemon's request limit lets one Send carry. */
+START_TEST(producer_large_messages)
+{
+	chan_client   *c = connect_ok(), *r = connect_ok();
+	chan_producer *p;
+	chan_msg      *m;
+	size_t         len = (size_t) chan_max_message_size(c);
+	char          *b = malloc(len);
+	int            i;
+
+	ck_status(chan_producer_open(c, "large", NULL, &p), CHAN_OK);
+	for (i = 0; i < 40; i++) {
+		memset(b, 'a' + i % 26, len);
+		ck_status(chan_producer_send(p, b, len, NULL), CHAN_OK);
+	}
+	ck_status(chan_producer_flush(p, CHAN_WAIT_FOREVER), CHAN_OK);
+	ck_assert_uint_eq(chan_producer_accepted(p), 40);
+	for (i = 0; i < 40; i++) {
+		ck_status(chan_recv(r, "large", &m, 0), CHAN_OK);
+		ck_assert_uint_eq(chan_msg_len(m), len);
+		ck_assert_int_eq(((const char *) chan_msg_data(m))[len - 1], 'a' + i % 26);
+		chan_msg_free(m);
+	}
+	ck_status(chan_producer_close(p), CHAN_OK);
+	free(b);
+	chan_disconnect(r);
+	chan_disconnect(c);
+}
+END_TEST
+
 START_TEST(producer_linger_and_flush)
 {
 	chan_client       *c = connect_ok(), *r = connect_ok();
@@ -1006,6 +1036,7 @@ handles_suite(void)
 	tcase_add_test(tc, producer_stop_on_failure);
 	tcase_add_test(tc, producer_no_auto_create);
 	tcase_add_test(tc, producer_empty_and_too_large);
+	tcase_add_test(tc, producer_large_messages);
 	tcase_add_test(tc, producer_linger_and_flush);
 	tcase_add_test(tc, producer_max_buffered_blocks);
 	suite_add_tcase(s, tc);
