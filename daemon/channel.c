@@ -495,12 +495,17 @@ chan_grace_disarm(chd_chan *ch)
 static void
 chan_grace_cb(evutil_socket_t fd, short what, void *arg)
 {
-	chd_chan *ch = arg;
+	chd_chan  *ch = arg;
+	chd_shard *sh = ch->sh;
 
+	if (!chd_shard_timer_begin(sh, ch->grace_ev)) {
+		return;
+	}
 	ch->grace_armed = false;
 	grace_unown(ch);
 	chan_grace_spend(ch, ch->grace_conn);
-	chan_pump(ch->sh, ch);
+	chan_pump(sh, ch);
+	chd_shard_timer_end(sh);
 }
 
 /*
@@ -1031,8 +1036,12 @@ lease_expired_cb(evutil_socket_t fd, short what, void *arg)
 	chd_chan  *ch = l->ch;
 	chd_shard *sh = l->sh;
 
+	if (!chd_shard_timer_begin(sh, l->timer)) {
+		return;
+	}
 	lease_give_back(l);
 	chan_pump(sh, ch);
+	chd_shard_timer_end(sh);
 }
 
 /* A new lease on msgs (a chain by seq) for ms; NULL without memory. */

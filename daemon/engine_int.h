@@ -3,9 +3,11 @@
  * shards, their mailboxes, parked tasks, channels, deliveries, answers.
  *
  * Threading rule: everything reachable from a chd_shard (channels,
- * counters, tasks, deliveries) is touched only by that shard's thread. Other
- * threads reach a shard only through chd_shard_post(). The few things that
- * cross shards (recv_any waiters, fan-out gathers) use atomics.
+ * counters, tasks, deliveries) is touched only under that shard's exec
+ * lock: by the shard's thread (its libevent loop), or by a request thread
+ * that found the shard idle and runs the job itself (chd_shard_post).
+ * Other threads reach a shard only through chd_shard_post(). The few
+ * things that cross shards (recv_any waiters, fan-out gathers) use atomics.
  */
 #ifndef CHD_ENGINE_INT_H
 #define CHD_ENGINE_INT_H
@@ -108,6 +110,7 @@ struct chd_task {
 	chd_req           *req;    /* NULL for CHD_T_ANY (the chd_any owns it) */
 	uint32_t           conn;
 	struct event      *timer;  /* finite timeouts only */
+	event_callback_fn  timer_fn; /* what the timer runs (chd_task_park) */
 	chd_task          *sprev, *snext; /* shard's parked list */
 	struct chd_connrec *crec;  /* its connection's record (NULL: none) */
 	chd_task          *oprev, *onext; /* crec->tasks */
@@ -209,6 +212,8 @@ struct chd_shard {
 	pthread_t          thr;
 	struct event_base *base;
 	struct event      *mbox_ev;
+	pthread_mutex_t    exec;      /* whoever runs the shard's work holds it */
+	atomic_bool        direct;    /* request threads may run jobs inline */
 	pthread_mutex_t    mtx;
 	chd_job           *qhead, *qtail;
 	bool               stop;      /* under mtx */
@@ -248,8 +253,20 @@ struct chd_engine {
 };
 
 int  chd_shard_start(chd_engine *e, int idx, chd_shard **out);
-/* Any thread. Runs fn(sh, arg) on the shard's thread, in post order. */
+/*
+ * Any thread. Runs fn(sh, arg) under the shard's exec lock, after the jobs
+ * posted before it: at once on the calling thread when the shard is idle,
+ * else on the shard's thread.
+ */
 int  chd_shard_post(chd_shard *sh, chd_job_fn fn, void *arg);
+/*
+ * Timer callbacks of a shard start with chd_shard_timer_begin(sh, ev) and
+ * return at once when it is false (the shard is busy: the timer runs again
+ * shortly); after their work, chd_shard_timer_end(sh). sh must be saved
+ * before the work (it may free what the timer belongs to).
+ */
+bool chd_shard_timer_begin(chd_shard *sh, struct event *ev);
+void chd_shard_timer_end(chd_shard *sh);
 void chd_shard_stop(chd_shard *sh);   /* joins the thread */
 bool chd_shard_drain(chd_shard *sh);  /* after stop: runs leftover jobs */
 void chd_shard_free(chd_shard *sh);

@@ -172,11 +172,10 @@ chd_any_chan_closed(chd_task *t)
 	any_check_all_closed(p);
 }
 
+/* The home part's timer: TIMEOUT (or EMPTY for a try), unless claimed. */
 static void
-any_timeout_cb(evutil_socket_t fd, short what, void *arg)
+any_timeout(chd_any_part *p)
 {
-	chd_any_part *p = arg;
-
 	if (!any_claim(p->any)) {
 		return;
 	}
@@ -190,6 +189,19 @@ any_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		    p->any->nnames);
 	}
 	any_wrap_up(p);
+}
+
+static void
+any_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	chd_any_part *p = arg;
+	chd_shard    *sh = p->any->e->shards[p->shard];
+
+	if (!chd_shard_timer_begin(sh, p->timer)) {
+		return;
+	}
+	any_timeout(p);
+	chd_shard_timer_end(sh);
 }
 
 /* A try (timeout 0) held back by custody: EMPTY once the channels' grace

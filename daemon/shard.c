@@ -305,6 +305,19 @@ seen_free_all(chd_shard *sh)
 
 /* ---- parked tasks ------------------------------------------------------- */
 
+static void
+chd_task_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	chd_task  *t = arg;
+	chd_shard *sh = t->sh;
+
+	if (!chd_shard_timer_begin(sh, t->timer)) {
+		return;
+	}
+	t->timer_fn(fd, what, t); /* may free t */
+	chd_shard_timer_end(sh);
+}
+
 void
 chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
 {
@@ -324,7 +337,9 @@ chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
 	if (timeout_ms > 0 && chd_timeval((uint64_t) timeout_ms, &tv)) {
 		/* Without a timer the task still ends on close/shutdown; a
 		 * failed allocation only loses the timeout, never the answer. */
-		if ((t->timer = evtimer_new(sh->base, cb, t)) != NULL) {
+		t->timer_fn = cb;
+		if ((t->timer = evtimer_new(sh->base, chd_task_timer_cb, t)) !=
+		    NULL) {
 			evtimer_add(t->timer, &tv);
 		}
 	}
@@ -581,38 +596,98 @@ chd_slabs_fini(chd_slabs *s)
 	s->nempty = 0;
 }
 
+/* ---- who runs a shard's work --------------------------------------------- */
+
+/*
+ * The shard's thread runs its libevent loop (timers, the mailbox). A
+ * request thread (nng's) that finds the shard idle runs its job itself
+ * instead of queueing it and waking the shard's thread: two context
+ * switches and a wake-up less per request. Either way the work runs under
+ * sh->exec, so the shard's state still has one owner at a time.
+ *
+ * Nobody waits for exec where libevent may be waiting for them. Request
+ * threads only try it (busy: the job goes to the mailbox, as before).
+ * Timer callbacks only try it too (busy: the timer runs again 0.1 ms
+ * later), because the holder may be inside event_free() of that very
+ * timer, which waits until its running callback returns. Only the mailbox
+ * callback waits for exec: nobody else frees the mailbox event.
+ */
+#define CHD_TIMER_RETRY_US 100
+
+bool
+chd_shard_timer_begin(chd_shard *sh, struct event *ev)
+{
+	struct timeval tv = { 0, CHD_TIMER_RETRY_US };
+
+	if (pthread_mutex_trylock(&sh->exec) == 0) {
+		return (true);
+	}
+	evtimer_add(ev, &tv);
+	return (false);
+}
+
+void
+chd_shard_timer_end(chd_shard *sh)
+{
+	pthread_mutex_unlock(&sh->exec);
+}
+
+/* The queued jobs, taken off the mailbox in post order. */
+static chd_job *
+chd_shard_take_jobs(chd_shard *sh, bool *stop)
+{
+	chd_job *j;
+
+	pthread_mutex_lock(&sh->mtx);
+	j = sh->qhead;
+	sh->qhead = sh->qtail = NULL;
+	if (stop != NULL) {
+		*stop = sh->stop;
+	}
+	pthread_mutex_unlock(&sh->mtx);
+	return (j);
+}
+
+static void
+chd_shard_run_list(chd_shard *sh, chd_job *j)
+{
+	chd_job *next;
+
+	for (; j != NULL; j = next) {
+		next = j->next;
+		j->fn(sh, j->arg);
+		free(j);
+	}
+}
+
 /* ---- the shard thread --------------------------------------------------- */
 
+/* exec held. */
 static void
 chd_shard_run_jobs(chd_shard *sh)
 {
 	for (;;) {
-		chd_job *j, *next;
 		bool     stop;
+		chd_job *j = chd_shard_take_jobs(sh, &stop);
 
-		pthread_mutex_lock(&sh->mtx);
-		j = sh->qhead;
-		sh->qhead = sh->qtail = NULL;
-		stop = sh->stop;
-		pthread_mutex_unlock(&sh->mtx);
 		if (j == NULL) {
 			if (stop) {
 				event_base_loopbreak(sh->base);
 			}
 			return;
 		}
-		for (; j != NULL; j = next) {
-			next = j->next;
-			j->fn(sh, j->arg);
-			free(j);
-		}
+		chd_shard_run_list(sh, j);
 	}
 }
 
 static void
 chd_shard_mbox_cb(evutil_socket_t fd, short what, void *arg)
 {
-	chd_shard_run_jobs(arg);
+	chd_shard *sh = arg;
+
+	pthread_mutex_lock(&sh->exec);
+	chd_shard_run_jobs(sh);
+	pthread_mutex_unlock(&sh->exec);
 }
 
 static void *
@@ -630,6 +705,15 @@ chd_shard_post(chd_shard *sh, chd_job_fn fn, void *arg)
 	chd_job *j;
 	bool     wake;
 
+	/* Idle shard: run it here, after what was queued before it. Try
+	 * only: the shard's own thread (or a job posting to its own shard)
+	 * already holds exec and queues instead. */
+	if (atomic_load(&sh->direct) && pthread_mutex_trylock(&sh->exec) == 0) {
+		chd_shard_run_list(sh, chd_shard_take_jobs(sh, NULL));
+		fn(sh, arg);
+		pthread_mutex_unlock(&sh->exec);
+		return (0);
+	}
 	if ((j = malloc(sizeof(*j))) == NULL) {
 		return (ENOMEM);
 	}
@@ -690,6 +774,7 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	sh->next_handle = 1;
 	chd_slabs_init(&sh->slabs);
 	pthread_mutex_init(&sh->mtx, NULL);
+	pthread_mutex_init(&sh->exec, NULL);
 	if (chd_htab_init(&sh->chans) != 0 ||
 	    chd_htab_init(&sh->deliveries) != 0 ||
 	    chd_htab_init(&sh->conns_seen) != 0 ||
@@ -704,6 +789,9 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	if ((rv = pthread_create(&sh->thr, NULL, chd_shard_main, sh)) != 0) {
 		goto fail;
 	}
+	/* CHAND_DIRECT=0: every job through the mailbox (A/B measurements). */
+	atomic_store(&sh->direct, getenv("CHAND_DIRECT") == NULL ||
+	    strcmp(getenv("CHAND_DIRECT"), "0") != 0);
 	*out = sh;
 	return (0);
 fail:
@@ -720,6 +808,7 @@ fail:
 	chd_htab_fini(&sh->deliveries);
 	chd_htab_fini(&sh->conns_seen);
 	pthread_mutex_destroy(&sh->mtx);
+	pthread_mutex_destroy(&sh->exec);
 	free(sh);
 	return (rv);
 }
@@ -727,6 +816,8 @@ fail:
 void
 chd_shard_stop(chd_shard *sh)
 {
+	/* From here on jobs go through the mailbox (chd_shard_drain). */
+	atomic_store(&sh->direct, false);
 	pthread_mutex_lock(&sh->mtx);
 	sh->stop = true;
 	pthread_mutex_unlock(&sh->mtx);
@@ -748,7 +839,9 @@ chd_shard_drain(chd_shard *sh)
 	pthread_mutex_lock(&sh->mtx);
 	ran = sh->qhead != NULL;
 	pthread_mutex_unlock(&sh->mtx);
+	pthread_mutex_lock(&sh->exec);
 	chd_shard_run_jobs(sh);
+	pthread_mutex_unlock(&sh->exec);
 	return (ran);
 }
 
@@ -764,5 +857,6 @@ chd_shard_free(chd_shard *sh)
 	chd_htab_fini(&sh->deliveries);
 	seen_free_all(sh);
 	pthread_mutex_destroy(&sh->mtx);
+	pthread_mutex_destroy(&sh->exec);
 	free(sh);
 }
