@@ -71,6 +71,20 @@ struct chd_idem {
 	chd_idem_stripe s[CHD_IDEM_STRIPES];
 };
 
+/*
+ * The table's bucket of a client: its id mixed, because the stripe is
+ * picked from its low bits already (clients of one stripe would share a
+ * few buckets: sequential ids put 64 clients in 4 of 64).
+ */
+static uint64_t
+client_hash(uint64_t client)
+{
+	/* The buckets are the low bits: fold the high bits of the product in. */
+	uint64_t x = client * 0x9E3779B97F4A7C15ull;
+
+	return (x ^ (x >> 32));
+}
+
 static chd_idem_stripe *
 stripe_of(chd_idem *t, uint64_t client)
 {
@@ -191,7 +205,7 @@ client_find(chd_idem_stripe *t, uint64_t client)
 {
 	chd_hnode *n = NULL;
 
-	while ((n = chd_htab_find(&t->clients, client, n)) != NULL) {
+	while ((n = chd_htab_find(&t->clients, client_hash(client), n)) != NULL) {
 		if (((chd_idem_client *) n)->client == client) {
 			return ((chd_idem_client *) n);
 		}
@@ -227,7 +241,7 @@ client_get(chd_idem_stripe *t, uint64_t client)
 			return (NULL);
 		}
 		c->client = client;
-		c->hn.hash = client;
+		c->hn.hash = client_hash(client);
 		chd_htab_insert(&t->clients, &c->hn);
 		t->n++;
 	}
