@@ -159,20 +159,14 @@ chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **
 	const Chan__V1__RecvResult *r = x->resp->recv;
 	const char                 *asked = x->req.op_case == CHAN__V1__REQUEST__OP_RECV
 	                    ? x->req.recv->name : NULL;
-	size_t                      i;
 
 	if (r == NULL || r->n_messages == 0 || r->n_messages > max) {
 		return (chan_fail(CHAN_PROTOCOL, "answer from %s carries %zu messages, asked 1 to %zu",
 		    c->url, r != NULL ? r->n_messages : 0, max));
 	}
-	for (i = 0; i < r->n_messages; i++) {
-		if ((msgs[i] = chan_msg_from_wire(r->messages[i], asked)) == NULL) {
-			while (i > 0) {
-				chan_msg_free(msgs[--i]);
-			}
-			/* Not confirmed: the daemon keeps them and gives them back. */
-			return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for received messages"));
-		}
+	if (chan_msgs_from_wire(r, asked, msgs) != CHAN_OK) {
+		/* Not confirmed: the daemon keeps them and gives them back. */
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for received messages"));
 	}
 	*n = r->n_messages;
 	/* The caller holds them now: they may leave the daemon's custody. */

@@ -198,11 +198,13 @@ chan_status chan_fail(chan_status s, const char *fmt, ...) __attribute__((format
 chan_status chan_check_name(const char *name);
 
 /*
- * Builds a chan_msg from a wire message (copies). asked: the channel the
- * request named, for answers that leave Message.channel empty (plain recv);
- * NULL for recv_any. NULL on ENOMEM.
+ * Builds msgs[0..n) from the messages of an answer (copies), all in one
+ * allocation freed with the last of them. asked: the channel the request
+ * named, for answers that leave Message.channel empty (plain recv); NULL
+ * for recv_any. CHAN_RESOURCE_EXHAUSTED (nothing built) without memory.
  */
-chan_msg *chan_msg_from_wire(const Chan__V1__Message *w, const char *asked);
+chan_status chan_msgs_from_wire(const Chan__V1__RecvResult *r, const char *asked,
+    chan_msg **msgs);
 
 /* Sends one payload batch, with sender handle id (0: one-shot). */
 chan_status chan_send_common(chan_client *c, const char *name, uint64_t sender,

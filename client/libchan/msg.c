@@ -1,42 +1,98 @@
-/* msg.c - received messages: one allocation holding header, name and payload. */
+/*
+ * msg.c - received messages. The messages of one answer share one
+ * allocation (header, name, payloads), freed when the last of them is:
+ * one malloc and one free per answer instead of per message.
+ */
 #include "client.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct chan_msgblk {
+	atomic_size_t refs; /* messages of the block not freed yet */
+} chan_msgblk;
+
 struct chan_msg {
-	uint64_t seq;
-	uint64_t time_us;
-	size_t   len;
-	bool     redelivered;
-	char    *channel; /* points into the same block */
-	uint8_t *data;    /* points into the same block */
+	chan_msgblk *blk;
+	uint64_t     seq;
+	uint64_t     time_us;
+	size_t       len;
+	bool         redelivered;
+	const char  *channel; /* points into the block */
+	uint8_t     *data;    /* points into the block */
 };
 
-chan_msg *
-chan_msg_from_wire(const Chan__V1__Message *w, const char *asked)
-{
-	/* Plain recv answers leave the name out: the caller named the channel. */
-	const char *ch = w->channel != NULL && w->channel[0] != '\0' ? w->channel
-	    : asked != NULL ? asked : "";
-	size_t      chlen = strlen(ch);
-	size_t      len = w->has_data ? w->data.len : 0;
-	chan_msg   *m;
+#define CHAN_ALIGN(n) (((n) + 15) & ~(size_t) 15)
 
-	if ((m = malloc(sizeof(*m) + chlen + 1 + len)) == NULL) {
-		return (NULL);
+/* Plain recv answers leave the name out: the caller named the channel. */
+static const char *
+chan_wire_name(const Chan__V1__Message *w, const char *asked)
+{
+	if (w->channel != NULL && w->channel[0] != '\0') {
+		return (w->channel);
 	}
-	m->seq = w->seq;
-	m->time_us = w->time_us;
-	m->redelivered = w->has_redelivered && w->redelivered;
-	m->len = len;
-	m->channel = (char *) (m + 1);
-	memcpy(m->channel, ch, chlen + 1);
-	m->data = (uint8_t *) m->channel + chlen + 1;
-	if (len > 0) {
-		memcpy(m->data, w->data.data, len);
+	return (asked != NULL ? asked : "");
+}
+
+/* Whether a message needs its own copy of the name (not the answer's). */
+static bool
+chan_own_name(const char *ch, const char *asked)
+{
+	return (ch != asked && ch[0] != '\0');
+}
+
+chan_status
+chan_msgs_from_wire(const Chan__V1__RecvResult *r, const char *asked, chan_msg **msgs)
+{
+	const char    *shared = asked != NULL ? asked : "";
+	size_t         shlen = strlen(shared), size = CHAN_ALIGN(sizeof(chan_msgblk) + shlen + 1);
+	chan_msgblk   *b;
+	unsigned char *p;
+
+	for (size_t i = 0; i < r->n_messages; i++) {
+		const Chan__V1__Message *w = r->messages[i];
+		const char              *ch = chan_wire_name(w, asked);
+		size_t                   len = w->has_data ? w->data.len : 0;
+
+		size += CHAN_ALIGN(sizeof(chan_msg) + len + (chan_own_name(ch, asked) ? strlen(ch) + 1 : 0));
 	}
-	return (m);
+	if ((b = malloc(size)) == NULL) {
+		return (CHAN_RESOURCE_EXHAUSTED);
+	}
+	atomic_init(&b->refs, r->n_messages);
+	p = (unsigned char *) (b + 1);
+	memcpy(p, shared, shlen + 1);
+	shared = (const char *) p;
+	p = (unsigned char *) b + CHAN_ALIGN(sizeof(chan_msgblk) + shlen + 1);
+	for (size_t i = 0; i < r->n_messages; i++) {
+		const Chan__V1__Message *w = r->messages[i];
+		const char              *ch = chan_wire_name(w, asked);
+		size_t                   len = w->has_data ? w->data.len : 0;
+		chan_msg                *m = (chan_msg *) p;
+
+		m->blk = b;
+		m->seq = w->seq;
+		m->time_us = w->time_us;
+		m->redelivered = w->has_redelivered && w->redelivered;
+		m->len = len;
+		m->data = (uint8_t *) (m + 1);
+		if (len > 0) {
+			memcpy(m->data, w->data.data, len);
+		}
+		if (!chan_own_name(ch, asked)) {
+			m->channel = shared;
+			p += CHAN_ALIGN(sizeof(*m) + len);
+		} else {
+			size_t chlen = strlen(ch);
+
+			memcpy(m->data + len, ch, chlen + 1);
+			m->channel = (const char *) m->data + len;
+			p += CHAN_ALIGN(sizeof(*m) + len + chlen + 1);
+		}
+		msgs[i] = m;
+	}
+	return (CHAN_OK);
 }
 
 const void *
@@ -78,5 +134,7 @@ chan_msg_redelivered(const chan_msg *m)
 void
 chan_msg_free(chan_msg *m)
 {
-	free(m);
+	if (m != NULL && atomic_fetch_sub(&m->blk->refs, 1) == 1) {
+		free(m->blk);
+	}
 }

@@ -98,7 +98,12 @@ uint64_t    chan_msg_seq(const chan_msg *m);     /* per-channel, increasing */
 uint64_t    chan_msg_time_us(const chan_msg *m); /* enqueue time, Unix microseconds */
 const char *chan_msg_channel(const chan_msg *m); /* borrowed, lives as long as m */
 bool        chan_msg_redelivered(const chan_msg *m); /* handed out before, never confirmed */
-void        chan_msg_free(chan_msg *m);          /* m NULL: no-op */
+/*
+ * m NULL: no-op. The messages of one answer (one chan_recv_n, one consumer
+ * fetch) share one allocation: its memory goes back when the last of them
+ * is freed, so keep single messages of a big batch with care.
+ */
+void        chan_msg_free(chan_msg *m);
 
 /* ---- channels ----------------------------------------------------------- */
 
