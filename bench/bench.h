@@ -158,8 +158,13 @@ double bench_cpu_seconds(pid_t pid);
 
 /* ---- the raw nng floor -------------------------------------------------- */
 
+/*
+ * clients 1: one client, the floor of every one-per-call workload; 2: the
+ * measured client's round trips while a second client echoes too (the
+ * shape of workload 1, a producer and a consumer at once).
+ */
 int bench_nng_echo(const bench_opts *o, size_t size, size_t count,
-    bench_result *r);
+    int clients, bench_result *r);
 /* The echo server process (chan-bench --echo-server URL). */
 int bench_echo_server_main(const char *url);
 /* Redis ECHO of the same size: Redis's own round-trip floor. */

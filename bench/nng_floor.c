@@ -82,18 +82,86 @@ bench_echo_server_main(const char *url)
 		pause();
 }
 
+/* A REQ socket dialled to url (the server may still be starting). */
+static int
+echo_dial(const char *url, nng_socket *req)
+{
+	int rv;
+
+	if ((rv = nng_req0_open(req)) != 0)
+		return (rv);
+	for (int t = 0; t < 500; t++) {
+		if ((rv = nng_dial(*req, url, NULL, 0)) == 0)
+			return (0);
+		bench_sleep_ns(10 * 1000 * 1000);
+	}
+	return (rv);
+}
+
+/* One echo round trip of buf[0..size). */
+static int
+echo_once(nng_socket req, unsigned char *buf, size_t size, char *err,
+    size_t errlen)
+{
+	void *back;
+	size_t len;
+	int rv;
+
+	if ((rv = nng_send(req, buf, size, 0)) != 0 ||
+	    (rv = nng_recv(req, &back, &len, NNG_FLAG_ALLOC)) != 0) {
+		snprintf(err, errlen, "nng echo: %s", nng_strerror(rv));
+		return (-1);
+	}
+	nng_free(back, len);
+	if (len != size) {
+		snprintf(err, errlen, "nng echo: %zu bytes back, sent %zu", len,
+		    size);
+		return (-1);
+	}
+	return (0);
+}
+
+/* The second client of a two-client floor: echoes until told to stop. */
+typedef struct echo_peer {
+	const char  *url;
+	size_t       size;
+	volatile int stop;
+	int          failed;
+} echo_peer;
+
+static void *
+echo_peer_main(void *arg)
+{
+	echo_peer *p = arg;
+	nng_socket req = NNG_SOCKET_INITIALIZER;
+	unsigned char *buf = calloc(1, p->size > 0 ? p->size : 1);
+	char err[200];
+
+	if (buf == NULL || echo_dial(p->url, &req) != 0)
+		p->failed = 1;
+	while (!p->failed && !p->stop)
+		if (echo_once(req, buf, p->size, err, sizeof(err)) != 0)
+			p->failed = 1;
+	nng_close(req);
+	free(buf);
+	return (NULL);
+}
+
 int
-bench_nng_echo(const bench_opts *o, size_t size, size_t count,
+bench_nng_echo(const bench_opts *o, size_t size, size_t count, int clients,
     bench_result *r)
 {
 	nng_socket req = NNG_SOCKET_INITIALIZER;
-	char url[600], self[PATH_MAX];
+	char url[600], self[PATH_MAX], err[200];
 	unsigned char *buf = calloc(1, size > 0 ? size : 1);
 	bench_lat lat;
 	pid_t pid = -1;
 	uint64_t t0, t1;
 	ssize_t n;
 	int rv = 0;
+	echo_peer peer = { .url = url, .size = size };
+	pthread_t th;
+	bool peer_started = false;
 
 	bench_lat_init(&lat, count);
 	snprintf(url, sizeof(url), "ipc://%s/nng-floor.sock", o->dir);
@@ -105,46 +173,42 @@ bench_nng_echo(const bench_opts *o, size_t size, size_t count,
 	self[n] = '\0';
 	{
 		char *argv[] = { self, "--echo-server", url, NULL };
-
 		pid = bench_spawn(argv, -1, -1, NULL);
 	}
-	if (pid < 0 || (rv = nng_req0_open(&req)) != 0) {
-		bench_result_fail(r, "echo server: %s", nng_strerror(rv));
+	if (pid < 0 || (rv = echo_dial(url, &req)) != 0) {
+		bench_result_fail(r, "echo server %s: %s", url,
+		    pid < 0 ? "not started" : nng_strerror(rv));
 		goto out;
 	}
-	for (int t = 0; t < 500; t++) {
-		if ((rv = nng_dial(req, url, NULL, 0)) == 0)
-			break;
-		bench_sleep_ns(10 * 1000 * 1000);
-	}
-	if (rv != 0) {
-		bench_result_fail(r, "nng dial %s: %s", url, nng_strerror(rv));
-		goto out;
+	/* Workload 1's shape: another client's round trips share the CPUs. */
+	if (clients > 1) {
+		if (pthread_create(&th, NULL, echo_peer_main, &peer) != 0) {
+			bench_result_fail(r, "pthread_create failed");
+			goto out;
+		}
+		peer_started = true;
 	}
 	t0 = bench_now_ns();
 	for (size_t i = 0; i < count; i++) {
 		uint64_t a = bench_now_ns();
-		void *back;
-		size_t len;
 
 		memcpy(buf, &i, size < sizeof(i) ? size : sizeof(i));
-		if ((rv = nng_send(req, buf, size, 0)) != 0 ||
-		    (rv = nng_recv(req, &back, &len, NNG_FLAG_ALLOC)) != 0) {
-			bench_result_fail(r, "nng echo: %s", nng_strerror(rv));
+		if (echo_once(req, buf, size, err, sizeof(err)) != 0) {
+			bench_result_fail(r, "%s", err);
 			goto out;
 		}
-		if (len != size) {
-			nng_free(back, len);
-			bench_result_fail(r, "nng echo: %zu bytes back, sent "
-			    "%zu", len, size);
-			goto out;
-		}
-		nng_free(back, len);
 		bench_lat_add(&lat, bench_now_ns() - a);
 	}
 	t1 = bench_now_ns();
-	bench_result_fill(r, count, t1 - t0, &lat);
+	if (peer.failed)
+		bench_result_fail(r, "second echo client failed");
+	else
+		bench_result_fill(r, count, t1 - t0, &lat);
 out:
+	if (peer_started) {
+		peer.stop = 1;
+		pthread_join(th, NULL);
+	}
 	nng_close(req);
 	if (pid > 0)
 		bench_stop(pid, 2000);
