@@ -23,28 +23,7 @@
 #include <chan/chan.h>
 
 #include "harness.h"
-
-static chh_daemon D;
-
-static void
-setup(void)
-{
-	chh_start(&D, NULL);
-}
-
-static void
-teardown(void)
-{
-	chh_stop(&D);
-}
-
-#define ck_status(expr, want)                                                 \
-	do {                                                                  \
-		chan_status got_ = (expr);                                    \
-		ck_assert_msg(got_ == (want), "%s: %s (%s), expected %s",     \
-		    #expr, chan_status_name(got_), chan_last_error(NULL),     \
-		    chan_status_name(want));                                  \
-	} while (0)
+#include "libchan_check.h"
 
 /* Asserts a finished async call's status, with its message. */
 #define ck_aio_status(a, want)                                                \
@@ -62,16 +41,6 @@ teardown(void)
 		ck_assert_msg(got_ == (want), "%s is %d, expected %d", #var,  \
 		    got_, (int) (want));                                      \
 	} while (0)
-
-static chan_client *
-connect_ok(void)
-{
-	chan_client *c = NULL;
-
-	ck_status(chan_connect(D.url, &c), CHAN_OK);
-	ck_assert_ptr_nonnull(c);
-	return (c);
-}
 
 /* What a callback saw: how often it ran and on which thread. */
 typedef struct cb_count {

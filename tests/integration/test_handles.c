@@ -21,37 +21,7 @@
 #include <chan/chan.h>
 
 #include "harness.h"
-
-static chh_daemon D;
-
-static void
-setup(void)
-{
-	chh_start(&D, NULL);
-}
-
-static void
-teardown(void)
-{
-	chh_stop(&D);
-}
-
-#define ck_status(expr, want)                                                 \
-	do {                                                                  \
-		chan_status got_ = (expr);                                    \
-		ck_assert_msg(got_ == (want), "%s: %s (%s), expected %s",     \
-		    #expr, chan_status_name(got_), chan_last_error(NULL),     \
-		    chan_status_name(want));                                  \
-	} while (0)
-
-static chan_client *
-connect_ok(void)
-{
-	chan_client *c = NULL;
-
-	ck_status(chan_connect(D.url, &c), CHAN_OK);
-	return (c);
-}
+#include "libchan_check.h"
 
 static void
 payload(char *buf, size_t cap, uint64_t i)

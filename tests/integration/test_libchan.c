@@ -26,39 +26,7 @@
 #include <chan/chan.h>
 
 #include "harness.h"
-
-static chh_daemon D;
-
-static void
-setup(void)
-{
-	chh_start(&D, NULL);
-}
-
-static void
-teardown(void)
-{
-	chh_stop(&D);
-}
-
-/* Asserts a status, printing both names and the library's message. */
-#define ck_status(expr, want)                                                 \
-	do {                                                                  \
-		chan_status got_ = (expr);                                    \
-		ck_assert_msg(got_ == (want), "%s: %s (%s), expected %s",     \
-		    #expr, chan_status_name(got_), chan_last_error(NULL),     \
-		    chan_status_name(want));                                  \
-	} while (0)
-
-static chan_client *
-connect_ok(void)
-{
-	chan_client *c = NULL;
-
-	ck_status(chan_connect(D.url, &c), CHAN_OK);
-	ck_assert_ptr_nonnull(c);
-	return (c);
-}
+#include "libchan_check.h"
 
 static void
 send_str(chan_client *c, const char *name, const char *s)

@@ -12,127 +12,9 @@
 #include <time.h>
 
 #include "engine.h"
+#include "engine_harness.h"
 #include "engine_int.h" /* shard routing, to put channels on two shards */
 #include "wire.h"
-
-typedef struct treq {
-	chd_req             req; /* first: the reply gets a chd_req * */
-	int                 nreplies;
-	uint64_t            id;
-	Chan__V1__Response *resp;
-	struct treq        *all_next;
-} treq;
-
-static pthread_mutex_t mtx = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t  cv = PTHREAD_COND_INITIALIZER;
-static treq           *all;
-static chd_engine     *E;
-static uint64_t        next_id;
-static uint64_t        force_client, force_id; /* idempotency tests */
-
-static void
-test_reply(chd_req *r, const Chan__V1__Response *resp)
-{
-	treq               *t = (treq *) r;
-	size_t              len = chan__v1__response__get_packed_size(resp);
-	uint8_t            *buf = malloc(len + 1);
-	Chan__V1__Response *copy;
-
-	chan__v1__response__pack(resp, buf);
-	copy = chan__v1__response__unpack(NULL, len, buf);
-	free(buf);
-	chl_request_free(&r->alloc, r->msg);
-	r->msg = NULL;
-	pthread_mutex_lock(&mtx);
-	t->nreplies++;
-	if (t->resp == NULL) {
-		t->resp = copy;
-	} else {
-		chan__v1__response__free_unpacked(copy, NULL);
-	}
-	pthread_cond_broadcast(&cv);
-	pthread_mutex_unlock(&mtx);
-}
-
-static treq *
-submit(uint32_t conn, Chan__V1__Request *m)
-{
-	treq    *t = calloc(1, sizeof(*t));
-	size_t   len;
-	uint8_t *buf;
-
-	ck_assert_ptr_nonnull(t);
-	m->has_id = true;
-	m->id = force_id != 0 ? force_id : ++next_id;
-	if (force_client != 0) {
-		m->has_client = true;
-		m->client = force_client;
-	}
-	t->id = m->id;
-	len = chan__v1__request__get_packed_size(m);
-	buf = malloc(len + 1);
-	chan__v1__request__pack(m, buf);
-	chl_capped_alloc_init(&t->req.alloc, 64u << 20);
-	t->req.msg = chl_request_decode(&t->req.alloc, buf, len);
-	free(buf);
-	ck_assert_ptr_nonnull(t->req.msg);
-	t->req.conn = conn;
-	t->req.reply = test_reply;
-	pthread_mutex_lock(&mtx);
-	t->all_next = all;
-	all = t;
-	pthread_mutex_unlock(&mtx);
-	chd_engine_submit(E, &t->req);
-	return (t);
-}
-
-/* The answer, waiting up to ms; NULL if none came. */
-static Chan__V1__Response *
-wait_for(treq *t, int ms)
-{
-	struct timespec    ts;
-	Chan__V1__Response *r;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long) (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&mtx);
-	while (t->resp == NULL) {
-		if (pthread_cond_timedwait(&cv, &mtx, &ts) != 0) {
-			break;
-		}
-	}
-	r = t->resp;
-	pthread_mutex_unlock(&mtx);
-	return (r);
-}
-
-static Chan__V1__Response *
-answer(treq *t)
-{
-	Chan__V1__Response *r = wait_for(t, 10000);
-
-	ck_assert_msg(r != NULL, "no answer within 10 s");
-	ck_assert_uint_eq(r->id, t->id);
-	return (r);
-}
-
-static bool
-pending(treq *t, int ms)
-{
-	return (wait_for(t, ms) == NULL);
-}
-
-static void
-msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
 
 static uint64_t max_memory_opt;
 static uint32_t grace_opt; /* custody grace, 0: the default */
@@ -162,9 +44,7 @@ start_engine(bool auto_create)
 static void
 setup(void)
 {
-	force_client = force_id = 0;
-	all = NULL;
-	next_id = 0;
+	th_reset();
 	start_engine(true);
 }
 
@@ -172,73 +52,10 @@ setup(void)
 static void
 teardown(void)
 {
-	treq *t, *next;
-
-	if (E != NULL) {
-		chd_engine_shutdown(E);
-		chd_engine_free(E);
-		E = NULL;
-	}
-	for (t = all; t != NULL; t = next) {
-		next = t->all_next;
-		ck_assert_int_eq(t->nreplies, 1);
-		if (t->resp != NULL) {
-			chan__v1__response__free_unpacked(t->resp, NULL);
-		}
-		free(t);
-	}
-	all = NULL;
+	th_teardown();
 }
 
 /* ---- request builders --------------------------------------------------- */
-
-static treq *
-r_create(uint32_t conn, const char *name, int64_t cap)
-{
-	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
-	Chan__V1__Create  c = CHAN__V1__CREATE__INIT;
-
-	c.name = (char *) name;
-	if (cap >= 0) {
-		c.has_capacity = true;
-		c.capacity = (uint64_t) cap;
-	}
-	m.op_case = CHAN__V1__REQUEST__OP_CREATE;
-	m.create = &c;
-	return (submit(conn, &m));
-}
-
-static treq *
-r_sendv(uint32_t conn, const char *name, const char **msgs, size_t n,
-    int64_t timeout, uint64_t sender)
-{
-	Chan__V1__Request   m = CHAN__V1__REQUEST__INIT;
-	Chan__V1__Send      s = CHAN__V1__SEND__INIT;
-	ProtobufCBinaryData d[32];
-
-	for (size_t i = 0; i < n; i++) {
-		d[i].data = (uint8_t *) msgs[i];
-		d[i].len = strlen(msgs[i]);
-	}
-	s.name = (char *) name;
-	s.n_data = n;
-	s.data = d;
-	if (timeout != -2) {
-		s.has_timeout_ms = true;
-		s.timeout_ms = timeout;
-	}
-	s.has_sender = sender != 0;
-	s.sender = sender;
-	m.op_case = CHAN__V1__REQUEST__OP_SEND;
-	m.send = &s;
-	return (submit(conn, &m));
-}
-
-static treq *
-r_send(uint32_t conn, const char *name, const char *msg, int64_t timeout)
-{
-	return (r_sendv(conn, name, &msg, 1, timeout, 0));
-}
 
 static treq *
 r_recvx(uint32_t conn, const char *name, uint32_t max, int64_t timeout,
@@ -280,20 +97,6 @@ r_recv_lease(uint32_t conn, const char *name, int64_t timeout, uint64_t lease)
 }
 
 static treq *
-r_ack(uint32_t conn, const char *name, uint64_t seq)
-{
-	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
-	Chan__V1__Ack     a = CHAN__V1__ACK__INIT;
-
-	a.name = (char *) name;
-	a.has_seq = true;
-	a.seq = seq;
-	m.op_case = CHAN__V1__REQUEST__OP_ACK;
-	m.ack = &a;
-	return (submit(conn, &m));
-}
-
-static treq *
 r_release(uint32_t conn, const char *name, uint64_t seq, uint64_t delay)
 {
 	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
@@ -315,21 +118,6 @@ r_recv(uint32_t conn, const char *name, int64_t timeout)
 	return (r_recvx(conn, name, 0, timeout, 0, NULL, 0));
 }
 
-static treq *
-r_recv_any(uint32_t conn, const char **names, size_t n, int64_t timeout)
-{
-	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
-	Chan__V1__RecvAny r = CHAN__V1__RECV_ANY__INIT;
-
-	r.names = (char **) names;
-	r.n_names = n;
-	r.has_timeout_ms = true;
-	r.timeout_ms = timeout;
-	m.op_case = CHAN__V1__REQUEST__OP_RECV_ANY;
-	m.recv_any = &r;
-	return (submit(conn, &m));
-}
-
 #define NAME_OP(fn, CASE, Type, INIT, field)                              \
 	static treq *fn(uint32_t conn, const char *name)                  \
 	{                                                                  \
@@ -342,7 +130,6 @@ r_recv_any(uint32_t conn, const char **names, size_t n, int64_t timeout)
 	}
 NAME_OP(r_close, CLOSE, Chan__V1__Close, CHAN__V1__CLOSE__INIT, close)
 NAME_OP(r_delete, DELETE, Chan__V1__Delete, CHAN__V1__DELETE__INIT, delete_)
-NAME_OP(r_stat, STAT, Chan__V1__Stat, CHAN__V1__STAT__INIT, stat)
 NAME_OP(r_sender_open, SENDER_OPEN, Chan__V1__SenderOpen,
     CHAN__V1__SENDER_OPEN__INIT, sender_open)
 NAME_OP(r_receiver_open, RECEIVER_OPEN, Chan__V1__ReceiverOpen,
@@ -466,20 +253,6 @@ r_cwait(uint32_t conn, const char *name, int op, int64_t v, int64_t timeout)
 /* ---- assertions helpers ------------------------------------------------- */
 
 static void
-expect_status(treq *t, chan_status st)
-{
-	Chan__V1__Response *r = answer(t);
-
-	ck_assert_msg((int) r->status == (int) st, "status %s (%s), wanted %s",
-	    chan_status_name((chan_status) r->status),
-	    r->error ? r->error : "", chan_status_name(st));
-	if (st != CHAN_OK) {
-		ck_assert_msg(r->error != NULL && r->error[0] != '\0',
-		    "error answer without a message");
-	}
-}
-
-static void
 expect_leased(treq *t, const char *data)
 {
 	Chan__V1__Response *r = answer(t);
@@ -507,17 +280,6 @@ expect_msg(treq *t, const char *data)
 	ck_assert(r->has_delivery && r->delivery != 0);
 }
 
-static Chan__V1__ChannelInfo *
-stat_of(const char *name)
-{
-	treq               *t = r_stat(1, name);
-	Chan__V1__Response *r = answer(t);
-
-	expect_status(t, CHAN_OK);
-	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_STAT);
-	return (r->stat);
-}
-
 static int64_t
 value_of(treq *t)
 {
@@ -526,22 +288,6 @@ value_of(treq *t)
 	expect_status(t, CHAN_OK);
 	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_VALUE);
 	return (r->value->value);
-}
-
-/* Waits until stat shows n blocked senders/receivers (parking is async). */
-static void
-wait_blocked(const char *name, uint32_t senders, uint32_t receivers)
-{
-	for (int i = 0; i < 500; i++) {
-		Chan__V1__ChannelInfo *ci = stat_of(name);
-		if (ci->blocked_senders == senders &&
-		    ci->blocked_receivers == receivers) {
-			return;
-		}
-		msleep(10);
-	}
-	ck_abort_msg("channel %s never had %u blocked senders and %u "
-	    "receivers", name, senders, receivers);
 }
 
 static int64_t

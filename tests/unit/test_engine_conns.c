@@ -18,134 +18,11 @@
 #include <chan/status.h>
 
 #include "engine.h"
+#include "engine_harness.h"
 #include "engine_int.h" /* the shard's slabs */
 #include "wire.h"
 
-typedef struct treq {
-	chd_req             req; /* first: the reply gets a chd_req * */
-	int                 nreplies;
-	uint64_t            id;
-	Chan__V1__Response *resp;
-	struct treq        *all_next;
-} treq;
-
-static pthread_mutex_t mtx = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t  cv = PTHREAD_COND_INITIALIZER;
-static treq           *all;
-static chd_engine     *E;
-static uint64_t        next_id;
 static uint32_t        grace_ms = 1; /* custody grace of the engine */
-
-static void
-test_reply(chd_req *r, const Chan__V1__Response *resp)
-{
-	treq               *t = (treq *) r;
-	size_t              len = chan__v1__response__get_packed_size(resp);
-	uint8_t            *buf = malloc(len + 1);
-	Chan__V1__Response *copy;
-
-	chan__v1__response__pack(resp, buf);
-	copy = chan__v1__response__unpack(NULL, len, buf);
-	free(buf);
-	chl_request_free(&r->alloc, r->msg);
-	r->msg = NULL;
-	pthread_mutex_lock(&mtx);
-	t->nreplies++;
-	if (t->resp == NULL) {
-		t->resp = copy;
-	} else {
-		chan__v1__response__free_unpacked(copy, NULL);
-	}
-	pthread_cond_broadcast(&cv);
-	pthread_mutex_unlock(&mtx);
-}
-
-static treq *
-submit(uint32_t conn, Chan__V1__Request *m)
-{
-	treq    *t = calloc(1, sizeof(*t));
-	size_t   len;
-	uint8_t *buf;
-
-	ck_assert_ptr_nonnull(t);
-	m->has_id = true;
-	pthread_mutex_lock(&mtx);
-	m->id = ++next_id;
-	pthread_mutex_unlock(&mtx);
-	t->id = m->id;
-	len = chan__v1__request__get_packed_size(m);
-	buf = malloc(len + 1);
-	chan__v1__request__pack(m, buf);
-	chl_capped_alloc_init(&t->req.alloc, 64u << 20);
-	t->req.msg = chl_request_decode(&t->req.alloc, buf, len);
-	free(buf);
-	ck_assert_ptr_nonnull(t->req.msg);
-	t->req.conn = conn;
-	t->req.reply = test_reply;
-	pthread_mutex_lock(&mtx);
-	t->all_next = all;
-	all = t;
-	pthread_mutex_unlock(&mtx);
-	chd_engine_submit(E, &t->req);
-	return (t);
-}
-
-static Chan__V1__Response *
-wait_for(treq *t, int ms)
-{
-	struct timespec     ts;
-	Chan__V1__Response *r;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long) (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&mtx);
-	while (t->resp == NULL) {
-		if (pthread_cond_timedwait(&cv, &mtx, &ts) != 0) {
-			break;
-		}
-	}
-	r = t->resp;
-	pthread_mutex_unlock(&mtx);
-	return (r);
-}
-
-static Chan__V1__Response *
-answer(treq *t)
-{
-	Chan__V1__Response *r = wait_for(t, 20000);
-
-	ck_assert_msg(r != NULL, "no answer within 20 s");
-	ck_assert_uint_eq(r->id, t->id);
-	return (r);
-}
-
-static bool
-pending(treq *t, int ms)
-{
-	return (wait_for(t, ms) == NULL);
-}
-
-static void
-expect_status(treq *t, chan_status st)
-{
-	Chan__V1__Response *r = answer(t);
-
-	ck_assert_msg((int) r->status == (int) st, "status %s (%s), wanted %s",
-	    chan_status_name((chan_status) r->status),
-	    r->error ? r->error : "", chan_status_name(st));
-}
-
-static void
-msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
 
 /* Connections 1..NCONN are closed by the tests; HELPER never is. */
 #define HELPER 100000u
@@ -169,81 +46,20 @@ start_engine(uint32_t nconn)
 static void
 setup(void)
 {
-	all = NULL;
-	next_id = 0;
+	th_reset();
 	grace_ms = 1;
+	th_answer_ms = 20000;
+	th_stat_conn = HELPER;
 }
 
 /* Every request got exactly one answer, whatever the test did. */
 static void
 teardown(void)
 {
-	treq *t, *next;
-
-	if (E != NULL) {
-		chd_engine_shutdown(E);
-		chd_engine_free(E);
-		E = NULL;
-	}
-	for (t = all; t != NULL; t = next) {
-		next = t->all_next;
-		ck_assert_int_eq(t->nreplies, 1);
-		if (t->resp != NULL) {
-			chan__v1__response__free_unpacked(t->resp, NULL);
-		}
-		free(t);
-	}
-	all = NULL;
+	th_teardown();
 }
 
 /* ---- request builders --------------------------------------------------- */
-
-static treq *
-r_create(uint32_t conn, const char *name, int64_t cap)
-{
-	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
-	Chan__V1__Create  c = CHAN__V1__CREATE__INIT;
-
-	c.name = (char *) name;
-	if (cap >= 0) {
-		c.has_capacity = true;
-		c.capacity = (uint64_t) cap;
-	}
-	m.op_case = CHAN__V1__REQUEST__OP_CREATE;
-	m.create = &c;
-	return (submit(conn, &m));
-}
-
-static treq *
-r_sendv(uint32_t conn, const char *name, const char **msgs, size_t n,
-    int64_t timeout, uint64_t sender)
-{
-	Chan__V1__Request   m = CHAN__V1__REQUEST__INIT;
-	Chan__V1__Send      s = CHAN__V1__SEND__INIT;
-	ProtobufCBinaryData d[64];
-
-	ck_assert_uint_le(n, 64);
-	for (size_t i = 0; i < n; i++) {
-		d[i].data = (uint8_t *) msgs[i];
-		d[i].len = strlen(msgs[i]);
-	}
-	s.name = (char *) name;
-	s.n_data = n;
-	s.data = d;
-	s.has_timeout_ms = true;
-	s.timeout_ms = timeout;
-	s.has_sender = sender != 0;
-	s.sender = sender;
-	m.op_case = CHAN__V1__REQUEST__OP_SEND;
-	m.send = &s;
-	return (submit(conn, &m));
-}
-
-static treq *
-r_send(uint32_t conn, const char *name, const char *msg, int64_t timeout)
-{
-	return (r_sendv(conn, name, &msg, 1, timeout, 0));
-}
 
 static treq *
 r_recvx(uint32_t conn, const char *name, uint32_t max, int64_t timeout,
@@ -271,21 +87,6 @@ r_recv(uint32_t conn, const char *name, int64_t timeout)
 }
 
 static treq *
-r_recv_any(uint32_t conn, const char **names, size_t n, int64_t timeout)
-{
-	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
-	Chan__V1__RecvAny r = CHAN__V1__RECV_ANY__INIT;
-
-	r.names = (char **) names;
-	r.n_names = n;
-	r.has_timeout_ms = true;
-	r.timeout_ms = timeout;
-	m.op_case = CHAN__V1__REQUEST__OP_RECV_ANY;
-	m.recv_any = &r;
-	return (submit(conn, &m));
-}
-
-static treq *
 r_cwait(uint32_t conn, const char *name, int64_t v)
 {
 	Chan__V1__Request     m = CHAN__V1__REQUEST__INIT;
@@ -301,20 +102,6 @@ r_cwait(uint32_t conn, const char *name, int64_t v)
 	return (submit(conn, &m));
 }
 
-static treq *
-r_ack(uint32_t conn, const char *name, uint64_t seq)
-{
-	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
-	Chan__V1__Ack     a = CHAN__V1__ACK__INIT;
-
-	a.name = (char *) name;
-	a.has_seq = true;
-	a.seq = seq;
-	m.op_case = CHAN__V1__REQUEST__OP_ACK;
-	m.ack = &a;
-	return (submit(conn, &m));
-}
-
 #define NAME_OP(fn, CASE, Type, INIT, field)                              \
 	static treq *fn(uint32_t conn, const char *name)                  \
 	{                                                                  \
@@ -326,43 +113,12 @@ r_ack(uint32_t conn, const char *name, uint64_t seq)
 		return (submit(conn, &m));                                 \
 	}
 NAME_OP(r_delete, DELETE, Chan__V1__Delete, CHAN__V1__DELETE__INIT, delete_)
-NAME_OP(r_stat, STAT, Chan__V1__Stat, CHAN__V1__STAT__INIT, stat)
 NAME_OP(r_sender_open, SENDER_OPEN, Chan__V1__SenderOpen,
     CHAN__V1__SENDER_OPEN__INIT, sender_open)
 NAME_OP(r_receiver_open, RECEIVER_OPEN, Chan__V1__ReceiverOpen,
     CHAN__V1__RECEIVER_OPEN__INIT, receiver_open)
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static Chan__V1__ChannelInfo *
-stat_of(const char *name)
-{
-	treq               *t = r_stat(HELPER, name);
-	Chan__V1__Response *r = answer(t);
-
-	expect_status(t, CHAN_OK);
-	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_STAT);
-	return (r->stat);
-}
-
-/* Waits until name shows this many blocked senders and receivers. */
-static void
-wait_blocked(const char *name, uint32_t senders, uint32_t receivers)
-{
-	Chan__V1__ChannelInfo *ci = NULL;
-
-	for (int i = 0; i < 2000; i++) {
-		ci = stat_of(name);
-		if (ci->blocked_senders == senders &&
-		    ci->blocked_receivers == receivers) {
-			return;
-		}
-		msleep(5);
-	}
-	ck_abort_msg("%s: %u blocked senders, %u receivers; wanted %u, %u",
-	    name, ci->blocked_senders, ci->blocked_receivers, senders,
-	    receivers);
-}
 
 static uint64_t
 handle_of(treq *t)
@@ -815,7 +571,6 @@ START_TEST(test_many_conns_parked_then_closed)
 	free(conns);
 }
 END_TEST
-
 
 /* ---- the message slabs (shard.c) ---------------------------------------- */
 
