@@ -149,35 +149,6 @@ on_outcome(void *arg, uint64_t ticket, chan_status st, uint64_t seq)
 	pthread_mutex_unlock(&o->mtx);
 }
 
-/* ---- helper process: a consumer that dies holding messages ------------------------ */
-
-static pid_t
-spawn_helper(const char *mode, const char *name)
-{
-	int   ready[2];
-	pid_t pid;
-	char  b;
-
-	ck_assert_int_eq(pipe(ready), 0);
-	fflush(NULL);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		/* nng must not be used in a forked child of a process running it: exec. */
-		close(ready[0]);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (dup2(ready[1], 3) < 0) {
-			_exit(126);
-		}
-		execl("/proc/self/exe", "test_handles", mode, D.url, name, (char *) NULL);
-		_exit(127);
-	}
-	close(ready[1]);
-	ck_assert_msg(read(ready[0], &b, 1) == 1, "helper %s did not get into position", mode);
-	close(ready[0]);
-	return (pid);
-}
-
 static void
 helper_main(const char *mode, const char *url, const char *name)
 {

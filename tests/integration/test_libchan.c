@@ -52,41 +52,6 @@ recv_is(chan_client *c, const char *name, const char *want, int64_t timeout)
 
 /* ---- helper processes ----------------------------------------------------------- */
 
-/*
- * A client in another process, to be SIGKILLed: fork and re-exec this
- * binary in a helper mode (nng is not usable in a forked child of a
- * process that already runs nng threads). The helper writes one byte to
- * fd 3 once it is in position. Returns its pid.
- */
-static pid_t
-spawn_helper(const char *mode, const char *name)
-{
-	int   ready[2];
-	pid_t pid;
-	char  b;
-
-	ck_assert_int_eq(pipe(ready), 0);
-	fflush(NULL);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		close(ready[0]);
-		/* Never outlives the test, even when an assertion fails. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (dup2(ready[1], 3) < 0) {
-			_exit(126);
-		}
-		execl("/proc/self/exe", "test_libchan", mode, D.url, name,
-		    (char *) NULL);
-		_exit(127);
-	}
-	close(ready[1]);
-	ck_assert_msg(read(ready[0], &b, 1) == 1,
-	    "helper %s did not get into position", mode);
-	close(ready[0]);
-	return (pid);
-}
-
 /* Helper modes (see spawn_helper); never return. */
 static void
 helper_main(const char *mode, const char *url, const char *name)
