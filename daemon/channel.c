@@ -319,7 +319,7 @@ lease_free(chd_lease *l)
 		l->next->prev = l->prev;
 	}
 	if (l->timer != NULL) {
-		event_free(l->timer);
+		chd_shard_timer_free(l->sh, l->timer);
 	}
 	free(l);
 }
@@ -368,7 +368,7 @@ chan_free(chd_shard *sh, chd_chan *ch)
 	rx_unown(ch);
 	grace_unown(ch);
 	if (ch->grace_ev != NULL) {
-		event_free(ch->grace_ev);
+		chd_shard_timer_free(sh, ch->grace_ev);
 	}
 	chd_htab_remove(&sh->chans, &ch->hn);
 	sh->nchans--;
@@ -486,7 +486,7 @@ static void
 chan_grace_disarm(chd_chan *ch)
 {
 	if (ch->grace_armed) {
-		evtimer_del(ch->grace_ev);
+		chd_shard_timer_del(ch->sh, ch->grace_ev);
 		ch->grace_armed = false;
 		grace_unown(ch);
 	}

@@ -214,6 +214,9 @@ struct chd_shard {
 	struct event      *mbox_ev;
 	pthread_mutex_t    exec;      /* whoever runs the shard's work holds it */
 	atomic_bool        direct;    /* request threads may run jobs inline */
+	pthread_mutex_t    tmr_mtx;   /* guards tmr_dying */
+	struct event      *tmr_dying; /* timer being deleted (its callback
+	                               * must not re-arm it) */
 	pthread_mutex_t    mtx;
 	chd_job           *qhead, *qtail;
 	bool               stop;      /* under mtx */
@@ -267,6 +270,13 @@ int  chd_shard_post(chd_shard *sh, chd_job_fn fn, void *arg);
  */
 bool chd_shard_timer_begin(chd_shard *sh, struct event *ev);
 void chd_shard_timer_end(chd_shard *sh);
+/*
+ * Delete / free a timer of sh (exec held). Always these, never
+ * evtimer_del/event_free directly: they keep a callback that is running
+ * right now on the shard's thread from re-arming the timer while it goes.
+ */
+void chd_shard_timer_del(chd_shard *sh, struct event *ev);
+void chd_shard_timer_free(chd_shard *sh, struct event *ev);
 void chd_shard_stop(chd_shard *sh);   /* joins the thread */
 bool chd_shard_drain(chd_shard *sh);  /* after stop: runs leftover jobs */
 void chd_shard_free(chd_shard *sh);

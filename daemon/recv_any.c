@@ -56,7 +56,7 @@ part_finish(chd_any_part *p)
 	}
 	p->tasks = NULL;
 	if (p->timer != NULL) {
-		event_free(p->timer);
+		chd_shard_timer_free(p->any->e->shards[p->shard], p->timer);
 		p->timer = NULL;
 	}
 	any_unref(p->any);

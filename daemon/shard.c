@@ -354,7 +354,7 @@ chd_task_unpark(chd_task *t)
 		return;
 	}
 	if (t->timer != NULL) {
-		event_free(t->timer);
+		chd_shard_timer_free(sh, t->timer);
 		t->timer = NULL;
 	}
 	if (t->crec != NULL) {
@@ -622,8 +622,42 @@ chd_shard_timer_begin(chd_shard *sh, struct event *ev)
 	if (pthread_mutex_trylock(&sh->exec) == 0) {
 		return (true);
 	}
-	evtimer_add(ev, &tv);
+	/*
+	 * Run again shortly, unless the holder is deleting this timer: its
+	 * event_del has already taken the timer off the heap and only waits
+	 * for this callback to return, so a re-arm now would outlive the
+	 * event_free that follows (a use after free the fuzzer found).
+	 */
+	pthread_mutex_lock(&sh->tmr_mtx);
+	if (sh->tmr_dying != ev) {
+		evtimer_add(ev, &tv);
+	}
+	pthread_mutex_unlock(&sh->tmr_mtx);
 	return (false);
+}
+
+static void
+chd_shard_timer_dying(chd_shard *sh, struct event *ev)
+{
+	pthread_mutex_lock(&sh->tmr_mtx);
+	sh->tmr_dying = ev;
+	pthread_mutex_unlock(&sh->tmr_mtx);
+}
+
+void
+chd_shard_timer_del(chd_shard *sh, struct event *ev)
+{
+	chd_shard_timer_dying(sh, ev);
+	evtimer_del(ev);
+	chd_shard_timer_dying(sh, NULL);
+}
+
+void
+chd_shard_timer_free(chd_shard *sh, struct event *ev)
+{
+	chd_shard_timer_dying(sh, ev);
+	event_free(ev);
+	chd_shard_timer_dying(sh, NULL);
 }
 
 void
@@ -775,6 +809,7 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	chd_slabs_init(&sh->slabs);
 	pthread_mutex_init(&sh->mtx, NULL);
 	pthread_mutex_init(&sh->exec, NULL);
+	pthread_mutex_init(&sh->tmr_mtx, NULL);
 	if (chd_htab_init(&sh->chans) != 0 ||
 	    chd_htab_init(&sh->deliveries) != 0 ||
 	    chd_htab_init(&sh->conns_seen) != 0 ||
@@ -809,6 +844,7 @@ fail:
 	chd_htab_fini(&sh->conns_seen);
 	pthread_mutex_destroy(&sh->mtx);
 	pthread_mutex_destroy(&sh->exec);
+	pthread_mutex_destroy(&sh->tmr_mtx);
 	free(sh);
 	return (rv);
 }
@@ -858,5 +894,6 @@ chd_shard_free(chd_shard *sh)
 	seen_free_all(sh);
 	pthread_mutex_destroy(&sh->mtx);
 	pthread_mutex_destroy(&sh->exec);
+	pthread_mutex_destroy(&sh->tmr_mtx);
 	free(sh);
 }
