@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
 #include <nng/protocol/reqrep0/req.h>
 
 #include "wire.h"
@@ -336,6 +337,14 @@ chh_raw(const char *url, const void *body, size_t len, int timeout_ms,
 	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms);
 	/* Our side accepts any answer size; the daemon's limits are tested. */
 	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 0);
+	/*
+	 * No reconnect within the call: after the daemon drops us (a frame
+	 * over its limit), a redial racing with nng_close is what makes
+	 * nng 1.5.2's close hang for good (issue #1543; seen in badinput's
+	 * frame_over_daemon_limit under ASan, the test stuck in nng_close).
+	 */
+	nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 3600 * 1000);
+	nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 3600 * 1000);
 	if ((rv = nng_dial(s, url, NULL, 0)) != 0) {
 		goto out;
 	}
@@ -362,6 +371,17 @@ chh_raw(const char *url, const void *body, size_t len, int timeout_ms,
 out:
 	if (m != NULL) {
 		nng_msg_free(m);
+	}
+	if (rv != 0) {
+		/*
+		 * No answer: the daemon may have dropped the connection (a
+		 * frame over its limit). Let nng finish tearing it down
+		 * before the close, as libchan's chan_disconnect does
+		 * (docs/CLIENT.md). The pause alone was not enough (still a
+		 * hang in 2 of 8 ASan runs); no redial (above) is the part
+		 * that matters.
+		 */
+		nng_msleep(50);
 	}
 	nng_close(s);
 	return (rv);
