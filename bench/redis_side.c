@@ -118,6 +118,25 @@ r_send(bench_client *c, const char *ch, const void *data, size_t len)
 	return (0);
 }
 
+static int
+argv_room(bench_client *c, size_t n)
+{
+	if (n + 2 > c->argcap) {
+		size_t cap = n + 2;
+		const char **a = realloc(c->argv, cap * sizeof(*a));
+		size_t *l;
+
+		if (a == NULL)
+			return (-1);
+		c->argv = a;
+		if ((l = realloc(c->argl, cap * sizeof(*l))) == NULL)
+			return (-1);
+		c->argl = l;
+		c->argcap = cap;
+	}
+	return (0);
+}
+
 /* Variadic LPUSH: one command, one round trip for n messages. */
 static int
 r_send_batch(bench_client *c, const char *ch, const void *const *data,
@@ -125,19 +144,8 @@ r_send_batch(bench_client *c, const char *ch, const void *const *data,
 {
 	redisReply *rep;
 
-	if (n + 2 > c->argcap) {
-		size_t cap = n + 2;
-		const char **a = realloc(c->argv, cap * sizeof(*a));
-		size_t *l;
-
-		if (a == NULL)
-			return (fail(c, "LPUSH", NULL));
-		c->argv = a;
-		if ((l = realloc(c->argl, cap * sizeof(*l))) == NULL)
-			return (fail(c, "LPUSH", NULL));
-		c->argl = l;
-		c->argcap = cap;
-	}
+	if (argv_room(c, n) != 0)
+		return (fail(c, "LPUSH", NULL));
 	c->argv[0] = "LPUSH";
 	c->argl[0] = 5;
 	c->argv[1] = ch;
@@ -222,24 +230,6 @@ r_recv_batch(bench_client *c, const char *ch, size_t max, size_t *got,
 
 /* ---- streaming: client-side batches, pipelined ------------------------- */
 
-static int
-argv_room(bench_client *c, size_t n)
-{
-	if (n + 2 > c->argcap) {
-		size_t cap = n + 2;
-		const char **a = realloc(c->argv, cap * sizeof(*a));
-		size_t *l;
-
-		if (a == NULL)
-			return (-1);
-		c->argv = a;
-		if ((l = realloc(c->argl, cap * sizeof(*l))) == NULL)
-			return (-1);
-		c->argl = l;
-		c->argcap = cap;
-	}
-	return (0);
-}
 
 static int
 lpush_reply(bench_client *c)

@@ -796,8 +796,9 @@ first_delivery(int n)
 int
 chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 {
-	chd_shard *sh;
-	int        rv = ENOMEM;
+	chd_shard  *sh;
+	const char *direct;
+	int         rv = ENOMEM;
 
 	if ((sh = calloc(1, sizeof(*sh))) == NULL) {
 		return (ENOMEM);
@@ -825,8 +826,8 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 		goto fail;
 	}
 	/* CHAND_DIRECT=0: every job through the mailbox (A/B measurements). */
-	atomic_store(&sh->direct, getenv("CHAND_DIRECT") == NULL ||
-	    strcmp(getenv("CHAND_DIRECT"), "0") != 0);
+	direct = getenv("CHAND_DIRECT");
+	atomic_store(&sh->direct, direct == NULL || strcmp(direct, "0") != 0);
 	*out = sh;
 	return (0);
 fail:

@@ -333,28 +333,6 @@ chl_packer_fini(chl_packer *pk)
 	pk->sizes = NULL;
 }
 
-size_t
-chl_response_packed_size(const Chan__V1__Response *r)
-{
-	chl_packer pk;
-	size_t     n = chl_packer_init(&pk, r);
-
-	chl_packer_fini(&pk);
-	return (n);
-}
-
-size_t
-chl_response_pack(const Chan__V1__Response *r, uint8_t *out)
-{
-	chl_packer pk;
-	size_t     n;
-
-	(void) chl_packer_init(&pk, r);
-	n = chl_packer_write(&pk, out);
-	chl_packer_fini(&pk);
-	return (n);
-}
-
 uint64_t
 chl_now_unix_us(void)
 {

@@ -78,16 +78,9 @@ Chan__V1__Response *chl_fast_response_decode(chl_capped_alloc *ca, const void *b
  * bytes), but answers carrying messages (RecvResult) are written by hand:
  * protobuf-c's generic packer walks every Message twice (size, then
  * bytes) through its descriptors, which was a third of the daemon's
- * instructions for a batch. out must have chl_response_packed_size bytes.
- */
-size_t chl_response_packed_size(const Chan__V1__Response *r);
-size_t chl_response_pack(const Chan__V1__Response *r, uint8_t *out);
-
-/*
- * The same in two steps that size every message once (the functions above
- * do it twice): init returns the packed size, write fills out (that many
- * bytes) and returns it, fini frees the packer's scratch. r must not
- * change in between.
+ * instructions for a batch. init returns the packed size (each message
+ * sized once), write fills out (that many bytes) and returns it, fini
+ * frees the packer's scratch. r must not change in between.
  */
 #define CHL_PACKER_SMALL 64
 typedef struct chl_packer {

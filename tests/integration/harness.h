@@ -76,9 +76,6 @@ Chan__V1__Response *chh_call(const char *url, Chan__V1__Request *req,
     int timeout_ms, int *nng_err);
 void chh_resp_free(Chan__V1__Response *r);
 
-/* Connections lost (closed by the far end) during the last chh_raw
- * exchange before its answer arrived; nng REQ resends on a new one. */
-int chh_last_pipe_losses(void);
 
 /*
  * True when a fresh client gets OK to a Ping within timeout_ms on its
