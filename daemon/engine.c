@@ -645,6 +645,27 @@ op_job(chd_shard *sh, void *arg)
 	op_lookup(r->msg)->on_shard(sh, r);
 }
 
+/*
+ * A Send in the batch form gets its messages as Send.data (pointing into
+ * the request), so nothing after this sees the difference.
+ */
+static bool
+unbatch_send(chd_engine *e, chd_req *r, chan_status *st, char *err, size_t len)
+{
+	Chan__V1__Send *s = r->msg->send;
+
+	if (s->batch == NULL) {
+		return (true);
+	}
+	*st = CHAN_INVALID_ARGUMENT;
+	if (s->batch->n_sizes > e->opts.max_batch) {
+		snprintf(err, len, "a send carries 1 to %u messages, not %zu", e->opts.max_batch,
+		    s->batch->n_sizes);
+		return (false);
+	}
+	return (chl_send_unbatch(&r->alloc, s, err, len));
+}
+
 void
 chd_engine_submit(chd_engine *e, chd_req *r)
 {
@@ -674,6 +695,10 @@ chd_engine_submit(chd_engine *e, chd_req *r)
 	if (op->key != NULL &&
 	    !check_name(op->route == CHD_ROUTE_COUNTER ? "counter" : "channel",
 	    op->key(m), &st, err, sizeof(err))) {
+		chd_reply_err(e, r, st, "%s", err);
+		return;
+	}
+	if (m->op_case == CHAN__V1__REQUEST__OP_SEND && !unbatch_send(e, r, &st, err, sizeof(err))) {
 		chd_reply_err(e, r, st, "%s", err);
 		return;
 	}

@@ -49,6 +49,19 @@ struct chd_req {
 	chd_reply_packed_fn reply_packed; /* NULL: engine always uses reply */
 };
 
+/*
+ * Whether r's answer goes out in the batch form (Recv.batch): whoever
+ * packs the answer (the transport, the idempotency cache) asks this.
+ */
+static inline bool
+chd_req_wants_batch(const chd_req *r)
+{
+	const Chan__V1__Request *q = r->msg;
+
+	return (q != NULL && q->op_case == CHAN__V1__REQUEST__OP_RECV && q->recv != NULL &&
+	    q->recv->has_batch && q->recv->batch);
+}
+
 typedef struct chd_engine_opts {
 	int      workers;          /* executor shards (threads), >= 1 */
 	uint64_t max_message_size; /* bytes; default 1 MiB */

@@ -125,10 +125,10 @@ chd_idem_new(void)
 }
 
 static chd_idem_answer *
-answer_pack(const Chan__V1__Response *resp)
+answer_pack(const Chan__V1__Response *resp, bool batch)
 {
 	chl_packer       pk;
-	size_t           len = chl_packer_init(&pk, resp);
+	size_t           len = chl_packer_init(&pk, resp, batch);
 	chd_idem_answer *a = malloc(sizeof(*a) + (len > 0 ? len : 1));
 
 	if (a != NULL) {
@@ -425,7 +425,7 @@ idem_reply(chd_req *inner, const Chan__V1__Response *resp)
 
 	/* Packed once, outside the lock: the same bytes are cached and sent. */
 	if (cacheable(resp)) {
-		a = answer_pack(resp);
+		a = answer_pack(resp, chd_req_wants_batch(inner));
 	}
 	pthread_mutex_lock(&t->mtx);
 	outer = call->outer;

@@ -316,14 +316,14 @@ chd_ctx_recycle(chd_tctx *c)
 
 /* Encodes resp and hands it to nng on c's context. Any thread. */
 static void
-chd_ctx_send(chd_tctx *c, const Chan__V1__Response *resp)
+chd_ctx_send(chd_tctx *c, const Chan__V1__Response *resp, bool batch)
 {
 	chd_transport *t = c->t;
 	nng_msg       *m;
 	size_t         n;
 	chl_packer     pk;
 
-	n = chl_packer_init(&pk, resp);
+	n = chl_packer_init(&pk, resp, batch);
 	if (nng_msg_alloc(&m, n) != 0) {
 		Chan__V1__Response small = CHAN__V1__RESPONSE__INIT;
 
@@ -363,7 +363,7 @@ chd_reply(chd_req *r, const Chan__V1__Response *resp)
 	/* Before the send: the client may ask again as soon as it reads. */
 	chd_peers_pending_done(c->t->peers, r->conn);
 	/* resp may point into r->msg (e.g. names): encode before freeing. */
-	chd_ctx_send(c, resp);
+	chd_ctx_send(c, resp, chd_req_wants_batch(r));
 	chl_request_free(&r->alloc, r->msg);
 	free(r);
 }
@@ -376,7 +376,7 @@ chd_ctx_answer(chd_tctx *c, Chan__V1__Status st, const char *text)
 	resp.has_status = 1;
 	resp.status = st;
 	resp.error = (char *) text;
-	chd_ctx_send(c, &resp);
+	chd_ctx_send(c, &resp, false);
 }
 
 /* Hands an answer the engine already packed to nng on c's context. */
@@ -422,7 +422,7 @@ chd_refuse(chd_tctx *c, chd_req *r, Chan__V1__Status st, const char *why)
 	resp.has_status = 1;
 	resp.status = st;
 	resp.error = (char *) why;
-	chd_ctx_send(c, &resp);
+	chd_ctx_send(c, &resp, false);
 	chl_request_free(&r->alloc, r->msg);
 	free(r);
 }

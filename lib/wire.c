@@ -1,6 +1,8 @@
 /* wire.c - capped protobuf-c decoding and the clocks. */
 #include "wire.h"
 
+#include "varint.h"
+
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,36 +160,7 @@ chl_response_free(chl_capped_alloc *ca, Chan__V1__Response *r)
 
 /* ---- fast packing of answers that carry messages ------------------------ */
 
-#define CHL_WT_VARINT 0
-#define CHL_WT_LEN    2
 #define CHL_F_RECV    16 /* Response.recv */
-
-/* 7 bits per byte: 1 byte for v < 2^7, ..., 10 for v >= 2^63. */
-static size_t
-chl_varint_size(uint64_t v)
-{
-	int bits = 64 - __builtin_clzll(v | 1);
-
-	return ((size_t) (bits + 6) / 7);
-}
-
-static uint8_t *
-chl_put_varint(uint8_t *p, uint64_t v)
-{
-	while (v >= 0x80) {
-		*p++ = (uint8_t) (v | 0x80);
-		v >>= 7;
-	}
-	*p++ = (uint8_t) v;
-	return (p);
-}
-
-/* Tags of fields 1..15 are one byte; Response.recv (16) is two. */
-static uint8_t *
-chl_put_tag(uint8_t *p, uint32_t field, int wt)
-{
-	return (chl_put_varint(p, ((uint64_t) field << 3) | (uint64_t) wt));
-}
 
 static size_t
 chl_msg_body_size(const Chan__V1__Message *m)
@@ -264,18 +237,36 @@ chl_fast(const Chan__V1__Response *r)
 	/* Unknown fields would go after the result: leave those to protobuf-c. */
 	return (r->result_case == CHAN__V1__RESPONSE__RESULT_RECV &&
 	    r->recv != NULL && r->recv->base.n_unknown_fields == 0 &&
-	    r->base.n_unknown_fields == 0);
+	    r->recv->batch == NULL && r->base.n_unknown_fields == 0);
+}
+
+/* RecvResult { batch = 2 } around the Batch of pk->lay. */
+static size_t
+chl_packer_init_batch(chl_packer *pk, const Chan__V1__Response *r)
+{
+	size_t b = chl_batch_layout_msgs(&pk->lay, r->recv->messages, r->recv->n_messages);
+
+	pk->batch = true;
+	pk->head = chl_head_of(r);
+	pk->body = 1 + chl_varint_size(b) + b;
+	pk->total = chan__v1__response__get_packed_size(&pk->head) +
+	    chl_varint_size((uint64_t) CHL_F_RECV << 3) + chl_varint_size(pk->body) + pk->body;
+	return (pk->total);
 }
 
 size_t
-chl_packer_init(chl_packer *pk, const Chan__V1__Response *r)
+chl_packer_init(chl_packer *pk, const Chan__V1__Response *r, bool batch)
 {
 	size_t n, body = 0;
 
 	pk->r = r;
 	pk->sizes = NULL;
+	pk->batch = false;
 	if (!(pk->fast = chl_fast(r))) {
 		return (pk->total = chan__v1__response__get_packed_size(r));
+	}
+	if (batch && chl_batch_fits_msgs(r->recv->messages, r->recv->n_messages)) {
+		return (chl_packer_init_batch(pk, r));
 	}
 	/* Each message's size once: the write pass needs it for its prefix. */
 	n = r->recv->n_messages;
@@ -315,6 +306,12 @@ chl_packer_write(chl_packer *pk, uint8_t *out)
 	p = out + chan__v1__response__pack(&pk->head, out);
 	p = chl_put_tag(p, CHL_F_RECV, CHL_WT_LEN);
 	p = chl_put_varint(p, pk->body);
+	if (pk->batch) {
+		p = chl_put_tag(p, 2, CHL_WT_LEN);
+		p = chl_put_varint(p, pk->lay.body);
+		p = chl_batch_write_msgs(p, &pk->lay, rr->messages, rr->n_messages);
+		return ((size_t) (p - out));
+	}
 	for (size_t i = 0; i < rr->n_messages; i++) {
 		const Chan__V1__Message *m = rr->messages[i];
 

@@ -82,19 +82,63 @@ Chan__V1__Response *chl_fast_response_decode(chl_capped_alloc *ca, const void *b
  * sized once), write fills out (that many bytes) and returns it, fini
  * frees the packer's scratch. r must not change in between.
  */
+/* The encoded sizes of a Batch's fields (lib/wire_batch.c). */
+typedef struct chl_batch_layout {
+	size_t data, sizes, seqs, times, redel; /* each field's payload bytes */
+	size_t body;                            /* the whole Batch, encoded */
+	bool   answer;                          /* seqs, times, redel written */
+} chl_batch_layout;
+
 #define CHL_PACKER_SMALL 64
 typedef struct chl_packer {
 	const Chan__V1__Response *r;
 	Chan__V1__Response        head; /* r without its result */
 	bool                      fast;
+	bool                      batch; /* RecvResult.batch written instead */
+	chl_batch_layout          lay;   /* when batch */
 	size_t                    body, total;
 	uint32_t                 *sizes; /* per message; NULL: out of memory */
 	uint32_t                  small[CHL_PACKER_SMALL];
 } chl_packer;
 
-size_t chl_packer_init(chl_packer *pk, const Chan__V1__Response *r);
+/*
+ * batch: the asker wants the batch form (Recv.batch): a RecvResult whose
+ * messages are all of the shape chand's engine builds for a plain Recv (no
+ * channel name, seq and time set) is written as RecvResult.batch instead
+ * of RecvResult.messages. Anything else is written as without it.
+ */
+size_t chl_packer_init(chl_packer *pk, const Chan__V1__Response *r, bool batch);
 size_t chl_packer_write(chl_packer *pk, uint8_t *out);
 void   chl_packer_fini(chl_packer *pk);
+
+/*
+ * The batch form (chan.v1.Batch; lib/wire_batch.c).
+ *
+ * chl_batch_check: whether b is consistent (at least one size, sizes
+ * adding up to the data; for an answer, deltas one per message or none,
+ * redelivered indices increasing and in range; for a send, data and sizes
+ * only). false: why is said in why[whylen].
+ *
+ * chl_send_unbatch: a Send that came with `batch` gets its messages in
+ * `data` (pointing into the batch's bytes, the array from ca) and batch
+ * NULL, as if it had come in the list form; true too when it has no
+ * batch. false: the send is not acceptable (both forms, or the check
+ * above failed, or out of memory), why says which.
+ */
+bool   chl_batch_check(const Chan__V1__Batch *b, bool answer, char *why, size_t whylen);
+bool   chl_send_unbatch(chl_capped_alloc *ca, Chan__V1__Send *s, char *why, size_t whylen);
+/* Whether messages ms[0..n) can go out in the batch form (see above). */
+bool   chl_batch_fits_msgs(Chan__V1__Message *const *ms, size_t n);
+/* The Batch (its fields, no tag of its own) for ms[0..n): size, then bytes. */
+size_t   chl_batch_layout_msgs(chl_batch_layout *l, Chan__V1__Message *const *ms, size_t n);
+uint8_t *chl_batch_write_msgs(uint8_t *p, const chl_batch_layout *l,
+    Chan__V1__Message *const *ms, size_t n);
+/*
+ * A Request packed as chan__v1__request__pack would, except that with
+ * batch a Send's messages (Send.data) are written as Send.batch.
+ */
+size_t chl_request_packed_size(const Chan__V1__Request *q, bool batch);
+size_t chl_request_pack(const Chan__V1__Request *q, bool batch, uint8_t *out);
 
 /* Wall clock in Unix microseconds, and a monotonic clock in ms. */
 uint64_t chl_now_unix_us(void);

@@ -132,6 +132,92 @@ a_bytes(chl_capped_alloc *ca, const rd *s, ProtobufCBinaryData *bd)
 	return (true);
 }
 
+/* ---- Batch { data, sizes*, seq_deltas*, time_deltas*, redelivered* } ---- */
+
+/*
+ * A packed varint field into an array from ca: 32-bit unsigned (u32) or
+ * zigzag sint64. false: malformed, or a value protobuf-c would truncate.
+ */
+static bool
+packed_decode(chl_capped_alloc *ca, rd r, bool u32, void **arr, size_t *n)
+{
+	size_t cnt = 0;
+
+	for (const uint8_t *q = r.p; q < r.end; q++) {
+		cnt += (*q & 0x80) == 0;
+	}
+	if (cnt == 0) {
+		return (r.p == r.end); /* an empty field: nothing, as protobuf-c */
+	}
+	if ((*arr = a_alloc(ca, cnt * (u32 ? sizeof(uint32_t) : sizeof(int64_t)))) == NULL) {
+		return (false);
+	}
+	for (size_t i = 0; i < cnt; i++) {
+		uint64_t v;
+
+		if (!rd_varint(&r, &v)) {
+			return (false);
+		}
+		if (u32) {
+			if (v > UINT32_MAX) {
+				return (false);
+			}
+			((uint32_t *) *arr)[i] = (uint32_t) v;
+		} else {
+			((int64_t *) *arr)[i] = (int64_t) ((v >> 1) ^ (~(v & 1) + 1));
+		}
+	}
+	*n = cnt;
+	return (r.p == r.end);
+}
+
+/* Each field at most once, length-delimited; anything else: not ours. */
+static Chan__V1__Batch *
+batch_decode(chl_capped_alloc *ca, rd r)
+{
+	Chan__V1__Batch *b;
+	unsigned         seen = 0;
+
+	if ((b = a_alloc(ca, sizeof(*b))) == NULL) {
+		return (NULL);
+	}
+	chan__v1__batch__init(b);
+	while (r.p < r.end) {
+		uint32_t f;
+		int      wt;
+		rd       s;
+		bool     ok;
+
+		if (!rd_tag(&r, &f, &wt) || wt != WT_LEN || f < 1 || f > 5 ||
+		    (seen & (1u << f)) != 0 || !rd_len(&r, &s)) {
+			return (NULL);
+		}
+		seen |= 1u << f;
+		switch (f) {
+		case 1:
+			ok = a_bytes(ca, &s, &b->data);
+			b->has_data = true;
+			break;
+		case 2:
+			ok = packed_decode(ca, s, true, (void **) &b->sizes, &b->n_sizes);
+			break;
+		case 3:
+			ok = packed_decode(ca, s, false, (void **) &b->seq_deltas, &b->n_seq_deltas);
+			break;
+		case 4:
+			ok = packed_decode(ca, s, false, (void **) &b->time_deltas, &b->n_time_deltas);
+			break;
+		default:
+			ok = packed_decode(ca, s, true, (void **) &b->redelivered, &b->n_redelivered);
+			break;
+		}
+		if (!ok) {
+			return (NULL);
+		}
+	}
+	return (b);
+}
+
 /* ---- Request { id, client, confirm*, send } ---------------------------- */
 
 #define F_REQ_SEND 15
@@ -141,6 +227,7 @@ static bool
 send_scan(rd r, size_t *ndata)
 {
 	size_t n = 0;
+	bool   batch = false;
 
 	while (r.p < r.end) {
 		uint32_t f;
@@ -151,11 +238,12 @@ send_scan(rd r, size_t *ndata)
 		if (!rd_tag(&r, &f, &wt)) {
 			return (false);
 		}
-		if ((f == 1 || f == 2) && wt == WT_LEN) {
+		if ((f == 1 || f == 2 || (f == 5 && !batch)) && wt == WT_LEN) {
 			if (!rd_len(&r, &s)) {
 				return (false);
 			}
 			n += f == 2;
+			batch = batch || f == 5;
 		} else if ((f == 3 || f == 4) && wt == WT_VARINT) {
 			if (!rd_varint(&r, &v)) {
 				return (false);
@@ -194,6 +282,9 @@ send_decode(chl_capped_alloc *ca, rd r)
 				return (NULL);
 			}
 			if (f == 2 && !a_bytes(ca, &b, &s->data[s->n_data++])) {
+				return (NULL);
+			}
+			if (f == 5 && (s->batch = batch_decode(ca, b)) == NULL) {
 				return (NULL);
 			}
 			continue;
@@ -364,18 +455,23 @@ recv_decode(chl_capped_alloc *ca, rd r)
 {
 	Chan__V1__RecvResult *rr;
 	size_t                n = 0;
-	rd                    s = r, b = { NULL, NULL };
+	rd                    s = r, b = { NULL, NULL }, batch = { NULL, NULL };
+	bool                  have = false;
 
-	/* Only field 1 (Message), length-prefixed: count them. */
+	/* Field 1 (Message), length-prefixed: count them; field 2 once. */
 	while (s.p < s.end) {
 		uint32_t f;
 		int      wt;
 
-		if (!rd_tag(&s, &f, &wt) || f != 1 || wt != WT_LEN ||
+		if (!rd_tag(&s, &f, &wt) || (f != 1 && (f != 2 || have)) || wt != WT_LEN ||
 		    !rd_len(&s, &b)) {
 			return (NULL);
 		}
-		n++;
+		if (f == 2) {
+			have = true;
+			batch = b;
+		}
+		n += f == 1;
 	}
 	if ((rr = a_alloc(ca, sizeof(*rr))) == NULL) {
 		return (NULL);
@@ -390,10 +486,16 @@ recv_decode(chl_capped_alloc *ca, rd r)
 
 		(void) rd_tag(&r, &f, &wt);
 		(void) rd_len(&r, &b);
+		if (f == 2) {
+			continue;
+		}
 		if ((rr->messages[rr->n_messages] = message_decode(ca, b)) == NULL) {
 			return (NULL);
 		}
 		rr->n_messages++;
+	}
+	if (have && (rr->batch = batch_decode(ca, batch)) == NULL) {
+		return (NULL);
 	}
 	return (rr);
 }

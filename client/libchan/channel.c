@@ -153,25 +153,39 @@ chan_send_batch(chan_client *c, const char *name, const chan_buf *bufs, size_t n
 }
 
 chan_status
-chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **msgs, size_t *n,
+chan_unpack_msgs(chan_client *c, chan_exchange *x, size_t max, chan_msg **msgs, size_t *n,
     bool confirm)
 {
 	const Chan__V1__RecvResult *r = x->resp->recv;
+	const Chan__V1__Batch      *b = r != NULL ? r->batch : NULL;
 	const char                 *asked = x->req.op_case == CHAN__V1__REQUEST__OP_RECV
 	                    ? x->req.recv->name : NULL;
+	uint64_t                    delivery = x->resp->delivery;
+	size_t                      count = b != NULL ? b->n_sizes : r != NULL ? r->n_messages : 0;
+	char                        why[200];
+	chan_status                 s;
 
-	if (r == NULL || r->n_messages == 0 || r->n_messages > max) {
+	if (r == NULL || count == 0 || count > max || (b != NULL && r->n_messages != 0)) {
 		return (chan_fail(CHAN_PROTOCOL, "answer from %s carries %zu messages, asked 1 to %zu",
-		    c->url, r != NULL ? r->n_messages : 0, max));
+		    c->url, count, max));
 	}
-	if (chan_msgs_from_wire(r, asked, msgs) != CHAN_OK) {
+	if (b != NULL) {
+		if (asked == NULL || !chl_batch_check(b, true, why, sizeof(why))) {
+			return (chan_fail(CHAN_PROTOCOL, "answer from %s: %s", c->url,
+			    asked == NULL ? "a batch answers a plain recv only" : why));
+		}
+		s = chan_msgs_from_batch(x, asked, msgs);
+	} else {
+		s = chan_msgs_from_wire(r, asked, msgs);
+	}
+	if (s != CHAN_OK) {
 		/* Not confirmed: the daemon keeps them and gives them back. */
 		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for received messages"));
 	}
-	*n = r->n_messages;
+	*n = count;
 	/* The caller holds them now: they may leave the daemon's custody. */
 	if (confirm) {
-		chan_confirm_later(c, x->resp->delivery, x->pipe);
+		chan_confirm_later(c, delivery, x->pipe);
 	}
 	return (CHAN_OK);
 }
@@ -198,6 +212,9 @@ chan_recv_build(chan_client *c, const char *name, uint64_t receiver, uint64_t le
 	a->max = (uint32_t) max;
 	a->has_timeout_ms = 1;
 	a->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+	if (c->batch_form) {
+		a->has_batch = a->batch = 1;
+	}
 	if (lease_ms > 0) {
 		a->has_lease_ms = 1;
 		a->lease_ms = lease_ms;

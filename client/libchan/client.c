@@ -273,14 +273,14 @@ chan_call_end(chan_client *c, chan_call_link *link)
 chan_status
 chan_encode(chan_client *c, chan_exchange *x, nng_msg **out)
 {
-	size_t   size = chan__v1__request__get_packed_size(&x->req);
+	size_t   size = chl_request_packed_size(&x->req, c->batch_form);
 	nng_msg *m;
 	int      rv;
 
 	if ((rv = nng_msg_alloc(&m, size)) != 0) {
 		return (chan_nng_fail(c, rv, "cannot encode a request for"));
 	}
-	chan__v1__request__pack(&x->req, nng_msg_body(m));
+	(void) chl_request_pack(&x->req, c->batch_form, nng_msg_body(m));
 	*out = m;
 	return (CHAN_OK);
 }
@@ -777,6 +777,20 @@ chan_open_socket(chan_client *c, size_t recvmax)
 	return (CHAN_OK);
 }
 
+/*
+ * The batch form of sends and answers is used whenever the daemon offers
+ * it; CHAN_WIRE_BATCH=0 in the environment keeps the list form (one field
+ * per message), for comparing the two and for testing the daemon's side
+ * of both.
+ */
+static bool
+chan_batch_form_wanted(void)
+{
+	const char *v = getenv("CHAN_WIRE_BATCH");
+
+	return (v == NULL || strcmp(v, "0") != 0);
+}
+
 /* Hello: the daemon's limits and protocol version. */
 static chan_status
 chan_hello(chan_client *c)
@@ -808,6 +822,7 @@ chan_hello(chan_client *c)
 	}
 	c->max_message_size = r->max_message_size;
 	c->max_batch = r->max_batch;
+	c->batch_form = r->has_batch_form && r->batch_form && chan_batch_form_wanted();
 	c->server_version = strdup(r->server_version != NULL ? r->server_version : "");
 	if (c->server_version == NULL) {
 		s = chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory");

@@ -73,6 +73,7 @@ struct chan_client {
 	char            *server_version;
 	uint64_t         max_message_size;
 	uint32_t         max_batch;
+	bool             batch_form; /* Send.batch / Recv.batch (HelloResult.batch_form) */
 	uint64_t         client_id;
 	_Atomic uint64_t next_id;
 
@@ -180,7 +181,7 @@ chan_status chan_counter_wait_build(chan_client *c, const char *name, chan_wait_
  * confirm: queue the delivery for confirmation (else the caller does, see
  * chan_aio_hold_confirm).
  */
-chan_status chan_unpack_msgs(chan_client *c, const chan_exchange *x, size_t max, chan_msg **msgs,
+chan_status chan_unpack_msgs(chan_client *c, chan_exchange *x, size_t max, chan_msg **msgs,
     size_t *n, bool confirm);
 
 /*
@@ -205,6 +206,13 @@ chan_status chan_check_name(const char *name);
  */
 chan_status chan_msgs_from_wire(const Chan__V1__RecvResult *r, const char *asked,
     chan_msg **msgs);
+/*
+ * The same for an answer in the batch form (x->resp->recv->batch, checked
+ * by chl_batch_check): the messages point into the answer itself, which
+ * they take over from x (x->resp is NULL after CHAN_OK) and free with the
+ * last of them. No payload is copied.
+ */
+chan_status chan_msgs_from_batch(chan_exchange *x, const char *asked, chan_msg **msgs);
 
 /* Sends one payload batch, with sender handle id (0: one-shot). */
 chan_status chan_send_common(chan_client *c, const char *name, uint64_t sender,

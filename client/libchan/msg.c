@@ -10,7 +10,11 @@
 #include <string.h>
 
 typedef struct chan_msgblk {
-	atomic_size_t refs; /* messages of the block not freed yet */
+	atomic_size_t       refs; /* messages of the block not freed yet */
+	/* Batch form: the answer the payloads point into, and its arena
+	 * (which holds the received nng message). NULL: payloads copied. */
+	Chan__V1__Response *resp;
+	chl_capped_alloc    alloc;
 } chan_msgblk;
 
 struct chan_msg {
@@ -61,6 +65,7 @@ chan_msgs_from_wire(const Chan__V1__RecvResult *r, const char *asked, chan_msg *
 		return (CHAN_RESOURCE_EXHAUSTED);
 	}
 	atomic_init(&b->refs, r->n_messages);
+	b->resp = NULL;
 	p = (unsigned char *) (b + 1);
 	memcpy(p, shared, shlen + 1);
 	shared = (const char *) p;
@@ -92,6 +97,49 @@ chan_msgs_from_wire(const Chan__V1__RecvResult *r, const char *asked, chan_msg *
 		}
 		msgs[i] = m;
 	}
+	return (CHAN_OK);
+}
+
+chan_status
+chan_msgs_from_batch(chan_exchange *x, const char *asked, chan_msg **msgs)
+{
+	const Chan__V1__Batch *w = x->resp->recv->batch;
+	size_t                 n = w->n_sizes, nlen = strlen(asked);
+	size_t                 head = CHAN_ALIGN(sizeof(chan_msgblk) + nlen + 1);
+	chan_msgblk           *b;
+	chan_msg              *m;
+	char                  *name;
+	uint64_t               seq = 0, t = 0;
+	size_t                 off = 0, ri = 0;
+
+	if ((b = malloc(head + n * sizeof(*m))) == NULL) {
+		return (CHAN_RESOURCE_EXHAUSTED);
+	}
+	atomic_init(&b->refs, n);
+	name = (char *) (b + 1);
+	memcpy(name, asked, nlen + 1);
+	m = (chan_msg *) ((unsigned char *) b + head);
+	for (size_t i = 0; i < n; i++, m++) {
+		m->blk = b;
+		m->len = w->sizes[i];
+		/* chl_batch_check: within the data (NULL when all are empty). */
+		m->data = w->data.data != NULL ? w->data.data + off : (uint8_t *) name + nlen;
+		off += m->len;
+		seq += w->n_seq_deltas > 0 ? (uint64_t) w->seq_deltas[i] : 0;
+		t += w->n_time_deltas > 0 ? (uint64_t) w->time_deltas[i] : 0;
+		m->seq = seq;
+		m->time_us = t;
+		m->redelivered = ri < w->n_redelivered && w->redelivered[ri] == i;
+		ri += m->redelivered;
+		m->channel = name;
+		msgs[i] = m;
+	}
+	/* The payloads point into the answer: the block keeps it. */
+	b->resp = x->resp;
+	b->alloc = x->alloc;
+	b->alloc.base.allocator_data = &b->alloc;
+	x->resp = NULL;
+	chl_capped_alloc_init(&x->alloc, 0);
 	return (CHAN_OK);
 }
 
@@ -135,6 +183,7 @@ void
 chan_msg_free(chan_msg *m)
 {
 	if (m != NULL && atomic_fetch_sub(&m->blk->refs, 1) == 1) {
+		chl_response_free(&m->blk->alloc, m->blk->resp);
 		free(m->blk);
 	}
 }

@@ -85,7 +85,7 @@ fw_response(const uint8_t *buf, size_t len)
 	if (g != NULL) {
 		/* The hand packer on whatever decoded: protobuf-c's bytes. */
 		gl = chan__v1__response__get_packed_size(g);
-		pl = chl_packer_init(&pk, g);
+		pl = chl_packer_init(&pk, g, false);
 		gb = malloc(gl + 1);
 		pb = malloc(pl + 1);
 		if (gb == NULL || pb == NULL) {

@@ -580,7 +580,7 @@ check_same_bytes(const Chan__V1__Response *r)
 {
 	chl_packer pk;
 	size_t     want = chan__v1__response__get_packed_size(r);
-	size_t     got = chl_packer_init(&pk, r);
+	size_t     got = chl_packer_init(&pk, r, false);
 	uint8_t   *a = malloc(want + 1), *b = malloc(got + 1);
 
 	ck_assert_ptr_nonnull(a);
