@@ -746,6 +746,29 @@ chan_admit_sender(chd_shard *sh, chd_chan *ch, chd_task *t)
 	task_finish(t);
 }
 
+/* How many of ch's queued messages a delivery to r takes: up to max, and
+ * within the Recv's max_bytes (but at least one). */
+static size_t
+deliver_count(const chd_chan *ch, const chd_req *r, uint32_t max)
+{
+	const Chan__V1__Recv *rv = r->msg != NULL && r->msg->op_case == CHAN__V1__REQUEST__OP_RECV
+	    ? r->msg->recv : NULL;
+	size_t                n = ch->depth < max ? (size_t) ch->depth : max;
+	uint64_t              bytes = 0;
+	const chd_msg        *m = ch->qhead;
+
+	if (rv == NULL || !rv->has_max_bytes || rv->max_bytes == 0) {
+		return (n);
+	}
+	for (size_t i = 0; i < n; i++, m = m->next) {
+		if (i > 0 && bytes + m->len > rv->max_bytes) {
+			return (i);
+		}
+		bytes += m->len;
+	}
+	return (n);
+}
+
 void
 chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
     uint32_t max, uint64_t lease_ms)
@@ -755,7 +778,7 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 	Chan__V1__Message     init = CHAN__V1__MESSAGE__INIT;
 	Chan__V1__Message    *pms;
 	chd_delivery         *d;
-	size_t                n = ch->depth < max ? (size_t) ch->depth : max;
+	size_t                n = deliver_count(ch, r, max);
 	chd_msg              *m, *last = NULL;
 	bool                  named;
 

@@ -295,7 +295,7 @@ chd_engine_opts_default(chd_engine_opts *opts)
 {
 	opts->workers = 2;
 	opts->max_message_size = 1024 * 1024;
-	opts->max_batch = 1024;
+	opts->max_batch = 8192;
 	opts->auto_create = true;
 	opts->max_memory = (uint64_t) 1 << 30;
 	opts->custody_grace_ms = CHD_CUSTODY_GRACE_MS;

@@ -576,12 +576,23 @@ chan_send_aio(chan_client *c, const char *name, const chan_buf *bufs, size_t n, 
 void
 chan_recv_aio(chan_client *c, const char *name, size_t max, int64_t timeout_ms, chan_aio *a)
 {
+	chan_recv_aio_bytes(c, name, max, 0, timeout_ms, a);
+}
+
+void
+chan_recv_aio_bytes(chan_client *c, const char *name, size_t max, uint64_t max_bytes,
+    int64_t timeout_ms, chan_aio *a)
+{
 	chan_status s;
 
 	if (!chan_aio_prepare(a, c, CHAN_AIO_RECV)) {
 		return;
 	}
 	s = c == NULL ? CHAN_OK : chan_recv_build(c, name, 0, 0, max, timeout_ms, &a->op.recv);
+	if (s == CHAN_OK && max_bytes > 0) {
+		a->op.recv.has_max_bytes = 1;
+		a->op.recv.max_bytes = max_bytes;
+	}
 	a->max = max;
 	a->want = CHAN__V1__RESPONSE__RESULT_RECV;
 	a->x.req.op_case = CHAN__V1__REQUEST__OP_RECV;

@@ -212,6 +212,10 @@ chan_status chan_msgs_from_wire(const Chan__V1__RecvResult *r, const char *asked
  * they take over from x (x->resp is NULL after CHAN_OK) and free with the
  * last of them. No payload is copied.
  */
+/* chan_recv_aio with Recv.max_bytes (0: none): the consumer's fetch. */
+void chan_recv_aio_bytes(chan_client *c, const char *name, size_t max, uint64_t max_bytes,
+    int64_t timeout_ms, chan_aio *a);
+
 chan_status chan_msgs_from_batch(chan_exchange *x, const char *asked, chan_msg **msgs);
 
 /* Sends one payload batch, with sender handle id (0: one-shot). */

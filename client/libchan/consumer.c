@@ -23,6 +23,7 @@
 #include "client.h"
 
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,13 +44,16 @@ struct chan_consumer {
 	uint32_t        prefetch;
 	uint32_t        low_water;
 	uint64_t        limit;   /* 0: none */
+	size_t          fetch_bytes; /* Recv.max_bytes of a fetch (0: none) */
 	uint64_t        fetched; /* messages received in all */
 	chan_aio       *aio;
 
 	pthread_mutex_t mtx;       /* guards done and cancelled */
 	pthread_cond_t  cv;
-	bool            done;      /* the fetch in flight is answered */
-	bool            cancelled;
+	/* Written under mtx (for cv); atomic so that the caller's thread can
+	 * look without the lock on every message. */
+	atomic_bool     done;      /* the fetch in flight is answered */
+	atomic_bool     cancelled;
 
 	bool            inflight;   /* a fetch started and not absorbed */
 	bool            background; /* it waits forever (not the caller's timeout) */
@@ -183,7 +187,8 @@ chan_consumer_fetch(chan_consumer *k, int64_t timeout_ms, bool background)
 	k->inflight = true;
 	k->background = background;
 	k->unsent = false; /* the request carries them */
-	chan_recv_aio(k->c, k->name, want, background ? CHAN_WAIT_FOREVER : timeout_ms, k->aio);
+	chan_recv_aio_bytes(k->c, k->name, want, k->fetch_bytes,
+	    background ? CHAN_WAIT_FOREVER : timeout_ms, k->aio);
 }
 
 /* Takes the answered fetch's messages (and delivery) into the buffer. */
@@ -195,11 +200,10 @@ chan_consumer_absorb(chan_consumer *k)
 	uint64_t    id = 0;
 	nng_pipe    pipe = NNG_PIPE_INITIALIZER;
 
-	pthread_mutex_lock(&k->mtx);
-	if (!k->inflight || !k->done) {
-		pthread_mutex_unlock(&k->mtx);
+	if (!k->inflight || !atomic_load_explicit(&k->done, memory_order_acquire)) {
 		return;
 	}
+	pthread_mutex_lock(&k->mtx);
 	k->done = false;
 	pthread_mutex_unlock(&k->mtx);
 	k->inflight = false;
@@ -231,12 +235,7 @@ chan_consumer_absorb(chan_consumer *k)
 static bool
 chan_consumer_is_cancelled(chan_consumer *k)
 {
-	bool c;
-
-	pthread_mutex_lock(&k->mtx);
-	c = k->cancelled;
-	pthread_mutex_unlock(&k->mtx);
-	return (c);
+	return (atomic_load_explicit(&k->cancelled, memory_order_acquire));
 }
 
 /* Fetches ahead when the buffer runs low. */
@@ -300,8 +299,14 @@ chan_consumer_wait(chan_consumer *k, int64_t deadline_ms)
 static chan_status
 chan_consumer_fill(chan_consumer *k, int64_t timeout_ms)
 {
-	int64_t deadline = timeout_ms > 0 ? chan_mono_ms() + timeout_ms : timeout_ms;
+	int64_t deadline;
 
+	/* The common case, a message already here, reads no clock. */
+	chan_consumer_absorb(k);
+	if (k->bn > 0) {
+		return (CHAN_OK);
+	}
+	deadline = timeout_ms > 0 ? chan_mono_ms() + timeout_ms : timeout_ms;
 	for (;;) {
 		chan_consumer_absorb(k);
 		if (k->bn > 0) {
@@ -418,6 +423,8 @@ chan_consumer_open(chan_client *c, const char *name, const chan_consumer_opts *o
 		k->low_water = 1; /* fetch ahead at least when the buffer is empty */
 	}
 	k->limit = opts != NULL ? opts->limit : 0;
+	k->fetch_bytes = opts == NULL || opts->prefetch_bytes == 0 ? CHAN_FETCH_BYTES_DEFAULT
+	    : opts->prefetch_bytes == SIZE_MAX ? 0 : opts->prefetch_bytes;
 	*out = k;
 	return (CHAN_OK);
 

@@ -450,7 +450,9 @@ chan_producer_limits(chan_producer *p, const chan_producer_opts *o)
 	}
 	cost = per > (CHAN_PROD_REQ_CAP - CHAN_PROD_REQ_SLACK) / dmax
 	    ? CHAN_PROD_REQ_CAP - CHAN_PROD_REQ_SLACK : per * dmax;
-	if (o->max_batch_bytes != 0 && o->max_batch_bytes < cost) {
+	if (o->max_batch_bytes == 0 && CHAN_SEND_BATCH_BYTES_DEFAULT < cost) {
+		cost = CHAN_SEND_BATCH_BYTES_DEFAULT;
+	} else if (o->max_batch_bytes != 0 && o->max_batch_bytes < cost) {
 		cost = o->max_batch_bytes;
 	}
 	p->max_cost = cost > SIZE_MAX ? SIZE_MAX : (size_t) cost;

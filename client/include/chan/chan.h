@@ -371,7 +371,7 @@ typedef void (*chan_outcome_cb)(void *arg, uint64_t ticket, chan_status st, uint
 
 typedef struct chan_producer_opts {
 	uint32_t        max_batch;       /* 0: chan_max_batch(c); capped to a bounded channel's capacity */
-	size_t          max_batch_bytes; /* 0: what one request may carry */
+	size_t          max_batch_bytes; /* 0: CHAN_SEND_BATCH_BYTES_DEFAULT; SIZE_MAX: what one request may carry */
 	uint32_t        linger_us;       /* wait this long for more before sending a lone batch; 0: send at once */
 	size_t          max_buffered;    /* messages buffered before chan_producer_send blocks; 0: 4 * max_batch
 	                                    (it also blocks while 4 * max_batch_bytes of payload wait) */
@@ -434,7 +434,22 @@ typedef struct chan_consumer_opts {
 	uint32_t prefetch; /* messages fetched per request; 0: chan_max_batch(c) */
 	uint32_t low_water; /* fetch again when fewer are buffered; 0: prefetch / 2 */
 	uint64_t limit;     /* fetch at most this many in all (chan recv -n N); 0: no limit */
+	/*
+	 * Payload bytes per fetch at most (the first message always comes):
+	 * big messages come in fewer per request, small ones up to prefetch.
+	 * 0: CHAN_FETCH_BYTES_DEFAULT; SIZE_MAX: no bound.
+	 */
+	size_t   prefetch_bytes;
 } chan_consumer_opts;
+
+#define CHAN_FETCH_BYTES_DEFAULT ((size_t) 512 * 1024)
+/*
+ * Why 512 KiB for both: past a few hundred KiB per request a batch stops
+ * paying (the round trip is already amortised) and starts costing (nng
+ * zeroes every buffer, glibc maps and unmaps buffers that big): see
+ * docs/PERFORMANCE.md.
+ */
+#define CHAN_SEND_BATCH_BYTES_DEFAULT ((size_t) 512 * 1024)
 
 void        chan_consumer_opts_init(chan_consumer_opts *o);
 /*
