@@ -166,43 +166,75 @@ struct chd_any {
  * Queued messages are the one allocation per message on the hot path, so
  * each shard carves small ones out of 64 KiB slabs (aligned, so an
  * object finds its slab by masking its address) in a few size classes.
- * Only the shard's thread allocates and frees them. A slab whose last
- * object is freed is unmapped unless the shard keeps it as a spare (at
- * most 32 empty slabs, 2 MiB, per shard): after a burst the cache never
- * holds more than that.
+ * Only the shard's work (under its exec lock) allocates and frees them.
+ * Slabs come from the system 16 at a time (one 1 MiB mapping, carved as
+ * needed: untouched slabs cost no memory). A slab whose last object is
+ * freed becomes a spare of the shard (any class may take it again); the
+ * shard keeps as many spares as its recent need (the most slabs in use
+ * over the last one to two seconds, capped), at least CHD_SLAB_SPARE,
+ * and gives the rest back (munmap) one tick after the need dropped.
  * Objects larger than the largest class are plain malloc (class
  * CHD_SLAB_MALLOC).
  */
 #define CHD_SLAB_SIZE    65536u
 #define CHD_SLAB_CLASSES 8
 #define CHD_SLAB_MALLOC  0xff
+/* Slabs mapped at once: 1 MiB in 2-3 system calls instead of 3 a slab. */
+#define CHD_SLAB_CHUNK   16
 /*
- * Empty slabs a shard keeps mapped for the next burst (all classes
- * together, 2 MiB); more are unmapped. One spare per class was too few: a
- * recv of 1024 1-KiB messages empties 17 slabs, and mapping them again
- * for the next batch costs 16 page faults each.
+ * Empty slabs a shard keeps whatever the recent need (all classes
+ * together, 2 MiB). One spare per class was too few: a recv of 1024
+ * 1-KiB messages empties 17 slabs, and mapping them again for the next
+ * batch costs 16 page faults each.
  */
 #ifndef CHD_SLAB_SPARE
 #define CHD_SLAB_SPARE   32
 #endif
+/* At most this many slabs (64 MiB) are kept for recent need, per shard;
+ * the shard lowers it to 1/8 of --max-memory over the shards. */
+#define CHD_SLAB_KEEP_MAX 1024
+/* The need is looked at (and excess spares given back) this often. */
+#define CHD_SLAB_TICK_MS  1000
 
 typedef struct chd_slab chd_slab;
 typedef struct chd_slab_class {
-	chd_slab *avail;   /* slabs with a free object (empty ones too) */
+	chd_slab *avail;   /* slabs of the class with a free object */
 	uint32_t  size;    /* object size */
-	uint32_t  nempty;  /* slabs in avail with no live object */
-	uint64_t  nslabs;
+	uint64_t  nslabs;  /* slabs of the class (none of them empty) */
 } chd_slab_class;
 
 typedef struct chd_slabs {
 	chd_slab_class c[CHD_SLAB_CLASSES];
-	uint32_t       nempty; /* empty slabs kept, all classes */
+	chd_slab      *spare;     /* empty slabs kept, any class (LIFO) */
+	uint32_t       nspare;
+	uint32_t       inuse;     /* slabs holding objects, all classes */
+	uint32_t       peak[2];   /* most in use: this tick, the tick before */
+	uint32_t       keep_max;  /* cap on the need kept (slabs) */
+	bool           armed;     /* a tick is due (arm was called) */
+	/* Called when spares above CHD_SLAB_SPARE wait for a tick and none
+	 * is due: the owner calls chd_slabs_tick CHD_SLAB_TICK_MS later
+	 * (NULL: only explicit ticks, as in tests). */
+	void         (*arm)(void *arg);
+	void          *arm_arg;
+	unsigned char *fresh;     /* the last chunk's slabs not taken yet */
+	unsigned char *fresh_end;
+	uint64_t       nmaps;     /* mappings made (chunks; heap blocks
+	                           * under ASan) */
+	uint64_t       nmapped;   /* slabs taken from the system */
+	uint64_t       nunmapped; /* slabs given back */
+	uint64_t       nunmaps;   /* in this many calls (runs of neighbours) */
 } chd_slabs;
 
 void  chd_slabs_init(chd_slabs *s);
 /* A size-byte object; *cls says where it came from (for the free). */
 void *chd_slab_alloc(chd_slabs *s, size_t size, uint8_t *cls);
 void  chd_slab_free(chd_slabs *s, void *p, uint8_t cls);
+/*
+ * One tick (CHD_SLAB_TICK_MS) passed: the need of the tick before is
+ * forgotten and spares beyond the remaining need are given back. True
+ * when another tick is wanted (spares above CHD_SLAB_SPARE remain).
+ */
+bool  chd_slabs_tick(chd_slabs *s);
 /* Frees every slab, live objects or not (shard teardown). */
 void  chd_slabs_fini(chd_slabs *s);
 
@@ -232,6 +264,7 @@ struct chd_shard {
 	uint64_t           next_delivery;
 	uint64_t           next_handle;
 	chd_slabs          slabs;     /* queued messages */
+	struct event      *slab_tmr;  /* chd_slabs_tick while armed */
 };
 
 struct chd_engine {

@@ -386,12 +386,12 @@ static const uint32_t slab_sizes[CHD_SLAB_CLASSES] = {
 
 
 struct chd_slab {
-	chd_slab      *prev, *next; /* the class's avail list */
+	chd_slab      *prev, *next; /* the class's avail list, or spares */
 	void          *free;        /* freed objects, linked through them */
-	unsigned char *fresh, *end; /* never handed out yet (untouched) */
+	unsigned char *fresh, *end; /* never handed out yet (this use) */
 	uint32_t       nlive;
 	uint8_t        cls;
-	bool           listed;      /* in avail */
+	bool           listed;      /* in the class's avail list */
 };
 
 #define SLAB_HDR (((sizeof(chd_slab)) + 15) & ~(size_t) 15)
@@ -425,29 +425,29 @@ chd_slabs_init(chd_slabs *s)
 	for (int i = 0; i < CHD_SLAB_CLASSES; i++) {
 		s->c[i].size = slab_sizes[i];
 	}
+	s->keep_max = CHD_SLAB_KEEP_MAX;
 }
 
+#ifndef CHD_SLAB_ASAN
 /*
- * A slab is its own aligned mapping: aligned_alloc of 64 KiB goes through
- * glibc's memalign, whose chunk headers around the aligned block touched
- * two more pages per slab (6 bytes more per queued 16-byte message,
- * measured). Mapping twice the size and trimming both ends costs three
- * system calls per slab (hundreds of messages at the least); the kernel
- * merges neighbouring mappings.
+ * CHD_SLAB_CHUNK slabs in one aligned mapping: one more slab's worth is
+ * mapped and both ends trimmed (aligned_alloc went through glibc's
+ * memalign, whose chunk headers touched two more pages per slab: 6 bytes
+ * more per queued 16-byte message, measured). Slabs are carved from it
+ * only when needed, so its untouched pages cost nothing, and each is
+ * unmapped on its own later (munmap splits the mapping).
  */
-static void *
-slab_map(void)
+static int
+slab_chunk_map(chd_slabs *s)
 {
-#ifdef CHD_SLAB_ASAN
-	return (aligned_alloc(CHD_SLAB_SIZE, CHD_SLAB_SIZE));
-#else
+	size_t         len = (size_t) (CHD_SLAB_CHUNK + 1) * CHD_SLAB_SIZE;
 	unsigned char *p, *a;
 	size_t         head, tail;
 
-	p = mmap(NULL, 2 * (size_t) CHD_SLAB_SIZE, PROT_READ | PROT_WRITE,
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED) {
-		return (NULL);
+		return (ENOMEM);
 	}
 	a = (unsigned char *) (((uintptr_t) p + CHD_SLAB_SIZE - 1) &
 	    ~(uintptr_t) (CHD_SLAB_SIZE - 1));
@@ -457,29 +457,124 @@ slab_map(void)
 		(void) munmap(p, head);
 	}
 	if (tail > 0) {
-		(void) munmap(a + CHD_SLAB_SIZE, tail);
+		(void) munmap(a + (size_t) CHD_SLAB_CHUNK * CHD_SLAB_SIZE, tail);
 	}
-	return (a);
+	s->fresh = a;
+	s->fresh_end = a + (size_t) CHD_SLAB_CHUNK * CHD_SLAB_SIZE;
+	s->nmaps++;
+	return (0);
+}
 #endif
+
+/* A slab's memory, from the system. */
+static void *
+slab_map(chd_slabs *s)
+{
+	void *p;
+
+#ifdef CHD_SLAB_ASAN
+	if ((p = aligned_alloc(CHD_SLAB_SIZE, CHD_SLAB_SIZE)) == NULL) {
+		return (NULL);
+	}
+	s->nmaps++;
+#else
+	if (s->fresh == s->fresh_end && slab_chunk_map(s) != 0) {
+		return (NULL);
+	}
+	p = s->fresh;
+	s->fresh += CHD_SLAB_SIZE;
+#endif
+	s->nmapped++;
+	return (p);
 }
 
+/* n slabs from sl on, neighbours in memory, back to the system. */
 static void
-slab_unmap(chd_slab *sl)
+slab_unmap(chd_slabs *s, chd_slab *sl, size_t n)
 {
 #ifdef CHD_SLAB_ASAN
-	SLAB_UNPOISON(sl, CHD_SLAB_SIZE);
-	free(sl);
+	/* Heap blocks: never one piece, whatever their addresses. */
+	for (size_t i = 0; i < n; i++) {
+		void *p = (unsigned char *) sl + i * CHD_SLAB_SIZE;
+
+		SLAB_UNPOISON(p, CHD_SLAB_SIZE);
+		free(p);
+	}
 #else
-	(void) munmap(sl, CHD_SLAB_SIZE);
+	(void) munmap(sl, n * CHD_SLAB_SIZE);
 #endif
+	s->nunmapped += n;
+	s->nunmaps++;
 }
 
+static int
+slab_addr_cmp(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) *(chd_slab *const *) a;
+	uintptr_t y = (uintptr_t) *(chd_slab *const *) b;
+
+	return ((x > y) - (x < y));
+}
+
+/*
+ * Gives back the spares above keep, the most recently freed first (a
+ * queue that drained freed them in the order it filled them, so they
+ * are mostly neighbours): sorted by address, each run of neighbours is
+ * one munmap, not one a slab.
+ */
+static void
+slab_trim(chd_slabs *s, uint32_t keep)
+{
+	chd_slab *v[64];
+	size_t    n, i, j;
+
+	while (s->nspare > keep) {
+		for (n = 0; s->nspare > keep && n < sizeof(v) / sizeof(v[0]);
+		    n++) {
+			v[n] = s->spare;
+			CHD_DL_REMOVE(s->spare, v[n], prev, next);
+			s->nspare--;
+		}
+		qsort(v, n, sizeof(v[0]), slab_addr_cmp);
+		for (i = 0; i < n; i = j) {
+			for (j = i + 1; j < n && (unsigned char *) v[j] ==
+			    (unsigned char *) v[j - 1] + CHD_SLAB_SIZE; j++) {
+			}
+			slab_unmap(s, v[i], j - i);
+		}
+	}
+}
+
+/*
+ * Spares kept now: the most slabs in use this tick or the one before
+ * (capped at keep_max), less those in use; never fewer than
+ * CHD_SLAB_SPARE. A burst that drains keeps its slabs for the next one,
+ * and two ticks after the last such burst they go back.
+ */
+static uint32_t
+slab_spare_max(const chd_slabs *s)
+{
+	uint32_t need = s->peak[0] > s->peak[1] ? s->peak[0] : s->peak[1];
+
+	if (need > s->keep_max) {
+		need = s->keep_max;
+	}
+	if (need > s->inuse + CHD_SLAB_SPARE) {
+		return (need - s->inuse);
+	}
+	return (CHD_SLAB_SPARE);
+}
+
+/* An empty slab for class c: a spare, else a new one. */
 static chd_slab *
-slab_new(chd_slabs *s, chd_slab_class *c, uint8_t cls)
+slab_get(chd_slabs *s, chd_slab_class *c, uint8_t cls)
 {
 	chd_slab *sl;
 
-	if ((sl = slab_map()) == NULL) {
+	if ((sl = s->spare) != NULL) {
+		CHD_DL_REMOVE(s->spare, sl, prev, next);
+		s->nspare--;
+	} else if ((sl = slab_map(s)) == NULL) {
 		return (NULL);
 	}
 	sl->free = NULL;
@@ -488,11 +583,12 @@ slab_new(chd_slabs *s, chd_slab_class *c, uint8_t cls)
 	sl->nlive = 0;
 	sl->cls = cls;
 	sl->listed = true;
-	SLAB_POISON(sl->fresh, (size_t) (sl->end - sl->fresh));
+	SLAB_POISON(sl->fresh, CHD_SLAB_SIZE - SLAB_HDR);
 	CHD_DL_PUSH(c->avail, sl, prev, next);
-	c->nempty++;
 	c->nslabs++;
-	s->nempty++;
+	if (++s->inuse > s->peak[0]) {
+		s->peak[0] = s->inuse;
+	}
 	return (sl);
 }
 
@@ -514,7 +610,7 @@ chd_slab_alloc(chd_slabs *s, size_t size, uint8_t *cls)
 		*cls = CHD_SLAB_MALLOC;
 		return (malloc(size));
 	}
-	if ((sl = c->avail) == NULL && (sl = slab_new(s, c, i)) == NULL) {
+	if ((sl = c->avail) == NULL && (sl = slab_get(s, c, i)) == NULL) {
 		return (NULL);
 	}
 	if (sl->free != NULL) {
@@ -525,10 +621,7 @@ chd_slab_alloc(chd_slabs *s, size_t size, uint8_t *cls)
 		p = sl->fresh;
 		sl->fresh += c->size;
 	}
-	if (sl->nlive++ == 0) {
-		c->nempty--;
-		s->nempty--;
-	}
+	sl->nlive++;
 	if (sl->free == NULL && sl->fresh == sl->end) {
 		CHD_DL_REMOVE(c->avail, sl, prev, next);
 		sl->listed = false;
@@ -544,6 +637,7 @@ chd_slab_free(chd_slabs *s, void *p, uint8_t cls)
 {
 	chd_slab_class *c;
 	chd_slab       *sl;
+	uint32_t        keep;
 
 	if (cls == CHD_SLAB_MALLOC) {
 		free(p);
@@ -555,45 +649,66 @@ chd_slab_free(chd_slabs *s, void *p, uint8_t cls)
 	*(void **) p = sl->free;
 	sl->free = p;
 	SLAB_POISON(p, c->size);
-	if (!sl->listed) {
-		sl->listed = true;
-		CHD_DL_PUSH(c->avail, sl, prev, next);
-	}
 	if (--sl->nlive > 0) {
+		if (!sl->listed) {
+			sl->listed = true;
+			CHD_DL_PUSH(c->avail, sl, prev, next);
+		}
 		return;
 	}
-	if (s->nempty < CHD_SLAB_SPARE) {
-		c->nempty++;
-		s->nempty++;
-		return;
+	/* Empty: a spare for any class, or back to the system. */
+	if (sl->listed) {
+		CHD_DL_REMOVE(c->avail, sl, prev, next);
+		sl->listed = false;
 	}
-	CHD_DL_REMOVE(c->avail, sl, prev, next);
 	c->nslabs--;
-	slab_unmap(sl);
+	s->inuse--;
+	SLAB_POISON(sl, CHD_SLAB_SIZE);
+	SLAB_UNPOISON(sl, SLAB_HDR);
+	CHD_DL_PUSH(s->spare, sl, prev, next);
+	s->nspare++;
+	/* Beyond the need (the cap): given back a chunk's worth at a time. */
+	keep = slab_spare_max(s);
+	if (s->nspare >= keep + CHD_SLAB_CHUNK) {
+		slab_trim(s, keep);
+	}
+	if (s->nspare > CHD_SLAB_SPARE && !s->armed && s->arm != NULL) {
+		s->armed = true;
+		s->arm(s->arm_arg);
+	}
+}
+
+bool
+chd_slabs_tick(chd_slabs *s)
+{
+	uint32_t keep;
+
+	s->peak[1] = s->peak[0];
+	s->peak[0] = s->inuse;
+	keep = slab_spare_max(s);
+	slab_trim(s, keep);
+	s->armed = s->nspare > CHD_SLAB_SPARE;
+	return (s->armed);
 }
 
 void
 chd_slabs_fini(chd_slabs *s)
 {
+	/* Every message was freed first. A slab still holding one (a
+	 * leak) is left alone: under ASan, LeakSanitizer names it. */
+	slab_trim(s, 0);
 	for (int i = 0; i < CHD_SLAB_CLASSES; i++) {
-		chd_slab_class *c = &s->c[i];
-		chd_slab       *sl;
-		chd_slab       *next;
-		/* Every message was freed first. A slab still holding one
-		 * (a leak) is left alone: under ASan, LeakSanitizer names it.
-		 * Full ones are in no list and are left the same way. */
-		for (sl = c->avail; sl != NULL; sl = next) {
-			next = sl->next;
-			if (sl->nlive == 0) {
-				CHD_DL_REMOVE(c->avail, sl, prev, next);
-				slab_unmap(sl);
-			}
-		}
-		c->avail = NULL;
-		c->nempty = 0;
-		c->nslabs = 0;
+		s->c[i].avail = NULL;
+		s->c[i].nslabs = 0;
 	}
-	s->nempty = 0;
+	s->inuse = 0;
+#ifndef CHD_SLAB_ASAN
+	if (s->fresh != s->fresh_end) {
+		(void) munmap(s->fresh, (size_t) (s->fresh_end - s->fresh));
+	}
+#endif
+	s->fresh = s->fresh_end = NULL;
+	s->armed = false;
 }
 
 /* ---- who runs a shard's work --------------------------------------------- */
@@ -770,6 +885,55 @@ chd_shard_post(chd_shard *sh, chd_job_fn fn, void *arg)
 }
 
 /*
+ * The slabs' tick: armed when a burst left more spares than
+ * CHD_SLAB_SPARE, it gives back what the recent need no longer covers
+ * and stops once only CHD_SLAB_SPARE remain, so an idle shard is not
+ * woken. Only a timer could do this: an idle shard makes no other call.
+ */
+static void
+chd_shard_slab_arm(void *arg)
+{
+	chd_shard     *sh = arg;
+	struct timeval tv = { CHD_SLAB_TICK_MS / 1000,
+		(CHD_SLAB_TICK_MS % 1000) * 1000 };
+
+	evtimer_add(sh->slab_tmr, &tv);
+}
+
+static void
+chd_shard_slab_cb(evutil_socket_t fd, short what, void *arg)
+{
+	chd_shard *sh = arg;
+
+	(void) fd;
+	(void) what;
+	if (!chd_shard_timer_begin(sh, sh->slab_tmr)) {
+		return;
+	}
+	if (chd_slabs_tick(&sh->slabs)) {
+		chd_shard_slab_arm(sh);
+	}
+	chd_shard_timer_end(sh);
+}
+
+/*
+ * Slabs kept for recent need, per shard: CHD_SLAB_KEEP_MAX (64 MiB), or
+ * 1/8 of --max-memory spread over the shards when that is less.
+ */
+static uint32_t
+slab_keep_max(const chd_engine_opts *o)
+{
+	uint64_t n;
+
+	if (o->max_memory == 0) {
+		return (CHD_SLAB_KEEP_MAX);
+	}
+	n = o->max_memory / 8 / (uint64_t) (o->workers > 0 ? o->workers : 1) /
+	    CHD_SLAB_SIZE;
+	return (n < CHD_SLAB_KEEP_MAX ? (uint32_t) n : CHD_SLAB_KEEP_MAX);
+}
+
+/*
  * A random first delivery counter: ids (k * N + shard) then differ from
  * one chand process to the next, so a confirmation meant for an earlier
  * daemon does not name a live delivery of this one. Below 2^62 / N, so
@@ -817,9 +981,14 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	    (sh->counters = chd_counters_new(chd_counter_wake)) == NULL ||
 	    (sh->base = event_base_new()) == NULL ||
 	    (sh->mbox_ev = event_new(sh->base, -1, EV_PERSIST,
-	        chd_shard_mbox_cb, sh)) == NULL) {
+	        chd_shard_mbox_cb, sh)) == NULL ||
+	    (sh->slab_tmr = evtimer_new(sh->base, chd_shard_slab_cb,
+	        sh)) == NULL) {
 		goto fail;
 	}
+	sh->slabs.keep_max = slab_keep_max(&e->opts);
+	sh->slabs.arm = chd_shard_slab_arm;
+	sh->slabs.arm_arg = sh;
 	/* One count of counters for all shards (opts.max_counters). */
 	chd_counters_limit(sh->counters, &e->ncounters, e->opts.max_counters);
 	if ((rv = pthread_create(&sh->thr, NULL, chd_shard_main, sh)) != 0) {
@@ -831,6 +1000,9 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	*out = sh;
 	return (0);
 fail:
+	if (sh->slab_tmr != NULL) {
+		chd_shard_timer_free(sh, sh->slab_tmr);
+	}
 	if (sh->mbox_ev != NULL) {
 		event_free(sh->mbox_ev);
 	}
@@ -886,6 +1058,9 @@ void
 chd_shard_free(chd_shard *sh)
 {
 	chd_chan_free_all(sh);
+	/* Freeing the messages may have armed it. */
+	chd_shard_timer_free(sh, sh->slab_tmr);
+	sh->slabs.arm = NULL;
 	chd_slabs_fini(&sh->slabs);
 	chd_counters_free(sh->counters);
 	event_free(sh->mbox_ev);

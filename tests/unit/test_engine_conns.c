@@ -19,7 +19,6 @@
 
 #include "engine.h"
 #include "engine_harness.h"
-#include "engine_int.h" /* the shard's slabs */
 #include "wire.h"
 
 static uint32_t        grace_ms = 1; /* custody grace of the engine */
@@ -572,109 +571,6 @@ START_TEST(test_many_conns_parked_then_closed)
 }
 END_TEST
 
-/* ---- the message slabs (shard.c) ---------------------------------------- */
-
-typedef struct sobj {
-	void   *p;
-	size_t  size;
-	uint8_t cls;
-} sobj;
-
-/*
- * Objects of every class (and a malloc'd one) stay distinct while live,
- * freed in random order the slabs are unmapped but for the shard's
- * spares (CHD_SLAB_SPARE), and a second burst reuses that memory.
- */
-START_TEST(test_slab_classes_reuse_and_give_back)
-{
-	enum { N = 20000 };
-	static const size_t sizes[] = { 1, 32, 48, 49, 64, 100, 160, 161,
-	    288, 500, 544, 1000, 1056, 2080, 2081, 70000 };
-	chd_slabs s;
-	sobj     *o = calloc(N, sizeof(*o));
-	unsigned  seed = 11;
-
-	chd_slabs_init(&s);
-	for (int round = 0; round < 2; round++) {
-		for (int i = 0; i < N; i++) {
-			o[i].size = sizes[(size_t) i % (sizeof(sizes) /
-			    sizeof(sizes[0]))];
-			o[i].p = chd_slab_alloc(&s, o[i].size, &o[i].cls);
-			ck_assert_ptr_nonnull(o[i].p);
-			if (o[i].size <= 2080) {
-				ck_assert_uint_lt(o[i].cls, CHD_SLAB_CLASSES);
-				ck_assert_uint_ge(s.c[o[i].cls].size,
-				    o[i].size);
-				ck_assert(o[i].cls == 0 ||
-				    s.c[o[i].cls - 1].size < o[i].size);
-			} else {
-				ck_assert_uint_eq(o[i].cls, CHD_SLAB_MALLOC);
-			}
-			memset(o[i].p, i & 0xff, o[i].size);
-		}
-		for (int i = 0; i < N; i++) {
-			unsigned char *b = o[i].p;
-			ck_assert(b[0] == (i & 0xff) &&
-			    b[o[i].size - 1] == (i & 0xff));
-		}
-		for (int i = N - 1; i > 0; i--) {
-			int  j = rand_r(&seed) % (i + 1);
-			sobj x = o[i];
-			o[i] = o[j];
-			o[j] = x;
-		}
-		for (int i = 0; i < N; i++) {
-			chd_slab_free(&s, o[i].p, o[i].cls);
-		}
-		uint64_t kept = 0;
-		for (int c = 0; c < CHD_SLAB_CLASSES; c++) {
-			ck_assert_uint_eq(s.c[c].nempty, s.c[c].nslabs);
-			kept += s.c[c].nslabs;
-		}
-		ck_assert_uint_eq(kept, s.nempty);
-		ck_assert_uint_le(kept, CHD_SLAB_SPARE);
-	}
-	chd_slabs_fini(&s);
-	free(o);
-}
-END_TEST
-
-/*
- * A queue that keeps moving (FIFO: new at the tail, old freed at the
- * head) uses a bounded number of slabs, however many pass through.
- */
-START_TEST(test_slab_fifo_stays_bounded)
-{
-	enum { LIVE = 5000, TOTAL = 400000 };
-	chd_slabs s;
-	void    **q = calloc(LIVE, sizeof(*q));
-	uint8_t   cls;
-	uint64_t  most = 0;
-
-	chd_slabs_init(&s);
-	for (int i = 0; i < TOTAL; i++) {
-		if (i >= LIVE) {
-			chd_slab_free(&s, q[i % LIVE], 0);
-		}
-		q[i % LIVE] = chd_slab_alloc(&s, 40, &cls);
-		ck_assert_uint_eq(cls, 0);
-		if (s.c[0].nslabs > most) {
-			most = s.c[0].nslabs;
-		}
-	}
-	/* 5000 live 48-byte objects: 4 slabs' worth, one spare, one more
-	 * while the head slab drains. */
-	ck_assert_uint_le(most, LIVE * 48 / (CHD_SLAB_SIZE - 64) + 3);
-	for (int i = 0; i < LIVE; i++) {
-		chd_slab_free(&s, q[i], 0);
-	}
-	ck_assert_uint_le(s.c[0].nslabs, CHD_SLAB_SPARE);
-	ck_assert_uint_eq(s.c[0].nempty, s.c[0].nslabs);
-	chd_slabs_fini(&s);
-	free(q);
-}
-END_TEST
-
 static Suite *
 conns_suite(void)
 {
@@ -689,10 +585,6 @@ conns_suite(void)
 	tcase_add_test(tc, test_grace_waiter_conn_closes);
 	tcase_add_test(tc, test_late_request_after_close_gives_back);
 	tcase_add_test(tc, test_many_conns_parked_then_closed);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("slab");
-	tcase_add_test(tc, test_slab_classes_reuse_and_give_back);
-	tcase_add_test(tc, test_slab_fifo_stays_bounded);
 	suite_add_tcase(s, tc);
 	return (s);
 }
