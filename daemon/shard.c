@@ -546,6 +546,45 @@ slab_trim(chd_slabs *s, uint32_t keep)
 }
 
 /*
+ * The tick's trim (not on the hot path): all spares sorted by address,
+ * the lowest kept, the highest given back. Spares reused in LIFO order
+ * get scattered over the chunks, so the batches of slab_trim would give
+ * them back a slab or two per munmap; from the sorted whole, the chunks
+ * a queue drained out of go back whole.
+ */
+static void
+slab_trim_sorted(chd_slabs *s, uint32_t keep)
+{
+	chd_slab **v;
+	chd_slab  *sl;
+	size_t     n = 0, i, j;
+
+	if (s->nspare <= keep) {
+		return;
+	}
+	if ((v = malloc(s->nspare * sizeof(*v))) == NULL) {
+		slab_trim(s, keep);
+		return;
+	}
+	for (sl = s->spare; sl != NULL; sl = sl->next) {
+		v[n++] = sl;
+	}
+	qsort(v, n, sizeof(v[0]), slab_addr_cmp);
+	s->spare = NULL;
+	for (i = keep; i-- > 0;) {
+		CHD_DL_PUSH(s->spare, v[i], prev, next);
+	}
+	s->nspare = keep;
+	for (i = keep; i < n; i = j) {
+		for (j = i + 1; j < n && (unsigned char *) v[j] ==
+		    (unsigned char *) v[j - 1] + CHD_SLAB_SIZE; j++) {
+		}
+		slab_unmap(s, v[i], j - i);
+	}
+	free(v);
+}
+
+/*
  * Spares kept now: the most slabs in use this tick or the one before
  * (capped at keep_max), less those in use; never fewer than
  * CHD_SLAB_SPARE. A burst that drains keeps its slabs for the next one,
@@ -686,7 +725,7 @@ chd_slabs_tick(chd_slabs *s)
 	s->peak[1] = s->peak[0];
 	s->peak[0] = s->inuse;
 	keep = slab_spare_max(s);
-	slab_trim(s, keep);
+	slab_trim_sorted(s, keep);
 	s->armed = s->nspare > CHD_SLAB_SPARE;
 	return (s->armed);
 }
@@ -696,7 +735,7 @@ chd_slabs_fini(chd_slabs *s)
 {
 	/* Every message was freed first. A slab still holding one (a
 	 * leak) is left alone: under ASan, LeakSanitizer names it. */
-	slab_trim(s, 0);
+	slab_trim_sorted(s, 0);
 	for (int i = 0; i < CHD_SLAB_CLASSES; i++) {
 		s->c[i].avail = NULL;
 		s->c[i].nslabs = 0;

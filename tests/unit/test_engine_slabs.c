@@ -316,6 +316,52 @@ START_TEST(test_slab_gives_back_when_need_drops)
 }
 END_TEST
 
+/*
+ * Spares freed in scattered order (objects of a burst freed at random):
+ * the tick gives back the excess in runs of neighbours, a few munmaps
+ * for the whole, not one a slab.
+ */
+START_TEST(test_slab_tick_gives_back_in_runs)
+{
+	enum { N = 10 * 1024, SZ = 1024 + 32 };
+	chd_slabs s;
+	void    **o = calloc(N, sizeof(*o));
+	uint8_t   cls;
+	unsigned  seed = 5;
+	uint64_t  mapped;
+
+	chd_slabs_init(&s);
+	cls = burst_alloc(&s, o, N, SZ);
+	mapped = s.nmapped;
+	ck_assert_uint_gt(mapped, 4 * CHD_SLAB_SPARE);
+	for (int i = N - 1; i > 0; i--) {
+		int   j = rand_r(&seed) % (i + 1);
+		void *x = o[i];
+
+		o[i] = o[j];
+		o[j] = x;
+	}
+	for (int i = 0; i < N; i++) {
+		chd_slab_free(&s, o[i], cls);
+	}
+	check_counts(&s);
+	ck_assert_uint_eq(s.nspare, mapped);
+	(void) chd_slabs_tick(&s);
+	ck_assert(!chd_slabs_tick(&s));
+	check_counts(&s);
+	ck_assert_uint_eq(s.nspare, CHD_SLAB_SPARE);
+	ck_assert_uint_eq(s.nunmapped, mapped - CHD_SLAB_SPARE);
+#ifndef SLABS_ARE_HEAP
+	/* At most a run per chunk (16 slabs) and one more. */
+	ck_assert_uint_le(s.nunmaps,
+	    (mapped - CHD_SLAB_SPARE) / CHD_SLAB_CHUNK + 2);
+#endif
+	chd_slabs_fini(&s);
+	ck_assert_uint_eq(s.nunmapped, s.nmapped);
+	free(o);
+}
+END_TEST
+
 /* Need beyond keep_max is given back as it drains, without a tick. */
 START_TEST(test_slab_keep_max)
 {
@@ -482,6 +528,7 @@ slabs_suite(void)
 	tcase_add_test(tc, test_slab_fifo_stays_bounded);
 	tcase_add_test(tc, test_slab_burst_reuse);
 	tcase_add_test(tc, test_slab_gives_back_when_need_drops);
+	tcase_add_test(tc, test_slab_tick_gives_back_in_runs);
 	tcase_add_test(tc, test_slab_keep_max);
 	tcase_add_test(tc, test_slab_spares_any_class);
 	suite_add_tcase(s, tc);
