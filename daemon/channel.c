@@ -746,22 +746,33 @@ chan_admit_sender(chd_shard *sh, chd_chan *ch, chd_task *t)
 	task_finish(t);
 }
 
+/*
+ * An answer's payloads stop before this many bytes unless the Recv asks
+ * for less (max_bytes): max_batch messages of max_message_size would
+ * otherwise make one answer of gigabytes, which neither side wants to
+ * allocate at once.
+ */
+#define CHD_ANSWER_BYTES_MAX (64u * 1024u * 1024u)
+
 /* How many of ch's queued messages a delivery to r takes: up to max, and
- * within the Recv's max_bytes (but at least one). */
+ * within the byte bound (but at least one). */
 static size_t
 deliver_count(const chd_chan *ch, const chd_req *r, uint32_t max)
 {
 	const Chan__V1__Recv *rv = r->msg != NULL && r->msg->op_case == CHAN__V1__REQUEST__OP_RECV
 	    ? r->msg->recv : NULL;
 	size_t                n = ch->depth < max ? (size_t) ch->depth : max;
-	uint64_t              bytes = 0;
+	uint64_t              cap = CHD_ANSWER_BYTES_MAX, bytes = 0;
 	const chd_msg        *m = ch->qhead;
 
-	if (rv == NULL || !rv->has_max_bytes || rv->max_bytes == 0) {
-		return (n);
+	if (rv != NULL && rv->has_max_bytes && rv->max_bytes > 0 && rv->max_bytes < cap) {
+		cap = rv->max_bytes;
+	}
+	if (n <= 1 || ch->bytes <= cap) {
+		return (n); /* all of the queue fits: no walk */
 	}
 	for (size_t i = 0; i < n; i++, m = m->next) {
-		if (i > 0 && bytes + m->len > rv->max_bytes) {
+		if (i > 0 && bytes + m->len > cap) {
 			return (i);
 		}
 		bytes += m->len;
