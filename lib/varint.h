@@ -17,17 +17,17 @@ chl_varint_size(uint64_t v)
 {
 	int bits = 64 - __builtin_clzll(v | 1);
 
-	return ((size_t) (bits + 6) / 7);
+	return ((size_t)(bits + 6) / 7);
 }
 
 static inline uint8_t *
 chl_put_varint(uint8_t *p, uint64_t v)
 {
 	while (v >= 0x80) {
-		*p++ = (uint8_t) (v | 0x80);
+		*p++ = (uint8_t)(v | 0x80);
 		v >>= 7;
 	}
-	*p++ = (uint8_t) v;
+	*p++ = (uint8_t)v;
 	return (p);
 }
 
@@ -35,20 +35,20 @@ chl_put_varint(uint8_t *p, uint64_t v)
 static inline uint8_t *
 chl_put_tag(uint8_t *p, uint32_t field, int wt)
 {
-	return (chl_put_varint(p, ((uint64_t) field << 3) | (uint64_t) wt));
+	return (chl_put_varint(p, ((uint64_t)field << 3) | (uint64_t)wt));
 }
 
 /* sint64 on the wire. */
 static inline uint64_t
 chl_zigzag(int64_t v)
 {
-	return (((uint64_t) v << 1) ^ (uint64_t) (v >> 63));
+	return (((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
 }
 
 static inline int64_t
 chl_unzigzag(uint64_t v)
 {
-	return ((int64_t) ((v >> 1) ^ (~(v & 1) + 1)));
+	return ((int64_t)((v >> 1) ^ (~(v & 1) + 1)));
 }
 
 /* A length-delimited field of n bytes: tag, length, bytes. */

@@ -17,19 +17,22 @@
 #include <stdio.h>
 #include <string.h>
 
-#define CHL_F_REQ_SEND 15 /* Request.send */
+#define CHL_F_REQ_SEND   15 /* Request.send */
 #define CHL_F_SEND_BATCH 5  /* Send.batch */
 
-/* ---- checking what arrived ----------------------------------------------- */
+/* ---- checking what arrived -----------------------------------------------
+ */
 
 bool
-chl_batch_check(const Chan__V1__Batch *b, bool answer, char *why, size_t whylen)
+chl_batch_check(
+    const Chan__V1__Batch *b, bool answer, char *why, size_t whylen)
 {
 	size_t n = b->n_sizes;
 	size_t sum = 0;
 
 	if (n == 0) {
-		snprintf(why, whylen, "a batch carries at least one message (no sizes)");
+		snprintf(why, whylen,
+		    "a batch carries at least one message (no sizes)");
 		return (false);
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -39,28 +42,37 @@ chl_batch_check(const Chan__V1__Batch *b, bool answer, char *why, size_t whylen)
 		}
 	}
 	if (sum != (b->has_data ? b->data.len : 0)) {
-		snprintf(why, whylen, "the batch's %zu sizes add up to %zu bytes, its data has %zu", n,
-		    sum, b->has_data ? b->data.len : (size_t) 0);
+		snprintf(why, whylen,
+		    "the batch's %zu sizes add up to %zu bytes, its data has "
+		    "%zu",
+		    n, sum, b->has_data ? b->data.len : (size_t)0);
 		return (false);
 	}
 	if (!answer) {
-		if (b->n_seq_deltas != 0 || b->n_time_deltas != 0 || b->n_redelivered != 0) {
-			snprintf(why, whylen, "a sent batch carries data and sizes only "
-			                      "(seq, time and redelivered are the daemon's)");
+		if (b->n_seq_deltas != 0 || b->n_time_deltas != 0
+		    || b->n_redelivered != 0) {
+			snprintf(why, whylen,
+			    "a sent batch carries data and sizes only "
+			    "(seq, time and redelivered are the daemon's)");
 			return (false);
 		}
 		return (true);
 	}
-	if ((b->n_seq_deltas != 0 && b->n_seq_deltas != n) ||
-	    (b->n_time_deltas != 0 && b->n_time_deltas != n)) {
-		snprintf(why, whylen, "the batch has %zu sizes but %zu seq and %zu time deltas", n,
-		    b->n_seq_deltas, b->n_time_deltas);
+	if ((b->n_seq_deltas != 0 && b->n_seq_deltas != n)
+	    || (b->n_time_deltas != 0 && b->n_time_deltas != n)) {
+		snprintf(why, whylen,
+		    "the batch has %zu sizes but %zu seq and %zu time deltas",
+		    n, b->n_seq_deltas, b->n_time_deltas);
 		return (false);
 	}
 	for (size_t i = 0; i < b->n_redelivered; i++) {
-		if (b->redelivered[i] >= n || (i > 0 && b->redelivered[i] <= b->redelivered[i - 1])) {
-			snprintf(why, whylen, "the batch's redelivered indices are not increasing "
-			                      "indices below %zu", n);
+		if (b->redelivered[i] >= n
+		    || (i > 0 && b->redelivered[i] <= b->redelivered[i - 1])) {
+			snprintf(why, whylen,
+			    "the batch's redelivered indices are not "
+			    "increasing "
+			    "indices below %zu",
+			    n);
 			return (false);
 		}
 	}
@@ -68,7 +80,8 @@ chl_batch_check(const Chan__V1__Batch *b, bool answer, char *why, size_t whylen)
 }
 
 bool
-chl_send_unbatch(chl_capped_alloc *ca, Chan__V1__Send *s, char *why, size_t whylen)
+chl_send_unbatch(
+    chl_capped_alloc *ca, Chan__V1__Send *s, char *why, size_t whylen)
 {
 	const Chan__V1__Batch *b = s->batch;
 	ProtobufCBinaryData   *d;
@@ -78,14 +91,19 @@ chl_send_unbatch(chl_capped_alloc *ca, Chan__V1__Send *s, char *why, size_t whyl
 		return (true);
 	}
 	if (s->n_data != 0) {
-		snprintf(why, whylen, "a send carries its messages in data or in batch, not both");
+		snprintf(why, whylen,
+		    "a send carries its messages in data or in batch, not "
+		    "both");
 		return (false);
 	}
 	if (!chl_batch_check(b, false, why, whylen)) {
 		return (false);
 	}
-	if ((d = ca->base.alloc(ca->base.allocator_data, b->n_sizes * sizeof(*d))) == NULL) {
-		snprintf(why, whylen, "out of memory for a batch of %zu messages", b->n_sizes);
+	if ((d = ca->base.alloc(
+	         ca->base.allocator_data, b->n_sizes * sizeof(*d)))
+	    == NULL) {
+		snprintf(why, whylen,
+		    "out of memory for a batch of %zu messages", b->n_sizes);
 		return (false);
 	}
 	for (size_t i = 0; i < b->n_sizes; i++) {
@@ -99,7 +117,8 @@ chl_send_unbatch(chl_capped_alloc *ca, Chan__V1__Send *s, char *why, size_t whyl
 	return (true);
 }
 
-/* ---- writing: answers (from RecvResult.messages) -------------------------- */
+/* ---- writing: answers (from RecvResult.messages) --------------------------
+ */
 
 bool
 chl_batch_fits_msgs(Chan__V1__Message *const *ms, size_t n)
@@ -108,8 +127,9 @@ chl_batch_fits_msgs(Chan__V1__Message *const *ms, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		const Chan__V1__Message *m = ms[i];
 
-		if (m->channel != NULL || !m->has_seq || !m->has_time_us ||
-		    m->base.n_unknown_fields != 0 || m->data.len > UINT32_MAX) {
+		if (m->channel != NULL || !m->has_seq || !m->has_time_us
+		    || m->base.n_unknown_fields != 0
+		    || m->data.len > UINT32_MAX) {
 			return (false);
 		}
 	}
@@ -122,7 +142,8 @@ chl_batch_body(chl_batch_layout *l)
 {
 	l->body = chl_len_field_size(l->data) + chl_len_field_size(l->sizes);
 	if (l->answer) {
-		l->body += chl_len_field_size(l->seqs) + chl_len_field_size(l->times);
+		l->body += chl_len_field_size(l->seqs)
+		    + chl_len_field_size(l->times);
 		if (l->redel > 0) {
 			l->body += chl_len_field_size(l->redel);
 		}
@@ -131,7 +152,8 @@ chl_batch_body(chl_batch_layout *l)
 }
 
 size_t
-chl_batch_layout_msgs(chl_batch_layout *l, Chan__V1__Message *const *ms, size_t n)
+chl_batch_layout_msgs(
+    chl_batch_layout *l, Chan__V1__Message *const *ms, size_t n)
 {
 	uint64_t pseq = 0, ptime = 0;
 
@@ -143,8 +165,10 @@ chl_batch_layout_msgs(chl_batch_layout *l, Chan__V1__Message *const *ms, size_t 
 
 		l->data += len;
 		l->sizes += chl_varint_size(len);
-		l->seqs += chl_varint_size(chl_zigzag((int64_t) (m->seq - pseq)));
-		l->times += chl_varint_size(chl_zigzag((int64_t) (m->time_us - ptime)));
+		l->seqs
+		    += chl_varint_size(chl_zigzag((int64_t)(m->seq - pseq)));
+		l->times += chl_varint_size(
+		    chl_zigzag((int64_t)(m->time_us - ptime)));
 		if (m->has_redelivered && m->redelivered) {
 			l->redel += chl_varint_size(i);
 		}
@@ -155,12 +179,13 @@ chl_batch_layout_msgs(chl_batch_layout *l, Chan__V1__Message *const *ms, size_t 
 }
 
 uint8_t *
-chl_batch_write_msgs(uint8_t *p, const chl_batch_layout *l, Chan__V1__Message *const *ms,
-    size_t n)
+chl_batch_write_msgs(uint8_t *p, const chl_batch_layout *l,
+    Chan__V1__Message *const *ms, size_t n)
 {
 	uint64_t prev = 0;
 
-	/* Field order as protobuf-c's: data, sizes, seqs, times, redelivered. */
+	/* Field order as protobuf-c's: data, sizes, seqs, times, redelivered.
+	 */
 	p = chl_put_tag(p, 1, CHL_WT_LEN);
 	p = chl_put_varint(p, l->data);
 	for (size_t i = 0; i < n; i++) {
@@ -177,14 +202,16 @@ chl_batch_write_msgs(uint8_t *p, const chl_batch_layout *l, Chan__V1__Message *c
 	p = chl_put_tag(p, 3, CHL_WT_LEN);
 	p = chl_put_varint(p, l->seqs);
 	for (size_t i = 0; i < n; i++) {
-		p = chl_put_varint(p, chl_zigzag((int64_t) (ms[i]->seq - prev)));
+		p = chl_put_varint(
+		    p, chl_zigzag((int64_t)(ms[i]->seq - prev)));
 		prev = ms[i]->seq;
 	}
 	p = chl_put_tag(p, 4, CHL_WT_LEN);
 	p = chl_put_varint(p, l->times);
 	prev = 0;
 	for (size_t i = 0; i < n; i++) {
-		p = chl_put_varint(p, chl_zigzag((int64_t) (ms[i]->time_us - prev)));
+		p = chl_put_varint(
+		    p, chl_zigzag((int64_t)(ms[i]->time_us - prev)));
 		prev = ms[i]->time_us;
 	}
 	if (l->redel > 0) {
@@ -199,10 +226,12 @@ chl_batch_write_msgs(uint8_t *p, const chl_batch_layout *l, Chan__V1__Message *c
 	return (p);
 }
 
-/* ---- writing: requests (a Send's data as Send.batch) ---------------------- */
+/* ---- writing: requests (a Send's data as Send.batch) ----------------------
+ */
 
 static size_t
-chl_batch_layout_data(chl_batch_layout *l, const ProtobufCBinaryData *d, size_t n)
+chl_batch_layout_data(
+    chl_batch_layout *l, const ProtobufCBinaryData *d, size_t n)
 {
 	memset(l, 0, sizeof(*l));
 	for (size_t i = 0; i < n; i++) {
@@ -213,8 +242,8 @@ chl_batch_layout_data(chl_batch_layout *l, const ProtobufCBinaryData *d, size_t 
 }
 
 static uint8_t *
-chl_batch_write_data(uint8_t *p, const chl_batch_layout *l, const ProtobufCBinaryData *d,
-    size_t n)
+chl_batch_write_data(uint8_t *p, const chl_batch_layout *l,
+    const ProtobufCBinaryData *d, size_t n)
 {
 	p = chl_put_tag(p, 1, CHL_WT_LEN);
 	p = chl_put_varint(p, l->data);
@@ -238,8 +267,9 @@ chl_send_batchable(const Chan__V1__Request *q)
 {
 	const Chan__V1__Send *s = q->send;
 
-	return (q->op_case == CHAN__V1__REQUEST__OP_SEND && s != NULL && s->n_data > 0 &&
-	    s->batch == NULL && s->base.n_unknown_fields == 0 && q->base.n_unknown_fields == 0);
+	return (q->op_case == CHAN__V1__REQUEST__OP_SEND && s != NULL
+	    && s->n_data > 0 && s->batch == NULL
+	    && s->base.n_unknown_fields == 0 && q->base.n_unknown_fields == 0);
 }
 
 /* Send's fields but data, in field order; *blay the batch's layout. */
@@ -257,7 +287,9 @@ chl_send_body(const Chan__V1__Send *s, chl_batch_layout *blay)
 	if (s->has_sender) {
 		n += 1 + chl_varint_size(s->sender);
 	}
-	return (n + chl_len_field_size(chl_batch_layout_data(blay, s->data, s->n_data)));
+	return (n
+	    + chl_len_field_size(
+	        chl_batch_layout_data(blay, s->data, s->n_data)));
 }
 
 /* The Request without its op: what protobuf-c packs before field 15. */
@@ -280,8 +312,8 @@ chl_request_packed_size(const Chan__V1__Request *q, bool batch)
 		return (chan__v1__request__get_packed_size(q));
 	}
 	h = chl_req_head(q);
-	return (chan__v1__request__get_packed_size(&h) +
-	    chl_len_field_size(chl_send_body(q->send, &l)));
+	return (chan__v1__request__get_packed_size(&h)
+	    + chl_len_field_size(chl_send_body(q->send, &l)));
 }
 
 size_t
@@ -318,5 +350,5 @@ chl_request_pack(const Chan__V1__Request *q, bool batch, uint8_t *out)
 	p = chl_put_tag(p, CHL_F_SEND_BATCH, CHL_WT_LEN);
 	p = chl_put_varint(p, l.body);
 	p = chl_batch_write_data(p, &l, s->data, s->n_data);
-	return ((size_t) (p - out));
+	return ((size_t)(p - out));
 }
