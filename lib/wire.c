@@ -240,11 +240,11 @@ chl_fast(const Chan__V1__Response *r)
 	    r->recv->batch == NULL && r->base.n_unknown_fields == 0);
 }
 
-/* RecvResult { batch = 2 } around the Batch of pk->lay. */
+/* RecvResult { batch = 2 } around the Batch of pk->lay (laid out). */
 static size_t
 chl_packer_init_batch(chl_packer *pk, const Chan__V1__Response *r)
 {
-	size_t b = chl_batch_layout_msgs(&pk->lay, r->recv->messages, r->recv->n_messages);
+	size_t b = pk->lay.body;
 
 	pk->batch = true;
 	pk->head = chl_head_of(r);
@@ -265,7 +265,7 @@ chl_packer_init(chl_packer *pk, const Chan__V1__Response *r, bool batch)
 	if (!(pk->fast = chl_fast(r))) {
 		return (pk->total = chan__v1__response__get_packed_size(r));
 	}
-	if (batch && chl_batch_fits_msgs(r->recv->messages, r->recv->n_messages)) {
+	if (batch && chl_batch_layout_msgs(&pk->lay, r->recv->messages, r->recv->n_messages)) {
 		return (chl_packer_init_batch(pk, r));
 	}
 	/* Each message's size once: the write pass needs it for its prefix. */

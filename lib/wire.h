@@ -128,17 +128,23 @@ void   chl_packer_fini(chl_packer *pk);
 bool   chl_batch_check(const Chan__V1__Batch *b, bool answer, char *why, size_t whylen);
 bool   chl_send_unbatch(chl_capped_alloc *ca, Chan__V1__Send *s, char *why, size_t whylen);
 /* Whether messages ms[0..n) can go out in the batch form (see above). */
-bool   chl_batch_fits_msgs(Chan__V1__Message *const *ms, size_t n);
-/* The Batch (its fields, no tag of its own) for ms[0..n): size, then bytes. */
-size_t   chl_batch_layout_msgs(chl_batch_layout *l, Chan__V1__Message *const *ms, size_t n);
+bool     chl_batch_fits_msgs(Chan__V1__Message *const *ms, size_t n);
+/*
+ * The Batch (its fields, no tag of its own) for ms[0..n): layout (false:
+ * they do not fit the batch form, as chl_batch_fits_msgs), then bytes.
+ */
+bool     chl_batch_layout_msgs(chl_batch_layout *l, Chan__V1__Message *const *ms, size_t n);
 uint8_t *chl_batch_write_msgs(uint8_t *p, const chl_batch_layout *l,
     Chan__V1__Message *const *ms, size_t n);
 /*
  * A Request packed as chan__v1__request__pack would, except that with
- * batch a Send's messages (Send.data) are written as Send.batch.
+ * batch a Send's messages (Send.data) are written as Send.batch. lay (may
+ * be NULL) carries the batch's layout from the size call to the pack
+ * call, so the messages are walked once less; q must not change between.
  */
-size_t chl_request_packed_size(const Chan__V1__Request *q, bool batch);
-size_t chl_request_pack(const Chan__V1__Request *q, bool batch, uint8_t *out);
+size_t chl_request_packed_size(const Chan__V1__Request *q, bool batch, chl_batch_layout *lay);
+size_t chl_request_pack(const Chan__V1__Request *q, bool batch, const chl_batch_layout *lay,
+    uint8_t *out);
 
 /* Wall clock in Unix microseconds, and a monotonic clock in ms. */
 uint64_t chl_now_unix_us(void);

@@ -123,17 +123,9 @@ chl_send_unbatch(
 bool
 chl_batch_fits_msgs(Chan__V1__Message *const *ms, size_t n)
 {
-	/* What chand's engine builds for a plain Recv: no names, all set. */
-	for (size_t i = 0; i < n; i++) {
-		const Chan__V1__Message *m = ms[i];
+	chl_batch_layout l;
 
-		if (m->channel != NULL || !m->has_seq || !m->has_time_us
-		    || m->base.n_unknown_fields != 0
-		    || m->data.len > UINT32_MAX) {
-			return (false);
-		}
-	}
-	return (n > 0);
+	return (chl_batch_layout_msgs(&l, ms, n));
 }
 
 /* The Batch's size from its fields' payload sizes (l->data ... l->redel). */
@@ -142,8 +134,8 @@ chl_batch_body(chl_batch_layout *l)
 {
 	l->body = chl_len_field_size(l->data) + chl_len_field_size(l->sizes);
 	if (l->answer) {
-		l->body += chl_len_field_size(l->seqs)
-		    + chl_len_field_size(l->times);
+		l->body += chl_len_field_size(l->seqs) +
+		    chl_len_field_size(l->times);
 		if (l->redel > 0) {
 			l->body += chl_len_field_size(l->redel);
 		}
@@ -151,7 +143,11 @@ chl_batch_body(chl_batch_layout *l)
 	return (l->body);
 }
 
-size_t
+/*
+ * One pass: the shape check (what chand's engine builds for a plain Recv:
+ * no names, seq and time set) and every field's size.
+ */
+bool
 chl_batch_layout_msgs(
     chl_batch_layout *l, Chan__V1__Message *const *ms, size_t n)
 {
@@ -161,67 +157,73 @@ chl_batch_layout_msgs(
 	l->answer = true;
 	for (size_t i = 0; i < n; i++) {
 		const Chan__V1__Message *m = ms[i];
-		size_t                   len = m->has_data ? m->data.len : 0;
+		size_t len = m->has_data ? m->data.len : 0;
 
+		if (m->channel != NULL || !m->has_seq || !m->has_time_us ||
+		    m->base.n_unknown_fields != 0 || len > UINT32_MAX) {
+			return (false);
+		}
 		l->data += len;
 		l->sizes += chl_varint_size(len);
-		l->seqs
-		    += chl_varint_size(chl_zigzag((int64_t)(m->seq - pseq)));
+		l->seqs += chl_varint_size(chl_zigzag((int64_t) (m->seq - pseq)));
 		l->times += chl_varint_size(
-		    chl_zigzag((int64_t)(m->time_us - ptime)));
+		    chl_zigzag((int64_t) (m->time_us - ptime)));
 		if (m->has_redelivered && m->redelivered) {
 			l->redel += chl_varint_size(i);
 		}
 		pseq = m->seq;
 		ptime = m->time_us;
 	}
-	return (chl_batch_body(l));
+	chl_batch_body(l);
+	return (n > 0);
+}
+
+/* A length-delimited field's tag and length; returns where its bytes go. */
+static uint8_t *
+chl_put_len_head(uint8_t *p, uint32_t field, size_t len)
+{
+	p = chl_put_tag(p, field, CHL_WT_LEN);
+	return (chl_put_varint(p, len));
 }
 
 uint8_t *
 chl_batch_write_msgs(uint8_t *p, const chl_batch_layout *l,
     Chan__V1__Message *const *ms, size_t n)
 {
-	uint64_t prev = 0;
+	uint8_t *data, *sizes, *seqs, *times, *redel = NULL;
+	uint64_t pseq = 0, ptime = 0;
 
-	/* Field order as protobuf-c's: data, sizes, seqs, times, redelivered.
+	/*
+	 * The fields in protobuf-c's order (data, sizes, seqs, times,
+	 * redelivered), each placed from the layout, then filled in one pass
+	 * over the messages.
 	 */
-	p = chl_put_tag(p, 1, CHL_WT_LEN);
-	p = chl_put_varint(p, l->data);
-	for (size_t i = 0; i < n; i++) {
-		if (ms[i]->has_data && ms[i]->data.len > 0) {
-			memcpy(p, ms[i]->data.data, ms[i]->data.len);
-			p += ms[i]->data.len;
-		}
-	}
-	p = chl_put_tag(p, 2, CHL_WT_LEN);
-	p = chl_put_varint(p, l->sizes);
-	for (size_t i = 0; i < n; i++) {
-		p = chl_put_varint(p, ms[i]->has_data ? ms[i]->data.len : 0);
-	}
-	p = chl_put_tag(p, 3, CHL_WT_LEN);
-	p = chl_put_varint(p, l->seqs);
-	for (size_t i = 0; i < n; i++) {
-		p = chl_put_varint(
-		    p, chl_zigzag((int64_t)(ms[i]->seq - prev)));
-		prev = ms[i]->seq;
-	}
-	p = chl_put_tag(p, 4, CHL_WT_LEN);
-	p = chl_put_varint(p, l->times);
-	prev = 0;
-	for (size_t i = 0; i < n; i++) {
-		p = chl_put_varint(
-		    p, chl_zigzag((int64_t)(ms[i]->time_us - prev)));
-		prev = ms[i]->time_us;
-	}
+	data = chl_put_len_head(p, 1, l->data);
+	sizes = chl_put_len_head(data + l->data, 2, l->sizes);
+	seqs = chl_put_len_head(sizes + l->sizes, 3, l->seqs);
+	times = chl_put_len_head(seqs + l->seqs, 4, l->times);
+	p = times + l->times;
 	if (l->redel > 0) {
-		p = chl_put_tag(p, 5, CHL_WT_LEN);
-		p = chl_put_varint(p, l->redel);
-		for (size_t i = 0; i < n; i++) {
-			if (ms[i]->has_redelivered && ms[i]->redelivered) {
-				p = chl_put_varint(p, i);
-			}
+		redel = chl_put_len_head(p, 5, l->redel);
+		p = redel + l->redel;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const Chan__V1__Message *m = ms[i];
+		size_t len = m->has_data ? m->data.len : 0;
+
+		if (len > 0) {
+			memcpy(data, m->data.data, len);
+			data += len;
 		}
+		sizes = chl_put_varint(sizes, len);
+		seqs = chl_put_varint(seqs, chl_zigzag((int64_t) (m->seq - pseq)));
+		times = chl_put_varint(
+		    times, chl_zigzag((int64_t) (m->time_us - ptime)));
+		if (redel != NULL && m->has_redelivered && m->redelivered) {
+			redel = chl_put_varint(redel, i);
+		}
+		pseq = m->seq;
+		ptime = m->time_us;
 	}
 	return (p);
 }
@@ -272,9 +274,12 @@ chl_send_batchable(const Chan__V1__Request *q)
 	    && s->base.n_unknown_fields == 0 && q->base.n_unknown_fields == 0);
 }
 
-/* Send's fields but data, in field order; *blay the batch's layout. */
+/*
+ * Send's fields but data, in field order. *blay is the batch's layout:
+ * computed here unless laid (the size pass already did it).
+ */
 static size_t
-chl_send_body(const Chan__V1__Send *s, chl_batch_layout *blay)
+chl_send_body(const Chan__V1__Send *s, chl_batch_layout *blay, bool laid)
 {
 	size_t n = 0;
 
@@ -288,8 +293,9 @@ chl_send_body(const Chan__V1__Send *s, chl_batch_layout *blay)
 		n += 1 + chl_varint_size(s->sender);
 	}
 	return (n
-	    + chl_len_field_size(
-	        chl_batch_layout_data(blay, s->data, s->n_data)));
+	    + chl_len_field_size(laid ? blay->body
+	                              : chl_batch_layout_data(
+	                                  blay, s->data, s->n_data)));
 }
 
 /* The Request without its op: what protobuf-c packs before field 15. */
@@ -303,7 +309,8 @@ chl_req_head(const Chan__V1__Request *q)
 }
 
 size_t
-chl_request_packed_size(const Chan__V1__Request *q, bool batch)
+chl_request_packed_size(
+    const Chan__V1__Request *q, bool batch, chl_batch_layout *lay)
 {
 	Chan__V1__Request h;
 	chl_batch_layout  l;
@@ -313,11 +320,13 @@ chl_request_packed_size(const Chan__V1__Request *q, bool batch)
 	}
 	h = chl_req_head(q);
 	return (chan__v1__request__get_packed_size(&h)
-	    + chl_len_field_size(chl_send_body(q->send, &l)));
+	    + chl_len_field_size(
+	        chl_send_body(q->send, lay != NULL ? lay : &l, false)));
 }
 
 size_t
-chl_request_pack(const Chan__V1__Request *q, bool batch, uint8_t *out)
+chl_request_pack(const Chan__V1__Request *q, bool batch,
+    const chl_batch_layout *lay, uint8_t *out)
 {
 	const Chan__V1__Send *s = q->send;
 	Chan__V1__Request     h;
@@ -327,10 +336,13 @@ chl_request_pack(const Chan__V1__Request *q, bool batch, uint8_t *out)
 	if (!batch || !chl_send_batchable(q)) {
 		return (chan__v1__request__pack(q, out));
 	}
+	if (lay != NULL) {
+		l = *lay;
+	}
 	h = chl_req_head(q);
 	p = out + chan__v1__request__pack(&h, out);
 	p = chl_put_tag(p, CHL_F_REQ_SEND, CHL_WT_LEN);
-	p = chl_put_varint(p, chl_send_body(s, &l));
+	p = chl_put_varint(p, chl_send_body(s, &l, lay != NULL));
 	if (s->name != NULL) {
 		size_t len = strlen(s->name);
 

@@ -273,14 +273,15 @@ chan_call_end(chan_client *c, chan_call_link *link)
 chan_status
 chan_encode(chan_client *c, chan_exchange *x, nng_msg **out)
 {
-	size_t   size = chl_request_packed_size(&x->req, c->batch_form);
-	nng_msg *m;
-	int      rv;
+	chl_batch_layout lay;
+	size_t           size = chl_request_packed_size(&x->req, c->batch_form, &lay);
+	nng_msg         *m;
+	int              rv;
 
 	if ((rv = nng_msg_alloc(&m, size)) != 0) {
 		return (chan_nng_fail(c, rv, "cannot encode a request for"));
 	}
-	(void) chl_request_pack(&x->req, c->batch_form, nng_msg_body(m));
+	(void) chl_request_pack(&x->req, c->batch_form, &lay, nng_msg_body(m));
 	*out = m;
 	return (CHAN_OK);
 }
