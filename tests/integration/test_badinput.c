@@ -1099,6 +1099,308 @@ START_TEST(client_gone_mid_recv)
 }
 END_TEST
 
+/* ---- the batch form (Send.batch, Recv.batch, Recv.max_bytes) ----------- */
+
+/* A Send of sizes[0..n) (payload bytes 'a', 'b', ... back to back) in the
+ * batch form; data holds the payloads (room for the sum). */
+static void
+rb_send_batch(reqbuf *b, Chan__V1__Batch *w, char *name, uint32_t *sizes, size_t n,
+    uint8_t *data)
+{
+	size_t off = 0;
+
+	rb_named(b, CHAN__V1__REQUEST__OP_SEND, name);
+	chan__v1__batch__init(w);
+	for (size_t i = 0; i < n; i++) {
+		memset(data + off, 'a' + (int) (i % 26), sizes[i]);
+		off += sizes[i];
+	}
+	w->has_data = 1;
+	w->data.data = data;
+	w->data.len = off;
+	w->sizes = sizes;
+	w->n_sizes = n;
+	b->send.n_data = 0;
+	b->send.data = NULL;
+	b->send.batch = w;
+}
+
+static void
+expect_invalid_saying(chh_daemon *d, Chan__V1__Request *req, const char *needle,
+    const char *what)
+{
+	Chan__V1__Response *r = call(d, req, what);
+
+	ck_assert_msg(r->status == ST(INVALID_ARGUMENT), "%s: status %s '%s', expected "
+	    "INVALID_ARGUMENT", what, st_name(r->status), r->error ? r->error : "");
+	ck_assert_msg(r->error != NULL && strstr(r->error, needle) != NULL,
+	    "%s: error '%s' does not say '%s'", what, r->error ? r->error : "", needle);
+	chh_resp_free(r);
+}
+
+/* A plain send and recv still work (fresh clients each). */
+static void
+expect_send_recv_works(chh_daemon *d, char *name)
+{
+	reqbuf              b;
+	Chan__V1__Response *r;
+
+	rb_send(&b, name, "after", 5);
+	expect_call(d, &b.req, ST(OK), "plain send after a refused batch");
+	rb_named(&b, CHAN__V1__REQUEST__OP_RECV, name);
+	r = call(d, &b.req, "plain recv after a refused batch");
+	ck_assert_int_eq(r->status, ST(OK));
+	ck_assert_uint_eq(r->recv->n_messages, 1);
+	ck_assert_uint_eq(r->recv->messages[0]->data.len, 5);
+	ck_assert(memcmp(r->recv->messages[0]->data.data, "after", 5) == 0);
+	chh_resp_free(r);
+}
+
+/* One REQ socket kept open across calls: deliveries stay in its custody
+ * until confirmed (a fresh socket per call would hand them back). */
+static nng_socket
+sock_open(chh_daemon *d)
+{
+	nng_socket s;
+
+	ck_assert_int_eq(nng_req0_open(&s), 0);
+	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 3600 * 1000);
+	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, chh_scaled_ms(5000));
+	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, chh_scaled_ms(5000));
+	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 0);
+	ck_assert_int_eq(nng_dial(s, d->url, NULL, 0), 0);
+	return (s);
+}
+
+static Chan__V1__Response *
+sock_call(nng_socket s, Chan__V1__Request *req, const char *what)
+{
+	uint8_t            *buf;
+	size_t              len;
+	void               *reply = NULL;
+	size_t              rlen = 0;
+	int                 rv;
+	Chan__V1__Response *r;
+
+	req->has_id = 0; /* a fresh id every time */
+	buf = pack(req, &len);
+	rv = nng_send(s, buf, len, 0);
+	free(buf);
+	ck_assert_msg(rv == 0, "%s: send: %s", what, nng_strerror(rv));
+	rv = nng_recv(s, &reply, &rlen, NNG_FLAG_ALLOC);
+	ck_assert_msg(rv == 0, "%s: no answer: %s", what, nng_strerror(rv));
+	r = chan__v1__response__unpack(NULL, rlen, reply);
+	nng_free(reply, rlen);
+	ck_assert_msg(r != NULL, "%s: the answer does not decode", what);
+	return (r);
+}
+
+START_TEST(batch_send_bad_sizes)
+{
+	chh_daemon            d;
+	reqbuf                b;
+	Chan__V1__Batch       w;
+	uint32_t              sizes[3] = { 3, 0, 4 };
+	uint8_t               data[16];
+	Chan__V1__HelloResult hr;
+	uint8_t              *buf;
+	size_t                len;
+
+	chh_start(&d, NULL);
+	hr = hello(&d);
+	ck_assert_msg(hr.has_batch_form && hr.batch_form, "Hello does not offer the batch form");
+	/* Sizes adding up to one byte more than the data. */
+	rb_send_batch(&b, &w, "bb", sizes, 3, data);
+	w.data.len = 6;
+	expect_invalid_saying(&d, &b.req, "add up", "sizes over the data");
+	/* One byte less. */
+	rb_send_batch(&b, &w, "bb", sizes, 3, data);
+	sizes[2] = 3;
+	expect_invalid_saying(&d, &b.req, "add up", "sizes under the data");
+	sizes[2] = 4;
+	/* Both forms at once. */
+	rb_send_batch(&b, &w, "bb", sizes, 3, data);
+	b.data[0].data = (uint8_t *) "x";
+	b.data[0].len = 1;
+	b.send.data = b.data;
+	b.send.n_data = 1;
+	expect_invalid_saying(&d, &b.req, "not both", "data and batch");
+	/* Deltas are the daemon's to give. */
+	rb_send_batch(&b, &w, "bb", sizes, 3, data);
+	{
+		int64_t deltas[3] = { 1, 1, 1 };
+
+		w.seq_deltas = deltas;
+		w.n_seq_deltas = 3;
+		expect_invalid_saying(&d, &b.req, "seq", "a sent batch with seq deltas");
+	}
+	/* Also as raw bytes, the way expect_raw judges any body. */
+	rb_send_batch(&b, &w, "bb", sizes, 3, data);
+	w.data.len = 2;
+	buf = pack(&b.req, &len);
+	expect_raw(&d, buf, len, ST(INVALID_ARGUMENT), "raw batch with bad sizes");
+	free(buf);
+	ck_assert_msg(depth_of(&d, "bb") <= 0, "a refused batch stored something");
+	chh_assert_alive(&d);
+	expect_send_recv_works(&d, "bb-after");
+	/* And a good batch, packed the way libchan packs it, goes in whole. */
+	rb_send_batch(&b, &w, "bb", sizes, 3, data);
+	b.send.batch = NULL;
+	b.data[0].data = data;
+	b.data[0].len = 3;
+	b.data[1].data = NULL;
+	b.data[1].len = 0;
+	b.data[2].data = data + 3;
+	b.data[2].len = 4;
+	b.send.data = b.data;
+	b.send.n_data = 3;
+	free(pack(&b.req, &len)); /* fills client and id */
+	{
+		uint8_t            *lb;
+		size_t              ll = chl_request_packed_size(&b.req, true);
+		void               *reply;
+		size_t              rlen;
+		Chan__V1__Response *r;
+
+		lb = malloc(ll);
+		ck_assert_ptr_nonnull(lb);
+		ck_assert_uint_eq(chl_request_pack(&b.req, true, lb), ll);
+		ck_assert_int_eq(chh_raw(d.url, lb, ll, chh_scaled_ms(3000), &reply, &rlen), 0);
+		free(lb);
+		r = chan__v1__response__unpack(NULL, rlen, reply);
+		free(reply);
+		ck_assert_ptr_nonnull(r);
+		ck_assert_msg(r->status == ST(OK), "good batch: %s '%s'", st_name(r->status),
+		    r->error ? r->error : "");
+		ck_assert_ptr_nonnull(r->send);
+		ck_assert_uint_eq(r->send->accepted, 3);
+		chan__v1__response__free_unpacked(r, NULL);
+	}
+	ck_assert_int_eq(depth_of(&d, "bb"), 3);
+	chh_stop(&d);
+}
+END_TEST
+
+START_TEST(batch_send_over_max_batch)
+{
+	chh_daemon            d;
+	reqbuf                b;
+	Chan__V1__Batch       w;
+	Chan__V1__HelloResult hr;
+	uint32_t             *sizes;
+	uint8_t              *data;
+	size_t                n;
+
+	chh_start(&d, NULL);
+	hr = hello(&d);
+	ck_assert_msg(hr.max_batch == 8192, "default max_batch %u, expected 8192", hr.max_batch);
+	n = (size_t) hr.max_batch + 1;
+	sizes = malloc(n * sizeof(*sizes));
+	data = malloc(n);
+	ck_assert_ptr_nonnull(sizes);
+	ck_assert_ptr_nonnull(data);
+	for (size_t i = 0; i < n; i++) {
+		sizes[i] = 1;
+	}
+	rb_send_batch(&b, &w, "mb", sizes, n, data);
+	expect_invalid_saying(&d, &b.req, "8193", "a batch of max_batch+1");
+	ck_assert_msg(depth_of(&d, "mb") <= 0, "a refused batch stored something");
+	chh_assert_alive(&d);
+	/* Exactly max_batch: all in. */
+	rb_send_batch(&b, &w, "mb", sizes, n - 1, data);
+	expect_call(&d, &b.req, ST(OK), "a batch of max_batch");
+	ck_assert_int_eq(depth_of(&d, "mb"), (int64_t) n - 1);
+	expect_send_recv_works(&d, "mb2");
+	free(sizes);
+	free(data);
+	chh_stop(&d);
+}
+END_TEST
+
+/* A Recv asking for the batch form, bounded by bytes, over the wire. */
+START_TEST(recv_batch_form_max_bytes)
+{
+	chh_daemon             d;
+	reqbuf                 b;
+	Chan__V1__Batch        w;
+	uint32_t               sizes[6] = { 10, 0, 20, 30, 5, 40 };
+	uint8_t                data[128];
+	Chan__V1__Response    *r;
+	const Chan__V1__Batch *rb;
+	char                   why[256];
+	uint64_t               seq = 0, delivery;
+	size_t                 off = 0;
+	nng_socket             s;
+
+	chh_start(&d, NULL);
+	rb_send_batch(&b, &w, "rb", sizes, 6, data);
+	expect_call(&d, &b.req, ST(OK), "batch send");
+	s = sock_open(&d);
+	/* 10 + 0 + 20 = 30 <= 35; + 30 would pass it. */
+	rb_named(&b, CHAN__V1__REQUEST__OP_RECV, "rb");
+	b.recv.has_max = 1;
+	b.recv.max = 10;
+	b.recv.has_batch = b.recv.batch = 1;
+	b.recv.has_max_bytes = 1;
+	b.recv.max_bytes = 35;
+	r = sock_call(s, &b.req, "batch recv");
+	ck_assert_msg(r->status == ST(OK), "batch recv: %s '%s'", st_name(r->status),
+	    r->error ? r->error : "");
+	ck_assert_ptr_nonnull(r->recv);
+	ck_assert_uint_eq(r->recv->n_messages, 0);
+	rb = r->recv->batch;
+	ck_assert_msg(rb != NULL, "a Recv with batch=true got no RecvResult.batch");
+	ck_assert_msg(chl_batch_check(rb, true, why, sizeof(why)), "%s", why);
+	ck_assert_uint_eq(rb->n_sizes, 3);
+	ck_assert_uint_eq(rb->n_seq_deltas, 3);
+	ck_assert_uint_eq(rb->n_time_deltas, 3);
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_uint_eq(rb->sizes[i], sizes[i]);
+		for (size_t k = 0; k < sizes[i]; k++) {
+			ck_assert_int_eq(rb->data.data[off + k], 'a' + (int) i);
+		}
+		off += sizes[i];
+		seq += (uint64_t) rb->seq_deltas[i];
+		ck_assert_uint_eq(seq, i + 1);
+	}
+	ck_assert_uint_eq(rb->n_redelivered, 0);
+	ck_assert(r->has_delivery && r->delivery != 0);
+	delivery = r->delivery;
+	chan__v1__response__free_unpacked(r, NULL);
+	/* max_bytes under the first message: that one alone (confirming). */
+	b.req.confirm = &delivery;
+	b.req.n_confirm = 1;
+	b.recv.max_bytes = 1;
+	r = sock_call(s, &b.req, "batch recv of 1 byte");
+	ck_assert_int_eq(r->status, ST(OK));
+	ck_assert_ptr_nonnull(r->recv->batch);
+	ck_assert_uint_eq(r->recv->batch->n_sizes, 1);
+	ck_assert_uint_eq(r->recv->batch->sizes[0], 30);
+	ck_assert_int_eq(r->recv->batch->data.data[0], 'd');
+	ck_assert_uint_eq(r->recv->batch->n_seq_deltas, 1);
+	ck_assert_int_eq(r->recv->batch->seq_deltas[0], 4);
+	delivery = r->delivery;
+	chan__v1__response__free_unpacked(r, NULL);
+	/* The list form still answers a Recv without batch. */
+	rb_named(&b, CHAN__V1__REQUEST__OP_RECV, "rb");
+	b.req.confirm = &delivery;
+	b.req.n_confirm = 1;
+	b.recv.has_max = 1;
+	b.recv.max = 10;
+	r = sock_call(s, &b.req, "list recv");
+	ck_assert_int_eq(r->status, ST(OK));
+	ck_assert_ptr_null(r->recv->batch);
+	ck_assert_uint_eq(r->recv->n_messages, 2);
+	ck_assert_uint_eq(r->recv->messages[0]->data.len, 5);
+	ck_assert_uint_eq(r->recv->messages[1]->data.len, 40);
+	ck_assert_uint_eq(r->recv->messages[1]->seq, 6);
+	chan__v1__response__free_unpacked(r, NULL);
+	nng_close(s);
+	chh_assert_alive(&d);
+	chh_stop(&d);
+}
+END_TEST
+
 static Suite *
 badinput_suite(void)
 {
@@ -1127,6 +1429,9 @@ badinput_suite(void)
 	tcase_add_test(tc, connection_churn);
 	tcase_add_test(tc, duplicate_request_id);
 	tcase_add_test(tc, client_gone_mid_recv);
+	tcase_add_test(tc, batch_send_bad_sizes);
+	tcase_add_test(tc, batch_send_over_max_batch);
+	tcase_add_test(tc, recv_batch_form_max_bytes);
 	suite_add_tcase(s, tc);
 	return (s);
 }
