@@ -1,7 +1,12 @@
 /*
  * gen_corpus.c - writes the seed corpus of fuzz_request: one valid packed
  * Request per op (a conn byte in front), so the fuzzer starts from every
- * branch of the dispatcher. Usage: fuzz_gen_corpus DIR
+ * branch of the dispatcher, and a Send and a Recv in the batch form.
+ * Usage: fuzz_gen_corpus DIR [WIRE_DIR]
+ *
+ * With WIRE_DIR, also the batch-form seeds of fuzz_wire (tests/fuzz/
+ * corpus_wire: a first byte 0 for a Request, 1 for a Response): a Send
+ * carrying Send.batch and a RecvResult carrying RecvResult.batch.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +16,142 @@
 
 static const char *dir;
 static int         nwritten;
+
+/* Writes prefix + bytes[0..len) as d/name. */
+static void
+put_file(const char *d, const char *name, uint8_t prefix, const uint8_t *bytes, size_t len)
+{
+	char  path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", d, name);
+	if ((f = fopen(path, "wb")) == NULL || fwrite(&prefix, 1, 1, f) != 1 ||
+	    fwrite(bytes, 1, len, f) != len || fclose(f) != 0) {
+		perror(path);
+		exit(1);
+	}
+}
+
+/* A packed Request / Response in a malloc'd buffer. */
+static uint8_t *
+pack_request(const Chan__V1__Request *req, size_t *len)
+{
+	uint8_t *buf;
+
+	*len = chan__v1__request__get_packed_size(req);
+	if ((buf = malloc(*len + 1)) == NULL) {
+		exit(1);
+	}
+	chan__v1__request__pack(req, buf);
+	return (buf);
+}
+
+static uint8_t *
+pack_response(const Chan__V1__Response *resp, size_t *len)
+{
+	uint8_t *buf;
+
+	*len = chan__v1__response__get_packed_size(resp);
+	if ((buf = malloc(*len + 1)) == NULL) {
+		exit(1);
+	}
+	chan__v1__response__pack(resp, buf);
+	return (buf);
+}
+
+/*
+ * The batch-form seeds of fuzz_wire, as chand and libchan write them (the
+ * same bytes: their packers write protobuf-c's field order): a Send of
+ * "hello", "" and "abc" in Send.batch, and an answer of three messages,
+ * the middle one redelivered with an older seq, in RecvResult.batch.
+ */
+static void
+put_wire_seeds(const char *wdir)
+{
+	static uint32_t         sizes[3] = { 5, 0, 3 };
+	static int64_t          seqs[3] = { 7, -3, 4 };
+	static int64_t          times[3] = { 1700000000000000LL, 5, -2 };
+	static uint32_t         redel[1] = { 1 };
+	Chan__V1__Request       req = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Send          send = CHAN__V1__SEND__INIT;
+	Chan__V1__Batch         b = CHAN__V1__BATCH__INIT;
+	Chan__V1__Response      resp = CHAN__V1__RESPONSE__INIT;
+	Chan__V1__RecvResult    rr = CHAN__V1__RECV_RESULT__INIT;
+	uint64_t                confirm[2] = { 3, 300 };
+	uint8_t                *buf;
+	size_t                  len;
+
+	b.has_data = 1;
+	b.data.data = (uint8_t *) "helloabc";
+	b.data.len = 8;
+	b.sizes = sizes;
+	b.n_sizes = 3;
+	send.name = "q";
+	send.has_timeout_ms = 1;
+	send.timeout_ms = -1;
+	send.batch = &b;
+	req.has_id = 1;
+	req.id = 9;
+	req.has_client = 1;
+	req.client = 0x1234;
+	req.confirm = confirm;
+	req.n_confirm = 2;
+	req.op_case = CHAN__V1__REQUEST__OP_SEND;
+	req.send = &send;
+	buf = pack_request(&req, &len);
+	put_file(wdir, "req_send_batchform", 0, buf, len);
+	free(buf);
+
+	b.seq_deltas = seqs;
+	b.n_seq_deltas = 3;
+	b.time_deltas = times;
+	b.n_time_deltas = 3;
+	b.redelivered = redel;
+	b.n_redelivered = 1;
+	rr.batch = &b;
+	resp.has_id = 1;
+	resp.id = 9;
+	resp.has_status = 1;
+	resp.status = CHAN__V1__STATUS__OK;
+	resp.has_delivery = 1;
+	resp.delivery = 0xabcdef;
+	resp.result_case = CHAN__V1__RESPONSE__RESULT_RECV;
+	resp.recv = &rr;
+	buf = pack_response(&resp, &len);
+	put_file(wdir, "resp_recv_batchform", 1, buf, len);
+	free(buf);
+
+	/* The same answer in the list form: what fuzz_wire packs both ways. */
+	{
+		Chan__V1__Message  ms[3], *mp[3];
+		uint64_t           seq = 0, t = 0;
+		size_t             off = 0;
+
+		for (int i = 0; i < 3; i++) {
+			Chan__V1__Message init = CHAN__V1__MESSAGE__INIT;
+
+			ms[i] = init;
+			mp[i] = &ms[i];
+			seq += (uint64_t) seqs[i];
+			t += (uint64_t) times[i];
+			ms[i].has_seq = ms[i].has_time_us = 1;
+			ms[i].seq = seq;
+			ms[i].time_us = t;
+			ms[i].has_data = 1;
+			ms[i].data.data = b.data.data + off;
+			ms[i].data.len = sizes[i];
+			off += sizes[i];
+			ms[i].has_redelivered = i == 1;
+			ms[i].redelivered = i == 1;
+		}
+		rr.batch = NULL;
+		rr.messages = mp;
+		rr.n_messages = 3;
+		buf = pack_response(&resp, &len);
+		put_file(wdir, "resp_recv_engine_shape", 1, buf, len);
+		free(buf);
+	}
+}
 
 static void
 put(const char *name, uint8_t conn, Chan__V1__Request *req)
@@ -73,8 +214,11 @@ main(int argc, char **argv)
 	char                   *names[2] = { "q", "r" };
 	static const Chan__V1__Request init = CHAN__V1__REQUEST__INIT;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s DIR\n", argv[0]);
+	Chan__V1__Batch         batch = CHAN__V1__BATCH__INIT;
+	uint32_t                bsizes[3] = { 5, 0, 3 };
+
+	if (argc != 2 && argc != 3) {
+		fprintf(stderr, "usage: %s DIR [WIRE_DIR]\n", argv[0]);
 		return (64);
 	}
 	dir = argv[1];
@@ -162,6 +306,27 @@ main(int argc, char **argv)
 	cdel.name = "c";
 	OP("counter_delete", 3, COUNTER_DELETE, counter_delete, cdel);
 	OP("counter_list", 3, COUNTER_LIST, counter_list, clist);
+	/* The batch form (after the others: their ids, so bytes, stay). */
+	batch.has_data = 1;
+	batch.data.data = (uint8_t *) "helloabc";
+	batch.data.len = 8;
+	batch.sizes = bsizes;
+	batch.n_sizes = 3;
+	send = (Chan__V1__Send) CHAN__V1__SEND__INIT;
+	send.name = "q";
+	send.batch = &batch;
+	OP("send_batchform", 1, SEND, send, send);
+	recv = (Chan__V1__Recv) CHAN__V1__RECV__INIT;
+	recv.name = "q";
+	recv.has_max = 1;
+	recv.max = 4;
+	recv.has_batch = recv.batch = 1;
+	recv.has_max_bytes = 1;
+	recv.max_bytes = 6;
+	OP("recv_batchform", 2, RECV, recv, recv);
+	if (argc == 3) {
+		put_wire_seeds(argv[2]);
+	}
 	printf("%d seeds written to %s\n", nwritten, dir);
 	return (0);
 }
