@@ -175,7 +175,7 @@ START_TEST(byte_bounds_deliver_everything)
 	chan_producer     *p = NULL;
 	chan_consumer     *k = NULL;
 	chan_msg          *m = NULL;
-	static uint8_t     big[700 * 1024];
+	static uint8_t     big[700 * 1024 + 16]; /* big + i for i < 16 */
 	static const size_t sizes[] = { 700 * 1024, 100 * 1024, 100 * 1024, 300 * 1024, 1,
 		0, 512 * 1024, 512 * 1024 + 1, 700 * 1024, 5 };
 	const size_t       n = sizeof(sizes) / sizeof(sizes[0]);
