@@ -524,6 +524,72 @@ START_TEST(recv_max_bytes_parked_receiver)
 }
 END_TEST
 
+/*
+ * A full bounded channel with a blocked batch sender: a Recv bounded by
+ * bytes takes what fits, and the sender's batch goes in once there is
+ * room for all of it (all-or-nothing), behind what was queued.
+ */
+START_TEST(recv_max_bytes_bounded_with_blocked_sender)
+{
+	const char *first[4], *later[2] = { "late-1", "late-2" };
+	treq       *snd;
+
+	for (int i = 0; i < 4; i++) {
+		first[i] = hundred();
+	}
+	expect_status(r_create(1, "bd", 4), CHAN_OK);
+	expect_status(r_send_batch(1, "bd", first, 4), CHAN_OK);
+	{
+		Chan__V1__Send    s;
+		Chan__V1__Batch   b;
+		uint32_t          sizes[2];
+		uint8_t           data[32];
+		Chan__V1__Request m;
+
+		batch_of(&b, sizes, data, later, 2);
+		m = send_req(&s, &b, "bd");
+		s.timeout_ms = 5000;
+		snd = submit(1, &m);
+	}
+	wait_blocked("bd", 1, 0);
+	/* 250 bytes: two of the queued ones, making room for the batch. */
+	expect_recv(r_recvb(2, "bd", 10, 250, 0), first, 2, 0);
+	expect_status(snd, CHAN_OK);
+	ck_assert_uint_eq(answer(snd)->send->accepted, 2);
+	expect_recv(r_recvb(2, "bd", 10, 1, 0), first, 1, 0);
+	expect_recv(r_recvb(2, "bd", 10, 0, 0), (const char *[]) { hundred(), "late-1", "late-2" }, 3,
+	    0);
+}
+END_TEST
+
+/* Ack mode (a lease) honours max_bytes too, and leases each message taken. */
+START_TEST(recv_max_bytes_lease_mode)
+{
+	const char       *msgs[4];
+	Chan__V1__Recv    rv;
+	Chan__V1__Request m;
+	treq             *t;
+
+	for (int i = 0; i < 4; i++) {
+		msgs[i] = hundred();
+	}
+	expect_status(r_send_batch(1, "ls", msgs, 4), CHAN_OK);
+	m = recv_req(&rv, "ls", 10, 150, 0, false);
+	rv.has_lease_ms = true;
+	rv.lease_ms = 60000;
+	t = submit(2, &m);
+	expect_recv(t, msgs, 1, 0);
+	ck_assert_uint_eq(stat_of("ls")->in_flight, 1);
+	ck_assert_uint_eq(stat_of("ls")->depth, 3);
+	m = recv_req(&rv, "ls", 10, 200, 0, false);
+	rv.has_lease_ms = true;
+	rv.lease_ms = 60000;
+	expect_recv(submit(2, &m), msgs, 2, 0);
+	ck_assert_uint_eq(stat_of("ls")->in_flight, 3);
+	ck_assert_uint_eq(stat_of("ls")->depth, 1);
+}
+END_TEST
+
 /* ---- answers in the batch form ------------------------------------------- */
 
 static void
@@ -682,6 +748,8 @@ engine_batch_suite(void)
 	tcase_add_test(tc, recv_max_bytes_bounds_the_answer);
 	tcase_add_test(tc, recv_max_bytes_empty_messages);
 	tcase_add_test(tc, recv_max_bytes_parked_receiver);
+	tcase_add_test(tc, recv_max_bytes_bounded_with_blocked_sender);
+	tcase_add_test(tc, recv_max_bytes_lease_mode);
 	tcase_add_test(tc, recv_batch_answer_form);
 	tcase_add_test(tc, recv_batch_answer_redelivered);
 	tcase_add_test(tc, recv_batch_answer_idempotent_repeat);
