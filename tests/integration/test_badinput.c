@@ -1257,14 +1257,14 @@ START_TEST(batch_send_bad_sizes)
 	free(pack(&b.req, &len)); /* fills client and id */
 	{
 		uint8_t            *lb;
-		size_t              ll = chl_request_packed_size(&b.req, true);
+		size_t              ll = chl_request_packed_size(&b.req, true, NULL);
 		void               *reply;
 		size_t              rlen;
 		Chan__V1__Response *r;
 
 		lb = malloc(ll);
 		ck_assert_ptr_nonnull(lb);
-		ck_assert_uint_eq(chl_request_pack(&b.req, true, lb), ll);
+		ck_assert_uint_eq(chl_request_pack(&b.req, true, NULL, lb), ll);
 		ck_assert_int_eq(chh_raw(d.url, lb, ll, chh_scaled_ms(3000), &reply, &rlen), 0);
 		free(lb);
 		r = chan__v1__response__unpack(NULL, rlen, reply);

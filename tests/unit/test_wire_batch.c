@@ -420,14 +420,23 @@ START_TEST(request_roundtrip)
 	Chan__V1__Send       sd;
 	chl_capped_alloc     ga, fa;
 	size_t               len, gl, ll;
+	chl_batch_layout     lay;
+	uint8_t             *nolay;
 
 	ck_assert_ptr_nonnull(d);
 	ck_assert_ptr_nonnull(pool);
 	request_init(&q, &sd, d, n, pool, 0xabcdef + n);
-	len = chl_request_packed_size(&q, true);
+	/* With the size pass's layout handed on, and without: same bytes. */
+	len = chl_request_packed_size(&q, true, &lay);
+	ck_assert_uint_eq(chl_request_packed_size(&q, true, NULL), len);
 	buf = malloc(len + 1);
+	nolay = malloc(len + 1);
 	ck_assert_ptr_nonnull(buf);
-	ck_assert_uint_eq(chl_request_pack(&q, true, buf), len);
+	ck_assert_ptr_nonnull(nolay);
+	ck_assert_uint_eq(chl_request_pack(&q, true, &lay, buf), len);
+	ck_assert_uint_eq(chl_request_pack(&q, true, NULL, nolay), len);
+	ck_assert_mem_eq(buf, nolay, len);
+	free(nolay);
 
 	chl_capped_alloc_init(&ga, CAP);
 	g = chan__v1__request__unpack(&ga.base, len, buf);
@@ -456,11 +465,11 @@ START_TEST(request_roundtrip)
 	ck_assert_uint_eq(fa.used, 0);
 
 	/* batch=false: exactly protobuf-c's bytes. */
-	ll = chl_request_packed_size(&q, false);
+	ll = chl_request_packed_size(&q, false, NULL);
 	ck_assert_uint_eq(ll, chan__v1__request__get_packed_size(&q));
 	lb = malloc(ll + 1);
 	ck_assert_ptr_nonnull(lb);
-	ck_assert_uint_eq(chl_request_pack(&q, false, lb), ll);
+	ck_assert_uint_eq(chl_request_pack(&q, false, NULL, lb), ll);
 	free(gb);
 	gb = repack_req(&q, &gl);
 	expect_same_bytes(lb, ll, gb, gl, "batch=false request");
@@ -493,9 +502,9 @@ START_TEST(request_other_ops_unchanged)
 	q.op_case = CHAN__V1__REQUEST__OP_RECV;
 	q.recv = &rv;
 	for (int v = 0; v < 2; v++) {
-		al = chl_request_packed_size(&q, true);
+		al = chl_request_packed_size(&q, true, NULL);
 		a = malloc(al + 1);
-		ck_assert_uint_eq(chl_request_pack(&q, true, a), al);
+		ck_assert_uint_eq(chl_request_pack(&q, true, NULL, a), al);
 		b = repack_req(&q, &bl);
 		expect_same_bytes(a, al, b, bl, v == 0 ? "recv" : "empty send");
 		free(a);
@@ -802,10 +811,10 @@ START_TEST(fast_decode_damaged_batch_input)
 		d[i].len %= 20;
 		d[i].data = d[i].len > 0 ? pool : NULL;
 	}
-	qlen = chl_request_packed_size(&q, true);
+	qlen = chl_request_packed_size(&q, true, NULL);
 	req = malloc(qlen + 1);
 	ck_assert_ptr_nonnull(req);
-	ck_assert_uint_eq(chl_request_pack(&q, true, req), qlen);
+	ck_assert_uint_eq(chl_request_pack(&q, true, NULL, req), qlen);
 	ck_assert(same_response(ans, alen));
 	ck_assert(same_request(req, qlen));
 
