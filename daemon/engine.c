@@ -645,6 +645,26 @@ op_job(chd_shard *sh, void *arg)
 	op_lookup(r->msg)->on_shard(sh, r);
 }
 
+chd_answer *
+chd_answer_new(size_t len)
+{
+	chd_answer *a = malloc(sizeof(*a) + (len > 0 ? len : 1));
+
+	if (a != NULL) {
+		atomic_init(&a->refs, 1);
+		a->len = len;
+	}
+	return (a);
+}
+
+void
+chd_answer_unref(chd_answer *a)
+{
+	if (a != NULL && atomic_fetch_sub(&a->refs, 1) == 1) {
+		free(a);
+	}
+}
+
 /*
  * A Send in the batch form gets its messages as Send.data (pointing into
  * the request), so nothing after this sees the difference.

@@ -11,9 +11,12 @@
 #ifndef CHD_ENGINE_H
 #define CHD_ENGINE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <chan/status.h>
 
 #include "chan.pb-c.h"
 #include "wire.h"
@@ -32,13 +35,30 @@ typedef struct chd_req chd_req;
 typedef void (*chd_reply_fn)(chd_req *r, const Chan__V1__Response *resp);
 
 /*
- * The same as chd_reply_fn with the answer already packed (a serialized
- * chan.v1.Response), borrowed for the call. Optional: the engine uses it
- * instead of reply, when the creator sets it, for answers it had to pack
- * anyway (the idempotency cache keeps the bytes), so they are packed once.
+ * A packed answer (a serialized chan.v1.Response), counted: the
+ * idempotency cache keeps a reference while the transport sends it.
+ * chd_answer_new gives one with refs 1 and len bytes to fill (NULL: no
+ * memory); the last chd_answer_unref frees it (NULL: nothing).
  */
-typedef void (*chd_reply_packed_fn)(chd_req *r, const uint8_t *bytes,
-    size_t len);
+typedef struct chd_answer {
+	atomic_int refs;
+	size_t     len;
+	uint8_t    bytes[];
+} chd_answer;
+
+chd_answer *chd_answer_new(size_t len);
+void        chd_answer_unref(chd_answer *a);
+
+/*
+ * The same as chd_reply_fn with the answer already packed: a reference to
+ * a (the callee takes it over), with the status and delivery id (0: none)
+ * it carries. Optional: when the creator sets it, the engine uses it for
+ * answers it packs anyway (the idempotency cache keeps the bytes) and for
+ * those it packs itself (a recv answer in the batch form is written
+ * straight from the queue, with no Response in between).
+ */
+typedef void (*chd_reply_answer_fn)(chd_req *r, chd_answer *a, chan_status st,
+    uint64_t delivery);
 
 struct chd_req {
 	Chan__V1__Request *msg;    /* decoded request, owned by the request */
@@ -46,7 +66,7 @@ struct chd_req {
 	uint32_t           conn;   /* connection id (nng pipe id), never 0 */
 	chd_reply_fn       reply;  /* set by the creator */
 	void              *owner;  /* creator's private data (nng ctx/aio) */
-	chd_reply_packed_fn reply_packed; /* NULL: engine always uses reply */
+	chd_reply_answer_fn reply_answer; /* NULL: engine always uses reply */
 };
 
 /*

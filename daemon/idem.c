@@ -27,20 +27,18 @@
 typedef struct chd_idem_call chd_idem_call;
 
 /*
- * A packed Response, shared by the cache entry and the replies in flight
- * (the first answer and replays): packed once, outside the stripe lock,
- * and handed to the transport as bytes (chd_req.reply_packed).
+ * The cached answers are chd_answers (engine.h), shared by the cache
+ * entry and the replies in flight (the first answer and replays): packed
+ * once, outside the stripe lock, and handed to the transport as bytes
+ * (chd_req.reply_answer).
  */
-typedef struct chd_idem_answer {
-	atomic_int refs;
-	size_t     len;
-	uint8_t    bytes[];
-} chd_idem_answer;
+typedef chd_answer chd_idem_answer;
 
 typedef struct chd_idem_entry {
 	uint64_t       id;       /* 0: free */
 	chd_idem_answer *answer; /* NULL while running */
 	uint64_t       delivery; /* the answer's delivery, 0: none */
+	chan_status    status;   /* the answer's */
 	uint32_t       conn;     /* the connection it was answered on */
 	chd_idem_call *call;     /* while running */
 } chd_idem_entry;
@@ -129,11 +127,9 @@ answer_pack(const Chan__V1__Response *resp, bool batch)
 {
 	chl_packer       pk;
 	size_t           len = chl_packer_init(&pk, resp, batch);
-	chd_idem_answer *a = malloc(sizeof(*a) + (len > 0 ? len : 1));
+	chd_idem_answer *a = chd_answer_new(len);
 
 	if (a != NULL) {
-		atomic_init(&a->refs, 1);
-		a->len = len;
 		(void) chl_packer_write(&pk, a->bytes);
 	}
 	chl_packer_fini(&pk);
@@ -143,9 +139,7 @@ answer_pack(const Chan__V1__Response *resp, bool batch)
 static void
 answer_unref(chd_idem_answer *a)
 {
-	if (a != NULL && atomic_fetch_sub(&a->refs, 1) == 1) {
-		free(a);
-	}
+	chd_answer_unref(a);
 }
 
 static void
@@ -268,16 +262,17 @@ reply_unavailable(chd_req *r, uint64_t id, const char *why)
 	r->reply(r, &resp);
 }
 
-/* Sends the cached answer a (a reference the caller gives up) to r. */
+/*
+ * Sends the packed answer a (a reference the caller gives up) to r: as
+ * bytes when r takes them, else decoded again for r->reply.
+ */
 static void
-replay(chd_engine *e, chd_req *r, chd_idem_answer *a)
+send_answer(chd_engine *e, chd_req *r, chd_idem_answer *a, chan_status st, uint64_t delivery)
 {
 	Chan__V1__Response *resp;
 
-	atomic_fetch_add(&e->requests, 1);
-	if (r->reply_packed != NULL) {
-		r->reply_packed(r, a->bytes, a->len);
-		answer_unref(a);
+	if (r->reply_answer != NULL) {
+		r->reply_answer(r, a, st, delivery);
 		return;
 	}
 	resp = chan__v1__response__unpack(NULL, a->len, a->bytes);
@@ -290,7 +285,17 @@ replay(chd_engine *e, chd_req *r, chd_idem_answer *a)
 	chan__v1__response__free_unpacked(resp, NULL);
 }
 
+/* The cached answer a (a reference the caller gives up) to r. */
+static void
+replay(chd_engine *e, chd_req *r, chd_idem_answer *a, chan_status st, uint64_t delivery)
+{
+	atomic_fetch_add(&e->requests, 1);
+	send_answer(e, r, a, st, delivery);
+}
+
 static void idem_reply(chd_req *inner, const Chan__V1__Response *resp);
+static void idem_reply_answer(chd_req *inner, chd_answer *a, chan_status st,
+    uint64_t delivery);
 
 typedef struct chd_reown {
 	uint64_t delivery;
@@ -356,7 +361,8 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 	}
 	if (ent->id == id && ent->answer != NULL) {
 		chd_idem_answer *a = ent->answer;
-		uint64_t         reown = 0;
+		uint64_t         reown = 0, delivery = ent->delivery;
+		chan_status      st = ent->status;
 
 		atomic_fetch_add(&a->refs, 1);
 		if (ent->delivery != 0 && ent->conn != r->conn) {
@@ -368,7 +374,7 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 		if (reown != 0) {
 			post_reown(e, reown, r->conn);
 		}
-		replay(e, r, a);
+		replay(e, r, a, st, delivery);
 		return (NULL);
 	}
 	if (ent->id == id && ent->call != NULL) {
@@ -389,7 +395,7 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 	/* The allocator's state moves with the message it allocated. */
 	call->inner.alloc.base.allocator_data = &call->inner.alloc;
 	call->inner.reply = idem_reply;
-	call->inner.reply_packed = NULL;
+	call->inner.reply_answer = idem_reply_answer;
 	call->inner.owner = call;
 	r->msg = NULL;
 	ent->id = id;
@@ -400,9 +406,9 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 
 /* Answers that must not stick: a retry should do the work again. */
 static bool
-cacheable(const Chan__V1__Response *resp)
+cacheable(chan_status st)
 {
-	switch ((int) resp->status) {
+	switch (st) {
 	case CHAN_UNAVAILABLE:
 	case CHAN_SHUTTING_DOWN:
 	case CHAN_RESOURCE_EXHAUSTED:
@@ -413,42 +419,43 @@ cacheable(const Chan__V1__Response *resp)
 	}
 }
 
+/*
+ * The end of a call: its answer (resp, or only packed as a, or both; a is
+ * a reference given up here) is cached when it may stick, and goes to the
+ * request the client is waiting on (the latest repeat).
+ */
 static void
-idem_reply(chd_req *inner, const Chan__V1__Response *resp)
+idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_idem_answer *a,
+    chan_status st, uint64_t delivery)
 {
-	chd_idem_call  *call = inner->owner;
-	chd_engine     *e = call->e;
+	chd_idem_call   *call = inner->owner;
+	chd_engine      *e = call->e;
 	chd_idem_stripe *t = stripe_of(e->idem, call->client);
-	chd_idem_entry *ent;
-	chd_req        *outer;
-	chd_idem_answer *a = NULL;
+	chd_idem_entry  *ent;
+	chd_req         *outer;
 
-	/* Packed once, outside the lock: the same bytes are cached and sent. */
-	if (cacheable(resp)) {
-		a = answer_pack(resp, chd_req_wants_batch(inner));
-	}
 	pthread_mutex_lock(&t->mtx);
 	outer = call->outer;
 	ent = entry_find(t, call->client, call->id);
 	if (ent != NULL && ent->call != call) {
 		ent = NULL;
 	}
-	if (conn_closing && ent != NULL &&
-	    (int) resp->status == CHAN_UNAVAILABLE &&
+	if (conn_closing && ent != NULL && st == CHAN_UNAVAILABLE &&
 	    outer->conn != inner->conn) {
 		/* Its connection is gone but the client repeated it on a
 		 * new one: run it again there instead of failing it. */
 		inner->conn = outer->conn;
 		pthread_mutex_unlock(&t->mtx);
-		answer_unref(a); /* UNAVAILABLE is never cached: NULL anyway */
+		answer_unref(a);
 		chd_engine_dispatch(e, inner);
 		return;
 	}
 	if (ent != NULL) {
-		if (a != NULL) {
+		if (a != NULL && cacheable(st)) {
 			atomic_fetch_add(&a->refs, 1); /* the entry's */
 			ent->answer = a;
-			ent->delivery = resp->has_delivery ? resp->delivery : 0;
+			ent->delivery = delivery;
+			ent->status = st;
 			ent->conn = inner->conn;
 			ent->call = NULL;
 		} else {
@@ -456,14 +463,34 @@ idem_reply(chd_req *inner, const Chan__V1__Response *resp)
 		}
 	}
 	pthread_mutex_unlock(&t->mtx);
-	if (a != NULL && outer->reply_packed != NULL) {
-		outer->reply_packed(outer, a->bytes, a->len);
+	if (a != NULL && (outer->reply_answer != NULL || resp == NULL)) {
+		send_answer(e, outer, a, st, delivery);
 	} else {
 		outer->reply(outer, resp);
+		answer_unref(a);
 	}
-	answer_unref(a);
 	chl_request_free(&inner->alloc, inner->msg);
 	free(call);
+}
+
+static void
+idem_reply(chd_req *inner, const Chan__V1__Response *resp)
+{
+	chan_status      st = (chan_status) resp->status;
+	chd_idem_answer *a = NULL;
+
+	/* Packed once, outside the lock: the same bytes are cached and sent. */
+	if (cacheable(st)) {
+		a = answer_pack(resp, chd_req_wants_batch(inner));
+	}
+	idem_finish(inner, resp, a, st, resp->has_delivery ? resp->delivery : 0);
+}
+
+/* An answer the engine packed itself. */
+static void
+idem_reply_answer(chd_req *inner, chd_answer *a, chan_status st, uint64_t delivery)
+{
+	idem_finish(inner, NULL, a, st, delivery);
 }
 
 void

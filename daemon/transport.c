@@ -399,14 +399,17 @@ chd_ctx_send_packed(chd_tctx *c, const uint8_t *bytes, size_t len)
 	nng_ctx_send(c->ctx, c->aio);
 }
 
-/* r->reply_packed: chd_reply for an answer packed once by the engine. */
+/* r->reply_answer: chd_reply for an answer the engine packed. */
 static void
-chd_reply_packed(chd_req *r, const uint8_t *bytes, size_t len)
+chd_reply_answer(chd_req *r, chd_answer *a, chan_status st, uint64_t delivery)
 {
 	chd_tctx *c = r->owner;
 
+	(void) st;
+	(void) delivery;
 	chd_peers_pending_done(c->t->peers, r->conn);
-	chd_ctx_send_packed(c, bytes, len);
+	chd_ctx_send_packed(c, a->bytes, a->len);
+	chd_answer_unref(a);
 	chl_request_free(&r->alloc, r->msg);
 	free(r);
 }
@@ -490,7 +493,7 @@ chd_ctx_request(chd_tctx *c, nng_msg *m)
 	}
 	r->conn = pipe_id > 0 ? (uint32_t) pipe_id : UINT32_MAX;
 	r->reply = chd_reply;
-	r->reply_packed = chd_reply_packed;
+	r->reply_answer = chd_reply_answer;
 	r->owner = c;
 	if (t->access != NULL && !chd_request_allowed(c, pipe, r)) {
 		return;

@@ -86,16 +86,20 @@ breq_reply(chd_req *r, const Chan__V1__Response *resp)
 	pthread_mutex_unlock(&bmtx);
 }
 
-/* As the transport's: an answer the engine packed once (idempotent calls). */
+/* As the transport's: an answer the engine packed (idempotent calls, batch-form recvs). */
 static void
-breq_reply_packed(chd_req *r, const uint8_t *bytes, size_t len)
+breq_reply_answer(chd_req *r, chd_answer *a, chan_status st, uint64_t delivery)
 {
 	breq    *b = (breq *) r;
+	size_t   len = a->len;
 	uint8_t *buf = malloc(len + 1);
 
+	(void) st;
+	(void) delivery;
 	if (buf != NULL) {
-		memcpy(buf, bytes, len);
+		memcpy(buf, a->bytes, len);
 	}
+	chd_answer_unref(a);
 	chl_request_free(&r->alloc, r->msg);
 	r->msg = NULL;
 	pthread_mutex_lock(&bmtx);
@@ -141,7 +145,7 @@ bsubmit(uint32_t conn, Chan__V1__Request *m)
 	ck_assert_ptr_nonnull(b->req.msg);
 	b->req.conn = conn;
 	b->req.reply = breq_reply;
-	b->req.reply_packed = breq_reply_packed;
+	b->req.reply_answer = breq_reply_answer;
 	chd_engine_submit(E, &b->req);
 	return (b);
 }
