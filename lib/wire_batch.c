@@ -12,6 +12,7 @@
  */
 #include "wire.h"
 
+#include "batch_emit.h"
 #include "varint.h"
 
 #include <stdio.h>
@@ -128,104 +129,47 @@ chl_batch_fits_msgs(Chan__V1__Message *const *ms, size_t n)
 	return (chl_batch_layout_msgs(&l, ms, n));
 }
 
-/* The Batch's size from its fields' payload sizes (l->data ... l->redel). */
-static size_t
-chl_batch_body(chl_batch_layout *l)
+/* Messages of a RecvResult, one after the other, for batch_emit.h. */
+typedef struct chl_msg_it {
+	Chan__V1__Message *const *ms;
+	size_t                    i;
+} chl_msg_it;
+
+/* What chand's engine builds for a plain Recv: no names, seq and time set. */
+static bool
+chl_msg_next(void *arg, chl_bitem *b)
 {
-	l->body = chl_len_field_size(l->data) + chl_len_field_size(l->sizes);
-	if (l->answer) {
-		l->body += chl_len_field_size(l->seqs) +
-		    chl_len_field_size(l->times);
-		if (l->redel > 0) {
-			l->body += chl_len_field_size(l->redel);
-		}
+	chl_msg_it              *it = arg;
+	const Chan__V1__Message *m = it->ms[it->i++];
+
+	if (m->channel != NULL || !m->has_seq || !m->has_time_us ||
+	    m->base.n_unknown_fields != 0) {
+		return (false);
 	}
-	return (l->body);
+	b->len = m->has_data ? m->data.len : 0;
+	b->data = m->data.data;
+	b->seq = m->seq;
+	b->time_us = m->time_us;
+	b->redelivered = m->has_redelivered && m->redelivered;
+	return (true);
 }
 
-/*
- * One pass: the shape check (what chand's engine builds for a plain Recv:
- * no names, seq and time set) and every field's size.
- */
 bool
 chl_batch_layout_msgs(
     chl_batch_layout *l, Chan__V1__Message *const *ms, size_t n)
 {
-	uint64_t pseq = 0, ptime = 0;
+	chl_msg_it it = { ms, 0 };
 
-	memset(l, 0, sizeof(*l));
-	l->answer = true;
-	for (size_t i = 0; i < n; i++) {
-		const Chan__V1__Message *m = ms[i];
-		size_t len = m->has_data ? m->data.len : 0;
-
-		if (m->channel != NULL || !m->has_seq || !m->has_time_us ||
-		    m->base.n_unknown_fields != 0 || len > UINT32_MAX) {
-			return (false);
-		}
-		l->data += len;
-		l->sizes += chl_varint_size(len);
-		l->seqs += chl_varint_size(chl_zigzag((int64_t) (m->seq - pseq)));
-		l->times += chl_varint_size(
-		    chl_zigzag((int64_t) (m->time_us - ptime)));
-		if (m->has_redelivered && m->redelivered) {
-			l->redel += chl_varint_size(i);
-		}
-		pseq = m->seq;
-		ptime = m->time_us;
-	}
-	chl_batch_body(l);
-	return (n > 0);
-}
-
-/* A length-delimited field's tag and length; returns where its bytes go. */
-static uint8_t *
-chl_put_len_head(uint8_t *p, uint32_t field, size_t len)
-{
-	p = chl_put_tag(p, field, CHL_WT_LEN);
-	return (chl_put_varint(p, len));
+	return (chl_batch_plan(l, chl_msg_next, &it, n));
 }
 
 uint8_t *
 chl_batch_write_msgs(uint8_t *p, const chl_batch_layout *l,
     Chan__V1__Message *const *ms, size_t n)
 {
-	uint8_t *data, *sizes, *seqs, *times, *redel = NULL;
-	uint64_t pseq = 0, ptime = 0;
+	chl_msg_it it = { ms, 0 };
 
-	/*
-	 * The fields in protobuf-c's order (data, sizes, seqs, times,
-	 * redelivered), each placed from the layout, then filled in one pass
-	 * over the messages.
-	 */
-	data = chl_put_len_head(p, 1, l->data);
-	sizes = chl_put_len_head(data + l->data, 2, l->sizes);
-	seqs = chl_put_len_head(sizes + l->sizes, 3, l->seqs);
-	times = chl_put_len_head(seqs + l->seqs, 4, l->times);
-	p = times + l->times;
-	if (l->redel > 0) {
-		redel = chl_put_len_head(p, 5, l->redel);
-		p = redel + l->redel;
-	}
-	for (size_t i = 0; i < n; i++) {
-		const Chan__V1__Message *m = ms[i];
-		size_t len = m->has_data ? m->data.len : 0;
-
-		if (len > 0) {
-			memcpy(data, m->data.data, len);
-			data += len;
-		}
-		sizes = chl_put_varint(sizes, len);
-		seqs = chl_put_varint(seqs, chl_zigzag((int64_t) (m->seq - pseq)));
-		times = chl_put_varint(
-		    times, chl_zigzag((int64_t) (m->time_us - ptime)));
-		if (redel != NULL && m->has_redelivered && m->redelivered) {
-			redel = chl_put_varint(redel, i);
-		}
-		pseq = m->seq;
-		ptime = m->time_us;
-	}
-	return (p);
+	return (chl_batch_emit(p, l, chl_msg_next, &it, n));
 }
 
 /* ---- writing: requests (a Send's data as Send.batch) ----------------------
@@ -240,7 +184,7 @@ chl_batch_layout_data(
 		l->data += d[i].len;
 		l->sizes += chl_varint_size(d[i].len);
 	}
-	return (chl_batch_body(l));
+	return (chl_batch_body_size(l));
 }
 
 static uint8_t *

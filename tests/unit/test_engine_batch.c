@@ -596,6 +596,58 @@ END_TEST
 
 /* ---- answers in the batch form ------------------------------------------- */
 
+/*
+ * The engine packs batch answers straight from the queue; chl_packer packs
+ * them from a Response's message list. Both must write the same bytes:
+ * r (b's answer, decoded) turned back into a list and packed again.
+ */
+static void
+expect_packer_bytes(const breq *b, const Chan__V1__Response *r)
+{
+	const Chan__V1__Batch *w = r->recv->batch;
+	size_t                 n = w->n_sizes, off = 0, ri = 0, len;
+	Chan__V1__Message     *ms = calloc(n, sizeof(*ms));
+	Chan__V1__Message    **mp = calloc(n, sizeof(*mp));
+	Chan__V1__RecvResult   rr = CHAN__V1__RECV_RESULT__INIT;
+	Chan__V1__Response     h = *r;
+	chl_packer             pk;
+	uint8_t               *buf;
+	uint64_t               seq = 0, t = 0;
+
+	ck_assert_ptr_nonnull(ms);
+	ck_assert_ptr_nonnull(mp);
+	for (size_t i = 0; i < n; i++) {
+		chan__v1__message__init(&ms[i]);
+		seq += (uint64_t) w->seq_deltas[i];
+		t += (uint64_t) w->time_deltas[i];
+		ms[i].has_seq = ms[i].has_time_us = ms[i].has_data = true;
+		ms[i].seq = seq;
+		ms[i].time_us = t;
+		ms[i].data.len = w->sizes[i];
+		ms[i].data.data = w->data.data + off;
+		off += w->sizes[i];
+		if (ri < w->n_redelivered && w->redelivered[ri] == i) {
+			ms[i].has_redelivered = ms[i].redelivered = true;
+			ri++;
+		}
+		mp[i] = &ms[i];
+	}
+	rr.messages = mp;
+	rr.n_messages = n;
+	h.recv = &rr;
+	len = chl_packer_init(&pk, &h, true);
+	buf = malloc(len + 1);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_uint_eq(chl_packer_write(&pk, buf), len);
+	chl_packer_fini(&pk);
+	ck_assert_uint_eq(len, b->len);
+	ck_assert_msg(memcmp(buf, b->bytes, len) == 0,
+	    "the engine's batch answer differs from chl_packer's bytes");
+	free(buf);
+	free(mp);
+	free(ms);
+}
+
 static void
 expect_batch_answer(breq *b, const char *const *msgs, size_t n)
 {
@@ -627,6 +679,7 @@ expect_batch_answer(breq *b, const char *const *msgs, size_t n)
 	}
 	ck_assert_uint_gt(seq, 0);
 	ck_assert(r->has_delivery && r->delivery != 0);
+	expect_packer_bytes(b, r);
 	chan__v1__response__free_unpacked(r, NULL);
 }
 
@@ -702,6 +755,7 @@ START_TEST(recv_batch_answer_redelivered)
 		seq += (uint64_t) r->recv->batch->seq_deltas[i];
 		ck_assert_uint_eq(seq, i + 1);
 	}
+	expect_packer_bytes(b, r);
 	chan__v1__response__free_unpacked(r, NULL);
 }
 END_TEST
