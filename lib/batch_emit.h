@@ -50,7 +50,7 @@ static inline __attribute__((always_inline)) bool
 chl_batch_plan(chl_batch_layout *l, chl_bnext_fn next, void *it, size_t n)
 {
 	uint64_t  pseq = 0, ptime = 0;
-	chl_bitem m;
+	chl_bitem m = { NULL, 0, 0, 0, false };
 
 	memset(l, 0, sizeof(*l));
 	l->answer = true;
@@ -92,7 +92,7 @@ chl_batch_emit(uint8_t *p, const chl_batch_layout *l, chl_bnext_fn next,
 {
 	uint8_t  *data, *sizes, *seqs, *times, *redel = NULL;
 	uint64_t  pseq = 0, ptime = 0;
-	chl_bitem m;
+	chl_bitem m = { NULL, 0, 0, 0, false };
 
 	data = chl_put_len_head(p, 1, l->data);
 	sizes = chl_put_len_head(data + l->data, 2, l->sizes);
