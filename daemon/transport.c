@@ -37,6 +37,7 @@
 #include <nng/transport/ipc/ipc.h>
 
 #include "access.h"
+#include "msgpool.h"
 #include "notify.h"
 
 #define CHD_MAX_LISTENERS 32
@@ -324,7 +325,7 @@ chd_ctx_send(chd_tctx *c, const Chan__V1__Response *resp, bool batch)
 	chl_packer     pk;
 
 	n = chl_packer_init(&pk, resp, batch);
-	if (nng_msg_alloc(&m, n) != 0) {
+	if (chl_msgpool_get(&m, n) != 0) {
 		Chan__V1__Response small = CHAN__V1__RESPONSE__INIT;
 
 		chl_packer_fini(&pk);
@@ -386,7 +387,7 @@ chd_ctx_send_packed(chd_tctx *c, const uint8_t *bytes, size_t len)
 	chd_transport *t = c->t;
 	nng_msg       *m;
 
-	if (nng_msg_alloc(&m, len) != 0) {
+	if (chl_msgpool_get(&m, len) != 0) {
 		chd_ctx_answer(c, CHAN__V1__STATUS__RESOURCE_EXHAUSTED,
 		    "daemon out of memory encoding the answer");
 		return;
@@ -457,10 +458,11 @@ chd_request_allowed(chd_tctx *c, nng_pipe p, chd_req *r)
 	return (false);
 }
 
+/* A decoded request's message: its buffer serves a later answer. */
 static void
 chd_nng_msg_free(void *m)
 {
-	nng_msg_free(m);
+	chl_msgpool_put(m);
 }
 
 /* A request arrived on c (state BUSY): decode and submit. */

@@ -4,6 +4,8 @@
  */
 #include "client.h"
 
+#include "msgpool.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -278,7 +280,7 @@ chan_encode(chan_client *c, chan_exchange *x, nng_msg **out)
 	nng_msg         *m;
 	int              rv;
 
-	if ((rv = nng_msg_alloc(&m, size)) != 0) {
+	if ((rv = chl_msgpool_get(&m, size)) != 0) {
 		return (chan_nng_fail(c, rv, "cannot encode a request for"));
 	}
 	(void) chl_request_pack(&x->req, c->batch_form, &lay, nng_msg_body(m));
@@ -383,6 +385,13 @@ chan_transfer(chan_client *c, chan_call_link *link, chan_exchange *x, int64_t lo
 	return (chan_transfer_error(c, rv, chan_call_cancelled(c)));
 }
 
+/* What a decoded answer's allocator frees its input with. */
+static void
+chan_answer_release(void *m)
+{
+	chl_msgpool_put(m);
+}
+
 /* Decodes and checks the answer; keeps it in x->resp. */
 static chan_status
 chan_decode(chan_client *c, chan_exchange *x, nng_msg *answer)
@@ -392,8 +401,13 @@ chan_decode(chan_client *c, chan_exchange *x, nng_msg *answer)
 	x->pipe = nng_msg_get_pipe(answer);
 	/* protobuf-c copies every field; 4x plus slack covers any honest answer. */
 	chl_capped_alloc_init(&x->alloc, len * 4 + (1u << 20));
+	/*
+	 * The answer stays with the decoded Response (the hand decoder points
+	 * payloads into it instead of copying them; a batch answer's messages
+	 * then point into it too, see msg.c), and goes with x->alloc.
+	 */
+	chl_capped_alloc_borrow(&x->alloc, answer, chan_answer_release);
 	x->resp = chl_response_decode(&x->alloc, nng_msg_body(answer), len);
-	nng_msg_free(answer);
 	if (x->resp == NULL) {
 		return (chan_fail(CHAN_PROTOCOL, "undecodable answer (%zu bytes) from %s", len, c->url));
 	}
