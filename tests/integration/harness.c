@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,6 +304,79 @@ chh_last_failure(void)
 	return (chh_why);
 }
 
+/*
+ * nng_close of a raw socket, waited for at most CHH_CLOSE_WAIT_MS. nng
+ * 1.5.2's close can hang for good after the daemon dropped the
+ * connection (issue #1543; seen in chh_raw under load even with the
+ * no-redial and pause workarounds below, about once in 15 suite runs).
+ * The test is about the daemon, which the next call still checks (a hung
+ * daemon fails that call), so a close that does not come back is left to
+ * its thread and the test goes on.
+ */
+#define CHH_CLOSE_WAIT_MS 5000
+
+typedef struct chh_closer {
+	nng_socket      s;
+	pthread_mutex_t mtx;
+	pthread_cond_t  cv;
+	bool            done;
+} chh_closer;
+
+static void *
+chh_closer_main(void *arg)
+{
+	chh_closer *c = arg;
+
+	nng_close(c->s);
+	pthread_mutex_lock(&c->mtx);
+	c->done = true;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mtx);
+	return (NULL);
+}
+
+static void
+chh_close_bounded(nng_socket s)
+{
+	chh_closer     *c = calloc(1, sizeof(*c));
+	pthread_t       th;
+	struct timespec ts;
+	bool            done;
+
+	if (c == NULL) {
+		nng_close(s);
+		return;
+	}
+	c->s = s;
+	pthread_mutex_init(&c->mtx, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	if (pthread_create(&th, NULL, chh_closer_main, c) != 0) {
+		nng_close(s);
+		pthread_cond_destroy(&c->cv);
+		pthread_mutex_destroy(&c->mtx);
+		free(c);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += CHH_CLOSE_WAIT_MS / 1000;
+	pthread_mutex_lock(&c->mtx);
+	while (!c->done && pthread_cond_timedwait(&c->cv, &c->mtx, &ts) == 0) {
+	}
+	done = c->done;
+	pthread_mutex_unlock(&c->mtx);
+	if (!done) {
+		/* Still inside nng_close: the thread keeps c. */
+		fprintf(stderr, "harness: nng_close did not return within %d ms "
+		    "(nng #1543); going on without it\n", CHH_CLOSE_WAIT_MS);
+		pthread_detach(th);
+		return;
+	}
+	pthread_join(th, NULL);
+	pthread_cond_destroy(&c->cv);
+	pthread_mutex_destroy(&c->mtx);
+	free(c);
+}
+
 int
 chh_raw(const char *url, const void *body, size_t len, int timeout_ms,
     void **reply, size_t *rlen)
@@ -377,7 +451,7 @@ out:
 		 */
 		nng_msleep(50);
 	}
-	nng_close(s);
+	chh_close_bounded(s);
 	return (rv);
 }
 
