@@ -32,11 +32,10 @@ typedef struct chd_idem_call chd_idem_call;
  * once, outside the stripe lock, and handed to the transport as bytes
  * (chd_req.reply_answer).
  */
-typedef chd_answer chd_idem_answer;
 
 typedef struct chd_idem_entry {
 	uint64_t       id;       /* 0: free */
-	chd_idem_answer *answer; /* NULL while running */
+	chd_answer    *answer;   /* NULL while running */
 	uint64_t       delivery; /* the answer's delivery, 0: none */
 	chan_status    status;   /* the answer's */
 	uint32_t       conn;     /* the connection it was answered on */
@@ -122,12 +121,12 @@ chd_idem_new(void)
 	return (t);
 }
 
-static chd_idem_answer *
+static chd_answer *
 answer_pack(const Chan__V1__Response *resp, bool batch)
 {
-	chl_packer       pk;
-	size_t           len = chl_packer_init(&pk, resp, batch);
-	chd_idem_answer *a = chd_answer_new(len);
+	chl_packer  pk;
+	size_t      len = chl_packer_init(&pk, resp, batch);
+	chd_answer *a = chd_answer_new(len);
 
 	if (a != NULL) {
 		(void) chl_packer_write(&pk, a->bytes);
@@ -136,16 +135,11 @@ answer_pack(const Chan__V1__Response *resp, bool batch)
 	return (a);
 }
 
-static void
-answer_unref(chd_idem_answer *a)
-{
-	chd_answer_unref(a);
-}
 
 static void
 entry_clear(chd_idem_entry *ent)
 {
-	answer_unref(ent->answer);
+	chd_answer_unref(ent->answer);
 	memset(ent, 0, sizeof(*ent));
 }
 
@@ -267,7 +261,7 @@ reply_unavailable(chd_req *r, uint64_t id, const char *why)
  * bytes when r takes them, else decoded again for r->reply.
  */
 static void
-send_answer(chd_engine *e, chd_req *r, chd_idem_answer *a, chan_status st, uint64_t delivery)
+send_answer(chd_engine *e, chd_req *r, chd_answer *a, chan_status st, uint64_t delivery)
 {
 	Chan__V1__Response *resp;
 
@@ -276,7 +270,7 @@ send_answer(chd_engine *e, chd_req *r, chd_idem_answer *a, chan_status st, uint6
 		return;
 	}
 	resp = chan__v1__response__unpack(NULL, a->len, a->bytes);
-	answer_unref(a);
+	chd_answer_unref(a);
 	if (resp == NULL) {
 		chd_reply_err(e, r, CHAN_INTERNAL, "cached answer is corrupt");
 		return;
@@ -287,7 +281,7 @@ send_answer(chd_engine *e, chd_req *r, chd_idem_answer *a, chan_status st, uint6
 
 /* The cached answer a (a reference the caller gives up) to r. */
 static void
-replay(chd_engine *e, chd_req *r, chd_idem_answer *a, chan_status st, uint64_t delivery)
+replay(chd_engine *e, chd_req *r, chd_answer *a, chan_status st, uint64_t delivery)
 {
 	atomic_fetch_add(&e->requests, 1);
 	send_answer(e, r, a, st, delivery);
@@ -360,9 +354,9 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 		entry_clear(ent);
 	}
 	if (ent->id == id && ent->answer != NULL) {
-		chd_idem_answer *a = ent->answer;
-		uint64_t         reown = 0, delivery = ent->delivery;
-		chan_status      st = ent->status;
+		chd_answer *a = ent->answer;
+		uint64_t    reown = 0, delivery = ent->delivery;
+		chan_status st = ent->status;
 
 		atomic_fetch_add(&a->refs, 1);
 		if (ent->delivery != 0 && ent->conn != r->conn) {
@@ -425,7 +419,7 @@ cacheable(chan_status st)
  * request the client is waiting on (the latest repeat).
  */
 static void
-idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_idem_answer *a,
+idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_answer *a,
     chan_status st, uint64_t delivery)
 {
 	chd_idem_call   *call = inner->owner;
@@ -446,7 +440,7 @@ idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_idem_answer *a,
 		 * new one: run it again there instead of failing it. */
 		inner->conn = outer->conn;
 		pthread_mutex_unlock(&t->mtx);
-		answer_unref(a);
+		chd_answer_unref(a);
 		chd_engine_dispatch(e, inner);
 		return;
 	}
@@ -467,7 +461,7 @@ idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_idem_answer *a,
 		send_answer(e, outer, a, st, delivery);
 	} else {
 		outer->reply(outer, resp);
-		answer_unref(a);
+		chd_answer_unref(a);
 	}
 	chl_request_free(&inner->alloc, inner->msg);
 	free(call);
@@ -476,8 +470,8 @@ idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_idem_answer *a,
 static void
 idem_reply(chd_req *inner, const Chan__V1__Response *resp)
 {
-	chan_status      st = (chan_status) resp->status;
-	chd_idem_answer *a = NULL;
+	chan_status st = (chan_status) resp->status;
+	chd_answer *a = NULL;
 
 	/* Packed once, outside the lock: the same bytes are cached and sent. */
 	if (cacheable(st)) {

@@ -73,6 +73,13 @@ void                chl_response_free(chl_capped_alloc *ca, Chan__V1__Response *
 Chan__V1__Request  *chl_fast_request_decode(chl_capped_alloc *ca, const void *buf, size_t len);
 Chan__V1__Response *chl_fast_response_decode(chl_capped_alloc *ca, const void *buf, size_t len);
 
+/* The encoded sizes of a Batch's fields (lib/wire_batch.c). */
+typedef struct chl_batch_layout {
+	size_t data, sizes, seqs, times, redel; /* each field's payload bytes */
+	size_t body;                            /* the whole Batch, encoded */
+	bool   answer;                          /* seqs, times, redel written */
+} chl_batch_layout;
+
 /*
  * Packs a Response exactly as chan__v1__response__pack would (the same
  * bytes), but answers carrying messages (RecvResult) are written by hand:
@@ -82,13 +89,6 @@ Chan__V1__Response *chl_fast_response_decode(chl_capped_alloc *ca, const void *b
  * sized once), write fills out (that many bytes) and returns it, fini
  * frees the packer's scratch. r must not change in between.
  */
-/* The encoded sizes of a Batch's fields (lib/wire_batch.c). */
-typedef struct chl_batch_layout {
-	size_t data, sizes, seqs, times, redel; /* each field's payload bytes */
-	size_t body;                            /* the whole Batch, encoded */
-	bool   answer;                          /* seqs, times, redel written */
-} chl_batch_layout;
-
 #define CHL_PACKER_SMALL 64
 typedef struct chl_packer {
 	const Chan__V1__Response *r;

@@ -37,10 +37,7 @@ chl_batch_check(
 		return (false);
 	}
 	for (size_t i = 0; i < n; i++) {
-		sum += b->sizes[i];
-		if (sum < b->sizes[i]) {
-			break;
-		}
+		sum += b->sizes[i]; /* 32-bit sizes: a size_t sum cannot wrap */
 	}
 	if (sum != (b->has_data ? b->data.len : 0)) {
 		snprintf(why, whylen,
@@ -191,16 +188,14 @@ static uint8_t *
 chl_batch_write_data(uint8_t *p, const chl_batch_layout *l,
     const ProtobufCBinaryData *d, size_t n)
 {
-	p = chl_put_tag(p, 1, CHL_WT_LEN);
-	p = chl_put_varint(p, l->data);
+	p = chl_put_len_head(p, 1, l->data);
 	for (size_t i = 0; i < n; i++) {
 		if (d[i].len > 0) {
 			memcpy(p, d[i].data, d[i].len);
 			p += d[i].len;
 		}
 	}
-	p = chl_put_tag(p, 2, CHL_WT_LEN);
-	p = chl_put_varint(p, l->sizes);
+	p = chl_put_len_head(p, 2, l->sizes);
 	for (size_t i = 0; i < n; i++) {
 		p = chl_put_varint(p, d[i].len);
 	}
@@ -285,13 +280,11 @@ chl_request_pack(const Chan__V1__Request *q, bool batch,
 	}
 	h = chl_req_head(q);
 	p = out + chan__v1__request__pack(&h, out);
-	p = chl_put_tag(p, CHL_F_REQ_SEND, CHL_WT_LEN);
-	p = chl_put_varint(p, chl_send_body(s, &l, lay != NULL));
+	p = chl_put_len_head(p, CHL_F_REQ_SEND, chl_send_body(s, &l, lay != NULL));
 	if (s->name != NULL) {
 		size_t len = strlen(s->name);
 
-		p = chl_put_tag(p, 1, CHL_WT_LEN);
-		p = chl_put_varint(p, len);
+		p = chl_put_len_head(p, 1, len);
 		memcpy(p, s->name, len);
 		p += len;
 	}
@@ -303,8 +296,7 @@ chl_request_pack(const Chan__V1__Request *q, bool batch,
 		p = chl_put_tag(p, 4, CHL_WT_VARINT);
 		p = chl_put_varint(p, s->sender);
 	}
-	p = chl_put_tag(p, CHL_F_SEND_BATCH, CHL_WT_LEN);
-	p = chl_put_varint(p, l.body);
+	p = chl_put_len_head(p, CHL_F_SEND_BATCH, l.body);
 	p = chl_batch_write_data(p, &l, s->data, s->n_data);
 	return ((size_t)(p - out));
 }
