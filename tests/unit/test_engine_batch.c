@@ -788,6 +788,62 @@ START_TEST(recv_batch_answer_idempotent_repeat)
 }
 END_TEST
 
+/* ---- the daemon's own bound on an answer (64 MiB of payload) ------------- */
+
+#define BIG_MSG (4u << 20)
+
+static void
+setup_big(void)
+{
+	chd_engine_opts o;
+
+	th_reset();
+	chd_engine_opts_default(&o);
+	o.workers = 2;
+	o.max_message_size = BIG_MSG;
+	o.max_batch = 64;
+	o.max_memory = 0;
+	ck_assert_int_eq(chd_engine_start(&o, &E), 0);
+	chd_engine_conn_open(E, 1, 1001);
+}
+
+/* Without max_bytes, 20 x 4 MiB queued: one recv of up to 64 takes 16 (64 MiB). */
+START_TEST(answer_bounded_to_64_mib)
+{
+	uint8_t            *buf = malloc(BIG_MSG);
+	ProtobufCBinaryData d[4];
+	Chan__V1__Send      s;
+	Chan__V1__Recv      rv;
+	Chan__V1__Request   m;
+	Chan__V1__Response *r;
+	treq               *t;
+
+	ck_assert_ptr_nonnull(buf);
+	memset(buf, 'b', BIG_MSG);
+	for (size_t i = 0; i < 4; i++) {
+		d[i].data = buf;
+		d[i].len = BIG_MSG;
+	}
+	for (int k = 0; k < 5; k++) {
+		m = send_req(&s, NULL, "big");
+		s.data = d;
+		s.n_data = 4;
+		expect_status(submit(1, &m), CHAN_OK);
+	}
+	m = recv_req(&rv, "big", 64, 0, 0, false);
+	t = submit(1, &m);
+	expect_status(t, CHAN_OK);
+	r = answer(t);
+	ck_assert_uint_eq(r->recv->n_messages, 16);
+	/* A smaller max_bytes still wins: 2 messages of the 4 left. */
+	m = recv_req(&rv, "big", 64, 2 * BIG_MSG, 0, false);
+	t = submit(1, &m);
+	expect_status(t, CHAN_OK);
+	ck_assert_uint_eq(answer(t)->recv->n_messages, 2);
+	free(buf);
+}
+END_TEST
+
 static Suite *
 engine_batch_suite(void)
 {
@@ -811,6 +867,11 @@ engine_batch_suite(void)
 	tcase_add_test(tc, recv_batch_answer_form);
 	tcase_add_test(tc, recv_batch_answer_redelivered);
 	tcase_add_test(tc, recv_batch_answer_idempotent_repeat);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("answer_bound");
+	tcase_add_checked_fixture(tc, setup_big, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, answer_bounded_to_64_mib);
 	suite_add_tcase(s, tc);
 	return (s);
 }
