@@ -484,6 +484,8 @@ chd_ctx_request(chd_tctx *c, nng_msg *m)
 	chl_capped_alloc_init(&r->alloc, t->decode_cap);
 	/* Payloads stay in m (no copy): the request frees m when it is freed. */
 	chl_capped_alloc_borrow(&r->alloc, m, chd_nng_msg_free);
+	/* and big ones may stay there while queued (channel.c, chd_rxbuf). */
+	chl_capped_alloc_input_bytes(&r->alloc, nng_msg_body(m), nng_msg_len(m));
 	r->msg = chl_request_decode(&r->alloc, nng_msg_body(m), nng_msg_len(m));
 	if (r->msg == NULL) {
 		free(r);

@@ -76,10 +76,39 @@ chl_capped_alloc_init(chl_capped_alloc *ca, size_t cap)
 	ca->left = 0;
 	ca->input_free = NULL;
 	ca->input = NULL;
+	ca->input_bytes = NULL;
+	ca->input_len = 0;
 }
 
 void
 chl_capped_alloc_borrow(chl_capped_alloc *ca, void *input, void (*input_free)(void *))
+{
+	ca->input = input;
+	ca->input_free = input_free;
+}
+
+void
+chl_capped_alloc_input_bytes(chl_capped_alloc *ca, const void *bytes, size_t len)
+{
+	ca->input_bytes = bytes;
+	ca->input_len = len;
+}
+
+bool
+chl_capped_alloc_take_input(chl_capped_alloc *ca, void **input, void (**input_free)(void *))
+{
+	if (ca->input_free == NULL) {
+		return (false);
+	}
+	*input = ca->input;
+	*input_free = ca->input_free;
+	ca->input = NULL;
+	ca->input_free = NULL;
+	return (true);
+}
+
+void
+chl_capped_alloc_return_input(chl_capped_alloc *ca, void *input, void (*input_free)(void *))
 {
 	ca->input = input;
 	ca->input_free = input_free;
@@ -110,6 +139,8 @@ chl_capped_alloc_release(chl_capped_alloc *ca)
 	}
 	ca->input_free = NULL;
 	ca->input = NULL;
+	ca->input_bytes = NULL;
+	ca->input_len = 0;
 }
 
 Chan__V1__Request *

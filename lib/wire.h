@@ -38,6 +38,9 @@ typedef struct chl_capped_alloc {
 	/* The input buffer, kept (see chl_capped_alloc_borrow); NULL: none. */
 	void             (*input_free)(void *);
 	void              *input;
+	/* Where the input's bytes are (chl_capped_alloc_input_bytes); NULL: unknown. */
+	const uint8_t     *input_bytes;
+	size_t             input_len;
 } chl_capped_alloc;
 
 void chl_capped_alloc_init(chl_capped_alloc *ca, size_t cap);
@@ -49,6 +52,30 @@ void chl_capped_alloc_init(chl_capped_alloc *ca, size_t cap);
  * decode fails). ca owns input from this call on, whatever happens.
  */
 void chl_capped_alloc_borrow(chl_capped_alloc *ca, void *input, void (*input_free)(void *));
+/*
+ * Tells ca where the borrowed input's bytes are, so that a new owner can
+ * tell which decoded fields point into them (chl_capped_alloc_in_input)
+ * and keep the input past the decoded message (chl_capped_alloc_take_input).
+ */
+void chl_capped_alloc_input_bytes(chl_capped_alloc *ca, const void *bytes, size_t len);
+/* Whether p[0..len) lies in the borrowed input's bytes. */
+static inline bool
+chl_capped_alloc_in_input(const chl_capped_alloc *ca, const void *p, size_t len)
+{
+	const uint8_t *b = ca->input_bytes, *q = p;
+
+	return (b != NULL && ca->input_free != NULL && q >= b && len <= ca->input_len &&
+	    (size_t) (q - b) <= ca->input_len - len);
+}
+/*
+ * Takes the borrowed input over: ca no longer frees it, and the caller
+ * must free it (*input_free)(*input) once nothing points into it any
+ * more; the decoded message's bytes fields may still point there. false:
+ * ca has no input.
+ */
+bool chl_capped_alloc_take_input(chl_capped_alloc *ca, void **input, void (**input_free)(void *));
+/* Gives an input taken with chl_capped_alloc_take_input back to ca. */
+void chl_capped_alloc_return_input(chl_capped_alloc *ca, void *input, void (*input_free)(void *));
 /* Gives back everything allocated through ca (after a decode that failed). */
 void chl_capped_alloc_release(chl_capped_alloc *ca);
 

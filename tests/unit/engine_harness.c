@@ -31,6 +31,7 @@ th_reset(void)
 	next_id = 0;
 	pthread_mutex_unlock(&mtx);
 	force_client = force_id = 0;
+	th_lend_input = true;
 }
 
 void
@@ -78,12 +79,30 @@ test_reply(chd_req *r, const Chan__V1__Response *resp)
 	pthread_mutex_unlock(&mtx);
 }
 
+/* Request buffers the engine has freed (engine_harness.h). */
+atomic_uint th_inputs_freed;
+bool        th_lend_input = true;
+
+/* A request buffer: its treq, then the bytes (aligned as malloc's). */
+#define TH_INPUT_HEAD 16
+
+static void
+th_input_free(void *input)
+{
+	treq *t;
+
+	memcpy(&t, input, sizeof(t));
+	atomic_store(&t->input_freed, true);
+	free(input);
+	atomic_fetch_add(&th_inputs_freed, 1);
+}
+
 treq *
 submit(uint32_t conn, Chan__V1__Request *m)
 {
 	treq    *t = calloc(1, sizeof(*t));
 	size_t   len;
-	uint8_t *buf;
+	uint8_t *buf, *input;
 
 	ck_assert_ptr_nonnull(t);
 	m->has_id = true;
@@ -96,11 +115,19 @@ submit(uint32_t conn, Chan__V1__Request *m)
 	}
 	t->id = m->id;
 	len = chan__v1__request__get_packed_size(m);
-	buf = malloc(len + 1);
+	input = malloc(TH_INPUT_HEAD + len + 1);
+	ck_assert_ptr_nonnull(input);
+	memcpy(input, &t, sizeof(t));
+	buf = input + TH_INPUT_HEAD;
 	chan__v1__request__pack(m, buf);
 	chl_capped_alloc_init(&t->req.alloc, 64u << 20);
+	/* As the transport does: payloads point into buf, and big ones stay
+	 * there while queued; the engine frees it when nothing needs it. */
+	chl_capped_alloc_borrow(&t->req.alloc, input, th_input_free);
+	if (th_lend_input) {
+		chl_capped_alloc_input_bytes(&t->req.alloc, buf, len);
+	}
 	t->req.msg = chl_request_decode(&t->req.alloc, buf, len);
-	free(buf);
 	ck_assert_ptr_nonnull(t->req.msg);
 	t->req.conn = conn;
 	t->req.reply = test_reply;

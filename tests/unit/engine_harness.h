@@ -8,6 +8,7 @@
 #ifndef CHAN_ENGINE_HARNESS_H
 #define CHAN_ENGINE_HARNESS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,12 +23,20 @@ typedef struct treq {
 	uint64_t            id;
 	Chan__V1__Response *resp;
 	struct treq        *all_next;
+	atomic_bool         input_freed; /* the engine freed its request buffer */
 } treq;
 
 extern chd_engine *E;                     /* the test's engine */
 extern uint64_t    force_client, force_id; /* idempotency tests: fixed ids */
 extern int         th_answer_ms;          /* answer() waits this long (10 s) */
 extern uint32_t    th_stat_conn;          /* stat_of() asks on it (1) */
+/* Request buffers freed so far (submit lends each to its request, as the
+ * transport does; big payloads keep theirs while queued). */
+extern atomic_uint th_inputs_freed;
+/* false: submit does not say where the request's bytes are, so every
+ * payload is copied into the slabs (the slab tests want that); true by
+ * default, and again after th_reset. */
+extern bool th_lend_input;
 
 /* Forgets the requests of the last test and the forced ids. */
 void th_reset(void);

@@ -788,6 +788,197 @@ START_TEST(recv_batch_answer_idempotent_repeat)
 }
 END_TEST
 
+/* ---- big payloads stay in the request buffer they came in ---------------- */
+
+/* A Send (list form) of n payloads, each of sizes[i] bytes of fill[i]. */
+static treq *
+r_send_sized(uint32_t conn, const char *name, const size_t *sizes, const char *fill, size_t n,
+    uint8_t *store)
+{
+	ProtobufCBinaryData d[8];
+	Chan__V1__Send      s;
+	Chan__V1__Request   m = send_req(&s, NULL, name);
+	size_t              off = 0;
+
+	ck_assert_uint_le(n, 8);
+	for (size_t i = 0; i < n; i++) {
+		memset(store + off, fill[i], sizes[i]);
+		d[i].data = store + off;
+		d[i].len = sizes[i];
+		off += sizes[i];
+	}
+	s.data = d;
+	s.n_data = n;
+	return (submit(conn, &m));
+}
+
+/* A Recv of one message that confirms `confirm` (0: none) first. */
+static treq *
+r_recv_confirm(uint32_t conn, const char *name, uint64_t confirm)
+{
+	Chan__V1__Recv    rv;
+	Chan__V1__Request m = recv_req(&rv, name, 1, 0, 0, false);
+
+	m.n_confirm = confirm != 0;
+	m.confirm = &confirm;
+	return (submit(conn, &m));
+}
+
+/* t's answer is one message of len bytes of c; returns its delivery. */
+static uint64_t
+expect_one(treq *t, size_t len, char c, bool redelivered)
+{
+	Chan__V1__Response *r = answer(t);
+	Chan__V1__Message  *m;
+
+	expect_status(t, CHAN_OK);
+	ck_assert_uint_eq(r->recv->n_messages, 1);
+	m = r->recv->messages[0];
+	ck_assert_uint_eq(m->data.len, len);
+	for (size_t i = 0; i < len; i++) {
+		ck_assert_msg(m->data.data[i] == (uint8_t) c, "byte %zu is %d, wanted '%c'", i,
+		    m->data.data[i], c);
+	}
+	ck_assert_int_eq(m->redelivered, redelivered);
+	ck_assert(r->has_delivery);
+	return (r->delivery);
+}
+
+static treq *
+r_delete(uint32_t conn, const char *name)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Delete  d = CHAN__V1__DELETE__INIT;
+
+	d.name = (char *) name;
+	m.op_case = CHAN__V1__REQUEST__OP_DELETE;
+	m.delete_ = &d;
+	return (submit(conn, &m));
+}
+
+static uint64_t
+stats_bytes(void)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Stats   st = CHAN__V1__STATS__INIT;
+	treq             *t;
+
+	m.op_case = CHAN__V1__REQUEST__OP_STATS;
+	m.stats = &st;
+	t = submit(1, &m);
+	expect_status(t, CHAN_OK);
+	return (answer(t)->stats->bytes);
+}
+
+/*
+ * Payloads of CHD_BORROW_MIN (512) bytes and more are kept in their
+ * request's buffer, which the engine frees when the last of them is
+ * confirmed; small ones are copied. The data stays intact throughout.
+ */
+START_TEST(big_payloads_keep_their_buffer_until_the_last_goes)
+{
+	static uint8_t store[4096];
+	const size_t   sizes[] = { 600, 5, 900 };
+	treq          *t, *small;
+	uint64_t       d;
+
+	t = r_send_sized(1, "bb", sizes, "abc", 3, store);
+	expect_status(t, CHAN_OK);
+	small = r_send_sized(1, "bb", sizes + 1, "s", 1, store);
+	expect_status(small, CHAN_OK);
+	ck_assert(atomic_load(&small->input_freed)); /* copied: freed with its request */
+	ck_assert(!atomic_load(&t->input_freed));
+	d = expect_one(r_recv_confirm(2, "bb", 0), 600, 'a', false);
+	d = expect_one(r_recv_confirm(2, "bb", d), 5, 'b', false);
+	ck_assert(!atomic_load(&t->input_freed));
+	d = expect_one(r_recv_confirm(2, "bb", d), 900, 'c', false);
+	ck_assert(!atomic_load(&t->input_freed)); /* in custody still */
+	ck_assert_uint_eq(stat_of("bb")->depth, 1);
+	d = expect_one(r_recv_confirm(2, "bb", d), 5, 's', false);
+	/* The confirm ran on the channel's shard before the stat did. */
+	ck_assert_uint_eq(stat_of("bb")->in_flight, 1);
+	ck_assert(atomic_load(&t->input_freed));
+	expect_status(r_recv_confirm(2, "bb", d), CHAN_EMPTY);
+	ck_assert_uint_eq(stats_bytes(), 0);
+}
+END_TEST
+
+/* A big payload among many small ones is copied like them: keeping the
+ * request for it would keep all their bytes too. */
+START_TEST(big_payload_among_small_ones_is_copied)
+{
+	static uint8_t store[4096];
+	const size_t   sizes[] = { 600, 100, 100, 100, 100, 100, 100, 100 };
+	treq          *t;
+
+	t = r_send_sized(1, "bc", sizes, "abcdefgh", 8, store);
+	expect_status(t, CHAN_OK);
+	ck_assert(atomic_load(&t->input_freed));
+	(void) expect_one(r_recv_confirm(2, "bc", 0), 600, 'a', false);
+	ck_assert_uint_eq(stats_bytes(), 1300);
+}
+END_TEST
+
+/* Given back (the holder's connection closed) and deleted, borrowed payloads stay intact. */
+START_TEST(big_payloads_redelivered_then_deleted)
+{
+	static uint8_t store[4096];
+	const size_t   sizes[] = { 700, 800 };
+	treq          *t;
+
+	t = r_send_sized(1, "br", sizes, "xy", 2, store);
+	expect_status(t, CHAN_OK);
+	(void) expect_one(r_recv_confirm(3, "br", 0), 700, 'x', false);
+	chd_engine_conn_close(E, 3);
+	(void) expect_one(r_recv_confirm(4, "br", 0), 700, 'x', true);
+	ck_assert(!atomic_load(&t->input_freed));
+	expect_status(r_delete(1, "br"), CHAN_OK);
+	ck_assert(atomic_load(&t->input_freed));
+	ck_assert_uint_eq(stats_bytes(), 0);
+}
+END_TEST
+
+/*
+ * max-memory counts a kept buffer whole. When that would not fit but the
+ * payloads alone do, they are copied instead and the send still succeeds.
+ */
+START_TEST(big_payloads_copied_when_their_buffer_passes_max_memory)
+{
+	static uint8_t store[4096];
+	const size_t   sizes[] = { 600, 600 };
+	treq          *t;
+
+	t = r_send_sized(1, "bm", sizes, "pq", 2, store);
+	expect_status(t, CHAN_OK);
+	ck_assert(atomic_load(&t->input_freed));
+	ck_assert_uint_eq(stats_bytes(), 1200);
+	(void) expect_one(r_recv_confirm(2, "bm", 0), 600, 'p', false);
+	/* Nothing more fits: refused, and nothing kept. */
+	t = r_send_sized(1, "bm", sizes, "zz", 1, store);
+	expect_status(t, CHAN_RESOURCE_EXHAUSTED);
+	ck_assert(atomic_load(&t->input_freed));
+	ck_assert_uint_eq(stat_of("bm")->depth, 1);
+}
+END_TEST
+
+static void
+setup_tight(void)
+{
+	chd_engine_opts o;
+
+	th_reset();
+	chd_engine_opts_default(&o);
+	o.workers = 2;
+	o.max_message_size = MAX_MSG;
+	o.max_batch = MAX_BATCH;
+	o.auto_create = true;
+	o.max_memory = 1205; /* both payloads (1200), not their request (more) */
+	ck_assert_int_eq(chd_engine_start(&o, &E), 0);
+	for (uint32_t c = 1; c <= 8; c++) {
+		chd_engine_conn_open(E, c, (int) (1000 + c));
+	}
+}
+
 /* ---- the daemon's own bound on an answer (64 MiB of payload) ------------- */
 
 #define BIG_MSG (4u << 20)
@@ -867,6 +1058,14 @@ engine_batch_suite(void)
 	tcase_add_test(tc, recv_batch_answer_form);
 	tcase_add_test(tc, recv_batch_answer_redelivered);
 	tcase_add_test(tc, recv_batch_answer_idempotent_repeat);
+	tcase_add_test(tc, big_payloads_keep_their_buffer_until_the_last_goes);
+	tcase_add_test(tc, big_payloads_redelivered_then_deleted);
+	tcase_add_test(tc, big_payload_among_small_ones_is_copied);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("borrow_max_memory");
+	tcase_add_checked_fixture(tc, setup_tight, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, big_payloads_copied_when_their_buffer_passes_max_memory);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("answer_bound");
 	tcase_add_checked_fixture(tc, setup_big, teardown);
