@@ -235,6 +235,16 @@ out:
 
 /* ---- workload 2: streaming through client-side batching ---------------- */
 
+/*
+ * One call in STREAM_SAMPLE (chosen at random, the same sequence for both
+ * systems) is timed: two clock reads cost 82 ns on the CI VM (41 ns each),
+ * more than libchan's own work per buffered send, and timing every call
+ * measured the bench as much as the library. Random rather than every
+ * Nth, so that calls that block at batch boundaries are not over- or
+ * under-sampled.
+ */
+#define STREAM_SAMPLE 16
+
 typedef struct stream {
 	flow         *f;
 	bench_client *c;
@@ -248,20 +258,26 @@ stream_producer(void *arg)
 	unsigned char *buf = malloc(f->size + 1);
 	bench_lat lat;
 
-	bench_lat_init(&lat, f->count + 1);
+	bench_lat_init(&lat, f->count / STREAM_SAMPLE + 16);
 	memset(buf, 'x', f->size + 1);
 	pthread_barrier_wait(&f->start);
-	for (uint64_t i = 0; i < f->count && !f->failed; i++) {
-		uint64_t a;
+	for (uint64_t i = 0, rng = 0x9e3779b97f4a7c15u; i < f->count && !f->failed; i++) {
+		uint64_t a = 0;
+		bool     timed;
 
 		stamp(buf, f->size, 0, i);
-		a = bench_now_ns();
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		if ((timed = rng % STREAM_SAMPLE == 0))
+			a = bench_now_ns();
 		if (f->ops->pipe_send(sp->c, f->ch, buf, f->size,
 		    f->batch) != 0) {
 			flow_fail(f, "send", f->ops->error(sp->c));
 			break;
 		}
-		bench_lat_add(&lat, bench_now_ns() - a);
+		if (timed)
+			bench_lat_add(&lat, bench_now_ns() - a);
 	}
 	if (!f->failed && f->ops->pipe_flush(sp->c, f->ch) != 0)
 		flow_fail(f, "flush", f->ops->error(sp->c));
