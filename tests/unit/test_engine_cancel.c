@@ -7,6 +7,7 @@
  * comes; unknown ids change nothing; bad Cancels are INVALID_ARGUMENT.
  */
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,6 +409,111 @@ START_TEST(test_cancel_is_per_client)
 }
 END_TEST
 
+/* ---- races -------------------------------------------------------------- */
+
+/* One request submitted from its own thread. */
+typedef struct racer {
+	int         what; /* 0: recv, 1: cancel, 2: send */
+	const char *name;
+	uint64_t    id;   /* cancel: the id named */
+	treq       *t;
+} racer;
+
+static void *
+racer_main(void *arg)
+{
+	racer *rc = arg;
+
+	if (rc->what == 0) {
+		rc->t = r_recv(1, rc->name, -1);
+	} else if (rc->what == 1) {
+		rc->t = r_cancel(1, &rc->id, 1);
+	} else {
+		rc->t = r_send(2, rc->name, "m", 0);
+	}
+	return (NULL);
+}
+
+static void
+race(racer *a, racer *b)
+{
+	pthread_t ta, tb;
+
+	ck_assert_int_eq(pthread_create(&ta, NULL, racer_main, a), 0);
+	ck_assert_int_eq(pthread_create(&tb, NULL, racer_main, b), 0);
+	ck_assert_int_eq(pthread_join(ta, NULL), 0);
+	ck_assert_int_eq(pthread_join(tb, NULL), 0);
+}
+
+/*
+ * A recv and the Cancel naming it, submitted at once: whichever the
+ * engine sees first (the Cancel: a tombstone; the recv: marked while on
+ * its way, or parked), the recv ends "cancelled" and nothing stays.
+ */
+START_TEST(test_cancel_races_its_request)
+{
+	char                name[32];
+	Chan__V1__Response *r;
+
+	for (int i = 0; i < 200; i++) {
+		racer rv = { 0, name, 0, NULL }, cn = { 1, name, 0, NULL };
+
+		snprintf(name, sizeof(name), "rr%d", i);
+		cn.id = 10000 + (uint64_t) i;
+		force_id = cn.id; /* both carry it; a Cancel's own id is unused */
+		race(&rv, &cn);
+		force_id = 0;
+		expect_status(cn.t, CHAN_OK);
+		expect_cancelled(rv.t);
+		/* No channel at all when the Cancel came first. */
+		r = answer(r_stat(1, name));
+		if (r->status != CHAN__V1__STATUS__NOT_FOUND) {
+			ck_assert_int_eq(r->status, CHAN__V1__STATUS__OK);
+			ck_assert_uint_eq(r->stat->blocked_receivers, 0);
+			ck_assert(!r->stat->receiver_attached);
+		}
+	}
+}
+END_TEST
+
+/*
+ * A parked recv, a send and the Cancel at once: the recv ends cancelled
+ * or with the message (answered before the Cancel came); either way the
+ * message ends up queued, nothing in custody.
+ */
+START_TEST(test_cancel_races_delivery)
+{
+	char                   name[32];
+	Chan__V1__ChannelInfo *ci;
+	int                    got = 0;
+
+	for (int i = 0; i < 200; i++) {
+		racer rv = { 0, name, 0, NULL }, cn = { 1, name, 0, NULL };
+		racer sd = { 2, name, 0, NULL };
+		chan_status st;
+
+		snprintf(name, sizeof(name), "rd%d", i);
+		racer_main(&rv);
+		wait_blocked(name, 0, 1);
+		cn.id = rv.t->id;
+		race(&sd, &cn);
+		expect_status(sd.t, CHAN_OK);
+		expect_status(cn.t, CHAN_OK);
+		st = (chan_status) answer(rv.t)->status;
+		ck_assert_msg(st == CHAN_OK || st == CHAN_UNAVAILABLE,
+		    "recv: %s", chan_status_name(st));
+		got += st == CHAN_OK;
+		ci = stat_of(name);
+		ck_assert_uint_eq(ci->in_flight, 0);
+		ck_assert_uint_eq(ci->depth, 1);
+		ck_assert_uint_eq(ci->blocked_receivers, 0);
+		/* Handed out (to the recv) means given back, redelivered. */
+		ck_assert_uint_eq(ci->total_redelivered, ci->total_received);
+	}
+	(void) got;
+}
+END_TEST
+
 /* ---- bad input ---------------------------------------------------------- */
 
 START_TEST(test_cancel_bad_input)
@@ -458,6 +564,8 @@ cancel_suite(void)
 	tcase_add_test(tc, test_cancel_before_request);
 	tcase_add_test(tc, test_cancel_unknown_changes_nothing);
 	tcase_add_test(tc, test_cancel_is_per_client);
+	tcase_add_test(tc, test_cancel_races_its_request);
+	tcase_add_test(tc, test_cancel_races_delivery);
 	tcase_add_test(tc, test_cancel_bad_input);
 	suite_add_tcase(s, tc);
 	return (s);
