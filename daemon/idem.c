@@ -450,10 +450,14 @@ idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_answer *a,
 	chd_idem_stripe *t = stripe_of(e->idem, call->client);
 	chd_idem_entry  *ent;
 	chd_req         *outer;
-	bool             cancelled = atomic_load(&call->cancelled);
+	bool             cancelled;
 	bool             withdrawn = false; /* answer "cancelled" instead */
 
 	pthread_mutex_lock(&t->mtx);
+	/* Under the lock, as a Cancel sets it: either that Cancel saw the
+	 * call running (and we see the mark), or it sees our cached answer
+	 * and gives its custody back itself. */
+	cancelled = atomic_load(&call->cancelled);
 	outer = call->outer;
 	ent = entry_find(t, call->client, call->id);
 	if (ent != NULL && ent->call != call) {
