@@ -460,6 +460,9 @@ chd_need_of(const Chan__V1__Request *q, chd_need *need)
 	switch (q->op_case) {
 	case CHAN__V1__REQUEST__OP_HELLO:
 	case CHAN__V1__REQUEST__OP_PING:
+	/* Acts only on the client's own earlier requests, each of which
+	 * was checked when it came. */
+	case CHAN__V1__REQUEST__OP_CANCEL:
 		break;
 	case CHAN__V1__REQUEST__OP_STATS:
 		CHD_NEED(CHD_ACC_INFO, "read daemon stats", "");

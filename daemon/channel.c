@@ -99,6 +99,8 @@ typedef struct chd_delivery {
  * custody they count against a bounded channel's capacity.
  */
 typedef struct chd_lease {
+	chd_hnode         hn;    /* sh->leases, by (client, id); first */
+	uint64_t          client, id; /* the recv that took it (0: none) */
 	struct chd_lease *next, *prev;
 	chd_chan         *ch;
 	chd_shard        *sh;
@@ -160,7 +162,7 @@ struct chd_chan {
 
 static void       chan_pump(chd_shard *sh, chd_chan *ch);
 static chd_lease *lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head,
-    uint32_t conn, uint64_t ms);
+    uint32_t conn, uint64_t ms, const chd_req *r);
 
 /* ---- the per-connection index (chd_connrec) ----------------------------- */
 
@@ -376,6 +378,9 @@ lease_free(chd_lease *l)
 	}
 	if (l->next != NULL) {
 		l->next->prev = l->prev;
+	}
+	if (l->client != 0) {
+		chd_htab_remove(&l->sh->leases, &l->hn);
 	}
 	if (l->timer != NULL) {
 		chd_shard_timer_free(l->sh, l->timer);
@@ -1086,7 +1091,7 @@ chd_chan_deliver(chd_shard *sh, chd_chan *ch, chd_req *r, uint32_t conn,
 		chd_msg *head = d->head;
 		uint64_t bytes = d->bytes;
 		free(d);
-		if (lease_new(sh, ch, head, conn, lease_ms) == NULL) {
+		if (lease_new(sh, ch, head, conn, lease_ms, r) == NULL) {
 			/* Cannot time it: undo, the answer fails. */
 			last->next = ch->qhead;
 			ch->qhead = head;
@@ -1330,10 +1335,23 @@ lease_expired_cb(evutil_socket_t fd, short what, void *arg)
 	chd_shard_timer_end(sh);
 }
 
-/* A new lease on msgs (a chain by seq) for ms; NULL without memory. */
+/* The bucket of the leases taken by request (client, id). */
+static uint64_t
+lease_hash(uint64_t client, uint64_t id)
+{
+	uint64_t x = (client ^ id) * 0x9E3779B97F4A7C15ull;
+
+	return (x ^ (x >> 32));
+}
+
+/*
+ * A new lease on msgs (a chain by seq) for ms, taken by request r (NULL:
+ * a delayed release); NULL without memory. A lease of a request with a
+ * client and id is indexed by them, so a Cancel of that request finds it.
+ */
 static chd_lease *
 lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head, uint32_t conn,
-    uint64_t ms)
+    uint64_t ms, const chd_req *r)
 {
 	chd_lease     *l;
 	struct timeval tv;
@@ -1351,6 +1369,13 @@ lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head, uint32_t conn,
 	l->sh = sh;
 	l->conn = conn;
 	l->head = head;
+	if (r != NULL && r->msg != NULL && r->msg->has_client &&
+	    r->msg->client != 0 && r->msg->has_id) {
+		l->client = r->msg->client;
+		l->id = r->msg->id;
+		l->hn.hash = lease_hash(l->client, l->id);
+		chd_htab_insert(&sh->leases, &l->hn);
+	}
 	for (chd_msg *m = head; m != NULL; m = m->next) {
 		ch->nleased++;
 		ch->leased_bytes += m->len;
@@ -1599,6 +1624,175 @@ chd_task_abort(chd_task *t, chan_status st, const char *msg)
 	}
 	chd_reply_err(e, t->req, st, "%s", msg);
 	task_finish(t);
+}
+
+/* ---- cancel (Request.cancel) ------------------------------------------- */
+
+/* Is parked task t (part of) request (client, id)? */
+static bool
+task_is(const chd_task *t, uint64_t client, uint64_t id)
+{
+	const Chan__V1__Request *m;
+
+	if (t->kind == CHD_T_ANY) {
+		/* Not a->req: another shard may be answering it right now. */
+		return (t->part->any->client == client && t->part->any->id == id);
+	}
+	m = t->req != NULL ? t->req->msg : NULL;
+	return (m != NULL && m->has_client && m->client == client &&
+	    m->has_id && m->id == id);
+}
+
+/* A parked task of (client, id) on sh, found from conn's record. */
+static chd_task *
+task_find(chd_shard *sh, uint64_t client, uint64_t id, uint32_t conn)
+{
+	chd_connrec *c = chd_shard_conn(sh, conn, false);
+	chd_task    *t;
+
+	for (t = c != NULL ? c->tasks : NULL; t != NULL; t = t->onext) {
+		if (task_is(t, client, id)) {
+			return (t);
+		}
+	}
+	if (sh->seen_lost) { /* some tasks could not be indexed */
+		for (t = sh->parked; t != NULL; t = t->snext) {
+			if (t->conn == conn && task_is(t, client, id)) {
+				return (t);
+			}
+		}
+	}
+	return (NULL);
+}
+
+/*
+ * Stops the tasks of (client, id) on sh like a connection close does for
+ * all of a connection's: out of their queues, timers freed, answered
+ * UNAVAILABLE. A recv_any part goes whole (all its tasks here) and
+ * answers the request when it is the first to claim it.
+ */
+static void
+cancel_tasks(chd_shard *sh, uint64_t client, uint64_t id, uint32_t conn,
+    chd_chan **touched)
+{
+	chd_task *t;
+
+	while ((t = task_find(sh, client, id, conn)) != NULL) {
+		if (t->kind == CHD_T_ANY) {
+			for (chd_task *q = t->part->tasks; q != NULL;
+			    q = q->anext) {
+				touch(touched, q->ch);
+			}
+		} else if (t->kind != CHD_T_CWAIT) {
+			touch(touched, t->ch);
+		}
+		chd_task_abort(t, CHAN_UNAVAILABLE, "cancelled");
+	}
+}
+
+/* Delivery id back to its channel, if it is still in client's custody. */
+static void
+cancel_delivery(chd_shard *sh, uint64_t id, uint64_t client,
+    chd_chan **touched)
+{
+	chd_hnode *n = NULL;
+
+	while ((n = chd_htab_find(&sh->deliveries, id, n)) != NULL) {
+		chd_delivery *d = (chd_delivery *) n;
+		if (d->id != id) {
+			continue;
+		}
+		if (d->client == client) {
+			touch(touched, d->ch);
+			delivery_give_back(sh, d);
+		}
+		return;
+	}
+}
+
+/* The leases request (client, id) took go back, as Release does. */
+static void
+cancel_leases(chd_shard *sh, uint64_t client, uint64_t id,
+    chd_chan **touched)
+{
+	chd_hnode *n = NULL;
+
+	while ((n = chd_htab_find(&sh->leases, lease_hash(client, id), n)) !=
+	    NULL) {
+		chd_lease *l = (chd_lease *) n;
+		if (l->client != client || l->id != id) {
+			continue;
+		}
+		touch(touched, l->ch);
+		lease_give_back(l); /* unlinks n: look again from the top */
+		n = NULL;
+	}
+}
+
+void
+chd_chan_cancel(chd_shard *sh, uint64_t client, const chd_cancel_item *items,
+    size_t n)
+{
+	chd_chan *touched = NULL, *ch;
+
+	for (size_t i = 0; i < n; i++) {
+		const chd_cancel_item *it = &items[i];
+		if (it->running) {
+			cancel_tasks(sh, client, it->id, it->conn, &touched);
+		}
+		if (it->delivery != 0 &&
+		    it->delivery % (uint64_t) sh->e->n == (uint64_t) sh->idx) {
+			cancel_delivery(sh, it->delivery, client, &touched);
+		}
+		cancel_leases(sh, client, it->id, &touched);
+	}
+	while ((ch = touched) != NULL) {
+		touched = ch->tnext;
+		ch->touched = false;
+		ch->tnext = NULL;
+		if (ch->rhead == NULL && ch->grace_armed) {
+			/* Its receivers are gone: the holder's grace is kept
+			 * for the next consumer (as on a close). */
+			chan_grace_disarm(ch);
+		}
+		chan_pump(sh, ch); /* a sender behind a removed one may fit */
+	}
+}
+
+typedef struct chd_give_back {
+	uint64_t delivery, client;
+} chd_give_back;
+
+static void
+give_back_job(chd_shard *sh, void *arg)
+{
+	chd_give_back *g = arg;
+	chd_chan      *touched = NULL, *ch;
+
+	cancel_delivery(sh, g->delivery, g->client, &touched);
+	free(g);
+	while ((ch = touched) != NULL) {
+		touched = ch->tnext;
+		ch->touched = false;
+		ch->tnext = NULL;
+		chan_pump(sh, ch);
+	}
+}
+
+void
+chd_chan_post_give_back(chd_engine *e, uint64_t delivery, uint64_t client)
+{
+	chd_give_back *g = malloc(sizeof(*g));
+
+	if (g == NULL) {
+		return; /* stays in custody until the connection closes */
+	}
+	g->delivery = delivery;
+	g->client = client;
+	if (chd_shard_post(e->shards[delivery % (uint64_t) e->n], give_back_job,
+	    g) != 0) {
+		free(g);
+	}
 }
 
 /* ---- timers ------------------------------------------------------------- */
@@ -2135,7 +2329,7 @@ chd_op_release(chd_shard *sh, chd_req *r)
 		return;
 	}
 	/* Delayed: held (and counted) until the delay ends, then back. */
-	if (delay == 0 || (l = lease_new(sh, ch, m, 0, delay)) == NULL) {
+	if (delay == 0 || (l = lease_new(sh, ch, m, 0, delay, NULL)) == NULL) {
 		queue_give_back(ch, m);
 	} else {
 		l->delayed = true;

@@ -187,6 +187,33 @@ v_counter_wait(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
 	return (check_timeout(w->has_timeout_ms, w->timeout_ms, st, err, len));
 }
 
+static bool
+v_cancel(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
+    char *err, size_t len)
+{
+	const Chan__V1__Cancel *c = m->cancel;
+
+	*st = CHAN_INVALID_ARGUMENT;
+	if (!m->has_client || m->client == 0) {
+		snprintf(err, len, "cancel needs Request.client: a client "
+		    "cancels only its own requests");
+		return (false);
+	}
+	if (c->n_ids < 1 || c->n_ids > e->opts.max_batch) {
+		snprintf(err, len, "cancel takes 1 to %u request ids, not %zu",
+		    e->opts.max_batch, c->n_ids);
+		return (false);
+	}
+	for (size_t i = 0; i < c->n_ids; i++) {
+		if (c->ids[i] == 0) {
+			snprintf(err, len, "cancel: request id %zu is 0; ids "
+			    "of requests start at 1", i + 1);
+			return (false);
+		}
+	}
+	return (true);
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 #define KEY_FN(field)                                                      \
@@ -265,6 +292,9 @@ static const chd_op_desc chd_ops[] = {
 	    key_counter_delete, NULL, chd_op_counter_delete, NULL, true },
 	OP(COUNTER_LIST) = { "counter list", CHD_ROUTE_ALL, NULL, NULL, NULL,
 	    chd_info_counter_list, false },
+	/* Not cached itself: doing it twice changes nothing. */
+	OP(CANCEL) = { "cancel", CHD_ROUTE_NONE, NULL, v_cancel, NULL,
+	    chd_idem_cancel, false },
 };
 #undef OP
 
@@ -640,6 +670,12 @@ op_job(chd_shard *sh, void *arg)
 	if (sh->shutdown) {
 		chd_reply_err(sh->e, r, CHAN_SHUTTING_DOWN,
 		    "daemon is shutting down");
+		return;
+	}
+	/* A Cancel that came between its cache entry and now: the Cancel's
+	 * job for this shard runs after this one and finds nothing. */
+	if (chd_idem_req_cancelled(r)) {
+		chd_reply_err(sh->e, r, CHAN_UNAVAILABLE, "cancelled");
 		return;
 	}
 	op_lookup(r->msg)->on_shard(sh, r);

@@ -155,6 +155,8 @@ struct chd_any {
 	chd_req      *req;
 	chd_engine   *e;
 	uint32_t      conn;
+	uint64_t      client, id; /* the request's (Cancel finds it by them;
+	                           * req may be answered and gone) */
 	int64_t       timeout_ms;
 	int           nparts;
 	chd_any_part *parts;
@@ -258,6 +260,8 @@ struct chd_shard {
 	chd_counters      *counters;
 	chd_task          *parked;    /* every parked task of this shard */
 	chd_htab           deliveries;
+	chd_htab           leases;     /* leases by the (client, id) of the
+	                                * recv that took them (Cancel) */
 	chd_htab           conns_seen; /* chd_connrec by conn */
 	bool               seen_lost;  /* a record could not be made:
 	                                * every close also walks it all */
@@ -503,5 +507,32 @@ void      chd_engine_dispatch(chd_engine *e, chd_req *r);
 
 /* Answers a parked task on shutdown / connection close (channel.c). */
 void chd_task_abort(chd_task *t, chan_status st, const char *msg);
+
+/* ---- cancel (idem.c, channel.c) ----------------------------------------- */
+
+/* One id of a Cancel, as the idempotency cache found it. */
+typedef struct chd_cancel_item {
+	uint64_t id;
+	uint32_t conn;     /* running: the connection its tasks park under */
+	bool     running;  /* parked or on its way: stop its tasks */
+	uint64_t delivery; /* answered, custody to give back (0: none) */
+} chd_cancel_item;
+
+/* Request.cancel (engine handler): marks, answers, posts the shard work. */
+void chd_idem_cancel(chd_engine *e, chd_req *r);
+/* Was r (an engine-owned request of the cache) cancelled? Lock-free. */
+bool chd_idem_req_cancelled(const chd_req *r);
+/* Was (client, id) cancelled (a running call or a tombstone)? */
+bool chd_idem_id_cancelled(chd_engine *e, uint64_t client, uint64_t id);
+/*
+ * On sh: stops the running items' tasks (UNAVAILABLE "cancelled"), gives
+ * back the items' deliveries owned by sh and releases their leases, then
+ * pumps the channels touched. Only what belongs to client.
+ */
+void chd_chan_cancel(chd_shard *sh, uint64_t client,
+    const chd_cancel_item *items, size_t n);
+/* Gives delivery back (a cancelled call's answer), if client's. Any thread. */
+void chd_chan_post_give_back(chd_engine *e, uint64_t delivery,
+    uint64_t client);
 
 #endif

@@ -39,6 +39,9 @@ typedef struct chd_idem_entry {
 	uint64_t       delivery; /* the answer's delivery, 0: none */
 	chan_status    status;   /* the answer's */
 	uint32_t       conn;     /* the connection it was answered on */
+	bool           cancelled; /* a tombstone: a Cancel named the id (no
+	                          * answer, no call); the request, when it
+	                          * comes (again), is answered "cancelled" */
 	chd_idem_call *call;     /* while running */
 } chd_idem_entry;
 
@@ -54,6 +57,7 @@ struct chd_idem_call {
 	chd_req    *outer; /* under idem.mtx */
 	chd_engine *e;
 	uint64_t    client, id;
+	atomic_bool cancelled; /* a Cancel named it while it ran */
 };
 
 typedef struct chd_idem_stripe {
@@ -353,6 +357,16 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 		 * connection-close jobs are queued ahead): receive afresh. */
 		entry_clear(ent);
 	}
+	if (ent->id == id && (ent->cancelled || (ent->call != NULL &&
+	    atomic_load(&ent->call->cancelled)))) {
+		/* Withdrawn by the client: never run it (again), and a repeat
+		 * of a cancelled running call does not take its answer. */
+		pthread_mutex_unlock(&t->mtx);
+		free(call);
+		atomic_fetch_add(&e->requests, 1);
+		reply_unavailable(r, id, "cancelled");
+		return (NULL);
+	}
 	if (ent->id == id && ent->answer != NULL) {
 		chd_answer *a = ent->answer;
 		uint64_t    reown = 0, delivery = ent->delivery;
@@ -384,6 +398,7 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 	call->e = e;
 	call->client = client;
 	call->id = id;
+	atomic_init(&call->cancelled, false);
 	call->outer = r;
 	call->inner = *r;
 	/* The allocator's state moves with the message it allocated. */
@@ -396,6 +411,14 @@ chd_idem_begin(chd_engine *e, chd_req *r)
 	ent->call = call;
 	pthread_mutex_unlock(&t->mtx);
 	return (&call->inner);
+}
+
+/* A recv in ack mode: its answer's messages are leased. */
+static bool
+cancel_leased(const Chan__V1__Request *m)
+{
+	return (m != NULL && m->op_case == CHAN__V1__REQUEST__OP_RECV &&
+	    m->recv != NULL && m->recv->has_lease_ms && m->recv->lease_ms > 0);
 }
 
 /* Answers that must not stick: a retry should do the work again. */
@@ -427,12 +450,36 @@ idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_answer *a,
 	chd_idem_stripe *t = stripe_of(e->idem, call->client);
 	chd_idem_entry  *ent;
 	chd_req         *outer;
+	bool             cancelled;
+	bool             withdrawn = false; /* answer "cancelled" instead */
 
 	pthread_mutex_lock(&t->mtx);
+	/* Under the lock, as a Cancel sets it: either that Cancel saw the
+	 * call running (and we see the mark), or it sees our cached answer
+	 * and gives its custody back itself. */
+	cancelled = atomic_load(&call->cancelled);
 	outer = call->outer;
 	ent = entry_find(t, call->client, call->id);
 	if (ent != NULL && ent->call != call) {
 		ent = NULL;
+	}
+	if (cancelled) {
+		/*
+		 * Cancelled while it ran. Answered with messages before the
+		 * Cancel reached its shard: they go back (a delivery here, a
+		 * lease by the Cancel's own shard job) and the caller, who
+		 * stopped waiting, is told "cancelled". Failed: stays failed.
+		 * Anything else (a send admitted, a wait satisfied) was done
+		 * and is cached as usual: a Cancel cannot undo it.
+		 */
+		withdrawn = st == CHAN_OK && (delivery != 0 ||
+		    cancel_leased(inner->msg));
+		if (ent != NULL && (withdrawn || !cacheable(st))) {
+			entry_clear(ent);
+			ent->id = call->id;
+			ent->cancelled = true;
+			ent = NULL;
+		}
 	}
 	if (conn_closing && ent != NULL && st == CHAN_UNAVAILABLE &&
 	    outer->conn != inner->conn) {
@@ -457,7 +504,13 @@ idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_answer *a,
 		}
 	}
 	pthread_mutex_unlock(&t->mtx);
-	if (a != NULL && (outer->reply_answer != NULL || resp == NULL)) {
+	if (withdrawn) {
+		if (delivery != 0) {
+			chd_chan_post_give_back(e, delivery, call->client);
+		}
+		chd_answer_unref(a);
+		reply_unavailable(outer, call->id, "cancelled");
+	} else if (a != NULL && (outer->reply_answer != NULL || resp == NULL)) {
 		send_answer(e, outer, a, st, delivery);
 	} else {
 		outer->reply(outer, resp);
@@ -465,6 +518,13 @@ idem_finish(chd_req *inner, const Chan__V1__Response *resp, chd_answer *a,
 	}
 	chl_request_free(&inner->alloc, inner->msg);
 	free(call);
+}
+
+bool
+chd_idem_req_cancelled(const chd_req *r)
+{
+	return (r->reply == idem_reply &&
+	    atomic_load(&((chd_idem_call *) r->owner)->cancelled));
 }
 
 static void
@@ -507,4 +567,142 @@ chd_idem_forget_delivery(chd_engine *e, uint64_t client, uint64_t delivery)
 		}
 	}
 	pthread_mutex_unlock(&t->mtx);
+}
+
+bool
+chd_idem_id_cancelled(chd_engine *e, uint64_t client, uint64_t id)
+{
+	chd_idem_stripe *t;
+	chd_idem_entry  *ent;
+	bool             cancelled = false;
+
+	if (e->idem == NULL || client == 0) {
+		return (false);
+	}
+	t = stripe_of(e->idem, client);
+	pthread_mutex_lock(&t->mtx);
+	if ((ent = entry_find(t, client, id)) != NULL) {
+		cancelled = ent->cancelled || (ent->call != NULL &&
+		    atomic_load(&ent->call->cancelled));
+	}
+	pthread_mutex_unlock(&t->mtx);
+	return (cancelled);
+}
+
+/* ---- Cancel ------------------------------------------------------------- */
+
+/* One Cancel's shard work, shared by every shard's job (counted). */
+typedef struct chd_cancel_work {
+	atomic_int      refs;
+	uint64_t        client;
+	size_t          n;
+	chd_cancel_item items[];
+} chd_cancel_work;
+
+static void
+cancel_work_unref(chd_cancel_work *w)
+{
+	if (atomic_fetch_sub(&w->refs, 1) == 1) {
+		free(w);
+	}
+}
+
+static void
+cancel_job(chd_shard *sh, void *arg)
+{
+	chd_cancel_work *w = arg;
+
+	chd_chan_cancel(sh, w->client, w->items, w->n);
+	cancel_work_unref(w);
+}
+
+/*
+ * What the cache knows of (client, id), for a Cancel (stripe lock held):
+ * a running call is marked (its tasks are stopped by the shard jobs; one
+ * not parked yet sees the mark when it starts), custody of an answer is
+ * given back, an id not seen yet gets a tombstone. True when found
+ * running or holding messages.
+ */
+static bool
+cancel_one(chd_idem_client *c, uint64_t id, chd_cancel_item *it)
+{
+	chd_idem_entry *ent = &c->ring[id % CHD_IDEM_KEEP];
+
+	memset(it, 0, sizeof(*it));
+	it->id = id;
+	if (ent->id == id) {
+		if (ent->call != NULL) {
+			atomic_store(&ent->call->cancelled, true);
+			it->running = true;
+			it->conn = ent->call->inner.conn;
+			return (true);
+		}
+		if (ent->answer != NULL && ent->delivery != 0) {
+			it->delivery = ent->delivery;
+			entry_clear(ent);
+			ent->id = id;
+			ent->cancelled = true;
+			return (true);
+		}
+		return (false); /* a tombstone, or a plain answer (kept) */
+	}
+	if (ent->id == 0 || ent->id < id) {
+		/* Not seen yet (or seen and forgotten: no harm). The slot's
+		 * older id stops being cached, as a new request would do. */
+		entry_clear(ent);
+		ent->id = id;
+		ent->cancelled = true;
+	}
+	return (false); /* else too old to know */
+}
+
+void
+chd_idem_cancel(chd_engine *e, chd_req *r)
+{
+	const Chan__V1__Cancel  *cm = r->msg->cancel;
+	uint64_t                 client = r->msg->client;
+	chd_idem_stripe         *t = stripe_of(e->idem, client);
+	chd_idem_client         *c;
+	chd_cancel_work         *w;
+	chd_resp                 a;
+	Chan__V1__ValueResult    vr = CHAN__V1__VALUE_RESULT__INIT;
+	int64_t                  found = 0;
+
+	if ((w = malloc(sizeof(*w) + cm->n_ids * sizeof(w->items[0]))) ==
+	    NULL) {
+		chd_reply_err(e, r, CHAN_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	w->client = client;
+	w->n = cm->n_ids;
+	atomic_init(&w->refs, e->n + 1);
+	pthread_mutex_lock(&t->mtx);
+	if ((c = client_get(t, client)) == NULL) {
+		pthread_mutex_unlock(&t->mtx);
+		free(w);
+		chd_reply_err(e, r, CHAN_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < cm->n_ids; i++) {
+		found += cancel_one(c, cm->ids[i], &w->items[i]);
+	}
+	pthread_mutex_unlock(&t->mtx);
+	/*
+	 * Every shard looks: the cache does not know where a call parked
+	 * (a recv_any spans shards) nor which shard holds a lease. After
+	 * the mark, so a call that parks later than its shard's job ran
+	 * has seen the mark first (chd_shard_post keeps order per shard).
+	 */
+	for (int i = 0; i < e->n; i++) {
+		if (chd_shard_post(e->shards[i], cancel_job, w) != 0) {
+			cancel_work_unref(w);
+		}
+	}
+	cancel_work_unref(w);
+	chd_resp_init(&a);
+	vr.has_value = true;
+	vr.value = found;
+	a.r.result_case = CHAN__V1__RESPONSE__RESULT_VALUE;
+	a.r.value = &vr;
+	chd_resp_send(e, r, &a, CHAN_OK);
 }

@@ -238,6 +238,12 @@ part_scan_job(chd_shard *sh, void *arg)
 		part_finish(p);
 		return;
 	}
+	/* Cancelled before this scan: the Cancel's job for this shard may
+	 * have run already and found nothing to stop here. */
+	if (a->client != 0 && chd_idem_id_cancelled(sh->e, a->client, a->id)) {
+		any_fail_part(p, CHAN_UNAVAILABLE, "cancelled");
+		return;
+	}
 	for (int i = 0; i < p->nnames; i++) {
 		if ((chans[i] = chd_chan_get(sh, p->names[i], true)) == NULL) {
 			if (sh->e->opts.auto_create) {
@@ -414,6 +420,10 @@ chd_any_submit(chd_engine *e, chd_req *r)
 	a->req = r;
 	a->e = e;
 	a->conn = r->conn;
+	if (r->msg->has_client && r->msg->has_id) {
+		a->client = r->msg->client;
+		a->id = r->msg->id;
+	}
 	a->timeout_ms = ra->has_timeout_ms ? ra->timeout_ms : -1;
 	atomic_init(&a->refs, a->nparts + 1);
 	atomic_init(&a->pending, a->nparts);

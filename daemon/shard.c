@@ -1016,6 +1016,7 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	pthread_mutex_init(&sh->tmr_mtx, NULL);
 	if (chd_htab_init(&sh->chans) != 0 ||
 	    chd_htab_init(&sh->deliveries) != 0 ||
+	    chd_htab_init(&sh->leases) != 0 ||
 	    chd_htab_init(&sh->conns_seen) != 0 ||
 	    (sh->counters = chd_counters_new(chd_counter_wake)) == NULL ||
 	    (sh->base = event_base_new()) == NULL ||
@@ -1053,6 +1054,7 @@ fail:
 	}
 	chd_htab_fini(&sh->chans);
 	chd_htab_fini(&sh->deliveries);
+	chd_htab_fini(&sh->leases);
 	chd_htab_fini(&sh->conns_seen);
 	pthread_mutex_destroy(&sh->mtx);
 	pthread_mutex_destroy(&sh->exec);
@@ -1106,6 +1108,7 @@ chd_shard_free(chd_shard *sh)
 	event_base_free(sh->base);
 	chd_htab_fini(&sh->chans);
 	chd_htab_fini(&sh->deliveries);
+	chd_htab_fini(&sh->leases);
 	seen_free_all(sh);
 	pthread_mutex_destroy(&sh->mtx);
 	pthread_mutex_destroy(&sh->exec);

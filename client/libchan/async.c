@@ -456,7 +456,14 @@ chan_aio_cb_nng(void *arg)
 		}
 		a->answer = nng_aio_get_msg(a->naio);
 		nng_aio_set_msg(a->naio, NULL);
-		a->link.clean = true;
+		if (!chan_call_answered(a->c, &a->link)) {
+			/* A Cancel named the call before its answer came:
+			 * the daemon gives the answer's messages back. */
+			nng_msg_free(a->answer);
+			a->answer = NULL;
+			chan_aio_end(a, chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+			return;
+		}
 		chan_aio_hop(a, CHAN_PH_ANSWER);
 		return;
 	case CHAN_PH_ANSWER:

@@ -159,7 +159,7 @@ chan_confirms_build(chan_exchange *x)
 }
 
 /* A fresh context on c's socket. */
-static int
+int
 chan_ctx_open(chan_client *c, nng_ctx *ctx)
 {
 	int rv;
@@ -213,8 +213,10 @@ chan_call_begin(chan_client *c, chan_exchange *x, chan_call_link *link, bool int
 
 	link->tag = NULL;
 	link->gen = 0;
+	link->req_id = x->req.id;
 	link->clean = false;
 	link->closed = false;
+	link->withdrawn = false;
 	pthread_mutex_lock(&c->mtx);
 	if (c->cancelled && !internal) {
 		pthread_mutex_unlock(&c->mtx);
@@ -375,7 +377,12 @@ chan_transfer(chan_client *c, chan_call_link *link, chan_exchange *x, int64_t lo
 		chan_confirms_build(x); /* the broken connection's deliveries are void */
 	}
 	if (rv == 0) {
-		link->clean = true;
+		if (!chan_call_answered(c, link)) {
+			/* Cancelled meanwhile, and the daemon told so. */
+			nng_msg_free(*answer);
+			*answer = NULL;
+			return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+		}
 		return (CHAN_OK);
 	}
 	if (rv == NNG_ETIMEDOUT) {
@@ -488,6 +495,7 @@ chan_exchange_answer(chan_client *c, chan_exchange *x, nng_msg *answer, int want
 static void
 chan_close_call(chan_client *c, chan_call_link *l)
 {
+	chan_cancel_note(c, l); /* the daemon is told too, when it can be */
 	nng_ctx_close(l->ctx); /* NNG_ECLOSED when already closed: fine */
 	l->closed = true;
 	c->stray = true;
@@ -507,6 +515,19 @@ chan_close_calls(chan_client *c, bool async_only)
 			chan_close_call(c, l);
 		}
 	}
+	chan_cancel_kick(c);
+}
+
+bool
+chan_call_answered(chan_client *c, chan_call_link *link)
+{
+	bool ok;
+
+	pthread_mutex_lock(&c->mtx);
+	ok = !link->withdrawn;
+	link->clean = ok;
+	pthread_mutex_unlock(&c->mtx);
+	return (ok);
 }
 
 void
@@ -540,8 +561,10 @@ chan_async_begin(chan_client *c, chan_exchange *x, chan_call_link *link, const c
 	link->tag = tag;
 	link->gen = gen;
 	link->aio = aio;
+	link->req_id = x->req.id;
 	link->clean = false;
 	link->closed = false;
+	link->withdrawn = false;
 	pthread_mutex_lock(&c->mtx);
 	if (c->cancelled || c->closing) {
 		pthread_mutex_unlock(&c->mtx);
@@ -639,6 +662,7 @@ chan_async_cancel(chan_client *c, const chan_aio *tag, uint64_t gen)
 			chan_close_call(c, l);
 		}
 	}
+	chan_cancel_kick(c);
 	pthread_mutex_unlock(&c->mtx);
 }
 
@@ -838,6 +862,7 @@ chan_hello(chan_client *c)
 	c->max_message_size = r->max_message_size;
 	c->max_batch = r->max_batch;
 	c->batch_form = r->has_batch_form && r->batch_form && chan_batch_form_wanted();
+	c->cancel_op = r->has_cancel && r->cancel;
 	c->server_version = strdup(r->server_version != NULL ? r->server_version : "");
 	if (c->server_version == NULL) {
 		s = chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory");
@@ -959,6 +984,11 @@ chan_disconnect(chan_client *c)
 		(void) chan_exchange_run(c, &x, 0, CHAN_GOODBYE_TIMEOUT_MS, true);
 		chan_exchange_fini(&x);
 	}
+	/* The Cancel of stopped calls must not be mid-write when the
+	 * socket closes (nng #1543 again): wait for its answer. */
+	pthread_mutex_lock(&c->mtx);
+	chan_cancel_settle(c);
+	pthread_mutex_unlock(&c->mtx);
 	if (stopped) {
 		nng_msleep(CHAN_SETTLE_MS);
 	}
@@ -968,6 +998,7 @@ chan_disconnect(chan_client *c)
 	pthread_mutex_destroy(&c->mtx);
 	free(c->idle);
 	free(c->pend);
+	free(c->cx_ids);
 	free(c->server_version);
 	free(c->url);
 	free(c);

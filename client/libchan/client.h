@@ -23,8 +23,11 @@ typedef struct chan_call_link {
 	nng_aio               *aio;
 	const chan_aio        *tag;    /* the async call it serves, or NULL (sync) */
 	uint64_t               gen;    /* which call of tag (chan_aio carries one after another) */
-	bool                   clean;  /* the exchange ended with an answer */
+	uint64_t               req_id; /* its Request.id (what a Cancel names) */
+	bool                   clean;  /* the exchange ended with an answer (under mtx) */
 	bool                   closed; /* chan_cancel closed ctx (under mtx) */
+	bool                   withdrawn; /* its id went into a Cancel: an answer
+	                                   * that still comes is dropped (under mtx) */
 } chan_call_link;
 
 /*
@@ -74,6 +77,7 @@ struct chan_client {
 	uint64_t         max_message_size;
 	uint32_t         max_batch;
 	bool             batch_form; /* Send.batch / Recv.batch (HelloResult.batch_form) */
+	bool             cancel_op;  /* the daemon knows Request.cancel (HelloResult.cancel) */
 	uint64_t         client_id;
 	_Atomic uint64_t next_id;
 
@@ -91,6 +95,19 @@ struct chan_client {
 	size_t           pend_cap;
 	chan_slot        slots[CHAN_SLOTS]; /* idle (ctx, aio) pairs */
 	size_t           nslots;
+
+	/*
+	 * Cancels (cancel.c): ids of stopped calls waiting to be named in a
+	 * Cancel request, and the one Cancel exchange in flight at a time
+	 * (fire and forget: its own aio and context, driven by callbacks).
+	 */
+	uint64_t        *cx_ids;
+	size_t           cx_n, cx_cap;
+	bool             cx_busy;   /* a Cancel is being sent or answered */
+	bool             cx_recv;   /* ... and its send is done */
+	bool             cx_open;   /* cx_ctx is open */
+	nng_aio         *cx_aio;
+	nng_ctx          cx_ctx;
 };
 
 /* One exchange: the request the caller filled, and the decoded answer. */
@@ -148,6 +165,29 @@ bool        chan_async_pause(chan_client *c, chan_call_link *link);
 void        chan_async_end(chan_client *c, chan_call_link *link, chan_exchange *x);
 /* Closes the context of call (tag, gen) if it is still in flight. */
 void        chan_async_cancel(chan_client *c, const chan_aio *tag, uint64_t gen);
+/*
+ * An answer arrived for link: true (now clean) unless a Cancel already
+ * named the call (then the caller drops the answer: the daemon gives its
+ * messages back, and the call ends "cancelled").
+ */
+bool        chan_call_answered(chan_client *c, chan_call_link *link);
+
+/*
+ * Cancels (cancel.c). c->mtx held for all three. chan_cancel_note: a
+ * call is being stopped; its id is queued for a Cancel when the daemon
+ * knows the op and no answer arrived yet (link->withdrawn is set).
+ * chan_cancel_kick starts a Cancel of the queued ids unless one is in
+ * flight (whose callback sends them next); it never blocks.
+ * chan_cancel_settle waits until no Cancel is in flight and frees the
+ * Cancel's aio and context (chan_disconnect, before the socket closes).
+ */
+void        chan_cancel_note(chan_client *c, chan_call_link *link);
+void        chan_cancel_kick(chan_client *c);
+void        chan_cancel_settle(chan_client *c);
+
+/* A fresh context on c's socket (REQ resend off): 0 or an nng error. */
+int         chan_ctx_open(chan_client *c, nng_ctx *ctx);
+
 /* The status for an exchange that ended with nng error rv. */
 chan_status chan_transfer_error(chan_client *c, int rv, bool stopped);
 /* Decodes and checks an answer (frees it), as chan_exchange_run does. */

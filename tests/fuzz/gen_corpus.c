@@ -216,6 +216,8 @@ main(int argc, char **argv)
 
 	Chan__V1__Batch         batch = CHAN__V1__BATCH__INIT;
 	uint32_t                bsizes[3] = { 5, 0, 3 };
+	Chan__V1__Cancel        cancel = CHAN__V1__CANCEL__INIT;
+	uint64_t                cancel_ids[2] = { 8, 9 };
 
 	if (argc != 2 && argc != 3) {
 		fprintf(stderr, "usage: %s DIR [WIRE_DIR]\n", argv[0]);
@@ -324,6 +326,10 @@ main(int argc, char **argv)
 	recv.has_max_bytes = 1;
 	recv.max_bytes = 6;
 	OP("recv_batchform", 2, RECV, recv, recv);
+	/* Request.cancel, naming the recv_max and recv_lease seeds' ids. */
+	cancel.ids = cancel_ids;
+	cancel.n_ids = 2;
+	OP("cancel", 2, CANCEL, cancel, cancel);
 	if (argc == 3) {
 		put_wire_seeds(argv[2]);
 	}

@@ -507,7 +507,7 @@ put_varint(uint8_t *p, uint64_t v)
 START_TEST(unknown_op_fields)
 {
 	/* Numbers the oneof does not use, up to the largest legal one. */
-	static const uint32_t fields[] = { 27, 28, 29, 37, 99, 1000, 19999,
+	static const uint32_t fields[] = { 28, 29, 37, 99, 1000, 19999,
 		536870911 };
 	chh_daemon d;
 	uint8_t    buf[64];
@@ -664,6 +664,64 @@ START_TEST(bad_fields)
 	expect_raw(&d, buf, len, want_for(buf, len, ST(INVALID_ARGUMENT)),
 	    "counter wait op 99");
 	free(buf);
+	chh_assert_alive(&d);
+	chh_stop(&d);
+}
+END_TEST
+
+/* Request.cancel: ids 1..max_batch, none 0, and a client (its own ids). */
+START_TEST(cancel_bad_input)
+{
+	chh_daemon            d;
+	Chan__V1__Request     req = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Cancel      cm = CHAN__V1__CANCEL__INIT;
+	Chan__V1__HelloResult hr;
+	Chan__V1__Response   *r;
+	uint64_t             *ids;
+	uint8_t               raw[16];
+	size_t                n;
+
+	chh_start(&d, NULL);
+	hr = hello(&d);
+	ck_assert_msg(hr.has_cancel && hr.cancel, "hello does not announce cancel");
+	ids = calloc((size_t) hr.max_batch + 1, sizeof(*ids));
+	ck_assert_ptr_nonnull(ids);
+	for (size_t i = 0; i <= hr.max_batch; i++) {
+		ids[i] = 1000000 + i;
+	}
+	req.op_case = CHAN__V1__REQUEST__OP_CANCEL;
+	req.cancel = &cm;
+	cm.ids = ids;
+	cm.n_ids = 0;
+	expect_call(&d, &req, ST(INVALID_ARGUMENT), "cancel of no ids");
+	req.has_id = 0;
+	cm.n_ids = hr.max_batch + 1;
+	expect_call(&d, &req, ST(INVALID_ARGUMENT), "cancel of max_batch + 1 ids");
+	req.has_id = 0;
+	cm.n_ids = 3;
+	ids[1] = 0;
+	expect_call(&d, &req, ST(INVALID_ARGUMENT), "cancel of id 0");
+	ids[1] = 1000001;
+	req.has_id = 0;
+	req.has_client = 1;
+	req.client = 0;
+	expect_call(&d, &req, ST(INVALID_ARGUMENT), "cancel with client 0");
+	/* No client field at all: Request { cancel { ids: 5 } }. */
+	n = put_varint(raw, (uint64_t) 27 << 3 | 2);
+	raw[n++] = 2;
+	raw[n++] = 1 << 3 | 0;
+	raw[n++] = 5;
+	expect_raw(&d, raw, n, ST(INVALID_ARGUMENT), "cancel without a client");
+	/* A good one naming nothing known: OK, nothing found. */
+	req.has_id = 0;
+	req.has_client = 0;
+	cm.n_ids = hr.max_batch;
+	r = call(&d, &req, "cancel of unknown ids");
+	ck_assert_int_eq(r->status, ST(OK));
+	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_VALUE);
+	ck_assert_int_eq(r->value->value, 0);
+	chh_resp_free(r);
+	free(ids);
 	chh_assert_alive(&d);
 	chh_stop(&d);
 }
@@ -1416,6 +1474,7 @@ badinput_suite(void)
 	tcase_add_test(tc, unknown_op_fields);
 	tcase_add_test(tc, bad_names_every_op);
 	tcase_add_test(tc, bad_fields);
+	tcase_add_test(tc, cancel_bad_input);
 	tcase_add_test(tc, message_size_limit_small);
 	tcase_add_test(tc, message_size_limit_default);
 	tcase_add_test(tc, frame_over_daemon_limit);

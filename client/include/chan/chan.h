@@ -69,7 +69,9 @@ void chan_disconnect(chan_client *c);
  * From any thread (not a signal handler): every call in progress on c, and
  * every later one, returns CHAN_UNAVAILABLE ("cancelled") at once. Messages
  * a cancelled call would have received stay with the daemon and go back to
- * their channel. chan_disconnect still confirms what was received.
+ * their channel. The daemon is told (when it knows Request.cancel): the
+ * calls are withdrawn there too, a blocked send is not stored, a receive
+ * takes nothing more. chan_disconnect still confirms what was received.
  */
 void chan_cancel(chan_client *c);
 
@@ -319,7 +321,9 @@ void        chan_aio_wait(chan_aio *a);
 /*
  * Makes the call in flight finish at once with CHAN_UNAVAILABLE
  * ("cancelled") unless it is already done; messages it would have received
- * stay with the daemon. Does not wait.
+ * stay with the daemon. Does not wait; the daemon is told in the
+ * background (a fire-and-forget Request.cancel), so a parked receive stops
+ * taking messages and a blocked send is dropped there too.
  */
 void        chan_aio_cancel(chan_aio *a);
 /* The finished call's status (CHAN_OK, CHAN_TIMEOUT, ...). */
