@@ -161,6 +161,7 @@ struct chd_chan {
 };
 
 static void       chan_pump(chd_shard *sh, chd_chan *ch);
+static void       queue_give_back(chd_chan *ch, chd_msg *head);
 static chd_lease *lease_new(chd_shard *sh, chd_chan *ch, chd_msg *head,
     uint32_t conn, uint64_t ms, const chd_req *r);
 
@@ -1228,13 +1229,14 @@ chan_close(chd_shard *sh, chd_chan *ch)
 /* ---- custody ------------------------------------------------------------ */
 
 void
-chd_chan_confirm(chd_shard *sh, uint64_t id, uint32_t conn, uint64_t client)
+chd_chan_confirm(chd_shard *sh, uint64_t id, uint32_t taken, uint32_t conn, uint64_t client)
 {
 	chd_hnode *n = NULL;
 
 	while ((n = chd_htab_find(&sh->deliveries, id, n)) != NULL) {
 		chd_delivery *d = (chd_delivery *) n;
 		chd_chan     *ch = d->ch;
+		chd_msg      *rest = NULL, *m = d->head;
 		if (d->id != id) {
 			continue;
 		}
@@ -1246,7 +1248,22 @@ chd_chan_confirm(chd_shard *sh, uint64_t id, uint32_t conn, uint64_t client)
 		}
 		chd_idem_forget_delivery(sh->e, d->client, d->id);
 		delivery_unlink(sh, d);
-		msgs_free(sh, d->head);
+		if (taken < d->n) {
+			/* Part of it: the untaken rest goes back now rather
+			 * than when the connection closes, and the taken
+			 * part is not handed out again. */
+			for (uint32_t i = 1; i < taken; i++) {
+				m = m->next;
+			}
+			rest = taken > 0 ? m->next : d->head;
+			if (taken > 0) {
+				m->next = NULL;
+			}
+			queue_give_back(ch, rest);
+		}
+		if (taken > 0) {
+			msgs_free(sh, d->head);
+		}
 		free(d);
 		chan_pump(sh, ch); /* receivers may wait for this custody */
 		return;

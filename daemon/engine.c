@@ -608,11 +608,16 @@ chd_engine_conn_alive(chd_engine *e, uint32_t conn)
 
 /* ---- requests ----------------------------------------------------------- */
 
+typedef struct chd_confirm {
+	uint64_t id;
+	uint32_t taken; /* CHD_TAKEN_ALL: Request.confirm, else confirm_part */
+} chd_confirm;
+
 typedef struct chd_confirms {
-	uint32_t conn;   /* the confirming request's */
-	uint64_t client; /* 0: none */
-	size_t   n;
-	uint64_t ids[];
+	uint32_t    conn;   /* the confirming request's */
+	uint64_t    client; /* 0: none */
+	size_t      n;
+	chd_confirm c[];
 } chd_confirms;
 
 static void
@@ -621,9 +626,27 @@ confirm_job(chd_shard *sh, void *arg)
 	chd_confirms *c = arg;
 
 	for (size_t i = 0; i < c->n; i++) {
-		chd_chan_confirm(sh, c->ids[i], c->conn, c->client);
+		chd_chan_confirm(sh, c->c[i].id, c->c[i].taken, c->conn, c->client);
 	}
 	free(c);
+}
+
+/* The i-th confirmation of m (Request.confirm, then confirm_part); id 0: none. */
+static chd_confirm
+confirm_at(const Chan__V1__Request *m, size_t i)
+{
+	const Chan__V1__PartConfirm *p;
+
+	if (i < m->n_confirm) {
+		return ((chd_confirm) { m->confirm[i], CHD_TAKEN_ALL });
+	}
+	p = m->confirm_part[i - m->n_confirm];
+	if (p == NULL || !p->has_delivery) {
+		return ((chd_confirm) { 0, 0 });
+	}
+	/* taken is below CHD_TAKEN_ALL unless the delivery is that big,
+	 * which no delivery is (max_batch). */
+	return ((chd_confirm) { p->delivery, p->has_taken ? p->taken : 0 });
 }
 
 /*
@@ -634,26 +657,28 @@ confirm_job(chd_shard *sh, void *arg)
 static void
 post_confirms(chd_engine *e, const Chan__V1__Request *m, uint32_t conn)
 {
+	size_t all = m->n_confirm + m->n_confirm_part;
+
 	for (int s = 0; s < e->n; s++) {
 		chd_confirms *c = NULL;
 		size_t        k = 0;
-		for (size_t i = 0; i < m->n_confirm; i++) {
-			if (m->confirm[i] != 0 &&
-			    m->confirm[i] % (uint64_t) e->n == (uint64_t) s) {
+		for (size_t i = 0; i < all; i++) {
+			chd_confirm f = confirm_at(m, i);
+			if (f.id != 0 && f.id % (uint64_t) e->n == (uint64_t) s) {
 				k++;
 			}
 		}
-		if (k == 0 || (c = malloc(sizeof(*c) + k * sizeof(uint64_t)))
+		if (k == 0 || (c = malloc(sizeof(*c) + k * sizeof(c->c[0])))
 		    == NULL) {
 			continue; /* OOM: stays in custody, as if unconfirmed */
 		}
 		c->conn = conn;
 		c->client = m->has_client ? m->client : 0;
 		c->n = 0;
-		for (size_t i = 0; i < m->n_confirm; i++) {
-			if (m->confirm[i] != 0 &&
-			    m->confirm[i] % (uint64_t) e->n == (uint64_t) s) {
-				c->ids[c->n++] = m->confirm[i];
+		for (size_t i = 0; i < all; i++) {
+			chd_confirm f = confirm_at(m, i);
+			if (f.id != 0 && f.id % (uint64_t) e->n == (uint64_t) s) {
+				c->c[c->n++] = f;
 			}
 		}
 		if (chd_shard_post(e->shards[s], confirm_job, c) != 0) {
@@ -739,7 +764,7 @@ chd_engine_submit(chd_engine *e, chd_req *r)
 		chd_reply_err(e, r, CHAN_PROTOCOL, "request did not decode");
 		return;
 	}
-	if (m->n_confirm > 0) {
+	if (m->n_confirm > 0 || m->n_confirm_part > 0) {
 		post_confirms(e, m, r->conn);
 	}
 	if ((op = op_lookup(m)) == NULL) {

@@ -427,8 +427,11 @@ void chd_op_release(chd_shard *sh, chd_req *r);
 
 
 /* Ends custody of a delivery, only for its own connection or client
- * (client 0: none); anything else is ignored. */
-void chd_chan_confirm(chd_shard *sh, uint64_t delivery, uint32_t conn,
+ * (client 0: none); anything else is ignored. taken < the delivery's
+ * count (Request.confirm_part): only its first `taken` messages leave
+ * custody, the rest go back to the channel at once. CHD_TAKEN_ALL: all. */
+#define CHD_TAKEN_ALL UINT32_MAX
+void chd_chan_confirm(chd_shard *sh, uint64_t delivery, uint32_t taken, uint32_t conn,
     uint64_t client);
 void chd_chan_reown(chd_shard *sh, uint64_t delivery, uint32_t conn);
 void chd_chan_conn_closed(chd_shard *sh, uint32_t conn);

@@ -95,8 +95,8 @@ chan_exchange_fini(chan_exchange *x)
 	x->resp = NULL;
 }
 
-void
-chan_confirm_later(chan_client *c, uint64_t delivery, nng_pipe pipe)
+static void
+chan_pending_add(chan_client *c, uint64_t delivery, uint32_t taken, nng_pipe pipe)
 {
 	if (delivery == 0) {
 		return;
@@ -116,8 +116,23 @@ chan_confirm_later(chan_client *c, uint64_t delivery, nng_pipe pipe)
 	}
 	c->pend[c->npend].id = delivery;
 	c->pend[c->npend].pipe = pipe;
+	c->pend[c->npend].taken = taken;
 	c->npend++;
 	pthread_mutex_unlock(&c->mtx);
+}
+
+void
+chan_confirm_later(chan_client *c, uint64_t delivery, nng_pipe pipe)
+{
+	chan_pending_add(c, delivery, CHAN_TAKEN_ALL, pipe);
+}
+
+void
+chan_confirm_part_later(chan_client *c, uint64_t delivery, uint32_t taken, nng_pipe pipe)
+{
+	if (c->confirm_part) {
+		chan_pending_add(c, delivery, taken, pipe);
+	}
 }
 
 /* Puts confirmations that may not have reached the daemon back in front. */
@@ -127,33 +142,62 @@ chan_confirms_restore(chan_client *c, chan_exchange *x)
 	size_t i;
 
 	for (i = 0; i < x->nheld; i++) {
-		chan_confirm_later(c, x->held[i].id, x->held[i].pipe);
+		chan_pending_add(c, x->held[i].id, x->held[i].taken, x->held[i].pipe);
 	}
 	free(x->held);
 	x->held = NULL;
 	x->nheld = 0;
 }
 
+void
+chan_confirms_clear(chan_exchange *x)
+{
+	free(x->req.confirm);
+	x->req.confirm = NULL;
+	x->req.n_confirm = 0;
+	free(x->req.confirm_part); /* one block with its PartConfirms */
+	x->req.confirm_part = NULL;
+	x->req.n_confirm_part = 0;
+}
+
 /*
- * Fills Request.confirm from the held deliveries whose connection is still
- * up: deliveries of a closed connection were given back by the daemon.
+ * Fills Request.confirm (and confirm_part) from the held deliveries whose
+ * connection is still up: deliveries of a closed connection were given
+ * back by the daemon.
  */
 void
 chan_confirms_build(chan_exchange *x)
 {
-	size_t i, n = 0;
-	size_t sz;
+	Chan__V1__PartConfirm *pcs;
+	size_t                 i, n = 0, np = 0, sz;
 
-	free(x->req.confirm);
-	x->req.confirm = NULL;
-	x->req.n_confirm = 0;
-	if (x->nheld == 0 || (x->req.confirm = calloc(x->nheld, sizeof(uint64_t))) == NULL) {
+	chan_confirms_clear(x);
+	for (i = 0; i < x->nheld; i++) {
+		np += x->held[i].taken != CHAN_TAKEN_ALL;
+	}
+	if (x->nheld == 0 || (x->req.confirm = calloc(x->nheld, sizeof(uint64_t))) == NULL ||
+	    (np > 0 && (x->req.confirm_part = calloc(np, sizeof(*x->req.confirm_part) +
+	    sizeof(*pcs))) == NULL)) {
+		chan_confirms_clear(x);
 		return; /* ENOMEM: confirmed later, or given back (at-least-once) */
 	}
+	pcs = (Chan__V1__PartConfirm *) (x->req.confirm_part + np);
 	for (i = 0; i < x->nheld; i++) {
-		if (nng_pipe_get_size(x->held[i].pipe, NNG_OPT_RECVMAXSZ, &sz) == 0) {
-			x->req.confirm[n++] = x->held[i].id;
+		const chan_pending *h = &x->held[i];
+
+		if (nng_pipe_get_size(h->pipe, NNG_OPT_RECVMAXSZ, &sz) != 0) {
+			continue;
 		}
+		if (h->taken == CHAN_TAKEN_ALL) {
+			x->req.confirm[n++] = h->id;
+			continue;
+		}
+		chan__v1__part_confirm__init(&pcs[x->req.n_confirm_part]);
+		pcs[x->req.n_confirm_part].has_delivery = pcs[x->req.n_confirm_part].has_taken = true;
+		pcs[x->req.n_confirm_part].delivery = h->id;
+		pcs[x->req.n_confirm_part].taken = h->taken;
+		x->req.confirm_part[x->req.n_confirm_part] = &pcs[x->req.n_confirm_part];
+		x->req.n_confirm_part++;
 	}
 	x->req.n_confirm = n;
 }
@@ -443,9 +487,7 @@ chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t loc
 	}
 	s = chan_transfer(c, &link, x, local_timeout_ms, &answer);
 	chan_call_end(c, &link);
-	free(x->req.confirm);
-	x->req.confirm = NULL;
-	x->req.n_confirm = 0;
+	chan_confirms_clear(x);
 	if (s != CHAN_OK) {
 		/* Confirming twice is harmless, losing a confirmation is not. */
 		chan_confirms_restore(c, x);
@@ -639,9 +681,7 @@ chan_async_end(chan_client *c, chan_call_link *link, chan_exchange *x)
 	if (!keep) {
 		nng_ctx_close(link->ctx);
 	}
-	free(x->req.confirm);
-	x->req.confirm = NULL;
-	x->req.n_confirm = 0;
+	chan_confirms_clear(x);
 	if (!link->clean) {
 		/* Confirming twice is harmless, losing a confirmation is not. */
 		chan_confirms_restore(c, x);
@@ -863,6 +903,7 @@ chan_hello(chan_client *c)
 	c->max_batch = r->max_batch;
 	c->batch_form = r->has_batch_form && r->batch_form && chan_batch_form_wanted();
 	c->cancel_op = r->has_cancel && r->cancel;
+	c->confirm_part = r->has_confirm_part && r->confirm_part;
 	c->server_version = strdup(r->server_version != NULL ? r->server_version : "");
 	if (c->server_version == NULL) {
 		s = chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory");

@@ -68,7 +68,10 @@ bool chan_aio_delivery(const chan_aio *a, uint64_t *id, nng_pipe *pipe);
 typedef struct chan_pending {
 	uint64_t id;
 	nng_pipe pipe;
+	uint32_t taken; /* CHAN_TAKEN_ALL: all of it (Request.confirm), else confirm_part */
 } chan_pending;
+
+#define CHAN_TAKEN_ALL UINT32_MAX
 
 struct chan_client {
 	nng_socket       sock;
@@ -77,6 +80,7 @@ struct chan_client {
 	uint64_t         max_message_size;
 	uint32_t         max_batch;
 	bool             batch_form; /* Send.batch / Recv.batch (HelloResult.batch_form) */
+	bool             confirm_part; /* Request.confirm_part (HelloResult.confirm_part) */
 	bool             cancel_op;  /* the daemon knows Request.cancel (HelloResult.cancel) */
 	uint64_t         client_id;
 	_Atomic uint64_t next_id;
@@ -231,6 +235,16 @@ chan_status chan_unpack_msgs(chan_client *c, chan_exchange *x, size_t max, chan_
  * nothing to a restarted daemon).
  */
 void chan_confirm_later(chan_client *c, uint64_t delivery, nng_pipe pipe);
+/*
+ * The same for a delivery the caller took only the first `taken` messages
+ * of (a consumer closing mid-answer): the daemon frees those and gives the
+ * rest back at once. Without the daemon's support (HelloResult.
+ * confirm_part) nothing is queued and the whole delivery comes back when
+ * the connection closes, as before (at-least-once).
+ */
+void chan_confirm_part_later(chan_client *c, uint64_t delivery, uint32_t taken, nng_pipe pipe);
+/* Frees Request.confirm and confirm_part as chan_confirms_build made them. */
+void chan_confirms_clear(chan_exchange *x);
 
 /* Sets the thread's last error (printf-style) and returns s. */
 chan_status chan_fail(chan_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

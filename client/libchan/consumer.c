@@ -10,8 +10,10 @@
  * confirms it. A delivery (one answer) is confirmed once every message of
  * it is taken; the confirmation rides on the next request of the private
  * connection. Closing that connection gives every unconfirmed delivery
- * back to the channel, marked redelivered: untaken messages are never lost
- * (taken ones of a partly taken delivery come back too, at-least-once).
+ * back to the channel, marked redelivered: untaken messages are never lost.
+ * At close, the delivery the caller took part of is confirmed in part
+ * (Request.confirm_part): its taken messages stay taken, the rest go back;
+ * a daemon without confirm_part gives all of it back (at-least-once).
  *
  * Fetches: when the buffer is empty and nothing is in flight, a receive
  * asks the daemon with the caller's own timeout (so timeout 0 is a real
@@ -35,6 +37,7 @@
 typedef struct chan_kdelivery {
 	uint64_t id;
 	nng_pipe pipe;
+	size_t   n;
 	size_t   left;
 } chan_kdelivery;
 
@@ -152,6 +155,25 @@ chan_consumer_taken(chan_consumer *k)
 }
 
 /*
+ * Closing: the oldest delivery, if the caller took some of it, is
+ * confirmed that far (the last Ping carries it), so those messages do not
+ * come back with the untaken rest.
+ */
+static void
+chan_consumer_taken_part(chan_consumer *k)
+{
+	chan_kdelivery *d;
+
+	if (k->dn == 0) {
+		return;
+	}
+	d = &k->dq[k->dhead];
+	if (d->id != 0 && d->left < d->n) {
+		chan_confirm_part_later(k->c, d->id, (uint32_t) (d->n - d->left), d->pipe);
+	}
+}
+
+/*
  * A fetch is parked in the daemon and cannot carry the confirmations the
  * caller's progress just made: send them with a Ping, so messages already
  * handled do not come back if this process dies while the channel is idle.
@@ -227,7 +249,7 @@ chan_consumer_absorb(chan_consumer *k)
 		k->buf[(k->bhead + k->bn) % k->bcap] = chan_aio_take_msg(k->aio, i);
 		k->bn++;
 	}
-	k->dq[(k->dhead + k->dn) % k->dcap] = (chan_kdelivery) { id, pipe, n };
+	k->dq[(k->dhead + k->dn) % k->dcap] = (chan_kdelivery) { id, pipe, n, n };
 	k->dn++;
 	k->fetched += n;
 }
@@ -497,5 +519,6 @@ chan_consumer_close(chan_consumer *k)
 	}
 	/* The caller has what the last call handed out. */
 	chan_consumer_taken(k);
+	chan_consumer_taken_part(k);
 	chan_consumer_free(k);
 }

@@ -1121,6 +1121,86 @@ START_TEST(test_custody_confirmed_is_gone)
 }
 END_TEST
 
+/* A Stat of name on conn carrying one PartConfirm {d, taken}. */
+static treq *
+r_stat_part(uint32_t conn, const char *name, uint64_t d, uint32_t taken)
+{
+	Chan__V1__Request      m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Stat         st = CHAN__V1__STAT__INIT;
+	Chan__V1__PartConfirm  pc = CHAN__V1__PART_CONFIRM__INIT;
+	Chan__V1__PartConfirm *pcs[1] = { &pc };
+
+	st.name = (char *) name;
+	m.op_case = CHAN__V1__REQUEST__OP_STAT;
+	m.stat = &st;
+	pc.has_delivery = pc.has_taken = true;
+	pc.delivery = d;
+	pc.taken = taken;
+	m.n_confirm_part = 1;
+	m.confirm_part = pcs;
+	return (submit(conn, &m));
+}
+
+/* Queues a..e on "cp" and hands all five to conn 8 in one delivery. */
+static uint64_t
+five_in_custody(void)
+{
+	const char *five[] = { "a", "b", "c", "d", "e" };
+	treq       *r;
+
+	expect_status(r_sendv(1, "cp", five, 5, 0, 0), CHAN_OK);
+	r = r_recvx(8, "cp", 5, 0, 0, NULL, 0);
+	expect_status(r, CHAN_OK);
+	ck_assert_uint_eq(answer(r)->recv->n_messages, 5);
+	return (answer(r)->delivery);
+}
+
+/*
+ * A consumer closing with two of five taken (Request.confirm_part): those
+ * two leave custody, the other three are back at once, in order and
+ * marked redelivered; the taken ones never come again.
+ */
+START_TEST(test_custody_part_confirm_gives_back_the_rest)
+{
+	uint64_t d = five_in_custody();
+	treq    *r;
+
+	r = r_stat_part(8, "cp", d, 2);
+	expect_status(r, CHAN_OK);
+	ck_assert_uint_eq(answer(r)->stat->depth, 3);
+	ck_assert_uint_eq(answer(r)->stat->in_flight, 0);
+	ck_assert_uint_eq(answer(r)->stat->total_redelivered, 3);
+	chd_engine_conn_close(E, 8); /* nothing left to give back */
+	r = r_recvx(9, "cp", 5, 0, 0, NULL, 0);
+	expect_status(r, CHAN_OK);
+	ck_assert_uint_eq(answer(r)->recv->n_messages, 3);
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_uint_eq(answer(r)->recv->messages[i]->seq, 3 + i);
+		ck_assert(answer(r)->recv->messages[i]->redelivered);
+	}
+}
+END_TEST
+
+/* taken 0 gives all back; taken >= the count is a plain confirm; another
+ * connection and client cannot do either. */
+START_TEST(test_custody_part_confirm_edges)
+{
+	uint64_t d = five_in_custody();
+
+	expect_status(r_stat_part(7, "cp", d, 0), CHAN_OK); /* not the holder */
+	ck_assert_uint_eq(stat_of("cp")->in_flight, 5);
+	expect_status(r_stat_part(8, "cp", d, 0), CHAN_OK);
+	ck_assert_uint_eq(stat_of("cp")->in_flight, 0);
+	ck_assert_uint_eq(stat_of("cp")->depth, 5);
+	d = answer(r_recvx(8, "cp", 5, 0, 0, NULL, 0))->delivery;
+	expect_status(r_stat_part(8, "cp", d, 9), CHAN_OK);
+	ck_assert_uint_eq(stat_of("cp")->in_flight, 0);
+	ck_assert_uint_eq(stat_of("cp")->depth, 0);
+	expect_status(r_stat_part(8, "cp", d, 1), CHAN_OK); /* gone: ignored */
+	expect_status(r_recv(9, "cp", 0), CHAN_EMPTY);
+}
+END_TEST
+
 /* ---- idempotent requests ------------------------------------------------ */
 
 START_TEST(test_idem_repeat_gets_first_answer)
@@ -1605,6 +1685,8 @@ engine_suite(void)
 	tcase_add_test(tc, test_bad_fields_invalid_argument);
 	tcase_add_test(tc, test_custody_unconfirmed_goes_back_redelivered);
 	tcase_add_test(tc, test_custody_confirmed_is_gone);
+	tcase_add_test(tc, test_custody_part_confirm_gives_back_the_rest);
+	tcase_add_test(tc, test_custody_part_confirm_edges);
 	tcase_add_test(tc, test_custody_grace_holder_closes);
 	tcase_add_test(tc, test_custody_grace_idle_holder_delays_once);
 	tcase_add_test(tc, test_confirm_only_by_holder);
