@@ -330,6 +330,21 @@ main(int argc, char **argv)
 	cancel.ids = cancel_ids;
 	cancel.n_ids = 2;
 	OP("cancel", 2, CANCEL, cancel, cancel);
+	/* Request.confirm_part on a ping: the first two of delivery 5. */
+	{
+		Chan__V1__PartConfirm  pc = CHAN__V1__PART_CONFIRM__INIT;
+		Chan__V1__PartConfirm *pcs[1] = { &pc };
+
+		pc.has_delivery = pc.has_taken = 1;
+		pc.delivery = 5;
+		pc.taken = 2;
+		r = init;
+		r.n_confirm_part = 1;
+		r.confirm_part = pcs;
+		r.op_case = CHAN__V1__REQUEST__OP_PING;
+		r.ping = &ping;
+		put("confirm_part", 2, &r);
+	}
 	if (argc == 3) {
 		put_wire_seeds(argv[2]);
 	}
