@@ -336,6 +336,7 @@ chd_info_hello(chd_engine *e, chd_req *r)
 	hr.server_version = (char *) CHAN_VERSION;
 	hr.has_batch_form = hr.batch_form = true;
 	hr.has_cancel = hr.cancel = true; /* Request.cancel */
+	hr.has_counter_add_many = hr.counter_add_many = true; /* deltas */
 	a.r.result_case = CHAN__V1__RESPONSE__RESULT_HELLO;
 	a.r.hello = &hr;
 	chd_resp_send(e, r, &a, CHAN_OK);
