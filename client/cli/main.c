@@ -91,7 +91,7 @@ const cli_cmd cli_cmds[] = {
 	    "receiver_attached, receiver_pid, senders, blocked_senders, blocked_receivers,\n"
 	    "total_sent, total_received, total_dropped, in_flight, total_redelivered.\n" },
 	{ "counter", cli_cmd_counter, false,
-	    "counter add NAME [DELTA] | get NAME | set NAME V | cas NAME EXPECTED NEW |\n"
+	    "counter add NAME [DELTA...] | get NAME | set NAME V | cas NAME EXPECTED NEW |\n"
 	    "            wait NAME OP VALUE | list | delete NAME",
 	    "shared counters; cas exits 1 when it did not swap",
 	    "Shared i64 counters. Each prints one value: add the new value (DELTA\n"
