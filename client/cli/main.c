@@ -97,6 +97,8 @@ const cli_cmd cli_cmds[] = {
 	    "Shared i64 counters. Each prints one value: add the new value (DELTA\n"
 	    "defaults to 1), get the value, set the old value, wait the value that\n"
 	    "satisfied the condition, cas the current value after the attempt.\n"
+	    "add with several DELTAs makes them all in one request, in order, none\n"
+	    "if one would overflow, and prints the value after each on its own line.\n"
 	    "cas exits 0 when it swapped and 1 when it did not.\n"
 	    "OP is one of == != < <= > >= (or eq ne lt le gt ge). list prints\n"
 	    "\"NAME<TAB>VALUE\" lines. Negative numbers are taken as numbers.\n" },
