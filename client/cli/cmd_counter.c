@@ -211,7 +211,7 @@ int
 cli_cmd_counter(cli_global *g, int argc, char **argv)
 {
 	const cli_counter_sub *sub;
-	cli_counter_args       ca;
+	cli_counter_args       ca = { 0 }; /* out: frees ca.deltas */
 	char                   what[32];
 	cli_parser             p;
 	chan_client           *c;
