@@ -2,8 +2,8 @@
  * chand_side.c - the chand side of every workload, through libchan:
  * chan_send / chan_recv one per call, chan_send_batch / chan_recv_n for
  * batches, a chan_producer / chan_consumer for streaming, chan_counter_add
- * one per call, and for "pipelined" counters chan_counter_add_aio calls
- * in flight at once from one thread.
+ * one per call, and for "pipelined" counters chan_counter_add_n: the
+ * round trip's adds as one request, as Redis pipelines its INCRs.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -22,8 +22,9 @@ struct bench_client {
 	size_t       bufcap;
 	chan_producer *prod;      /* pipe_send */
 	chan_consumer *cons;      /* pipe_recv */
-	chan_aio    **aios;       /* incr_pipe: one call in flight each */
-	size_t        naios;
+	int64_t      *deltas;     /* incr_pipe: n ones, then n values */
+	int64_t      *values;
+	size_t        ndeltas;
 	char         err[256];
 };
 
@@ -72,9 +73,8 @@ c_disconnect(bench_client *b)
 	if (b == NULL)
 		return;
 	close_streams(b);
-	for (size_t i = 0; i < b->naios; i++)
-		chan_aio_free(b->aios[i]);
-	free(b->aios);
+	free(b->deltas);
+	free(b->values);
 	chan_disconnect(b->c);
 	free(b->msgs);
 	free(b->bufs);
@@ -229,36 +229,41 @@ c_pipe_recv(bench_client *b, const char *ch, void *buf, size_t cap,
 	return (0);
 }
 
-/* ---- counter adds in flight: chan_counter_add_aio from one thread ------ */
+/* ---- counter adds, n in one request: chan_counter_add_n ---------------- */
 
+/*
+ * Redis pipelines n INCRs in one write and reads n replies; the same here
+ * is one CounterAdd with n deltas and its n values (chan_counter_add_n
+ * splits only beyond chan_max_batch, 8192 by default).
+ */
 static int
 c_incr_pipe(bench_client *b, const char *key, size_t n)
 {
-	chan_status st = CHAN_OK;
+	chan_status st;
 
-	if (n > b->naios) {
-		chan_aio **na = realloc(b->aios, n * sizeof(*na));
+	if (n > b->ndeltas) {
+		int64_t *d = realloc(b->deltas, n * sizeof(*d));
+		int64_t *v;
 
-		if (na == NULL)
-			return (fail(b, "chan_aio_alloc", CHAN_INTERNAL));
-		b->aios = na;
-		for (; b->naios < n; b->naios++)
-			if (chan_aio_alloc(&b->aios[b->naios], NULL, NULL) !=
-			    CHAN_OK)
-				return (fail(b, "chan_aio_alloc",
-				    CHAN_INTERNAL));
+		if (d == NULL)
+			return (fail(b, "realloc", CHAN_RESOURCE_EXHAUSTED));
+		b->deltas = d;
+		if ((v = realloc(b->values, n * sizeof(*v))) == NULL)
+			return (fail(b, "realloc", CHAN_RESOURCE_EXHAUSTED));
+		b->values = v;
+		for (; b->ndeltas < n; b->ndeltas++)
+			b->deltas[b->ndeltas] = 1;
 	}
-	for (size_t i = 0; i < n; i++)
-		chan_counter_add_aio(b->c, key, 1, b->aios[i]);
-	for (size_t i = 0; i < n; i++) {
-		chan_aio_wait(b->aios[i]);
-		if (st == CHAN_OK &&
-		    (st = chan_aio_result(b->aios[i])) != CHAN_OK)
-			snprintf(b->err, sizeof(b->err),
-			    "chan_counter_add_aio: %s: %s",
-			    chan_status_name(st), chan_aio_error(b->aios[i]));
+	st = chan_counter_add_n(b->c, key, b->deltas, n, b->values);
+	if (st != CHAN_OK)
+		return (fail(b, "chan_counter_add_n", st));
+	if (n > 1 && b->values[n - 1] != b->values[0] + (int64_t) n - 1) {
+		snprintf(b->err, sizeof(b->err), "chan_counter_add_n: values "
+		    "%lld .. %lld for %zu adds of 1", (long long) b->values[0],
+		    (long long) b->values[n - 1], n);
+		return (-1);
 	}
-	return (st == CHAN_OK ? 0 : -1);
+	return (0);
 }
 
 static const char *
@@ -284,5 +289,5 @@ const bench_ops bench_chand_ops = {
 	.error = c_error,
 	.batch_note = "chan_send_batch of the batch; chan_recv_n; a "
 	    "chan_producer / chan_consumer for streaming; counter adds as "
-	    "chan_counter_add_aio calls in flight from one thread",
+	    "one chan_counter_add_n of the n deltas (CounterAdd.deltas)",
 };

@@ -265,6 +265,36 @@ chd_counter_add(chd_counters *t, const char *name, int64_t delta,
 }
 
 chan_status
+chd_counter_add_many(chd_counters *t, const char *name, const int64_t *deltas,
+    size_t n, int64_t *values, size_t *bad)
+{
+	chd_counter *c;
+	int64_t      v;
+	size_t       i;
+
+	if ((c = chd_counter_get_or_create(t, name)) == NULL) {
+		return (CHAN_RESOURCE_EXHAUSTED);
+	}
+	/* Checked in full first: a failed sequence must leave no trace,
+	 * and a waiter must not be woken by a value that is then undone. */
+	v = c->value;
+	for (i = 0; i < n; i++) {
+		if (__builtin_add_overflow(v, deltas[i], &v)) {
+			*bad = i;
+			return (CHAN_OUT_OF_RANGE);
+		}
+		values[i] = v;
+	}
+	for (i = 0; i < n; i++) {
+		c->value = values[i];
+		if (deltas[i] != 0) {
+			chd_counter_changed(t, c);
+		}
+	}
+	return (CHAN_OK);
+}
+
+chan_status
 chd_counter_get(chd_counters *t, const char *name, int64_t *value)
 {
 	chd_counter *c;

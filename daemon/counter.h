@@ -63,6 +63,15 @@ void chd_counters_free(chd_counters *t);
  * add, set, cas and wait; get and delete answer NOT_FOUND. */
 chan_status chd_counter_add(chd_counters *t, const char *name, int64_t delta,
     int64_t *new_value);
+/*
+ * n adds in order, as one step no other request sees half of: values[i]
+ * is the value after deltas[i], and waiters are checked after each add,
+ * as chd_counter_add does, so one waiting for an intermediate value wakes.
+ * All or nothing: when add *bad (0-based) would overflow, nothing is
+ * applied and OUT_OF_RANGE is returned.
+ */
+chan_status chd_counter_add_many(chd_counters *t, const char *name,
+    const int64_t *deltas, size_t n, int64_t *values, size_t *bad);
 chan_status chd_counter_get(chd_counters *t, const char *name, int64_t *value);
 chan_status chd_counter_set(chd_counters *t, const char *name, int64_t value,
     int64_t *old_value);

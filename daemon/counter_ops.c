@@ -34,6 +34,45 @@ counter_fail(chd_shard *sh, chd_req *r, const char *name, chan_status st)
 	    chan_strerror(st));
 }
 
+/* CounterAdd.deltas (engine.c checked 1..max_batch and no delta). */
+static void
+counter_add_many(chd_shard *sh, chd_req *r)
+{
+	Chan__V1__CounterAdd *c = r->msg->counter_add;
+	Chan__V1__ValueResult vr = CHAN__V1__VALUE_RESULT__INIT;
+	chd_resp              a;
+	int64_t              *vals;
+	size_t                bad = 0;
+	chan_status           st;
+
+	/* r->reply packs the answer before chd_resp_send returns. */
+	if ((vals = malloc(c->n_deltas * sizeof(*vals))) == NULL) {
+		chd_reply_err(sh->e, r, CHAN_RESOURCE_EXHAUSTED,
+		    "out of memory");
+		return;
+	}
+	st = chd_counter_add_many(sh->counters, c->name, c->deltas,
+	    c->n_deltas, vals, &bad);
+	if (st == CHAN_OUT_OF_RANGE) {
+		chd_reply_err(sh->e, r, st, "add %zu of %zu (%lld) to counter "
+		    "'%s' would overflow a 64-bit signed value; none of the "
+		    "adds was applied", bad + 1, c->n_deltas,
+		    (long long) c->deltas[bad], c->name);
+	} else if (st != CHAN_OK) {
+		counter_fail(sh, r, c->name, st);
+	} else {
+		chd_resp_init(&a);
+		vr.has_value = true;
+		vr.value = vals[c->n_deltas - 1];
+		vr.n_values = c->n_deltas;
+		vr.values = vals;
+		a.r.result_case = CHAN__V1__RESPONSE__RESULT_VALUE;
+		a.r.value = &vr;
+		chd_resp_send(sh->e, r, &a, CHAN_OK);
+	}
+	free(vals);
+}
+
 void
 chd_op_counter_add(chd_shard *sh, chd_req *r)
 {
@@ -42,6 +81,10 @@ chd_op_counter_add(chd_shard *sh, chd_req *r)
 	int64_t               v = 0;
 	chan_status           st;
 
+	if (c->n_deltas > 0) {
+		counter_add_many(sh, r);
+		return;
+	}
 	st = chd_counter_add(sh->counters, c->name, delta, &v);
 	if (st == CHAN_OUT_OF_RANGE) {
 		chd_reply_err(sh->e, r, st, "adding %lld to counter '%s' "

@@ -188,6 +188,30 @@ v_counter_wait(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
 }
 
 static bool
+v_counter_add(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
+    char *err, size_t len)
+{
+	const Chan__V1__CounterAdd *a = m->counter_add;
+
+	/* No deltas on the wire is the single add (delta, default 1). */
+	if (a->n_deltas == 0) {
+		return (true);
+	}
+	*st = CHAN_INVALID_ARGUMENT;
+	if (a->has_delta) {
+		snprintf(err, len, "counter add carries delta or deltas, not "
+		    "both");
+		return (false);
+	}
+	if (a->n_deltas > e->opts.max_batch) {
+		snprintf(err, len, "counter add takes 1 to %u deltas, not %zu",
+		    e->opts.max_batch, a->n_deltas);
+		return (false);
+	}
+	return (true);
+}
+
+static bool
 v_cancel(chd_engine *e, const Chan__V1__Request *m, chan_status *st,
     char *err, size_t len)
 {
@@ -279,7 +303,7 @@ static const chd_op_desc chd_ops[] = {
 	OP(RELEASE) = { "release", CHD_ROUTE_CHAN, key_release, v_seq,
 	    chd_op_release, NULL, true },
 	OP(COUNTER_ADD) = { "counter add", CHD_ROUTE_COUNTER, key_counter_add,
-	    NULL, chd_op_counter_add, NULL, true },
+	    v_counter_add, chd_op_counter_add, NULL, true },
 	OP(COUNTER_GET) = { "counter get", CHD_ROUTE_COUNTER, key_counter_get,
 	    NULL, chd_op_counter_get, NULL, false },
 	OP(COUNTER_SET) = { "counter set", CHD_ROUTE_COUNTER, key_counter_set,

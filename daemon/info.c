@@ -337,6 +337,7 @@ chd_info_hello(chd_engine *e, chd_req *r)
 	hr.has_batch_form = hr.batch_form = true;
 	hr.has_cancel = hr.cancel = true; /* Request.cancel */
 	hr.has_confirm_part = hr.confirm_part = true; /* Request.confirm_part */
+	hr.has_counter_add_many = hr.counter_add_many = true; /* deltas */
 	a.r.result_case = CHAN__V1__RESPONSE__RESULT_HELLO;
 	a.r.hello = &hr;
 	chd_resp_send(e, r, &a, CHAN_OK);

@@ -1,5 +1,6 @@
 /* cmd_counter.c - chan counter add|get|set|cas|wait|list|delete. */
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,7 @@ typedef struct cli_counter_sub {
 } cli_counter_sub;
 
 static const cli_counter_sub cli_counter_subs[] = {
-	{ "add", 1, 2, "NAME [DELTA]" },
+	{ "add", 1, INT_MAX, "NAME [DELTA...]" },
 	{ "get", 1, 1, "NAME" },
 	{ "set", 2, 2, "NAME V" },
 	{ "cas", 3, 3, "NAME EXPECTED NEW" },
@@ -79,6 +80,8 @@ typedef struct cli_counter_args {
 	int64_t      a; /* DELTA, V, EXPECTED, VALUE */
 	int64_t      b; /* NEW */
 	chan_wait_op op;
+	int64_t     *deltas; /* add with several DELTAs: all of them */
+	size_t       ndeltas;
 } cli_counter_args;
 
 /* Returns 0, or the usage exit code. args[] are the positional arguments. */
@@ -93,7 +96,21 @@ cli_counter_parse(const char *sub, char **args, cli_counter_args *ca)
 	ca->a = 1;
 	ca->b = 0;
 	ca->op = CHAN_WAIT_EQ;
-	if (strcmp(sub, "add") == 0 && args[1] != NULL) {
+	ca->deltas = NULL;
+	ca->ndeltas = 0;
+	if (strcmp(sub, "add") == 0 && args[1] != NULL && args[2] != NULL) {
+		/* Several: one request (chan_counter_add_n), one value printed each. */
+		while (args[ca->ndeltas + 1] != NULL) {
+			ca->ndeltas++;
+		}
+		if ((ca->deltas = calloc(ca->ndeltas, sizeof(*ca->deltas))) == NULL) {
+			fprintf(stderr, "chan: %s: out of memory\n", what);
+			return (chan_status_exit_code(CHAN_RESOURCE_EXHAUSTED));
+		}
+		for (size_t i = 0; i < ca->ndeltas && rv == 0; i++) {
+			rv = cli_counter_num(what, args[i + 1], "DELTA", &ca->deltas[i]);
+		}
+	} else if (strcmp(sub, "add") == 0 && args[1] != NULL) {
 		rv = cli_counter_num(what, args[1], "DELTA", &ca->a);
 	} else if (strcmp(sub, "set") == 0) {
 		rv = cli_counter_num(what, args[1], "V", &ca->a);
@@ -111,6 +128,28 @@ cli_counter_parse(const char *sub, char **args, cli_counter_args *ca)
 	return (rv);
 }
 
+/* counter add NAME DELTA DELTA...: the value after each add, a line each. */
+static int
+cli_counter_add_n(const cli_global *g, chan_client *c, const char *name,
+    const cli_counter_args *ca)
+{
+	int64_t    *vals;
+	chan_status s;
+
+	if ((vals = calloc(ca->ndeltas, sizeof(*vals))) == NULL) {
+		fprintf(stderr, "chan: counter add: out of memory\n");
+		return (chan_status_exit_code(CHAN_RESOURCE_EXHAUSTED));
+	}
+	s = chan_counter_add_n(c, name, ca->deltas, ca->ndeltas, vals);
+	if (s == CHAN_OK) {
+		for (size_t i = 0; i < ca->ndeltas; i++) {
+			cli_counter_print(g, "counter add", name, "value", vals[i]);
+		}
+	}
+	free(vals);
+	return (s == CHAN_OK ? 0 : cli_fail("counter add", s));
+}
+
 /* Runs one parsed subcommand. */
 static int
 cli_counter_run(const cli_global *g, chan_client *c, const char *sub, const cli_counter_args *ca)
@@ -125,7 +164,9 @@ cli_counter_run(const cli_global *g, chan_client *c, const char *sub, const cli_
 	if (strcmp(sub, "list") == 0) {
 		return (cli_counter_list(g, c));
 	}
-	if (strcmp(sub, "add") == 0) {
+	if (strcmp(sub, "add") == 0 && ca->ndeltas > 0) {
+		return (cli_counter_add_n(g, c, name, ca));
+	} else if (strcmp(sub, "add") == 0) {
 		if ((s = chan_counter_add(c, name, ca->a, &v)) != CHAN_OK) {
 			return (cli_fail(what, s));
 		}
@@ -170,7 +211,7 @@ int
 cli_cmd_counter(cli_global *g, int argc, char **argv)
 {
 	const cli_counter_sub *sub;
-	cli_counter_args       ca;
+	cli_counter_args       ca = { 0 }; /* out: frees ca.deltas */
 	char                   what[32];
 	cli_parser             p;
 	chan_client           *c;
@@ -220,6 +261,7 @@ cli_cmd_counter(cli_global *g, int argc, char **argv)
 	rv = cli_counter_run(g, c, sub->name, &ca);
 	cli_disconnect(c);
 out:
+	free(ca.deltas);
 	cli_parser_fini(&p);
 	cli_args_free(argc, args);
 	return (rv);

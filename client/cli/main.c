@@ -91,12 +91,14 @@ const cli_cmd cli_cmds[] = {
 	    "receiver_attached, receiver_pid, senders, blocked_senders, blocked_receivers,\n"
 	    "total_sent, total_received, total_dropped, in_flight, total_redelivered.\n" },
 	{ "counter", cli_cmd_counter, false,
-	    "counter add NAME [DELTA] | get NAME | set NAME V | cas NAME EXPECTED NEW |\n"
+	    "counter add NAME [DELTA...] | get NAME | set NAME V | cas NAME EXPECTED NEW |\n"
 	    "            wait NAME OP VALUE | list | delete NAME",
 	    "shared counters; cas exits 1 when it did not swap",
 	    "Shared i64 counters. Each prints one value: add the new value (DELTA\n"
 	    "defaults to 1), get the value, set the old value, wait the value that\n"
 	    "satisfied the condition, cas the current value after the attempt.\n"
+	    "add with several DELTAs makes them all in one request, in order, none\n"
+	    "if one would overflow, and prints the value after each on its own line.\n"
 	    "cas exits 0 when it swapped and 1 when it did not.\n"
 	    "OP is one of == != < <= > >= (or eq ne lt le gt ge). list prints\n"
 	    "\"NAME<TAB>VALUE\" lines. Negative numbers are taken as numbers.\n" },

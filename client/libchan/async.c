@@ -33,6 +33,7 @@ typedef enum {
 	CHAN_AIO_RECV_ANY,
 	CHAN_AIO_COUNTER_WAIT,
 	CHAN_AIO_COUNTER_ADD,
+	CHAN_AIO_COUNTER_ADD_N,
 } chan_aio_kind;
 
 typedef enum {
@@ -74,6 +75,10 @@ struct chan_aio {
 		Chan__V1__CounterAdd  counter_add;
 	} op;
 	ProtobufCBinaryData *data; /* send: the payload descriptors */
+	const int64_t *deltas;   /* counter add n: borrowed */
+	size_t         ndeltas;
+	size_t         next;     /* one_by_one: the add in flight */
+	bool           one_by_one; /* the daemon lacks CounterAdd.deltas */
 
 	/* its result */
 	chan_status status;
@@ -82,6 +87,9 @@ struct chan_aio {
 	size_t      nmsgs;
 	uint64_t    first_seq;
 	int64_t     value;
+	int64_t    *values;   /* counter add n: one per delta (room: cap) */
+	size_t      nvalues;
+	size_t      cap;
 	uint64_t    delivery; /* held delivery (hold set), 0: none */
 	nng_pipe    dpipe;    /* the connection it came over */
 };
@@ -191,6 +199,7 @@ chan_aio_free(chan_aio *a)
 	/* Waits for the callback itself to return (it may still be unlocking a->mtx). */
 	nng_aio_free(a->naio);
 	chan_aio_drop_msgs(a);
+	free(a->values);
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mtx);
 	free(a);
@@ -239,6 +248,15 @@ chan_aio_value(const chan_aio *a)
 	return (a->value);
 }
 
+const int64_t *
+chan_aio_values(const chan_aio *a, size_t *n)
+{
+	if (n != NULL) {
+		*n = a->nvalues;
+	}
+	return (a->nvalues > 0 ? a->values : NULL);
+}
+
 void
 chan_aio_hold_confirm(chan_aio *a, bool hold)
 {
@@ -274,6 +292,18 @@ chan_aio_results(chan_aio *a)
 	case CHAN_AIO_COUNTER_WAIT:
 	case CHAN_AIO_COUNTER_ADD:
 		a->value = r->value->value;
+		return (CHAN_OK);
+	case CHAN_AIO_COUNTER_ADD_N:
+		if (a->one_by_one) { /* the last add; earlier ones in chan_aio_add_next */
+			a->values[a->next] = a->value = r->value->value;
+		} else if (r->value->n_values != a->ndeltas) {
+			return (chan_fail(CHAN_PROTOCOL, "counter add: %zu deltas answered with "
+			    "%zu values", a->ndeltas, r->value->n_values));
+		} else {
+			memcpy(a->values, r->value->values, a->ndeltas * sizeof(*a->values));
+			a->value = a->values[a->ndeltas - 1];
+		}
+		a->nvalues = a->ndeltas;
 		return (CHAN_OK);
 	case CHAN_AIO_RECV:
 	case CHAN_AIO_RECV_ANY:
@@ -428,13 +458,51 @@ chan_aio_failed(chan_aio *a, int rv)
 	chan_aio_end(a, chan_transfer_error(a->c, rv, stopped));
 }
 
+/*
+ * A daemon without CounterAdd.deltas answered one add of a counter add n:
+ * keeps its value and sends the next add. false: that was the last one (or
+ * it failed), the call ends with status s.
+ */
+static bool
+chan_aio_add_next(chan_aio *a, chan_status s)
+{
+	bool cancelled;
+
+	if (a->kind != CHAN_AIO_COUNTER_ADD_N || !a->one_by_one || s != CHAN_OK ||
+	    a->next + 1 >= a->ndeltas) {
+		return (false);
+	}
+	a->values[a->next++] = a->x.resp->value->value;
+	chan_exchange_fini(&a->x);
+	chan_exchange_init(&a->x);
+	a->op.counter_add.delta = a->deltas[a->next];
+	a->x.req.op_case = CHAN__V1__REQUEST__OP_COUNTER_ADD;
+	a->x.req.counter_add = &a->op.counter_add;
+	a->resets = 0;
+	if ((s = chan_async_begin(a->c, &a->x, &a->link, a, a->gen, a->naio)) != CHAN_OK) {
+		chan_aio_complete(a, s);
+		return (true);
+	}
+	a->linked = true;
+	pthread_mutex_lock(&a->mtx);
+	cancelled = a->cancelled;
+	pthread_mutex_unlock(&a->mtx);
+	if (cancelled) {
+		chan_aio_abort(a, chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+		return (true);
+	}
+	chan_aio_send_req(a);
+	return (true);
+}
+
 /* The call's aio completed a step. */
 static void
 chan_aio_cb_nng(void *arg)
 {
 	chan_aio *a = arg;
-	int       rv = nng_aio_result(a->naio);
-	nng_msg  *m;
+	int         rv = nng_aio_result(a->naio);
+	nng_msg    *m;
+	chan_status s;
 
 	switch (a->phase) {
 	case CHAN_PH_SEND:
@@ -471,7 +539,10 @@ chan_aio_cb_nng(void *arg)
 		a->linked = false;
 		m = a->answer;
 		a->answer = NULL;
-		chan_aio_complete(a, chan_exchange_answer(a->c, &a->x, m, a->want));
+		s = chan_exchange_answer(a->c, &a->x, m, a->want);
+		if (!chan_aio_add_next(a, s)) {
+			chan_aio_complete(a, s);
+		}
 		return;
 	case CHAN_PH_PAUSE:
 		if (chan_async_stopped(a->c, &a->link)) {
@@ -516,6 +587,11 @@ chan_aio_prepare(chan_aio *a, chan_client *c, chan_aio_kind kind)
 	a->data = NULL;
 	a->first_seq = 0;
 	a->value = 0;
+	a->nvalues = 0;
+	a->deltas = NULL;
+	a->ndeltas = 0;
+	a->next = 0;
+	a->one_by_one = false;
 	a->delivery = 0;
 	a->dpipe = (nng_pipe) NNG_PIPE_INITIALIZER;
 	a->status = CHAN_OK;
@@ -650,6 +726,41 @@ chan_counter_add_aio(chan_client *c, const char *name, int64_t delta, chan_aio *
 		return;
 	}
 	s = c == NULL ? CHAN_OK : chan_counter_add_build(c, name, delta, &a->op.counter_add);
+	a->want = CHAN__V1__RESPONSE__RESULT_VALUE;
+	a->x.req.op_case = CHAN__V1__REQUEST__OP_COUNTER_ADD;
+	a->x.req.counter_add = &a->op.counter_add;
+	chan_aio_launch(a, s);
+}
+
+void
+chan_counter_add_n_aio(chan_client *c, const char *name, const int64_t *deltas, size_t n,
+    chan_aio *a)
+{
+	chan_status s;
+	int64_t    *v;
+
+	if (!chan_aio_prepare(a, c, CHAN_AIO_COUNTER_ADD_N)) {
+		return;
+	}
+	s = c == NULL ? CHAN_OK : chan_counter_add_n_build(c, name, deltas, n, &a->op.counter_add);
+	if (c != NULL && s == CHAN_OK && n > a->cap) {
+		if ((v = realloc(a->values, n * sizeof(*v))) == NULL) {
+			s = chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory");
+		} else {
+			a->values = v;
+			a->cap = n;
+		}
+	}
+	if (c != NULL && s == CHAN_OK && !chan_counter_add_many(c)) {
+		/* An older daemon: one add per request, chained in chan_aio_add_next. */
+		a->one_by_one = true;
+		a->op.counter_add.n_deltas = 0;
+		a->op.counter_add.deltas = NULL;
+		a->op.counter_add.has_delta = 1;
+		a->op.counter_add.delta = deltas[0];
+	}
+	a->deltas = deltas;
+	a->ndeltas = n;
 	a->want = CHAN__V1__RESPONSE__RESULT_VALUE;
 	a->x.req.op_case = CHAN__V1__REQUEST__OP_COUNTER_ADD;
 	a->x.req.counter_add = &a->op.counter_add;

@@ -904,6 +904,7 @@ chan_hello(chan_client *c)
 	c->batch_form = r->has_batch_form && r->batch_form && chan_batch_form_wanted();
 	c->cancel_op = r->has_cancel && r->cancel;
 	c->confirm_part = r->has_confirm_part && r->confirm_part;
+	c->add_many = r->has_counter_add_many && r->counter_add_many;
 	c->server_version = strdup(r->server_version != NULL ? r->server_version : "");
 	if (c->server_version == NULL) {
 		s = chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory");

@@ -82,6 +82,7 @@ struct chan_client {
 	bool             batch_form; /* Send.batch / Recv.batch (HelloResult.batch_form) */
 	bool             confirm_part; /* Request.confirm_part (HelloResult.confirm_part) */
 	bool             cancel_op;  /* the daemon knows Request.cancel (HelloResult.cancel) */
+	bool             add_many;   /* CounterAdd.deltas (HelloResult.counter_add_many) */
 	uint64_t         client_id;
 	_Atomic uint64_t next_id;
 
@@ -217,6 +218,14 @@ chan_status chan_recv_any_build(chan_client *c, const char *const *names, size_t
     int64_t timeout_ms, Chan__V1__RecvAny *a);
 chan_status chan_counter_add_build(chan_client *c, const char *name, int64_t delta,
     Chan__V1__CounterAdd *a);
+/*
+ * CounterAdd.deltas with n (1..max_batch) deltas, borrowed. false from
+ * chan_counter_add_many: the daemon does not read deltas (or
+ * CHAN_COUNTER_ADD_MANY=0): send one add per delta instead.
+ */
+chan_status chan_counter_add_n_build(chan_client *c, const char *name, const int64_t *deltas,
+    size_t n, Chan__V1__CounterAdd *a);
+bool        chan_counter_add_many(const chan_client *c);
 chan_status chan_counter_wait_build(chan_client *c, const char *name, chan_wait_op op,
     int64_t operand, int64_t timeout_ms, Chan__V1__CounterWait *a);
 

@@ -53,6 +53,109 @@ chan_counter_add(chan_client *c, const char *name, int64_t delta, int64_t *new_v
 	return (chan_counter_value_call(c, &x, new_value));
 }
 
+/*
+ * The daemon reads CounterAdd.deltas. CHAN_COUNTER_ADD_MANY=0 in the
+ * environment acts as if it did not (one request per add), to compare the
+ * two and to test the fallback against a current daemon.
+ */
+bool
+chan_counter_add_many(const chan_client *c)
+{
+	const char *v = getenv("CHAN_COUNTER_ADD_MANY");
+
+	return (c->add_many && (v == NULL || strcmp(v, "0") != 0));
+}
+
+chan_status
+chan_counter_add_n_build(chan_client *c, const char *name, const int64_t *deltas, size_t n,
+    Chan__V1__CounterAdd *a)
+{
+	chan_status s;
+
+	if (c == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "client is NULL"));
+	}
+	if ((s = chan_check_name(name)) != CHAN_OK) {
+		return (s);
+	}
+	if (deltas == NULL || n == 0) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "counter add: no deltas"));
+	}
+	if (n > c->max_batch) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT,
+		    "counter add: %zu deltas in one call; the daemon takes 1 to %u", n,
+		    c->max_batch));
+	}
+	chan__v1__counter_add__init(a);
+	a->name = (char *) name;
+	a->n_deltas = n;
+	a->deltas = (int64_t *) deltas;
+	return (CHAN_OK);
+}
+
+/* One CounterAdd.deltas request for n (1..max_batch) deltas. */
+static chan_status
+chan_counter_add_chunk(chan_client *c, const char *name, const int64_t *deltas, size_t n,
+    int64_t *values)
+{
+	chan_exchange        x;
+	Chan__V1__CounterAdd a;
+	const Chan__V1__ValueResult *r;
+	chan_status          s;
+
+	if ((s = chan_counter_add_n_build(c, name, deltas, n, &a)) != CHAN_OK) {
+		return (s);
+	}
+	chan_exchange_init(&x);
+	x.req.op_case = CHAN__V1__REQUEST__OP_COUNTER_ADD;
+	x.req.counter_add = &a;
+	s = chan_exchange_run(c, &x, CHAN__V1__RESPONSE__RESULT_VALUE, -1, false);
+	if (s == CHAN_OK) {
+		r = x.resp->value;
+		if (r->n_values != n) {
+			s = chan_fail(CHAN_PROTOCOL, "counter add: %zu deltas answered with %zu "
+			    "values", n, r->n_values);
+		} else if (values != NULL) {
+			memcpy(values, r->values, n * sizeof(*values));
+		}
+	}
+	chan_exchange_fini(&x);
+	return (s);
+}
+
+chan_status
+chan_counter_add_n(chan_client *c, const char *name, const int64_t *deltas, size_t n,
+    int64_t *values)
+{
+	chan_status s;
+	size_t      i, k;
+
+	if (c == NULL) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "client is NULL"));
+	}
+	if ((s = chan_check_name(name)) != CHAN_OK) {
+		return (s);
+	}
+	if (deltas == NULL || n == 0) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "counter add: no deltas"));
+	}
+	/* More than max_batch: several requests, in order (chan.h). */
+	for (i = 0; i < n; i += k) {
+		if (!chan_counter_add_many(c)) {
+			k = 1;
+			s = chan_counter_add(c, name, deltas[i], values != NULL ? &values[i] : NULL);
+		} else {
+			k = n - i < c->max_batch ? n - i : c->max_batch;
+			s = chan_counter_add_chunk(c, name, deltas + i, k,
+			    values != NULL ? values + i : NULL);
+		}
+		if (s != CHAN_OK) {
+			return (s);
+		}
+	}
+	return (CHAN_OK);
+}
+
 chan_status
 chan_counter_get(chan_client *c, const char *name, int64_t *value)
 {

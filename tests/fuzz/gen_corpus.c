@@ -203,6 +203,7 @@ main(int argc, char **argv)
 	Chan__V1__Ack           ack = CHAN__V1__ACK__INIT;
 	Chan__V1__Release       rel = CHAN__V1__RELEASE__INIT;
 	Chan__V1__CounterAdd    cadd = CHAN__V1__COUNTER_ADD__INIT;
+	int64_t                 cadd_deltas[3] = { 1, -2, INT64_MAX };
 	Chan__V1__CounterGet    cget = CHAN__V1__COUNTER_GET__INIT;
 	Chan__V1__CounterSet    cset = CHAN__V1__COUNTER_SET__INIT;
 	Chan__V1__CounterCas    ccas = CHAN__V1__COUNTER_CAS__INIT;
@@ -330,6 +331,11 @@ main(int argc, char **argv)
 	cancel.ids = cancel_ids;
 	cancel.n_ids = 2;
 	OP("cancel", 2, CANCEL, cancel, cancel);
+	/* Many adds in one request; the last overflows (all or nothing). */
+	cadd.has_delta = 0;
+	cadd.n_deltas = 3;
+	cadd.deltas = cadd_deltas;
+	OP("counter_add_many", 3, COUNTER_ADD, counter_add, cadd);
 	/* Request.confirm_part on a ping: the first two of delivery 5. */
 	{
 		Chan__V1__PartConfirm  pc = CHAN__V1__PART_CONFIRM__INIT;

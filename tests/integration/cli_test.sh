@@ -513,6 +513,26 @@ t_counters() {
 	run "$CHAN" counter get big
 	expect_out $'9223372036854775807\n' "overflow left the value unchanged"
 
+	# Several DELTAs: one request, the value after each add on its own line.
+	run "$CHAN" counter add many 1 2 3
+	expect_rc 0 "counter add with three deltas"
+	expect_out $'1\n3\n6\n' "counter add 1 2 3 prints each value"
+	run "$CHAN" counter add many -6 10
+	expect_out $'0\n10\n' "counter add with a negative first delta"
+	run "$CHAN" --json counter add many 1 1
+	expect_out $'{"name":"many","value":11}\n{"name":"many","value":12}\n' \
+		"counter add --json: one object per add"
+	run "$CHAN" counter add many 1 x 2
+	expect_rc 64 "counter add with a non-number among deltas"
+	run "$CHAN" counter get many
+	expect_out $'12\n' "a bad DELTA applies nothing"
+	run "$CHAN" counter set big 9223372036854775806
+	run "$CHAN" counter add big 1 1
+	expect_rc 12 "counter add overflowing in the second delta"
+	expect_err_prefix "chan: counter add: add 2 of 2" "OUT_OF_RANGE names the add"
+	run "$CHAN" counter get big
+	expect_out $'9223372036854775806\n' "an overflow among deltas applies none"
+
 	run "$CHAN" counter delete c1
 	expect_rc 0 "counter delete"
 	run "$CHAN" counter get c1

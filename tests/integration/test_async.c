@@ -87,6 +87,152 @@ aio_new(cb_count *k)
 	return (a);
 }
 
+/* ---- many adds in one request (CounterAdd.deltas) ----------------------- */
+
+/* Requests the daemon has served so far (chan_stats counts itself too). */
+static uint64_t
+served(chan_client *c)
+{
+	chan_stats_info si;
+
+	ck_status(chan_stats(c, &si), CHAN_OK);
+	return (si.requests);
+}
+
+START_TEST(counter_add_n_sync)
+{
+	chan_client *c = connect_ok();
+	int64_t      d[] = { 1, 2, 3, -10 };
+	int64_t      v[4] = { 0 }, got;
+	int64_t     *big, *bv;
+	size_t       nb = (size_t) chan_max_batch(c) + 5, i;
+	uint64_t     before;
+
+	before = served(c);
+	ck_status(chan_counter_add_n(c, "many", d, 4, v), CHAN_OK);
+	/* one request for the four adds (plus the stats call itself) */
+	ck_assert_uint_eq(served(c) - before, 2);
+	ck_assert_int_eq(v[0], 1);
+	ck_assert_int_eq(v[1], 3);
+	ck_assert_int_eq(v[2], 6);
+	ck_assert_int_eq(v[3], -4);
+	ck_status(chan_counter_add_n(c, "many", d, 2, NULL), CHAN_OK);
+	ck_status(chan_counter_get(c, "many", &got), CHAN_OK);
+	ck_assert_int_eq(got, -1);
+	ck_status(chan_counter_add_n(c, "many", d, 0, v), CHAN_INVALID_ARGUMENT);
+	ck_status(chan_counter_add_n(c, "many", NULL, 3, v), CHAN_INVALID_ARGUMENT);
+	ck_status(chan_counter_add_n(c, "bad name", d, 3, v), CHAN_INVALID_ARGUMENT);
+	/* all or nothing: the third add overflows, nothing moves */
+	ck_status(chan_counter_set(c, "edge", INT64_MAX - 3, NULL), CHAN_OK);
+	ck_status(chan_counter_add_n(c, "edge", d, 3, v), CHAN_OUT_OF_RANGE);
+	ck_assert_ptr_nonnull(strstr(chan_last_error(c), "add 3 of 3"));
+	ck_status(chan_counter_get(c, "edge", &got), CHAN_OK);
+	ck_assert_int_eq(got, INT64_MAX - 3);
+	/* more than max_batch: split in order, every value right */
+	big = calloc(nb, sizeof(*big));
+	bv = calloc(nb, sizeof(*bv));
+	ck_assert(big != NULL && bv != NULL);
+	for (i = 0; i < nb; i++) {
+		big[i] = 2;
+	}
+	before = served(c);
+	ck_status(chan_counter_add_n(c, "split", big, nb, bv), CHAN_OK);
+	ck_assert_uint_eq(served(c) - before, 3);
+	for (i = 0; i < nb; i++) {
+		ck_assert_int_eq(bv[i], 2 * (int64_t) (i + 1));
+	}
+	free(big);
+	free(bv);
+	chan_disconnect(c);
+}
+END_TEST
+
+START_TEST(counter_add_n_aio)
+{
+	chan_client   *c = connect_ok();
+	cb_count      *k = counts_new(2);
+	chan_aio      *a = aio_new(&k[0]);
+	int64_t        d[] = { 5, 5, -1 };
+	int64_t       *big;
+	const int64_t *vals;
+	size_t         n = 99, nb = (size_t) chan_max_batch(c) + 1;
+
+	chan_counter_add_n_aio(c, "am", d, 3, a);
+	chan_aio_wait(a);
+	ck_aio_status(a, CHAN_OK);
+	ck_count(k[0].calls, 1);
+	ck_count(k[0].on_caller, 0);
+	vals = chan_aio_values(a, &n);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_int_eq(vals[0], 5);
+	ck_assert_int_eq(vals[1], 10);
+	ck_assert_int_eq(vals[2], 9);
+	ck_assert_int_eq(chan_aio_value(a), 9);
+	/* the same aio again: values of the new call */
+	chan_counter_add_n_aio(c, "am", d + 2, 1, a);
+	chan_aio_wait(a);
+	ck_aio_status(a, CHAN_OK);
+	vals = chan_aio_values(a, &n);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(vals[0], 8);
+	/* one request only: more than max_batch is refused, not split */
+	big = calloc(nb, sizeof(*big));
+	ck_assert_ptr_nonnull(big);
+	chan_counter_add_n_aio(c, "am", big, nb, a);
+	chan_aio_wait(a);
+	ck_aio_status(a, CHAN_INVALID_ARGUMENT);
+	ck_assert_ptr_null(chan_aio_values(a, &n));
+	ck_assert_uint_eq(n, 0);
+	chan_counter_add_n_aio(c, "am", d, 0, a);
+	chan_aio_wait(a);
+	ck_aio_status(a, CHAN_INVALID_ARGUMENT);
+	ck_status(chan_counter_set(c, "edge", INT64_MAX - 9, NULL), CHAN_OK);
+	chan_counter_add_n_aio(c, "edge", d, 3, a);
+	chan_aio_wait(a);
+	ck_aio_status(a, CHAN_OUT_OF_RANGE);
+	ck_assert_ptr_null(chan_aio_values(a, NULL));
+	free(big);
+	chan_aio_free(a);
+	free(k);
+	chan_disconnect(c);
+}
+END_TEST
+
+/* CHAN_COUNTER_ADD_MANY=0: what libchan does against an older daemon. */
+START_TEST(counter_add_n_one_by_one)
+{
+	chan_client   *c = connect_ok();
+	chan_aio      *a = aio_new(NULL);
+	int64_t        d[] = { 1, 2, 3, 4 };
+	int64_t        v[4];
+	const int64_t *vals;
+	size_t         n = 0;
+	uint64_t       before;
+
+	ck_assert_int_eq(setenv("CHAN_COUNTER_ADD_MANY", "0", 1), 0);
+	before = served(c);
+	ck_status(chan_counter_add_n(c, "obo", d, 4, v), CHAN_OK);
+	ck_assert_uint_eq(served(c) - before, 5); /* four adds and the stats */
+	ck_assert_int_eq(v[0], 1);
+	ck_assert_int_eq(v[3], 10);
+	before = served(c);
+	chan_counter_add_n_aio(c, "obo", d, 4, a);
+	chan_aio_wait(a);
+	ck_aio_status(a, CHAN_OK);
+	ck_assert_uint_eq(served(c) - before, 5);
+	vals = chan_aio_values(a, &n);
+	ck_assert_uint_eq(n, 4);
+	ck_assert_int_eq(vals[0], 11);
+	ck_assert_int_eq(vals[1], 13);
+	ck_assert_int_eq(vals[2], 16);
+	ck_assert_int_eq(vals[3], 20);
+	ck_assert_int_eq(chan_aio_value(a), 20);
+	ck_assert_int_eq(unsetenv("CHAN_COUNTER_ADD_MANY"), 0);
+	chan_aio_free(a);
+	chan_disconnect(c);
+}
+END_TEST
+
 /* Entries of /proc/self/task: the threads of this process. */
 static int
 thread_count(void)
@@ -790,6 +936,9 @@ async_suite(void)
 	tc = tcase_create("in_flight");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, counter_adds_in_flight);
+	tcase_add_test(tc, counter_add_n_sync);
+	tcase_add_test(tc, counter_add_n_aio);
+	tcase_add_test(tc, counter_add_n_one_by_one);
 	tcase_add_test(tc, no_thread_per_call);
 	tcase_add_test(tc, parked_recv_completed_by_send);
 	suite_add_tcase(s, tc);

@@ -727,6 +727,91 @@ START_TEST(cancel_bad_input)
 }
 END_TEST
 
+/* Sends a raw body; its decoded answer (free with ..._free_unpacked), or NULL. */
+static Chan__V1__Response *
+call_raw_resp(chh_daemon *d, const void *body, size_t len)
+{
+	Chan__V1__Response *r;
+	void               *reply;
+	size_t              rlen;
+
+	if (chh_raw(d->url, body, len, chh_scaled_ms(3000), &reply, &rlen) != 0) {
+		return (NULL);
+	}
+	r = chan__v1__response__unpack(NULL, rlen, reply);
+	free(reply);
+	return (r);
+}
+
+/* CounterAdd.deltas: not with delta, 1..max_batch of them, either encoding. */
+START_TEST(counter_add_many_bad_input)
+{
+	chh_daemon            d;
+	reqbuf                b;
+	Chan__V1__HelloResult hr;
+	Chan__V1__Response   *r;
+	int64_t              *deltas;
+	uint8_t               raw[64];
+	size_t                n;
+
+	chh_start(&d, NULL);
+	hr = hello(&d);
+	ck_assert_msg(hr.has_counter_add_many && hr.counter_add_many,
+	    "hello does not announce counter_add_many");
+	deltas = calloc((size_t) hr.max_batch + 1, sizeof(*deltas));
+	ck_assert_ptr_nonnull(deltas);
+	for (size_t i = 0; i <= hr.max_batch; i++) {
+		deltas[i] = 1;
+	}
+	/* both forms at once */
+	rb_named(&b, CHAN__V1__REQUEST__OP_COUNTER_ADD, "ca");
+	b.cadd.has_delta = 1;
+	b.cadd.delta = 7;
+	b.cadd.deltas = deltas;
+	b.cadd.n_deltas = 2;
+	r = call(&d, &b.req, "counter add with delta and deltas");
+	ck_assert_msg(r->status == ST(INVALID_ARGUMENT) && r->error != NULL &&
+	    strstr(r->error, "not both") != NULL, "both forms: %s '%s'",
+	    st_name(r->status), r->error ? r->error : "");
+	chh_resp_free(r);
+	chh_assert_alive(&d);
+	/* one delta too many */
+	rb_named(&b, CHAN__V1__REQUEST__OP_COUNTER_ADD, "ca");
+	b.cadd.has_delta = 0; /* rb_named gives the single add a delta */
+	b.cadd.deltas = deltas;
+	b.cadd.n_deltas = hr.max_batch + 1;
+	r = call(&d, &b.req, "max_batch + 1 deltas");
+	ck_assert_msg(r->status == ST(INVALID_ARGUMENT) && r->error != NULL &&
+	    strstr(r->error, "deltas, not") != NULL, "max_batch + 1: %s '%s'",
+	    st_name(r->status), r->error ? r->error : "");
+	chh_resp_free(r);
+	chh_assert_alive(&d);
+	/* nothing was applied: max_batch deltas start from 0 */
+	b.req.has_id = 0; /* a new request, not a repeat of the last one */
+	b.cadd.n_deltas = hr.max_batch;
+	r = call(&d, &b.req, "max_batch deltas");
+	ck_assert_msg(r->status == ST(OK), "max_batch deltas: %s '%s'",
+	    st_name(r->status), r->error ? r->error : "");
+	ck_assert_uint_eq(r->value->n_values, hr.max_batch);
+	ck_assert_int_eq(r->value->value, (int64_t) hr.max_batch);
+	chh_resp_free(r);
+	/* deltas not packed (one field each) mean the same:
+	 * Request { counter_add(30) { name "cb"; deltas 1; deltas -3 } } */
+	n = put_varint(raw, (uint64_t) 30 << 3 | 2);
+	raw[n++] = 8;
+	memcpy(raw + n, "\x0a\x02" "cb" "\x18\x02" "\x18\x05", 8);
+	n += 8;
+	r = call_raw_resp(&d, raw, n);
+	ck_assert_msg(r != NULL && r->status == ST(OK) && r->value->n_values == 2 &&
+	    r->value->values[0] == 1 && r->value->values[1] == -2,
+	    "unpacked deltas not read as two adds");
+	chan__v1__response__free_unpacked(r, NULL);
+	free(deltas);
+	chh_assert_alive(&d);
+	chh_stop(&d);
+}
+END_TEST
+
 START_TEST(message_size_limit_small)
 {
 	static const char *const args[] = { "--max-message-size", "1024",
@@ -1475,6 +1560,7 @@ badinput_suite(void)
 	tcase_add_test(tc, bad_names_every_op);
 	tcase_add_test(tc, bad_fields);
 	tcase_add_test(tc, cancel_bad_input);
+	tcase_add_test(tc, counter_add_many_bad_input);
 	tcase_add_test(tc, message_size_limit_small);
 	tcase_add_test(tc, message_size_limit_default);
 	tcase_add_test(tc, frame_over_daemon_limit);

@@ -169,6 +169,51 @@ START_TEST(test_every_satisfied_waiter_is_woken)
 }
 END_TEST
 
+START_TEST(test_add_many_values_and_intermediate_waiters)
+{
+	chd_counter_waiter eq5 = { .op = CHD_WAIT_EQ, .value = 5 };
+	chd_counter_waiter lt0 = { .op = CHD_WAIT_LT, .value = 0 };
+	int64_t            d[] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -20 };
+	int64_t            vals[11], v;
+	size_t             bad = 99;
+
+	ck_assert_int_eq(chd_counter_wait(t, "m", &eq5, &v), CHAN_EMPTY);
+	ck_assert_int_eq(chd_counter_wait(t, "m", &lt0, &v), CHAN_EMPTY);
+	ck_assert_int_eq(chd_counter_add_many(t, "m", d, 11, vals, &bad),
+	    CHAN_OK);
+	for (int i = 0; i < 10; i++) {
+		ck_assert_int_eq(vals[i], i + 1);
+	}
+	ck_assert_int_eq(vals[10], -10);
+	/* 5 was passed on the way: the EQ waiter saw it, then LT 0 at -10 */
+	ck_assert_int_eq(woken.n, 2);
+	ck_assert_ptr_eq(woken.w[0], &eq5);
+	ck_assert_int_eq(woken.value[0], 5);
+	ck_assert_ptr_eq(woken.w[1], &lt0);
+	ck_assert_int_eq(woken.value[1], -10);
+	ck_assert_int_eq(bad, 99);
+}
+END_TEST
+
+START_TEST(test_add_many_overflow_applies_nothing)
+{
+	chd_counter_waiter w = { .op = CHD_WAIT_EQ, .value = INT64_MAX };
+	int64_t            d[] = { 1, 1, 1 };
+	int64_t            vals[3], v, old;
+	size_t             bad = 99;
+
+	ck_assert_int_eq(chd_counter_set(t, "o", INT64_MAX - 2, &old), CHAN_OK);
+	ck_assert_int_eq(chd_counter_wait(t, "o", &w, &v), CHAN_EMPTY);
+	ck_assert_int_eq(chd_counter_add_many(t, "o", d, 3, vals, &bad),
+	    CHAN_OUT_OF_RANGE);
+	ck_assert_uint_eq(bad, 2);
+	ck_assert_int_eq(chd_counter_get(t, "o", &v), CHAN_OK);
+	ck_assert_int_eq(v, INT64_MAX - 2);
+	ck_assert_int_eq(woken.n, 0); /* INT64_MAX was never really reached */
+	chd_counter_waiter_cancel(&w);
+}
+END_TEST
+
 START_TEST(test_delete_wakes_waiters_not_found)
 {
 	chd_counter_waiter w = { .op = CHD_WAIT_EQ, .value = 1 };
@@ -263,6 +308,8 @@ counter_suite(void)
 	tcase_add_test(tc, test_wait_already_true_returns_at_once);
 	tcase_add_test(tc, test_wait_each_operator);
 	tcase_add_test(tc, test_every_satisfied_waiter_is_woken);
+	tcase_add_test(tc, test_add_many_values_and_intermediate_waiters);
+	tcase_add_test(tc, test_add_many_overflow_applies_nothing);
 	tcase_add_test(tc, test_delete_wakes_waiters_not_found);
 	tcase_add_test(tc, test_free_wakes_waiters_shutting_down);
 	tcase_add_test(tc, test_many_counters_grow_and_list);

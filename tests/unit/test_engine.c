@@ -205,6 +205,24 @@ r_cadd(uint32_t conn, const char *name, int64_t delta)
 	return (submit(conn, &m));
 }
 
+/* CounterAdd.deltas (n of them); with_delta also sets delta. */
+static treq *
+r_cadd_many(uint32_t conn, const char *name, const int64_t *deltas, size_t n,
+    bool with_delta)
+{
+	Chan__V1__Request    m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__CounterAdd x = CHAN__V1__COUNTER_ADD__INIT;
+
+	x.name = (char *) name;
+	x.n_deltas = n;
+	x.deltas = (int64_t *) deltas;
+	x.has_delta = with_delta;
+	x.delta = 1;
+	m.op_case = CHAN__V1__REQUEST__OP_COUNTER_ADD;
+	m.counter_add = &x;
+	return (submit(conn, &m));
+}
+
 static treq *
 r_cset(uint32_t conn, const char *name, int64_t v)
 {
@@ -927,6 +945,110 @@ START_TEST(test_counter_overflow_out_of_range)
 }
 END_TEST
 
+/* The answer to a CounterAdd.deltas: n values, each checked, value = last. */
+static void
+expect_values(treq *t, const int64_t *want, size_t n)
+{
+	Chan__V1__Response *r = answer(t);
+
+	expect_status(t, CHAN_OK);
+	ck_assert_int_eq(r->result_case, CHAN__V1__RESPONSE__RESULT_VALUE);
+	ck_assert_uint_eq(r->value->n_values, n);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_int_eq(r->value->values[i], want[i]);
+	}
+	ck_assert(r->value->has_value);
+	ck_assert_int_eq(r->value->value, want[n - 1]);
+}
+
+START_TEST(test_counter_add_many_in_order)
+{
+	int64_t d[] = { 5, -2, 10, 0, -20 };
+	int64_t v[] = { 105, 103, 113, 113, 93 };
+
+	value_of(r_cset(1, "many", 100));
+	expect_values(r_cadd_many(1, "many", d, 5, false), v, 5);
+	ck_assert_int_eq(value_of(r_cget(1, "many")), 93);
+	/* creates at 0, like the single add */
+	expect_values(r_cadd_many(1, "fresh", d, 2, false),
+	    (int64_t[]) { 5, 3 }, 2);
+	/* the single add still answers one value and no list */
+	ck_assert_int_eq(value_of(r_cadd(1, "many", 7)), 100);
+	ck_assert_uint_eq(answer(r_cadd(1, "many", 0))->value->n_values, 0);
+}
+END_TEST
+
+START_TEST(test_counter_add_many_wakes_intermediate_waiters)
+{
+	int64_t ones[10] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 };
+	treq   *eq5, *eq3b, *gt100;
+
+	eq5 = r_cwait(2, "steps", CHAN__V1__WAIT_OP__EQ, 5, -1);
+	eq3b = r_cwait(3, "steps", CHAN__V1__WAIT_OP__EQ, 3, -1);
+	gt100 = r_cwait(4, "steps", CHAN__V1__WAIT_OP__GT, 100, -1);
+	ck_assert(pending(eq5, 50));
+	/* 1..10 passes 3 and 5 on the way; the final value is 10 */
+	ck_assert_int_eq(answer(r_cadd_many(1, "steps", ones, 10, false))->
+	    value->value, 10);
+	ck_assert_int_eq(value_of(eq5), 5);
+	ck_assert_int_eq(value_of(eq3b), 3);
+	ck_assert(pending(gt100, 50));
+	expect_status(r_cdelete(1, "steps"), CHAN_OK);
+	expect_status(gt100, CHAN_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_counter_add_many_overflow_applies_nothing)
+{
+	int64_t d[] = { -1, 1, 1, 1, -5 };
+	treq   *w, *t;
+
+	value_of(r_cset(1, "edge", INT64_MAX - 1));
+	/* -1 and 1 would reach INT64_MAX - 1 again: a waiter for it stays */
+	w = r_cwait(2, "edge", CHAN__V1__WAIT_OP__EQ, INT64_MAX - 2, -1);
+	ck_assert(pending(w, 50));
+	t = r_cadd_many(1, "edge", d, 5, false); /* add 4 overflows */
+	expect_status(t, CHAN_OUT_OF_RANGE);
+	ck_assert_ptr_nonnull(strstr(answer(t)->error, "add 4 of 5"));
+	ck_assert_int_eq(value_of(r_cget(1, "edge")), INT64_MAX - 1);
+	ck_assert(pending(w, 50));
+	/* the same sequence without the overflowing add goes through */
+	expect_values(r_cadd_many(1, "edge", d, 3, false), (int64_t[]) {
+	    INT64_MAX - 2, INT64_MAX - 1, INT64_MAX }, 3);
+	ck_assert_int_eq(value_of(w), INT64_MAX - 2);
+	value_of(r_cset(1, "low", INT64_MIN + 1));
+	expect_status(r_cadd_many(1, "low", (int64_t[]) { -1, -1 }, 2, false),
+	    CHAN_OUT_OF_RANGE);
+	ck_assert_int_eq(value_of(r_cget(1, "low")), INT64_MIN + 1);
+}
+END_TEST
+
+START_TEST(test_counter_add_many_bad_forms)
+{
+	int64_t d[17];
+	treq   *t;
+
+	for (int i = 0; i < 17; i++) {
+		d[i] = 1;
+	}
+	value_of(r_cset(1, "bad", 0));
+	t = r_cadd_many(1, "bad", d, 2, true); /* delta and deltas */
+	expect_status(t, CHAN_INVALID_ARGUMENT);
+	ck_assert_ptr_nonnull(strstr(answer(t)->error, "not both"));
+	ck_assert_int_eq(value_of(r_cadd(1, "bad", 1)), 1);
+	t = r_cadd_many(1, "bad", d, 17, false); /* max_batch is 16 */
+	expect_status(t, CHAN_INVALID_ARGUMENT);
+	ck_assert_ptr_nonnull(strstr(answer(t)->error, "1 to 16 deltas"));
+	ck_assert_int_eq(value_of(r_cget(1, "bad")), 1);
+	/* max_batch itself is fine, and the engine still serves */
+	ck_assert_int_eq(answer(r_cadd_many(1, "bad", d, 16, false))->
+	    value->value, 17);
+	t = r_cadd_many(1, "bad name", d, 2, false);
+	expect_status(t, CHAN_INVALID_ARGUMENT);
+	ck_assert_int_eq(value_of(r_cget(1, "bad")), 17);
+}
+END_TEST
+
 START_TEST(test_counter_wait_each_operator)
 {
 	/* value 5: each operator that holds answers at once */
@@ -1218,7 +1340,13 @@ START_TEST(test_idem_repeat_gets_first_answer)
 	force_id = 501;
 	ck_assert_int_eq(value_of(r_cadd(1, "idk", 5)), 5);
 	ck_assert_int_eq(value_of(r_cadd(1, "idk", 5)), 5);
+	force_id = 502; /* several adds: the whole answer is the cached one */
+	expect_values(r_cadd_many(1, "idm", (int64_t[]) { 1, 2, 3 }, 3, false),
+	    (int64_t[]) { 1, 3, 6 }, 3);
+	expect_values(r_cadd_many(2, "idm", (int64_t[]) { 1, 2, 3 }, 3, false),
+	    (int64_t[]) { 1, 3, 6 }, 3);
 	force_client = force_id = 0;
+	ck_assert_int_eq(value_of(r_cget(1, "idm")), 6);
 	ck_assert_uint_eq(stat_of("id")->depth, 1);
 	ck_assert_int_eq(value_of(r_cget(1, "idk")), 5);
 	/* another client with the same id is another request */
@@ -1423,6 +1551,7 @@ START_TEST(test_stat_list_stats_hello_ping)
 	ck_assert_uint_eq(r->hello->protocol_version, CHL_PROTOCOL_VERSION);
 	ck_assert_uint_eq(r->hello->max_message_size, 1000);
 	ck_assert_uint_eq(r->hello->max_batch, 16);
+	ck_assert(r->hello->has_counter_add_many && r->hello->counter_add_many);
 	ck_assert_str_eq(r->hello->server_version, CHAN_VERSION);
 	t = r_simple(1, CHAN__V1__REQUEST__OP_PING);
 	expect_status(t, CHAN_OK);
@@ -1677,6 +1806,10 @@ engine_suite(void)
 	tcase_add_test(tc, test_shutdown_wakes_everyone);
 	tcase_add_test(tc, test_counter_basic_ops);
 	tcase_add_test(tc, test_counter_overflow_out_of_range);
+	tcase_add_test(tc, test_counter_add_many_in_order);
+	tcase_add_test(tc, test_counter_add_many_wakes_intermediate_waiters);
+	tcase_add_test(tc, test_counter_add_many_overflow_applies_nothing);
+	tcase_add_test(tc, test_counter_add_many_bad_forms);
 	tcase_add_test(tc, test_counter_wait_each_operator);
 	tcase_add_test(tc, test_counter_wait_wakes_every_satisfied_waiter);
 	tcase_add_test(tc, test_counter_list_fans_out);

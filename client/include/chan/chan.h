@@ -271,6 +271,18 @@ typedef enum chan_wait_op {
 
 /* Adds delta (creating the counter at 0); *new_value (may be NULL). i64 overflow: CHAN_OUT_OF_RANGE. */
 chan_status chan_counter_add(chan_client *c, const char *name, int64_t delta, int64_t *new_value);
+/*
+ * n adds (n >= 1) to one counter, in order: values[i] (values may be NULL)
+ * gets the value after deltas[i]. Up to chan_max_batch(c) deltas go in one
+ * request, applied as a group no other client sees half of; if any add
+ * would overflow, none of that request's is (CHAN_OUT_OF_RANGE, the message
+ * names the add). More than chan_max_batch(c) are split into requests of
+ * that size, sent one after another: on an error the earlier requests stay
+ * applied and values holds their results. A daemon without the many-adds
+ * form gets one request per add (same values, no grouping).
+ */
+chan_status chan_counter_add_n(chan_client *c, const char *name, const int64_t *deltas, size_t n,
+    int64_t *values);
 /* *value gets the value; CHAN_NOT_FOUND when there is no such counter. */
 chan_status chan_counter_get(chan_client *c, const char *name, int64_t *value);
 /* Sets value; *old_value (may be NULL) gets the previous one. */
@@ -336,6 +348,12 @@ chan_msg   *chan_aio_take_msg(chan_aio *a, size_t i);
 /* chan_send_aio: sequence number of the first message; chan_counter_wait_aio: the value. */
 uint64_t    chan_aio_first_seq(const chan_aio *a);
 int64_t     chan_aio_value(const chan_aio *a);
+/*
+ * chan_counter_add_n_aio: the value after each add, *n (may be NULL) of
+ * them; NULL and 0 when the call failed or was another kind. The array
+ * belongs to a: valid until a's next call starts or chan_aio_free.
+ */
+const int64_t *chan_aio_values(const chan_aio *a, size_t *n);
 
 /* Asynchronous chan_send_batch (n >= 1). */
 void chan_send_aio(chan_client *c, const char *name, const chan_buf *bufs, size_t n,
@@ -351,6 +369,14 @@ void chan_counter_wait_aio(chan_client *c, const char *name, chan_wait_op op, in
 
 /* Asynchronous chan_counter_add: chan_aio_value gives the new value. */
 void chan_counter_add_aio(chan_client *c, const char *name, int64_t delta, chan_aio *a);
+/*
+ * Asynchronous chan_counter_add_n, one request: n is 1..chan_max_batch(c)
+ * (more: CHAN_INVALID_ARGUMENT, no splitting). deltas is borrowed: keep it
+ * unchanged until the call completes. When it succeeded chan_aio_values
+ * gives the n values and chan_aio_value the last one.
+ */
+void chan_counter_add_n_aio(chan_client *c, const char *name, const int64_t *deltas, size_t n,
+    chan_aio *a);
 
 /* ---- producer: sends coalesced into batches ------------------------------ */
 
