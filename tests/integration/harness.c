@@ -413,7 +413,18 @@ chh_raw(const char *url, const void *body, size_t len, int timeout_ms,
 	 */
 	nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 3600 * 1000);
 	nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 3600 * 1000);
-	if ((rv = nng_dial(s, url, NULL, 0)) != 0) {
+	/*
+	 * A unix socket whose listen backlog is full refuses a connect with
+	 * EAGAIN at once: the daemon has not accepted the connections queued
+	 * before ours yet (connection_churn's 200 under a sanitizer). Dial
+	 * again until the timeout; anything else (ECONNREFUSED: nobody
+	 * listens) fails the call.
+	 */
+	for (int waited = 0; (rv = nng_dial(s, url, NULL, 0)) == NNG_EAGAIN &&
+	    waited < timeout_ms; waited += 10) {
+		nng_msleep(10);
+	}
+	if (rv != 0) {
 		goto out;
 	}
 	if ((rv = nng_msg_alloc(&m, 0)) != 0 ||
