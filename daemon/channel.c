@@ -58,8 +58,6 @@ _Static_assert(sizeof(chd_msg) == 32, "chd_msg header is 32 bytes");
 typedef struct chd_rxbuf {
 	size_t refs;   /* messages pointing into it */
 	size_t charge; /* bytes it holds of the daemon-wide count */
-	const uint8_t *bytes; /* where the request is, */
-	size_t         len;   /* for the payloads that may point into it */
 	void  *input;
 	void (*input_free)(void *);
 } chd_rxbuf;
@@ -735,8 +733,6 @@ rxbuf_take(chd_engine *e, chd_req *r)
 		return (NULL);
 	}
 	b->charge = r->alloc.input_len;
-	b->bytes = r->alloc.input_bytes;
-	b->len = r->alloc.input_len;
 	(void) chl_capped_alloc_take_input(&r->alloc, &b->input, &b->input_free);
 	return (b);
 }
@@ -752,10 +748,9 @@ rxbuf_untake(chd_engine *e, chd_req *r, chd_rxbuf *b)
 
 /* One message of a send: its header, and its payload copied or borrowed. */
 static inline __attribute__((always_inline)) chd_msg *
-msg_new(chd_shard *sh, const ProtobufCBinaryData *d, chd_rxbuf *buf)
+msg_new(chd_shard *sh, const ProtobufCBinaryData *d, chd_rxbuf *buf, const chl_capped_alloc *ca)
 {
-	bool     borrow = buf != NULL && d->len >= CHD_BORROW_MIN && d->data >= buf->bytes &&
-	    d->len <= buf->len && (size_t) (d->data - buf->bytes) <= buf->len - d->len;
+	bool     borrow = buf != NULL && borrowable(ca, d);
 	uint8_t  cls;
 	chd_msg *m = chd_slab_alloc(&sh->slabs, borrow ? sizeof(chd_msgref) : sizeof(*m) + d->len,
 	    &cls);
@@ -813,7 +808,7 @@ chan_enqueue(chd_shard *sh, chd_chan *ch, chd_req *r, uint64_t *first_seq)
 		return (CHAN_RESOURCE_EXHAUSTED);
 	}
 	for (size_t i = 0; i < n; i++) {
-		if ((m = msg_new(sh, &data[i], buf)) == NULL) {
+		if ((m = msg_new(sh, &data[i], buf, &r->alloc)) == NULL) {
 			*tailp = NULL;
 			for (m = head; m != NULL; m = last) {
 				last = m->next;

@@ -58,13 +58,16 @@ void chl_capped_alloc_borrow(chl_capped_alloc *ca, void *input, void (*input_fre
  * and keep the input past the decoded message (chl_capped_alloc_take_input).
  */
 void chl_capped_alloc_input_bytes(chl_capped_alloc *ca, const void *bytes, size_t len);
-/* Whether p[0..len) lies in the borrowed input's bytes. */
+/*
+ * Whether p[0..len) lies in the borrowed input's bytes (still true after
+ * chl_capped_alloc_take_input: the bytes are where they were).
+ */
 static inline bool
 chl_capped_alloc_in_input(const chl_capped_alloc *ca, const void *p, size_t len)
 {
 	const uint8_t *b = ca->input_bytes, *q = p;
 
-	return (b != NULL && ca->input_free != NULL && q >= b && len <= ca->input_len &&
+	return (b != NULL && q >= b && len <= ca->input_len &&
 	    (size_t) (q - b) <= ca->input_len - len);
 }
 /*
