@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "nng_threads.h"
 
 #define CHD_MAX_WORKERS 256
 #define CHD_MAX_BATCH_LIMIT 65536u
@@ -30,6 +31,8 @@ static const char chd_usage_text[] =
     "  -c, --config FILE           read `key = value` settings from FILE first;\n"
     "                              options given here override it\n"
     "  -w, --workers N             engine worker threads (default %d)\n"
+    "      --io-threads N          nng threads that read, write and run requests\n"
+    "                              (2 to 16, even; default %d: one per CPU)\n"
     "      --max-message-size BYTES\n"
     "                              largest payload (default %" PRIu64 " bytes;\n"
     "                              K/M/G suffixes)\n"
@@ -318,6 +321,14 @@ chd_apply(chd_config *cfg, const char *key, const char *val, char *err,
 		cfg->workers = (int) u;
 		return (0);
 	}
+	if (strcmp(k, "io-threads") == 0) {
+		if (chd_parse_u64(val, &u) != 0 || u < 2 ||
+		    u > CHL_NNG_THREADS_MAX) {
+			goto range;
+		}
+		cfg->io_threads = (int) (u + (u & 1)); /* nng: two per CPU */
+		return (0);
+	}
 	if (strcmp(k, "max-message-size") == 0) {
 		if (chd_parse_bytes(val, &u) != 0 || u < 1 ||
 		    u > CHD_MAX_MESSAGE_LIMIT) {
@@ -445,6 +456,9 @@ range:
 	if (strcmp(k, "workers") == 0) {
 		chd_errf(err, errlen, "%s: '%s' is not a number from 1 to %d",
 		    key, val, CHD_MAX_WORKERS);
+	} else if (strcmp(k, "io-threads") == 0) {
+		chd_errf(err, errlen, "%s: '%s' is not a number from 2 to %d",
+		    key, val, CHL_NNG_THREADS_MAX);
 	} else if (strcmp(k, "max-batch") == 0) {
 		chd_errf(err, errlen, "%s: '%s' is not a number from 1 to %u",
 		    key, val, CHD_MAX_BATCH_LIMIT);
@@ -560,6 +574,7 @@ chd_config_defaults(chd_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	chd_engine_opts_default(&eo);
 	cfg->workers = eo.workers;
+	cfg->io_threads = chl_nng_threads_default();
 	cfg->max_message_size = eo.max_message_size;
 	cfg->max_batch = eo.max_batch;
 	cfg->auto_create = eo.auto_create;
@@ -593,12 +608,14 @@ enum {
 	OPT_ALLOW_GID,
 	OPT_ALLOW,
 	OPT_TLS_CA,
+	OPT_IO_THREADS,
 };
 
 static const struct option chd_long_opts[] = {
 	{ "listen", required_argument, NULL, 'l' },
 	{ "config", required_argument, NULL, 'c' },
 	{ "workers", required_argument, NULL, 'w' },
+	{ "io-threads", required_argument, NULL, OPT_IO_THREADS },
 	{ "max-message-size", required_argument, NULL, OPT_MAX_MESSAGE_SIZE },
 	{ "max-batch", required_argument, NULL, OPT_MAX_BATCH },
 	{ "max-request-size", required_argument, NULL, OPT_MAX_REQUEST_SIZE },
@@ -653,7 +670,8 @@ chd_config_parse(chd_config *cfg, int argc, char **argv, char *err,
 		switch (c) {
 		case 'h':
 			/* The defaults are the engine's: print them, not copies. */
-			printf(chd_usage_text, cfg->workers, cfg->max_message_size,
+			printf(chd_usage_text, cfg->workers, cfg->io_threads,
+			    cfg->max_message_size,
 			    cfg->max_batch, cfg->max_pending, cfg->max_channels,
 			    cfg->max_counters);
 			return (CHD_CONFIG_EXIT_OK);

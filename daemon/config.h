@@ -36,6 +36,7 @@ typedef struct chd_config {
 	size_t        nlisten;
 	char         *config_file;      /* NULL: none read */
 	int           workers;          /* engine shards */
+	int           io_threads;       /* nng task threads (nng_threads.h) */
 	uint64_t      max_message_size; /* bytes */
 	uint32_t      max_batch;        /* messages per request */
 	bool          auto_create;

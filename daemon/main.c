@@ -18,8 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <nng/nng.h>
+
 #include "config.h"
 #include "engine.h"
+#include "nng_threads.h"
 #include "notify.h"
 #include "transport.h"
 
@@ -223,6 +226,11 @@ main(int argc, char **argv)
 	sigaddset(&chd_sigs, SIGINT);
 	sigaddset(&chd_sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &chd_sigs, NULL);
+	/* nng's threads start here, with the mask above and our count. */
+	if ((rv = chl_nng_threads_init(cfg.io_threads)) != 0) {
+		chd_log(CHD_LOG_ERROR, "cannot start nng: %s", nng_strerror(rv));
+		goto out;
+	}
 
 	chd_engine_opts_from(&cfg, &eo);
 	if ((rv = chd_engine_start(&eo, &engine)) != 0) {
@@ -245,10 +253,11 @@ main(int argc, char **argv)
 		goto stop;
 	}
 	chd_log(CHD_LOG_INFO,
-	    "chand %s ready (pid %d): %d workers, max message %" PRIu64
+	    "chand %s ready (pid %d): %d workers, %d io threads, max message %" PRIu64
 	    " bytes, max batch %" PRIu32 ", max request %zu bytes, "
 	    "auto-create %s",
-	    CHAN_VERSION, (int) getpid(), cfg.workers, cfg.max_message_size,
+	    CHAN_VERSION, (int) getpid(), cfg.workers, cfg.io_threads,
+	    cfg.max_message_size,
 	    cfg.max_batch, to.recv_max, cfg.auto_create ? "on" : "off");
 	if (chd_access_enabled(cfg.access)) {
 		chd_log(CHD_LOG_INFO, "access control on: the --allow-uid, "

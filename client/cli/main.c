@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "duration.h"
 #include "names.h"
+#include "nng_threads.h"
 
 #define CLI_GLOBAL_OPTS                                                      \
 	"Global options (before or after the command):\n"                    \
@@ -441,6 +442,13 @@ main(int argc, char **argv)
 	} else {
 		signal(SIGPIPE, SIG_IGN);
 	}
+	/*
+	 * One client: two nng task threads are plenty, and a shell loop of
+	 * chan calls starts fewer threads each time (nng_threads.h). After
+	 * the signal mask above, which nng's threads inherit. A failure here
+	 * only leaves nng to start itself later, as it would by default.
+	 */
+	(void) chl_nng_threads_init(2);
 	rv = cmd->run(&g, argc - optind, argv + optind);
 	cli_signals_stop();
 	return (rv);
