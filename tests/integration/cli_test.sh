@@ -704,6 +704,68 @@ wait_ping() {
 	done
 }
 
+# nng task threads of a running process (nng names them "nng:task").
+nng_task_threads() {
+	cat /proc/"$1"/task/*/comm 2>/dev/null | grep -c '^nng:task$'
+}
+
+# The chan CLI, one client, starts two nng task threads (nng_threads.h).
+t_cli_threads() {
+	local pid i n=0
+	"$CHAN" --url "$1" --timeout 5s recv io-empty >/dev/null 2>&1 &
+	pid=$!
+	BG_PIDS+=("$pid")
+	for ((i = 0; i < 100 * SLOW && n == 0; i++)); do
+		sleep 0.02
+		n=$(nng_task_threads "$pid")
+	done
+	check "[ $n -eq 2 ]" "a parked chan recv runs 2 nng task threads (has $n)"
+	kill -TERM "$pid"
+	wait_bg "$pid" 5
+}
+
+# --io-threads: the count nng really starts, from the option, the config
+# file and the default (one per CPU, even, 2 to 16), and bad values.
+t_io_threads() {
+	local dir=$1 pid want n
+	for n in 1 17 x ""; do
+		run "$CHAND" --listen "ipc://$dir/bad.sock" --io-threads "$n"
+		expect_rc 64 "chand --io-threads '$n' is a usage error"
+		expect_err_has "io-threads" "chand says which option is wrong ('$n')"
+	done
+	want=$(nproc)
+	want=$((want < 2 ? 2 : want + want % 2))
+	want=$((want > 16 ? 16 : want))
+	for n in default 4 3; do
+		if [ "$n" = default ]; then
+			"$CHAND" --listen "ipc://$dir/io.sock" </dev/null >"$dir/io.log" 2>&1 &
+		else
+			"$CHAND" --listen "ipc://$dir/io.sock" --io-threads "$n" </dev/null >"$dir/io.log" 2>&1 &
+			want=$((n + n % 2))
+		fi
+		pid=$!
+		BG_PIDS+=("$pid")
+		wait_ping "ipc://$dir/io.sock"
+		expect_rc 0 "chand --io-threads $n answers"
+		check "[ $(nng_task_threads "$pid") -eq $want ]" \
+			"chand --io-threads $n runs $want nng task threads (has $(nng_task_threads "$pid"))"
+		check "grep -q '$want io threads' $dir/io.log" "chand logs its io threads ($n)"
+		if [ "$n" = default ]; then
+			t_cli_threads "ipc://$dir/io.sock"
+		fi
+		kill -TERM "$pid"
+		wait_bg "$pid" 5
+	done
+	printf 'listen = ipc://%s/io.sock\nio-threads = 6\n' "$dir" >"$dir/io.conf"
+	"$CHAND" --config "$dir/io.conf" </dev/null >"$dir/io.log" 2>&1 &
+	pid=$!
+	BG_PIDS+=("$pid")
+	wait_ping "ipc://$dir/io.sock"
+	check "[ $(nng_task_threads "$pid") -eq 6 ]" "config io-threads = 6 runs 6 nng task threads"
+	kill -TERM "$pid"
+	wait_bg "$pid" 5
+}
+
 t_chand_cmdline() {
 	local o dir pid
 	run "$CHAND" --help
@@ -744,6 +806,8 @@ t_chand_cmdline() {
 	wait_bg "$pid" 5
 	check "[ $BG_RC -eq 0 ]" "chand --config exits 0 on SIGTERM (got $BG_RC)" ||
 		cat "$dir/log" >&2
+
+	t_io_threads "$dir"
 
 	env --default-signal=INT "$CHAND" --listen "ipc://$dir/i.sock" </dev/null >"$dir/log2" 2>&1 &
 	pid=$!
