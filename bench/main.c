@@ -19,6 +19,7 @@
 #include <nng/nng.h>
 
 #include "bench.h"
+#include "nng_threads.h"
 #include "resources.h"
 #include "workloads.h"
 
@@ -700,13 +701,16 @@ print_machine(const bench_opts *o, int argc, char **argv)
 	printf("command:");
 	for (int i = 0; i < argc; i++)
 		printf(" %s", argv[i]);
-	printf("\nchand: %s%s; batch %zu; %s\n\n", o->chand,
+	printf("\nchand: %s%s; batch %zu; %s\n", o->chand,
 #ifdef CHAN_BENCH_HAVE_CHAND
 	    "",
 #else
 	    " (chand side not built: libchan was missing at configure)",
 #endif
 	    batch, o->quick ? "quick counts" : "full counts");
+	printf("nng task threads: chand and the echo server %d each (chand's "
+	    "--io-threads default); the bench's clients nng's own, 2 per CPU\n\n",
+	    chl_nng_threads_default());
 	fflush(stdout);
 }
 

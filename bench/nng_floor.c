@@ -7,7 +7,8 @@
  * --echo-server URL), as chand does, and serves like chand's transport:
  * a REP socket in context mode, completions driven by aio callbacks. So
  * the floor pays the same process boundary and nng threading, and nothing
- * else.
+ * else: it starts nng with as many task threads as chand does by default
+ * (chand --io-threads, lib/nng_threads.h).
  */
 #include <limits.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "bench.h"
+#include "nng_threads.h"
 
 #define ECHO_CONTEXTS 8
 
@@ -62,7 +64,8 @@ bench_echo_server_main(const char *url)
 	nng_socket s;
 	int rv;
 
-	if ((rv = nng_rep0_open(&s)) != 0 ||
+	if ((rv = chl_nng_threads_init(chl_nng_threads_default())) != 0 ||
+	    (rv = nng_rep0_open(&s)) != 0 ||
 	    (rv = nng_listen(s, url, NULL, 0)) != 0) {
 		fprintf(stderr, "chan-bench echo: %s: %s\n", url,
 		    nng_strerror(rv));
