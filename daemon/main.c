@@ -227,7 +227,10 @@ main(int argc, char **argv)
 	sigaddset(&chd_sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &chd_sigs, NULL);
 	/* nng's threads start here, with the mask above and our count. */
-	if ((rv = chl_nng_threads_init(cfg.io_threads)) != 0) {
+	if ((rv = chl_nng_threads_init(cfg.io_threads)) == NNG_EBUSY) {
+		chd_log(CHD_LOG_WARN, "nng started before --io-threads could "
+		    "apply; it keeps its own thread count");
+	} else if (rv != 0) {
 		chd_log(CHD_LOG_ERROR, "cannot start nng: %s", nng_strerror(rv));
 		goto out;
 	}

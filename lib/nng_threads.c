@@ -11,6 +11,8 @@ extern long __sysconf(int name);
 
 /* CPUs nng is told about while it starts; 0: the truth. */
 static atomic_long chl_nng_cpus;
+/* nng asked for the CPU count while chl_nng_cpus was set: it started then. */
+static atomic_bool chl_nng_asked;
 
 long
 sysconf(int name)
@@ -18,6 +20,7 @@ sysconf(int name)
 	long n = atomic_load(&chl_nng_cpus);
 
 	if (name == _SC_NPROCESSORS_ONLN && n > 0) {
+		atomic_store(&chl_nng_asked, true);
 		return (n);
 	}
 	return (__sysconf(name));
@@ -35,12 +38,16 @@ chl_nng_threads_init(int task_threads)
 	if (task_threads > CHL_NNG_THREADS_MAX) {
 		task_threads = CHL_NNG_THREADS_MAX;
 	}
+	atomic_store(&chl_nng_asked, false);
 	atomic_store(&chl_nng_cpus, (long) (task_threads + 1) / 2);
 	/* Allocating an aio is the cheapest call that starts nng. */
 	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) == 0) {
 		nng_aio_free(aio);
 	}
 	atomic_store(&chl_nng_cpus, 0);
+	if (rv == 0 && !atomic_load(&chl_nng_asked)) {
+		rv = NNG_EBUSY; /* nng had started before: its pools stay */
+	}
 	return (rv);
 }
 

@@ -28,9 +28,9 @@
 /*
  * Starts nng (before anything else in the program uses it) with
  * task_threads task threads: an even number from 2 to CHL_NNG_THREADS_MAX
- * (an odd one is rounded up: nng takes two per CPU). 0 or an nng error
- * (NNG_ENOMEM); too late (nng already started) goes unnoticed, which
- * tests/integration/cli_test.sh checks by counting chand's threads.
+ * (an odd one is rounded up: nng takes two per CPU). 0, NNG_EBUSY when
+ * nng had already started (its threads stay as they are), or the error
+ * nng could not start with (NNG_ENOMEM).
  */
 int chl_nng_threads_init(int task_threads);
 
