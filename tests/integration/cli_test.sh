@@ -709,16 +709,25 @@ nng_task_threads() {
 	cat /proc/"$1"/task/*/comm 2>/dev/null | grep -c '^nng:task$'
 }
 
+# The same once it is WANT (each thread names itself when it first runs):
+# waits up to 5 s (scaled), then prints what there is.
+nng_task_threads_settled() {
+	local i n
+	for ((i = 0; i < 250 * SLOW; i++)); do
+		n=$(nng_task_threads "$1")
+		[ "$n" -eq "$2" ] && break
+		sleep 0.02
+	done
+	echo "$n"
+}
+
 # The chan CLI, one client, starts two nng task threads (nng_threads.h).
 t_cli_threads() {
-	local pid i n=0
+	local pid n
 	"$CHAN" --url "$1" --timeout 5s recv io-empty >/dev/null 2>&1 &
 	pid=$!
 	BG_PIDS+=("$pid")
-	for ((i = 0; i < 100 * SLOW && n == 0; i++)); do
-		sleep 0.02
-		n=$(nng_task_threads "$pid")
-	done
+	n=$(nng_task_threads_settled "$pid" 2)
 	check "[ $n -eq 2 ]" "a parked chan recv runs 2 nng task threads (has $n)"
 	kill -TERM "$pid"
 	wait_bg "$pid" 5
@@ -727,7 +736,7 @@ t_cli_threads() {
 # --io-threads: the count nng really starts, from the option, the config
 # file and the default (one per CPU, even, 2 to 16), and bad values.
 t_io_threads() {
-	local dir=$1 pid want n
+	local dir=$1 pid want n got
 	for n in 1 17 x ""; do
 		run "$CHAND" --listen "ipc://$dir/bad.sock" --io-threads "$n"
 		expect_rc 64 "chand --io-threads '$n' is a usage error"
@@ -747,8 +756,9 @@ t_io_threads() {
 		BG_PIDS+=("$pid")
 		wait_ping "ipc://$dir/io.sock"
 		expect_rc 0 "chand --io-threads $n answers"
-		check "[ $(nng_task_threads "$pid") -eq $want ]" \
-			"chand --io-threads $n runs $want nng task threads (has $(nng_task_threads "$pid"))"
+		got=$(nng_task_threads_settled "$pid" "$want")
+		check "[ $got -eq $want ]" \
+			"chand --io-threads $n runs $want nng task threads (has $got)"
 		check "grep -q '$want io threads' $dir/io.log" "chand logs its io threads ($n)"
 		if [ "$n" = default ]; then
 			t_cli_threads "ipc://$dir/io.sock"
@@ -761,7 +771,8 @@ t_io_threads() {
 	pid=$!
 	BG_PIDS+=("$pid")
 	wait_ping "ipc://$dir/io.sock"
-	check "[ $(nng_task_threads "$pid") -eq 6 ]" "config io-threads = 6 runs 6 nng task threads"
+	got=$(nng_task_threads_settled "$pid" 6)
+	check "[ $got -eq 6 ]" "config io-threads = 6 runs 6 nng task threads (has $got)"
 	kill -TERM "$pid"
 	wait_bg "$pid" 5
 }
