@@ -23,6 +23,7 @@ typedef struct bench_opts {
 	const char *redis_cli;  /* path of redis-cli */
 	int         workers;    /* chand --workers, 0: its default */
 	int         receivers;  /* parked receivers for the CPU measurement */
+	int         client_io_threads; /* nng task threads here, 0: nng's own */
 	char       *chand_args[16]; /* extra chand arguments (--chand-arg) */
 	int         nchand_args;
 	const char *dir;        /* private temp dir */

@@ -18,6 +18,8 @@
 
 #include <nng/nng.h>
 
+#include <chan/threads.h>
+
 #include "bench.h"
 #include "nng_threads.h"
 #include "resources.h"
@@ -62,7 +64,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: chan-bench [--quick] [--only N] [--batch N] [--stream-batch N]\n"
-	    "                  [--workers N]\n"
+	    "                  [--workers N] [--client-io-threads N]\n"
 	    "                  [--chand-arg ARG]... [--receivers N]\n"
 	    "                  [--chand PATH] [--chan PATH]\n"
 	    "                  [--redis-server PATH] [--redis-cli PATH]\n"
@@ -77,6 +79,10 @@ usage(FILE *f)
 	    "                 in one request (default: 1024 and 8192, each\n"
 	    "                 system judged at its best of the two)\n"
 	    "  --workers N    chand --workers N (default: chand's own)\n"
+	    "  --client-io-threads N\n"
+	    "                 start this program's nng (the chand and floor\n"
+	    "                 clients) with N task threads, as a program using\n"
+	    "                 chan_nng_threads would (default: nng's own)\n"
 	    "  --chand-arg A  one more argument for chand (repeatable)\n"
 	    "  --receivers N  parked receivers for the CPU figure\n"
 	    "                 (default 10000, --quick 1000)\n"
@@ -709,8 +715,12 @@ print_machine(const bench_opts *o, int argc, char **argv)
 #endif
 	    batch, o->quick ? "quick counts" : "full counts");
 	printf("nng task threads: chand and the echo server %d each (chand's "
-	    "--io-threads default); the bench's clients nng's own, 2 per CPU\n\n",
+	    "--io-threads default); the bench's clients ",
 	    chl_nng_threads_default());
+	if (o->client_io_threads != 0)
+		printf("%d (--client-io-threads)\n\n", o->client_io_threads);
+	else
+		printf("nng's own, 2 per CPU\n\n");
 	fflush(stdout);
 }
 
@@ -724,6 +734,7 @@ main(int argc, char **argv)
 		{ "stream-batch", required_argument, NULL, 'S' },
 		{ "workers", required_argument, NULL, 'w' },
 		{ "receivers", required_argument, NULL, 'r' },
+		{ "client-io-threads", required_argument, NULL, 'T' },
 		{ "chand", required_argument, NULL, 'C' },
 		{ "chand-arg", required_argument, NULL, 'A' },
 		{ "chan", required_argument, NULL, 'c' },
@@ -759,6 +770,7 @@ main(int argc, char **argv)
 			break;
 		case 'w': o.workers = atoi(optarg); break;
 		case 'r': o.receivers = atoi(optarg); break;
+		case 'T': o.client_io_threads = atoi(optarg); break;
 		case 'C': o.chand = optarg; break;
 		case 'A':
 			if (o.nchand_args == 16) {
@@ -783,6 +795,17 @@ main(int argc, char **argv)
 	}
 	if (o.receivers < 0)
 		o.receivers = o.quick ? 1000 : 10000;
+	/* Before anything here uses nng (chan/threads.h). */
+	if (o.client_io_threads != 0) {
+		chan_status st = chan_nng_threads(o.client_io_threads);
+
+		if (st != CHAN_OK) {
+			fprintf(stderr, "chan-bench: --client-io-threads %d: %s%s\n",
+			    o.client_io_threads, chan_strerror(st),
+			    st == CHAN_INVALID_ARGUMENT ? " (2 to 16)" : "");
+			return (64);
+		}
+	}
 	if (mkdtemp(dir) == NULL) {
 		fprintf(stderr, "chan-bench: mkdtemp: %s\n", strerror(errno));
 		return (1);
