@@ -23,6 +23,7 @@
 #include <chan/status.h>
 
 #include "counter.h"
+#include "deadline.h"
 #include "engine.h"
 
 /*
@@ -101,16 +102,18 @@ enum chd_task_kind { CHD_T_RECV, CHD_T_SEND, CHD_T_ANY, CHD_T_CWAIT };
 
 /*
  * A parked request: a blocked receiver or sender, one channel's part of a
- * recv_any, or a counter waiter. Costs this struct (+ a timer when the
- * timeout is finite); never a thread.
+ * recv_any, or a counter waiter. Costs this struct; never a thread. A
+ * finite timeout is an entry in the shard's deadline heap (dl), or its
+ * own timer only when the heap could not grow (out of memory).
  */
 struct chd_task {
 	enum chd_task_kind kind;
 	chd_shard         *sh;
 	chd_req           *req;    /* NULL for CHD_T_ANY (the chd_any owns it) */
 	uint32_t           conn;
-	struct event      *timer;  /* finite timeouts only */
-	event_callback_fn  timer_fn; /* what the timer runs (chd_task_park) */
+	chd_dl_node        dl;     /* in sh->dl while a finite timeout runs */
+	struct event      *timer;  /* own timer: only if sh->dl was full */
+	event_callback_fn  timer_fn; /* what its timeout runs (chd_task_park) */
 	chd_task          *sprev, *snext; /* shard's parked list */
 	struct chd_connrec *crec;  /* its connection's record (NULL: none) */
 	chd_task          *oprev, *onext; /* crec->tasks */
@@ -269,6 +272,19 @@ struct chd_shard {
 	uint64_t           next_handle;
 	chd_slabs          slabs;     /* queued messages */
 	struct event      *slab_tmr;  /* chd_slabs_tick while armed */
+	/*
+	 * Deadlines of the parked tasks with a finite timeout (exec held,
+	 * like all shard state) and the one timer that serves them, armed
+	 * lazily: only when a new deadline is earlier than dl_armed_at (or
+	 * nothing is armed). Unpark never touches it, so it may fire early
+	 * and then just re-arms. Parks made while it runs (dl_firing) leave
+	 * the arming to its end.
+	 */
+	chd_dl_heap        dl;
+	struct event      *dl_tmr;
+	int64_t            dl_armed_at; /* valid while dl_armed */
+	bool               dl_armed;
+	bool               dl_firing;
 };
 
 struct chd_engine {
@@ -401,7 +417,11 @@ void         chd_shard_conn_free(chd_connrec *c);
  * a closed connection left state behind). */
 void chd_shard_post_conn_close(chd_shard *sh, uint32_t conn);
 
-/* Parked list and timers (shard thread). */
+/*
+ * Parked list and timeouts (exec held). A finite timeout_ms > 0 runs
+ * cb(-1, EV_TIMEOUT, t) once it has passed (not before; from the shard's
+ * deadline timer), unless the task is unparked first; cb unparks it.
+ */
 void chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb);
 void chd_task_unpark(chd_task *t);
 int  chd_engine_conn_pid(chd_engine *e, uint32_t conn);

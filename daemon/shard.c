@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,6 +306,10 @@ seen_free_all(chd_shard *sh)
 
 /* ---- parked tasks ------------------------------------------------------- */
 
+/*
+ * A task's own timer: only when the deadline heap could not grow (out of
+ * memory), so such a task still times out.
+ */
 static void
 chd_task_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -318,11 +323,66 @@ chd_task_timer_cb(evutil_socket_t fd, short what, void *arg)
 	chd_shard_timer_end(sh);
 }
 
+/*
+ * The deadline timer (one per shard; deadline.h says why). Arming it is
+ * the only libevent call parks make, and only for a deadline earlier than
+ * the armed one: with uniform timeouts each new deadline is later, so a
+ * park from a request thread neither calls libevent nor wakes the shard's
+ * thread. Everything here runs with exec held.
+ */
+static void
+dl_arm(chd_shard *sh, int64_t at, int64_t now)
+{
+	int64_t        us = at > now ? (at - now + 999) / 1000 : 0;
+	struct timeval tv = { (time_t) (us / 1000000),
+		(suseconds_t) (us % 1000000) };
+
+	evtimer_add(sh->dl_tmr, &tv); /* a pending one is moved */
+	sh->dl_armed = true;
+	sh->dl_armed_at = at;
+}
+
+static void
+chd_shard_dl_cb(evutil_socket_t fd, short what, void *arg)
+{
+	chd_shard   *sh = arg;
+	chd_dl_node *x;
+	int64_t      now;
+
+	(void) fd;
+	(void) what;
+	if (!chd_shard_timer_begin(sh, sh->dl_tmr)) {
+		return; /* runs again shortly; dl_armed_at stays (passed) */
+	}
+	sh->dl_armed = false;
+	sh->dl_firing = true;
+	now = chd_dl_now();
+	/*
+	 * Only what was due when we looked: a callback may unpark (and
+	 * free) other tasks, which leaves them out of the heap, or park new
+	 * ones, whose deadlines are later than now. So the loop ends, and
+	 * it never holds a pointer across a callback.
+	 */
+	while ((x = chd_dl_min(&sh->dl)) != NULL && x->at <= now) {
+		chd_task *t = (chd_task *) (void *) ((char *) x -
+		    offsetof(chd_task, dl));
+
+		chd_dl_remove(&sh->dl, x);
+		t->timer_fn(-1, EV_TIMEOUT, t); /* unparks t, may free it */
+	}
+	sh->dl_firing = false;
+	if ((x = chd_dl_min(&sh->dl)) != NULL) {
+		dl_arm(sh, x->at, chd_dl_now());
+	}
+	chd_shard_timer_end(sh);
+}
+
 void
 chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
 {
 	chd_shard     *sh = t->sh;
 	struct timeval tv;
+	int64_t        now, at;
 
 	if ((t->crec = chd_shard_conn(sh, t->conn, true)) != NULL) {
 		CHD_DL_PUSH(t->crec->tasks, t, oprev, onext);
@@ -334,14 +394,23 @@ chd_task_park(chd_task *t, int64_t timeout_ms, event_callback_fn cb)
 		sh->parked->sprev = t;
 	}
 	sh->parked = t;
-	if (timeout_ms > 0 && chd_timeval((uint64_t) timeout_ms, &tv)) {
-		/* Without a timer the task still ends on close/shutdown; a
-		 * failed allocation only loses the timeout, never the answer. */
-		t->timer_fn = cb;
-		if ((t->timer = evtimer_new(sh->base, chd_task_timer_cb, t)) !=
-		    NULL) {
-			evtimer_add(t->timer, &tv);
+	if (timeout_ms <= 0 || !chd_timeval((uint64_t) timeout_ms, &tv)) {
+		return; /* waits until answered, closed or shut down */
+	}
+	t->timer_fn = cb;
+	now = chd_dl_now();
+	at = now + timeout_ms * 1000000;
+	if (chd_dl_insert(&sh->dl, &t->dl, at) == 0) {
+		if (!sh->dl_firing && (!sh->dl_armed || at < sh->dl_armed_at)) {
+			dl_arm(sh, at, now);
 		}
+		return;
+	}
+	/* No room in the heap: a timer of its own, as before the heap.
+	 * Without that either the task still ends on close/shutdown; a
+	 * failed allocation only loses the timeout, never the answer. */
+	if ((t->timer = evtimer_new(sh->base, chd_task_timer_cb, t)) != NULL) {
+		evtimer_add(t->timer, &tv);
 	}
 }
 
@@ -352,6 +421,11 @@ chd_task_unpark(chd_task *t)
 
 	if (!t->parked) {
 		return;
+	}
+	/* Out of the heap only: the shard's timer stays as armed (it may
+	 * fire early and re-arm), so no libevent call and no wake here. */
+	if (chd_dl_queued(&t->dl)) {
+		chd_dl_remove(&sh->dl, &t->dl);
 	}
 	if (t->timer != NULL) {
 		chd_shard_timer_free(sh, t->timer);
@@ -1011,6 +1085,7 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	sh->next_delivery = first_delivery(e->opts.workers);
 	sh->next_handle = 1;
 	chd_slabs_init(&sh->slabs);
+	chd_dl_init(&sh->dl);
 	pthread_mutex_init(&sh->mtx, NULL);
 	pthread_mutex_init(&sh->exec, NULL);
 	pthread_mutex_init(&sh->tmr_mtx, NULL);
@@ -1023,6 +1098,8 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	    (sh->mbox_ev = event_new(sh->base, -1, EV_PERSIST,
 	        chd_shard_mbox_cb, sh)) == NULL ||
 	    (sh->slab_tmr = evtimer_new(sh->base, chd_shard_slab_cb,
+	        sh)) == NULL ||
+	    (sh->dl_tmr = evtimer_new(sh->base, chd_shard_dl_cb,
 	        sh)) == NULL) {
 		goto fail;
 	}
@@ -1040,6 +1117,9 @@ chd_shard_start(chd_engine *e, int idx, chd_shard **out)
 	*out = sh;
 	return (0);
 fail:
+	if (sh->dl_tmr != NULL) {
+		chd_shard_timer_free(sh, sh->dl_tmr);
+	}
 	if (sh->slab_tmr != NULL) {
 		chd_shard_timer_free(sh, sh->slab_tmr);
 	}
@@ -1099,6 +1179,10 @@ void
 chd_shard_free(chd_shard *sh)
 {
 	chd_chan_free_all(sh);
+	/* Every task was answered and left the heap; the timer may still
+	 * be armed (unparks leave it). */
+	chd_shard_timer_free(sh, sh->dl_tmr);
+	chd_dl_fini(&sh->dl);
 	/* Freeing the messages may have armed it. */
 	chd_shard_timer_free(sh, sh->slab_tmr);
 	sh->slabs.arm = NULL;
