@@ -21,13 +21,7 @@
 #include <chan/threads.h>
 
 #include "harness.h"
-
-#define ck_status(got, want)                                                   \
-	do {                                                                   \
-		chan_status g_ = (got);                                        \
-		ck_assert_msg(g_ == (want), "%s: got %s, expected %s", #got,   \
-		    chan_status_name(g_), chan_status_name(want));             \
-	} while (0)
+#include "libchan_check.h" /* ck_status, D, connect_ok; not its fixture */
 
 /* This process's threads named nng:task. */
 static int
@@ -89,19 +83,18 @@ nng_default_threads(void)
 static void
 round_trip(void)
 {
-	chh_daemon   d;
 	chan_client *c;
 	chan_msg    *m;
 
-	chh_start(&d, NULL);
-	ck_status(chan_connect(d.url, &c), CHAN_OK);
+	chh_start(&D, NULL);
+	c = connect_ok();
 	ck_status(chan_send(c, "t", "hello", 5, 1000), CHAN_OK);
 	ck_status(chan_recv(c, "t", &m, 1000), CHAN_OK);
 	ck_assert_int_eq(chan_msg_len(m), 5);
 	ck_assert_mem_eq(chan_msg_data(m), "hello", 5);
 	chan_msg_free(m);
 	chan_disconnect(c);
-	chh_stop(&d);
+	chh_stop(&D);
 }
 
 START_TEST(threads_as_asked)
@@ -129,13 +122,11 @@ END_TEST
 
 START_TEST(threads_too_late)
 {
-	chh_daemon d;
-
-	chh_start(&d, NULL); /* nng starts here, with its own count */
+	chh_start(&D, NULL); /* nng starts here, with its own count */
 	ck_status(chan_nng_threads(2), CHAN_ALREADY_EXISTS);
 	ck_assert_int_eq(nng_task_threads_settled(nng_default_threads()),
 	    nng_default_threads());
-	chh_stop(&d);
+	chh_stop(&D);
 }
 END_TEST
 

@@ -250,6 +250,20 @@ r_send(uint32_t conn, const char *name, const char *msg, int64_t timeout)
 }
 
 treq *
+r_recv(uint32_t conn, const char *name, int64_t timeout)
+{
+	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Recv    r = CHAN__V1__RECV__INIT;
+
+	r.name = (char *) name;
+	r.has_timeout_ms = true;
+	r.timeout_ms = timeout;
+	m.op_case = CHAN__V1__REQUEST__OP_RECV;
+	m.recv = &r;
+	return (submit(conn, &m));
+}
+
+treq *
 r_recv_any(uint32_t conn, const char **names, size_t n, int64_t timeout)
 {
 	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;

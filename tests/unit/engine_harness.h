@@ -58,6 +58,8 @@ treq *r_create(uint32_t conn, const char *name, int64_t cap);
 treq *r_sendv(uint32_t conn, const char *name, const char **msgs, size_t n,
     int64_t timeout, uint64_t sender);
 treq *r_send(uint32_t conn, const char *name, const char *msg, int64_t timeout);
+/* A plain recv of one message, with this timeout_ms (-1: forever). */
+treq *r_recv(uint32_t conn, const char *name, int64_t timeout);
 treq *r_recv_any(uint32_t conn, const char **names, size_t n, int64_t timeout);
 treq *r_ack(uint32_t conn, const char *name, uint64_t seq);
 treq *r_stat(uint32_t conn, const char *name);

@@ -112,12 +112,6 @@ r_release(uint32_t conn, const char *name, uint64_t seq, uint64_t delay)
 	return (submit(conn, &m));
 }
 
-static treq *
-r_recv(uint32_t conn, const char *name, int64_t timeout)
-{
-	return (r_recvx(conn, name, 0, timeout, 0, NULL, 0));
-}
-
 #define NAME_OP(fn, CASE, Type, INIT, field)                              \
 	static treq *fn(uint32_t conn, const char *name)                  \
 	{                                                                  \

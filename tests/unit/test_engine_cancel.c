@@ -88,12 +88,6 @@ r_recvx(uint32_t conn, const char *name, uint32_t max, int64_t timeout,
 }
 
 static treq *
-r_recv(uint32_t conn, const char *name, int64_t timeout)
-{
-	return (r_recvx(conn, name, 0, timeout, 0));
-}
-
-static treq *
 r_cwait(uint32_t conn, const char *name, int64_t v, int64_t timeout)
 {
 	Chan__V1__Request     m = CHAN__V1__REQUEST__INIT;

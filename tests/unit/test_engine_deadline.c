@@ -245,20 +245,6 @@ ms_since(int64_t t0)
 	return ((chd_dl_now() - t0) / 1000000);
 }
 
-static treq *
-recv_on(uint32_t conn, const char *name, int64_t timeout)
-{
-	Chan__V1__Request m = CHAN__V1__REQUEST__INIT;
-	Chan__V1__Recv    r = CHAN__V1__RECV__INIT;
-
-	r.name = (char *) name;
-	r.has_timeout_ms = true;
-	r.timeout_ms = timeout;
-	m.op_case = CHAN__V1__REQUEST__OP_RECV;
-	m.recv = &r;
-	return (submit(conn, &m));
-}
-
 /* t times out: TIMEOUT, not before t0 + ms, and (loosely) soon after. */
 static void
 expect_timeout_after(treq *t, int64_t t0, int64_t ms)
@@ -272,7 +258,7 @@ START_TEST(test_recv_timeout_not_before_deadline)
 {
 	for (int i = 0; i < 5; i++) {
 		int64_t t0 = chd_dl_now();
-		treq   *t = recv_on(1, "t", 120 + 7 * i);
+		treq   *t = r_recv(1, "t", 120 + 7 * i);
 
 		expect_timeout_after(t, t0, 120 + 7 * i);
 	}
@@ -295,7 +281,7 @@ START_TEST(test_timeouts_in_deadline_order)
 	int64_t     t0 = chd_dl_now();
 
 	for (int i = 0; i < N; i++) {
-		t[i] = recv_on((uint32_t) (1 + i), names[i], ms[i]);
+		t[i] = r_recv((uint32_t) (1 + i), names[i], ms[i]);
 	}
 	for (int i = 0; i < N; i++) { /* indices by deadline */
 		order[i] = i;
@@ -334,9 +320,9 @@ START_TEST(test_served_never_times_out)
 
 	for (int i = 0; i < N; i++) {
 		snprintf(name, sizeof(name), "s%d", i);
-		t[i] = recv_on(1, name, 300 + 10 * i);
+		t[i] = r_recv(1, name, 300 + 10 * i);
 	}
-	late = recv_on(2, "late", 700);
+	late = r_recv(2, "late", 700);
 	for (int i = 0; i < N; i++) {
 		snprintf(name, sizeof(name), "s%d", i);
 		expect_status(r_send(3, name, "m", -1), CHAN_OK);
@@ -361,20 +347,20 @@ END_TEST
 START_TEST(test_earlier_deadline_rearms)
 {
 	int64_t t0 = chd_dl_now();
-	treq   *longer = recv_on(1, "long", 4000);
+	treq   *longer = r_recv(1, "long", 4000);
 	int64_t t1;
 	treq   *shorter;
 
 	ck_assert(pending(longer, 50));
 	t1 = chd_dl_now();
-	shorter = recv_on(2, "short", 200);
+	shorter = r_recv(2, "short", 200);
 	expect_timeout_after(shorter, t1, 200);
 	ck_assert_int_lt(ms_since(t1), 2000); /* not at the long one's */
 	ck_assert(wait_for(longer, 0) == NULL);
 	/* Then earlier again, while the long one is still the armed
 	 * one's successor. */
 	t1 = chd_dl_now();
-	shorter = recv_on(3, "short2", 150);
+	shorter = r_recv(3, "short2", 150);
 	expect_timeout_after(shorter, t1, 150);
 	ck_assert_int_lt(ms_since(t1), 2000);
 	expect_timeout_after(longer, t0, 4000);
@@ -394,7 +380,7 @@ START_TEST(test_unpark_middle)
 	int64_t     t0 = chd_dl_now();
 
 	for (int i = 0; i < N; i++) {
-		t[i] = recv_on((uint32_t) (1 + i), names[i], ms[i]);
+		t[i] = r_recv((uint32_t) (1 + i), names[i], ms[i]);
 	}
 	wait_blocked("m6", 0, 1);
 	/* 400 and 500 (middle): served; 600: its connection closes. */
@@ -457,8 +443,8 @@ END_TEST
 START_TEST(test_no_timeout_stays)
 {
 	int64_t t0 = chd_dl_now();
-	treq   *forever = recv_on(1, "f", -1);
-	treq   *timed = recv_on(2, "g", 100);
+	treq   *forever = r_recv(1, "f", -1);
+	treq   *timed = r_recv(2, "g", 100);
 
 	expect_timeout_after(timed, t0, 100);
 	ck_assert(pending(forever, 300));
