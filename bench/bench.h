@@ -35,6 +35,7 @@ typedef struct bench_opts {
 
 uint64_t bench_now_ns(void);
 void     bench_sleep_ns(uint64_t ns);
+void     bench_pace(uint64_t *next, uint64_t period);
 
 /* Per-op durations, sorted once for percentiles. */
 typedef struct bench_lat {
@@ -159,18 +160,25 @@ double bench_cpu_seconds(pid_t pid);
 
 /* ---- the raw nng floor -------------------------------------------------- */
 
-/*
- * clients 1: one client, the floor of every one-per-call workload; 2: the
- * measured client's round trips while a second client echoes too (the
- * shape of workload 1, a producer and a consumer at once).
- */
-int bench_nng_echo(const bench_opts *o, size_t size, size_t count,
-    int clients, bench_result *r);
+/* One floor measurement: count echoes of size bytes. */
+typedef struct bench_echo {
+	size_t size;
+	size_t count;
+	/* 1: one client, the floor of every one-per-call workload; 2: the
+	 * measured client's round trips while a second client echoes too
+	 * (the shape of workload 1, a producer and a consumer at once). */
+	int    clients;
+	double rate; /* requests/s on an absolute schedule; 0: back to back */
+	bool   bare; /* the client speaks SP itself, no nng threads (ipc) */
+} bench_echo;
+
+int bench_nng_echo(const bench_opts *o, const bench_echo *e, bench_result *r);
 /* The echo server process (chan-bench --echo-server URL). */
 int bench_echo_server_main(const char *url);
-/* Redis ECHO of the same size: Redis's own round-trip floor. */
+/* Redis ECHO of the same size: Redis's own round-trip floor (rate as
+ * in bench_echo). */
 int bench_redis_echo(const bench_opts *o, size_t size, size_t count,
-    bench_result *r);
+    double rate, bench_result *r);
 
 /* ---- workload 7 and the memory / CPU figures ----------------------------- */
 

@@ -9,6 +9,11 @@
  * the floor pays the same process boundary and nng threading, and nothing
  * else: it starts nng with as many task threads as chand does by default
  * (chand --io-threads, lib/nng_threads.h).
+ *
+ * Paced (bench_echo.rate), it is workload 5's floor too: the round trip
+ * at 2,000 requests/s, through nng's REQ socket and through a client
+ * that has no nng threads at all (bare_sp.c), so the server's share of
+ * the tail shows on its own.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -21,6 +26,7 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "bare_sp.h"
 #include "bench.h"
 #include "nng_threads.h"
 
@@ -124,6 +130,63 @@ echo_once(nng_socket req, unsigned char *buf, size_t size, char *err,
 	return (0);
 }
 
+/* The measured client: nng's REQ socket, or the bare one (bare_sp.c). */
+typedef struct echo_client {
+	bool       bare;
+	nng_socket req;
+	bare_sp    sp;
+} echo_client;
+
+static int
+client_dial(echo_client *c, const char *url, bool bare, char *err,
+    size_t errlen)
+{
+	int rv;
+
+	c->bare = bare;
+	c->req = (nng_socket) NNG_SOCKET_INITIALIZER;
+	c->sp.fd = -1;
+	/* The server is up: the nng client dialled it first. */
+	if ((rv = echo_dial(url, &c->req)) != 0) {
+		snprintf(err, errlen, "echo server %s: %s", url,
+		    nng_strerror(rv));
+		return (-1);
+	}
+	if (bare) {
+		nng_close(c->req);
+		c->req = (nng_socket) NNG_SOCKET_INITIALIZER;
+		return (bare_sp_dial(&c->sp, url, err, errlen));
+	}
+	return (0);
+}
+
+static int
+client_echo(echo_client *c, unsigned char *buf, size_t size, char *err,
+    size_t errlen)
+{
+	size_t got;
+
+	if (!c->bare)
+		return (echo_once(c->req, buf, size, err, errlen));
+	if (bare_sp_call(&c->sp, buf, size, size, &got, err, errlen) != 0)
+		return (-1);
+	if (got != size) {
+		snprintf(err, errlen, "bare echo: %zu bytes back, sent %zu",
+		    got, size);
+		return (-1);
+	}
+	return (0);
+}
+
+static void
+client_close(echo_client *c)
+{
+	if (c->bare)
+		bare_sp_close(&c->sp);
+	else
+		nng_close(c->req);
+}
+
 /* The second client of a two-client floor: echoes until told to stop. */
 typedef struct echo_peer {
 	const char  *url;
@@ -150,53 +213,68 @@ echo_peer_main(void *arg)
 	return (NULL);
 }
 
-int
-bench_nng_echo(const bench_opts *o, size_t size, size_t count, int clients,
-    bench_result *r)
+/* Starts this program as the echo server on url; its pid, or -1. */
+static pid_t
+echo_server_start(const char *url, bench_result *r)
 {
-	nng_socket req = NNG_SOCKET_INITIALIZER;
-	char url[600], self[PATH_MAX], err[200];
-	unsigned char *buf = calloc(1, size > 0 ? size : 1);
-	bench_lat lat;
-	pid_t pid = -1;
-	uint64_t t0, t1;
+	char self[PATH_MAX];
 	ssize_t n;
-	int rv = 0;
-	echo_peer peer = { .url = url, .size = size };
-	pthread_t th;
-	bool peer_started = false;
 
-	bench_lat_init(&lat, count);
-	snprintf(url, sizeof(url), "ipc://%s/nng-floor.sock", o->dir);
-	bench_track_path(url + 6);
 	if ((n = readlink("/proc/self/exe", self, sizeof(self) - 1)) < 0) {
 		bench_result_fail(r, "cannot find /proc/self/exe");
-		goto out;
+		return (-1);
 	}
 	self[n] = '\0';
 	{
-		char *argv[] = { self, "--echo-server", url, NULL };
-		pid = bench_spawn(argv, -1, -1, NULL);
+		char *argv[] = { self, "--echo-server", (char *) url, NULL };
+		pid_t pid = bench_spawn(argv, -1, -1, NULL);
+
+		if (pid < 0)
+			bench_result_fail(r, "echo server %s: not started", url);
+		return (pid);
 	}
-	if (pid < 0 || (rv = echo_dial(url, &req)) != 0) {
-		bench_result_fail(r, "echo server %s: %s", url,
-		    pid < 0 ? "not started" : nng_strerror(rv));
+}
+
+int
+bench_nng_echo(const bench_opts *o, const bench_echo *e, bench_result *r)
+{
+	char url[600], err[800];
+	unsigned char *buf = calloc(1, e->size > 0 ? e->size : 1);
+	echo_client c = { .req = NNG_SOCKET_INITIALIZER, .sp = { .fd = -1 } };
+	bench_lat lat;
+	pid_t pid;
+	uint64_t t0, t1, next;
+	uint64_t period = e->rate > 0 ? (uint64_t) (1e9 / e->rate) : 0;
+	echo_peer peer = { .url = url, .size = e->size };
+	pthread_t th;
+	bool peer_started = false;
+
+	bench_lat_init(&lat, e->count);
+	snprintf(url, sizeof(url), "ipc://%s/nng-floor.sock", o->dir);
+	bench_track_path(url + 6);
+	if ((pid = echo_server_start(url, r)) < 0)
+		goto out;
+	if (client_dial(&c, url, e->bare, err, sizeof(err)) != 0) {
+		bench_result_fail(r, "%s", err);
 		goto out;
 	}
 	/* Workload 1's shape: another client's round trips share the CPUs. */
-	if (clients > 1) {
+	if (e->clients > 1) {
 		if (pthread_create(&th, NULL, echo_peer_main, &peer) != 0) {
 			bench_result_fail(r, "pthread_create failed");
 			goto out;
 		}
 		peer_started = true;
 	}
-	t0 = bench_now_ns();
-	for (size_t i = 0; i < count; i++) {
-		uint64_t a = bench_now_ns();
+	t0 = next = bench_now_ns();
+	for (size_t i = 0; i < e->count; i++) {
+		uint64_t a;
 
-		memcpy(buf, &i, size < sizeof(i) ? size : sizeof(i));
-		if (echo_once(req, buf, size, err, sizeof(err)) != 0) {
+		if (period > 0)
+			bench_pace(&next, period);
+		a = bench_now_ns();
+		memcpy(buf, &i, e->size < sizeof(i) ? e->size : sizeof(i));
+		if (client_echo(&c, buf, e->size, err, sizeof(err)) != 0) {
 			bench_result_fail(r, "%s", err);
 			goto out;
 		}
@@ -206,13 +284,13 @@ bench_nng_echo(const bench_opts *o, size_t size, size_t count, int clients,
 	if (peer.failed)
 		bench_result_fail(r, "second echo client failed");
 	else
-		bench_result_fill(r, count, t1 - t0, &lat);
+		bench_result_fill(r, e->count, t1 - t0, &lat);
 out:
 	if (peer_started) {
 		peer.stop = 1;
 		pthread_join(th, NULL);
 	}
-	nng_close(req);
+	client_close(&c);
 	if (pid > 0)
 		bench_stop(pid, 2000);
 	bench_lat_free(&lat);

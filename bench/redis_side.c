@@ -459,13 +459,14 @@ const bench_ops bench_redis_ops = {
 /* Workload 6's Redis column: ECHO of the same size, Redis's own floor. */
 int
 bench_redis_echo(const bench_opts *o, size_t size, size_t count,
-    bench_result *r)
+    double rate, bench_result *r)
 {
 	char err[256];
 	bench_client *c = r_connect(o, err, sizeof(err));
 	char *buf = malloc(size + 1);
 	bench_lat lat;
-	uint64_t t0;
+	uint64_t t0, next;
+	uint64_t period = rate > 0 ? (uint64_t) (1e9 / rate) : 0;
 
 	if (c == NULL) {
 		free(buf);
@@ -474,10 +475,15 @@ bench_redis_echo(const bench_opts *o, size_t size, size_t count,
 	}
 	memset(buf, 'e', size);
 	bench_lat_init(&lat, count);
-	t0 = bench_now_ns();
+	t0 = next = bench_now_ns();
 	for (size_t i = 0; i < count; i++) {
-		uint64_t a = bench_now_ns();
-		redisReply *rep = redisCommand(c->ctx, "ECHO %b", buf, size);
+		uint64_t a;
+		redisReply *rep;
+
+		if (period > 0)
+			bench_pace(&next, period);
+		a = bench_now_ns();
+		rep = redisCommand(c->ctx, "ECHO %b", buf, size);
 
 		if (rep == NULL || rep->type != REDIS_REPLY_STRING ||
 		    rep->len != size) {

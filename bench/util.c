@@ -29,6 +29,20 @@ bench_sleep_ns(uint64_t ns)
 		;
 }
 
+/*
+ * An absolute schedule: *next moves on by period and the caller sleeps
+ * until then, so one slow call does not shift every later one.
+ */
+void
+bench_pace(uint64_t *next, uint64_t period)
+{
+	uint64_t now;
+
+	*next += period;
+	while ((now = bench_now_ns()) < *next)
+		bench_sleep_ns(*next - now);
+}
+
 void
 bench_lat_init(bench_lat *l, size_t cap)
 {

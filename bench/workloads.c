@@ -439,10 +439,7 @@ paced_producer(void *arg)
 	for (size_t i = 0; i < p->count && !p->failed; i++) {
 		uint64_t now;
 
-		/* Absolute schedule: a slow send does not shift the rest. */
-		next += period;
-		while ((now = bench_now_ns()) < next)
-			bench_sleep_ns(next - now);
+		bench_pace(&next, period);
 		now = bench_now_ns();
 		memcpy(buf, &now, sizeof(now));
 		if (p->ops->send(p->c, p->ch, buf, p->size) != 0) {
