@@ -27,6 +27,7 @@ typedef struct bench_opts {
 	char       *chand_args[16]; /* extra chand arguments (--chand-arg) */
 	int         nchand_args;
 	const char *dir;        /* private temp dir */
+	pid_t       chand_pid;  /* the shared chand of workloads 1-5, or 0 */
 	char        chand_url[512];
 	char        redis_sock[512];
 } bench_opts;
@@ -58,6 +59,11 @@ typedef struct bench_result {
 	double rate;    /* messages (or operations) per second */
 	double p50_us;
 	double p99_us;
+	/* The server process's CPU (utime + stime) per operation, µs; 0:
+	 * not measured. Wall-clock latency on a shared 2-CPU machine moves
+	 * with whatever else runs; the server's own work per request moves
+	 * less, and it is what "the daemon adds to the transport" means. */
+	double server_cpu_us;
 	char   err[160];
 } bench_result;
 

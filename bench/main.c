@@ -326,6 +326,14 @@ run_flows(const bench_opts *o, bool have_chand)
 	}
 }
 
+/* Fills r->server_cpu_us from two bench_cpu_seconds readings. */
+static void
+server_cpu(bench_result *r, double before, double after, size_t ops)
+{
+	if (before >= 0 && after >= before && ops > 0 && !r->failed)
+		r->server_cpu_us = (after - before) * 1e6 / (double) ops;
+}
+
 static void
 run_counters(const bench_opts *o, bool have_chand)
 {
@@ -338,8 +346,12 @@ run_counters(const bench_opts *o, bool have_chand)
 	w = new_row(4, 0);
 	snprintf(w->name, sizeof(w->name), "counter +1, one per call");
 #ifdef CHAN_BENCH_HAVE_CHAND
-	if (have_chand)
+	if (have_chand) {
+		double c0 = bench_cpu_seconds(o->chand_pid);
+
 		bench_incr(&bench_chand_ops, o, "bench.w4", n1, 0, &w->chand);
+		server_cpu(&w->chand, c0, bench_cpu_seconds(o->chand_pid), n1);
+	}
 #else
 	(void) have_chand;
 #endif
@@ -645,6 +657,12 @@ print_targets(void)
 			    w->chand.rate, f->chand.rate,
 			    f->chand.rate / w->chand.rate, w->chand.p50_us,
 			    f->chand.p50_us);
+		if (w != NULL && f != NULL && w->chand.server_cpu_us > 0 &&
+		    f->chand.server_cpu_us > 0)
+			printf("  (for the reader: server CPU per request, chand "
+			    "%.1f µs vs the echo server %.1f µs: %.2fx)\n",
+			    w->chand.server_cpu_us, f->chand.server_cpu_us,
+			    w->chand.server_cpu_us / f->chand.server_cpu_us);
 	}
 	{
 		const row *w = find(5, 0), *f, *g;
@@ -854,6 +872,7 @@ main(int argc, char **argv)
 	if (need_daemons && o.only != 6) {
 		if ((cp = bench_start_chand(&o, o.chand_url, "chand.log")) < 0)
 			return (1);
+		o.chand_pid = cp;
 		/* For perf record -p / callgrind attachment by hand. */
 		fprintf(stderr, "chan-bench: chand pid %d on %s\n", (int) cp,
 		    o.chand_url);

@@ -244,6 +244,7 @@ bench_nng_echo(const bench_opts *o, const bench_echo *e, bench_result *r)
 	bench_lat lat;
 	pid_t pid;
 	uint64_t t0, t1, next;
+	double c0, c1;
 	uint64_t period = e->rate > 0 ? (uint64_t) (1e9 / e->rate) : 0;
 	echo_peer peer = { .url = url, .size = e->size };
 	pthread_t th;
@@ -266,6 +267,7 @@ bench_nng_echo(const bench_opts *o, const bench_echo *e, bench_result *r)
 		}
 		peer_started = true;
 	}
+	c0 = bench_cpu_seconds(pid);
 	t0 = next = bench_now_ns();
 	for (size_t i = 0; i < e->count; i++) {
 		uint64_t a;
@@ -281,10 +283,13 @@ bench_nng_echo(const bench_opts *o, const bench_echo *e, bench_result *r)
 		bench_lat_add(&lat, bench_now_ns() - a);
 	}
 	t1 = bench_now_ns();
+	c1 = bench_cpu_seconds(pid);
 	if (peer.failed)
 		bench_result_fail(r, "second echo client failed");
 	else
 		bench_result_fill(r, e->count, t1 - t0, &lat);
+	if (!r->failed && c0 >= 0 && c1 >= c0 && e->clients == 1)
+		r->server_cpu_us = (c1 - c0) * 1e6 / (double) e->count;
 out:
 	if (peer_started) {
 		peer.stop = 1;
