@@ -16,6 +16,7 @@
  * The reply carries the same id.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,13 +28,14 @@
 #define SP_REQ 0x30
 #define SP_REP 0x31
 
+/* All of len bytes written (writing) or read, or -1 (EOF, error). */
 static int
-full_write(int fd, const void *buf, size_t len)
+full_io(int fd, void *buf, size_t len, bool writing)
 {
-	const unsigned char *p = buf;
+	unsigned char *p = buf;
 
 	while (len > 0) {
-		ssize_t n = write(fd, p, len);
+		ssize_t n = writing ? write(fd, p, len) : read(fd, p, len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -46,21 +48,15 @@ full_write(int fd, const void *buf, size_t len)
 }
 
 static int
+full_write(int fd, const void *buf, size_t len)
+{
+	return (full_io(fd, (void *) buf, len, true));
+}
+
+static int
 full_read(int fd, void *buf, size_t len)
 {
-	unsigned char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = read(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return (-1);
-		p += n;
-		len -= (size_t) n;
-	}
-	return (0);
+	return (full_io(fd, buf, len, false));
 }
 
 static void
