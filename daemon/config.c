@@ -66,7 +66,8 @@ static const char chd_usage_text[] =
     "  -V, --version               show the version and exit\n"
     "\n"
     "Every option is also a config-file key without the dashes, e.g.\n"
-    "`listen = tcp://127.0.0.1:7070`, `workers = 4`, `auto-create = no`.\n"
+    "`listen = tcp://127.0.0.1:7070`, `workers = 4`, `auto-create = no`;\n"
+    "`config = FILE` reads FILE at that point.\n"
     "Exit status: 0 after SIGTERM/SIGINT, 1 cannot listen or start, 64 usage.\n";
 
 /* One setting to apply: a key (as in the config file) and its value. */
@@ -293,6 +294,32 @@ chd_add_access(chd_config *cfg, const char *k, const char *key,
 	return (rv);
 }
 
+static int chd_config_read(chd_config *cfg, const char *path, char *err, size_t errlen);
+
+/* `config = FILE` inside a file: how deep includes may nest (a loop stops here). */
+#define CHD_MAX_INCLUDE 8
+static int chd_include_depth;
+
+/*
+ * `config = FILE` in a config file reads FILE at that point, so --config,
+ * like every other option, has a config-file key (SPEC).
+ */
+static int
+chd_include(chd_config *cfg, const char *val, char *err, size_t errlen)
+{
+	int rv;
+
+	if (chd_include_depth >= CHD_MAX_INCLUDE) {
+		chd_errf(err, errlen, "config: files include each other more "
+		    "than %d deep", CHD_MAX_INCLUDE);
+		return (-1);
+	}
+	chd_include_depth++;
+	rv = chd_config_read(cfg, val, err, errlen);
+	chd_include_depth--;
+	return (rv);
+}
+
 /*
  * Applies one setting. Keys are the long option names; '_' is accepted for
  * '-'. Returns 0, or -1 with err filled in.
@@ -313,6 +340,9 @@ chd_apply(chd_config *cfg, const char *key, const char *val, char *err,
 
 	if (strcmp(k, "listen") == 0) {
 		return (chd_add_listen(cfg, val, err, errlen));
+	}
+	if (strcmp(k, "config") == 0) {
+		return (chd_include(cfg, val, err, errlen));
 	}
 	if (strcmp(k, "workers") == 0) {
 		if (chd_parse_u64(val, &u) != 0 || u < 1 || u > CHD_MAX_WORKERS) {

@@ -11,7 +11,8 @@
 #include "out.h"
 
 typedef struct cli_recv_opts {
-	uint64_t count;  /* -n; 0: not given */
+	uint64_t count;  /* -n; 0: not given, or -n 0 (see have_count) */
+	bool     have_count;
 	bool     follow;
 	bool     nul;
 	int64_t  lease_ms; /* --lease; 0: not given */
@@ -52,9 +53,11 @@ cli_recv_parse(cli_parser *p, cli_recv_opts *o, bool counted)
 			if (!counted) {
 				return (cli_usage(p->cmd->name, "unknown option '-n'"));
 			}
-			if (!cli_parse_u64(p->optarg, &o->count) || o->count == 0) {
-				return (cli_usage(p->cmd->name, "-n: '%s' is not a number >= 1", p->optarg));
+			/* -n 0 is valid: like head -n 0, it takes nothing and exits 0. */
+			if (!cli_parse_u64(p->optarg, &o->count)) {
+				return (cli_usage(p->cmd->name, "-n: '%s' is not a number >= 0", p->optarg));
 			}
+			o->have_count = true;
 			break;
 		case 'f':
 			if (!counted) {
@@ -80,10 +83,10 @@ cli_recv_parse(cli_parser *p, cli_recv_opts *o, bool counted)
 			return (p->bad != 0 ? p->bad : CLI_EXIT_USAGE);
 		}
 	}
-	if (o->lease_ms > 0 && (o->count > 0 || o->follow)) {
+	if (o->lease_ms > 0 && (o->have_count || o->follow)) {
 		return (cli_usage(p->cmd->name, "--lease takes one message: no -n or --follow"));
 	}
-	if (o->count > 0 && o->follow) {
+	if (o->have_count && o->follow) {
 		return (cli_usage(p->cmd->name, "-n and --follow exclude each other"));
 	}
 	if (p->npos == 0) {
@@ -201,7 +204,14 @@ cli_cmd_recv(cli_global *g, int argc, char **argv)
 		rv = cli_usage("recv", "unexpected argument '%s'", p.pos[1]);
 		goto out;
 	}
-	if ((rv = cli_check_name("recv", p.pos[0])) != 0 || (rv = cli_connect(g, "recv", &c)) != 0) {
+	if ((rv = cli_check_name("recv", p.pos[0])) != 0) {
+		goto out;
+	}
+	if (o.have_count && o.count == 0) {
+		rv = 0; /* "exits 0 after N messages": N = 0 receives nothing */
+		goto out;
+	}
+	if ((rv = cli_connect(g, "recv", &c)) != 0) {
 		goto out;
 	}
 	if (o.count > 0 || o.follow) {

@@ -56,7 +56,7 @@ const cli_cmd cli_cmds[] = {
 	    "receive and print one message, N messages, or until the channel closes",
 	    "Receives one message (or N, or until the channel closes) and prints each\n"
 	    "payload followed by a newline.\n"
-	    "  -n, --count N  exit 0 after N messages\n"
+	    "  -n, --count N  exit 0 after N messages (-n 0: none, at once)\n"
 	    "  -f, --follow   print until the channel closes (exit 5) or SIGINT/SIGTERM (exit 0)\n"
 	    "  -0, --null     end each payload with NUL instead of newline\n"
 	    "  --lease DUR    ack mode: one message that stays in flight until\n"
@@ -389,10 +389,19 @@ main(int argc, char **argv)
 {
 	cli_global     g = { NULL, CLI_TIMEOUT_UNSET, false };
 	const cli_cmd *cmd;
+	const char    *bad_timeout = NULL;
 	int            c, rv;
 
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+:hV", cli_global_longopts, NULL)) != -1) {
+		/*
+		 * A bad --timeout before the command is reported once the
+		 * command is known, as "chan: <command>: --timeout: ...".
+		 */
+		if (c == CLI_OPT_TIMEOUT && !chl_duration_parse(optarg, &g.timeout_ms, NULL, 0)) {
+			bad_timeout = optarg;
+			continue;
+		}
 		if ((rv = cli_global_set(&g, NULL, c, optarg)) >= 0) {
 			if (rv > 0) {
 				return (rv);
@@ -416,6 +425,9 @@ main(int argc, char **argv)
 			return (cli_usage(NULL, "unknown option '%s'", argv[optind - 1]));
 		}
 	}
+	if (bad_timeout != NULL && (optind >= argc || cli_cmd_find(argv[optind]) == NULL)) {
+		return (cli_set_timeout(&g, NULL, bad_timeout)); /* no command to name */
+	}
 	if (optind >= argc) {
 		return (cli_usage(NULL, "missing COMMAND"));
 	}
@@ -432,6 +444,9 @@ main(int argc, char **argv)
 	}
 	if ((cmd = cli_cmd_find(argv[optind])) == NULL) {
 		return (cli_usage(NULL, "unknown command '%s'", argv[optind]));
+	}
+	if (bad_timeout != NULL) {
+		return (cli_set_timeout(&g, cmd->name, bad_timeout));
 	}
 	/*
 	 * Commands that receive must print and confirm what they got before

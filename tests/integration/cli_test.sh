@@ -88,6 +88,13 @@ t_help_usage() {
 	expect_rc 64 "recv with an unknown flag"
 	run "$CHAN" --timeout soon recv q
 	expect_rc 64 "bad --timeout value"
+	# Before the command too, the error names it: "chan: <command>: <message>".
+	run "$CHAN" --timeout 5x recv q
+	expect_rc 64 "bad --timeout unit before the command"
+	expect_err_prefix "chan: recv: --timeout: " "bad --timeout before the command names the command"
+	run "$CHAN" --timeout -5 counter wait c '>' 1
+	expect_rc 64 "negative --timeout"
+	expect_err_prefix "chan: counter: --timeout: " "negative --timeout names the command"
 	run "$CHAN" counter frob x
 	expect_rc 64 "unknown counter subcommand"
 	run "$CHAN" counter add c notanumber
@@ -191,6 +198,14 @@ t_send_recv() {
 	run "$CHAN" try-recv s5
 	expect_rc 0 "try-recv with a message"
 	expect_out $'three\n' "try-recv gets the third"
+
+	# -n 0: "exits 0 after N messages" with N = 0 takes nothing.
+	run "$CHAN" send s5b kept
+	run "$CHAN" recv -n 0 s5b
+	expect_rc 0 "recv -n 0 exits 0"
+	expect_out "" "recv -n 0 prints nothing"
+	run "$CHAN" try-recv s5b
+	expect_out $'kept\n' "recv -n 0 took nothing"
 
 	# An empty payload is a message too.
 	run "$CHAN" send s6 ""
@@ -817,6 +832,22 @@ t_chand_cmdline() {
 	wait_bg "$pid" 5
 	check "[ $BG_RC -eq 0 ]" "chand --config exits 0 on SIGTERM (got $BG_RC)" ||
 		cat "$dir/log" >&2
+
+	# --config has a key too: `config = FILE` reads FILE there.
+	printf 'config = %s/inc.conf\nworkers = 3\n' "$dir" >"$dir/top.conf"
+	printf 'listen = ipc://%s/inc.sock\nmax-message-size = 10\n' "$dir" >"$dir/inc.conf"
+	"$CHAND" --config "$dir/top.conf" </dev/null >"$dir/inclog" 2>&1 &
+	pid=$!
+	BG_PIDS+=("$pid")
+	wait_ping "ipc://$dir/inc.sock"
+	expect_rc 0 "config = FILE: listens where the included file says"
+	run "$CHAN" --url "ipc://$dir/inc.sock" send inc 01234567890
+	expect_rc 9 "config = FILE: the included max-message-size applies"
+	kill -TERM "$pid"
+	wait_bg "$pid" 5
+	printf 'config = %s/self.conf\n' "$dir" >"$dir/self.conf"
+	run "$CHAND" --config "$dir/self.conf"
+	expect_rc 64 "a config file that includes itself is refused"
 
 	t_io_threads "$dir"
 
