@@ -7,6 +7,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
@@ -562,4 +563,37 @@ chh_ping(const char *url, int timeout_ms)
 	}
 	chh_resp_free(r);
 	return (ok);
+}
+
+int
+chh_threads(const char *comm)
+{
+	DIR           *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int            n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)) != NULL) {
+		char  path[300], name[64] = "";
+		FILE *f;
+
+		if (e->d_name[0] == '.') {
+			continue;
+		}
+		if (comm == NULL) {
+			n++;
+			continue;
+		}
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		if ((f = fopen(path, "r")) == NULL) {
+			continue; /* the thread just ended */
+		}
+		if (fgets(name, sizeof(name), f) != NULL) {
+			name[strcspn(name, "\n")] = '\0';
+			n += strcmp(name, comm) == 0;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return (n);
 }

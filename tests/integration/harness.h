@@ -58,6 +58,10 @@ int chh_scaled_ms(int ms);
 /* Monotonic clock in ms. */
 int64_t chh_now_ms(void);
 
+/* This process's threads (/proc/self/task); comm non-NULL: only those
+ * with that name (e.g. "nng:task"). */
+int chh_threads(const char *comm);
+
 /*
  * One raw exchange on a fresh REQ socket: sends body[0..len), waits up to
  * timeout_ms for the reply. Returns 0 with *reply (malloc'd) and *rlen, or

@@ -11,7 +11,6 @@
  * check's assertions: they count, the test thread asserts.
  */
 #include <check.h>
-#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -233,24 +232,6 @@ START_TEST(counter_add_n_one_by_one)
 }
 END_TEST
 
-/* Entries of /proc/self/task: the threads of this process. */
-static int
-thread_count(void)
-{
-	DIR           *d = opendir("/proc/self/task");
-	struct dirent *e;
-	int            n = 0;
-
-	ck_assert_ptr_nonnull(d);
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] != '.') {
-			n++;
-		}
-	}
-	closedir(d);
-	return (n);
-}
-
 /* Waits (up to 5 s, scaled) until the channel has n parked receivers. */
 static void
 wait_parked_receivers(chan_client *c, const char *name, uint32_t n)
@@ -342,7 +323,7 @@ START_TEST(no_thread_per_call)
 	int          before, during, i;
 
 	/* nng's own threads exist once a client is connected. */
-	before = thread_count();
+	before = chh_threads(NULL);
 	for (i = 0; i < NPARK; i++) {
 		snprintf(name[i], sizeof(name[i]), "park.%d", i);
 		a[i] = aio_new(&k[i]);
@@ -352,7 +333,7 @@ START_TEST(no_thread_per_call)
 	for (i = 0; i < NPARK; i++) {
 		wait_parked_receivers(s, name[i], 1);
 	}
-	during = thread_count();
+	during = chh_threads(NULL);
 	for (i = 0; i < NPARK; i++) {
 		ck_count(k[i].calls, 0);
 	}

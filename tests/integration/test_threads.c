@@ -9,7 +9,6 @@
  * only after the call, since starting it uses nng in this process.
  */
 #include <check.h>
-#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,36 +22,6 @@
 #include "harness.h"
 #include "libchan_check.h" /* ck_status, D, connect_ok; not its fixture */
 
-/* This process's threads named nng:task. */
-static int
-nng_task_threads(void)
-{
-	DIR           *d = opendir("/proc/self/task");
-	struct dirent *e;
-	int            n = 0;
-
-	ck_assert_ptr_nonnull(d);
-	while ((e = readdir(d)) != NULL) {
-		char  path[300], comm[64] = "";
-		FILE *f;
-
-		if (e->d_name[0] == '.') {
-			continue;
-		}
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-		if ((f = fopen(path, "r")) == NULL) {
-			continue; /* the thread just ended */
-		}
-		if (fgets(comm, sizeof(comm), f) != NULL &&
-		    strcmp(comm, "nng:task\n") == 0) {
-			n++;
-		}
-		fclose(f);
-	}
-	closedir(d);
-	return (n);
-}
-
 /*
  * The nng:task threads once they have named themselves (each does so when
  * it first runs, which may be after nng's start returned): waits up to 5 s
@@ -64,7 +33,7 @@ nng_task_threads_settled(int want)
 	int64_t end = chh_now_ms() + chh_scaled_ms(5000);
 	int     n;
 
-	while ((n = nng_task_threads()) != want && chh_now_ms() < end) {
+	while ((n = chh_threads("nng:task")) != want && chh_now_ms() < end) {
 		usleep(2000);
 	}
 	return (n);
@@ -101,11 +70,11 @@ START_TEST(threads_as_asked)
 {
 	ck_status(chan_nng_threads(1), CHAN_INVALID_ARGUMENT);
 	ck_status(chan_nng_threads(17), CHAN_INVALID_ARGUMENT);
-	ck_assert_int_eq(nng_task_threads(), 0); /* not started by those */
+	ck_assert_int_eq(chh_threads("nng:task"), 0); /* not started by those */
 	ck_status(chan_nng_threads(3), CHAN_OK);  /* rounded up to 4 */
 	ck_assert_int_eq(nng_task_threads_settled(4), 4);
 	ck_status(chan_nng_threads(2), CHAN_ALREADY_EXISTS);
-	ck_assert_int_eq(nng_task_threads(), 4);
+	ck_assert_int_eq(chh_threads("nng:task"), 4);
 	/* The rest of the process asks sysconf and gets the truth. */
 	ck_assert_int_eq(sysconf(_SC_NPROCESSORS_ONLN), get_nprocs());
 	round_trip();
