@@ -35,6 +35,15 @@ th_reset(void)
 }
 
 void
+th_start(const chd_engine_opts *o, uint32_t conns, int pid_base)
+{
+	ck_assert_int_eq(chd_engine_start(o, &E), 0);
+	for (uint32_t c = 1; c <= conns; c++) {
+		chd_engine_conn_open(E, c, pid_base + (int) c);
+	}
+}
+
+void
 th_teardown(void)
 {
 	treq *t, *next;

@@ -40,6 +40,9 @@ extern bool th_lend_input;
 
 /* Forgets the requests of the last test and the forced ids. */
 void th_reset(void);
+/* Starts E with o and opens connections 1..conns, connection c with
+ * pid pid_base + c. */
+void th_start(const chd_engine_opts *o, uint32_t conns, int pid_base);
 /* Shuts E down and frees it; asserts every request had exactly one answer. */
 void th_teardown(void);
 

@@ -35,10 +35,7 @@ start_engine(bool auto_create)
 	o.max_message_size = 1000;
 	o.max_batch = 16;
 	o.auto_create = auto_create;
-	ck_assert_int_eq(chd_engine_start(&o, &E), 0);
-	for (uint32_t c = 1; c <= 20; c++) {
-		chd_engine_conn_open(E, c, (int) (1000 + c));
-	}
+	th_start(&o, 20, 1000);
 }
 
 static void

@@ -31,10 +31,7 @@ setup(void)
 	o.max_message_size = MAX_MSG;
 	o.max_batch = MAX_BATCH;
 	o.auto_create = true;
-	ck_assert_int_eq(chd_engine_start(&o, &E), 0);
-	for (uint32_t c = 1; c <= 8; c++) {
-		chd_engine_conn_open(E, c, (int) (1000 + c));
-	}
+	th_start(&o, 8, 1000);
 }
 
 /* ---- requests answered in the packed form (see breq_reply) -------------- */
@@ -973,10 +970,7 @@ setup_tight(void)
 	o.max_batch = MAX_BATCH;
 	o.auto_create = true;
 	o.max_memory = 1205; /* both payloads (1200), not their request (more) */
-	ck_assert_int_eq(chd_engine_start(&o, &E), 0);
-	for (uint32_t c = 1; c <= 8; c++) {
-		chd_engine_conn_open(E, c, (int) (1000 + c));
-	}
+	th_start(&o, 8, 1000);
 }
 
 /* ---- the daemon's own bound on an answer (64 MiB of payload) ------------- */
@@ -994,8 +988,7 @@ setup_big(void)
 	o.max_message_size = BIG_MSG;
 	o.max_batch = 64;
 	o.max_memory = 0;
-	ck_assert_int_eq(chd_engine_start(&o, &E), 0);
-	chd_engine_conn_open(E, 1, 1001);
+	th_start(&o, 1, 1000);
 }
 
 /* Without max_bytes, 20 x 4 MiB queued: one recv of up to 64 takes 16 (64 MiB). */

@@ -28,10 +28,7 @@ setup(void)
 	chd_engine_opts_default(&o);
 	o.workers = 4;
 	o.max_batch = 16;
-	ck_assert_int_eq(chd_engine_start(&o, &E), 0);
-	for (uint32_t c = 1; c <= 10; c++) {
-		chd_engine_conn_open(E, c, (int) (2000 + c));
-	}
+	th_start(&o, 10, 2000);
 	force_client = CLIENT;
 }
 

@@ -479,8 +479,7 @@ START_TEST(test_slab_engine_idle_gives_back)
 	chd_engine_opts_default(&o);
 	o.workers = 1;
 	o.max_batch = PER;
-	ck_assert_int_eq(chd_engine_start(&o, &E), 0);
-	chd_engine_conn_open(E, 1, 1);
+	th_start(&o, 1, 0);
 	memset(buf, 'x', sizeof(buf) - 1);
 	for (int i = 0; i < PER; i++) {
 		msgs[i] = buf;
