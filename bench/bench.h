@@ -69,6 +69,10 @@ typedef struct bench_result {
 
 void bench_result_fill(bench_result *r, size_t count, uint64_t elapsed_ns,
     bench_lat *lat);
+/* Sets r->server_cpu_us from two bench_cpu_seconds readings around ops
+ * operations (left 0 when either failed or r did). */
+void bench_result_server_cpu(bench_result *r, double before, double after,
+    size_t ops);
 void bench_result_fail(bench_result *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -333,14 +333,6 @@ run_flows(const bench_opts *o, bool have_chand)
 	}
 }
 
-/* Fills r->server_cpu_us from two bench_cpu_seconds readings. */
-static void
-server_cpu(bench_result *r, double before, double after, size_t ops)
-{
-	if (before >= 0 && after >= before && ops > 0 && !r->failed)
-		r->server_cpu_us = (after - before) * 1e6 / (double) ops;
-}
-
 static void
 run_counters(const bench_opts *o, bool have_chand)
 {
@@ -357,7 +349,8 @@ run_counters(const bench_opts *o, bool have_chand)
 		double c0 = bench_cpu_seconds(o->chand_pid);
 
 		bench_incr(&bench_chand_ops, o, "bench.w4", n1, 0, &w->chand);
-		server_cpu(&w->chand, c0, bench_cpu_seconds(o->chand_pid), n1);
+		bench_result_server_cpu(&w->chand, c0,
+		    bench_cpu_seconds(o->chand_pid), n1);
 	}
 #else
 	(void) have_chand;

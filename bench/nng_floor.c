@@ -288,8 +288,8 @@ bench_nng_echo(const bench_opts *o, const bench_echo *e, bench_result *r)
 		bench_result_fail(r, "second echo client failed");
 	else
 		bench_result_fill(r, e->count, t1 - t0, &lat);
-	if (!r->failed && c0 >= 0 && c1 >= c0 && e->clients == 1)
-		r->server_cpu_us = (c1 - c0) * 1e6 / (double) e->count;
+	if (e->clients == 1)
+		bench_result_server_cpu(r, c0, c1, e->count);
 out:
 	if (peer_started) {
 		peer.stop = 1;

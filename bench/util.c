@@ -123,6 +123,14 @@ bench_result_fill(bench_result *r, size_t count, uint64_t elapsed_ns,
 }
 
 void
+bench_result_server_cpu(bench_result *r, double before, double after,
+    size_t ops)
+{
+	if (!r->failed && before >= 0 && after >= before && ops > 0)
+		r->server_cpu_us = (after - before) * 1e6 / (double) ops;
+}
+
+void
 bench_result_fail(bench_result *r, const char *fmt, ...)
 {
 	va_list ap;
