@@ -156,22 +156,34 @@ chan_status
 chan_unpack_msgs(chan_client *c, chan_exchange *x, size_t max, chan_msg **msgs, size_t *n,
     bool confirm)
 {
+	uint64_t    delivery = x->resp->delivery; /* the messages may take x->resp */
+	chan_status s = chan_unpack_msgs_from(c->url, x, max, msgs, n);
+
+	/* The caller holds them now: they may leave the daemon's custody. */
+	if (s == CHAN_OK && confirm) {
+		chan_confirm_later(c, delivery, x->pipe);
+	}
+	return (s);
+}
+
+chan_status
+chan_unpack_msgs_from(const char *url, chan_exchange *x, size_t max, chan_msg **msgs, size_t *n)
+{
 	const Chan__V1__RecvResult *r = x->resp->recv;
 	const Chan__V1__Batch      *b = r != NULL ? r->batch : NULL;
 	const char                 *asked = x->req.op_case == CHAN__V1__REQUEST__OP_RECV
 	                    ? x->req.recv->name : NULL;
-	uint64_t                    delivery = x->resp->delivery;
 	size_t                      count = b != NULL ? b->n_sizes : r != NULL ? r->n_messages : 0;
 	char                        why[200];
 	chan_status                 s;
 
 	if (r == NULL || count == 0 || count > max || (b != NULL && r->n_messages != 0)) {
 		return (chan_fail(CHAN_PROTOCOL, "answer from %s carries %zu messages, asked 1 to %zu",
-		    c->url, count, max));
+		    url, count, max));
 	}
 	if (b != NULL) {
 		if (asked == NULL || !chl_batch_check(b, true, why, sizeof(why))) {
-			return (chan_fail(CHAN_PROTOCOL, "answer from %s: %s", c->url,
+			return (chan_fail(CHAN_PROTOCOL, "answer from %s: %s", url,
 			    asked == NULL ? "a batch answers a plain recv only" : why));
 		}
 		s = chan_msgs_from_batch(x, asked, msgs);
@@ -183,10 +195,6 @@ chan_unpack_msgs(chan_client *c, chan_exchange *x, size_t max, chan_msg **msgs, 
 		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for received messages"));
 	}
 	*n = count;
-	/* The caller holds them now: they may leave the daemon's custody. */
-	if (confirm) {
-		chan_confirm_later(c, delivery, x->pipe);
-	}
 	return (CHAN_OK);
 }
 

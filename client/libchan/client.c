@@ -706,7 +706,7 @@ chan_async_cancel(chan_client *c, const chan_aio *tag, uint64_t gen)
 	pthread_mutex_unlock(&c->mtx);
 }
 
-static uint64_t
+uint64_t
 chan_random_id(void)
 {
 	uint64_t id = 0;
@@ -915,7 +915,7 @@ out:
 }
 
 /* Largest answer the daemon's limits allow: a full batch of largest messages. */
-static size_t
+size_t
 chan_recv_bound(const chan_client *c)
 {
 	uint64_t per = c->max_message_size + CHAN_MSG_OVERHEAD;
@@ -1055,6 +1055,34 @@ chan_cancel(chan_client *c)
 	pthread_mutex_lock(&c->mtx);
 	c->cancelled = true;
 	chan_close_calls(c, false);
+	for (chan_cancel_hook *h = c->hooks; h != NULL; h = h->next) {
+		h->fn(h->arg);
+	}
+	pthread_mutex_unlock(&c->mtx);
+}
+
+void
+chan_cancel_hook_add(chan_client *c, chan_cancel_hook *h)
+{
+	pthread_mutex_lock(&c->mtx);
+	h->next = c->hooks;
+	c->hooks = h;
+	if (c->cancelled) {
+		h->fn(h->arg);
+	}
+	pthread_mutex_unlock(&c->mtx);
+}
+
+void
+chan_cancel_hook_remove(chan_client *c, chan_cancel_hook *h)
+{
+	pthread_mutex_lock(&c->mtx);
+	for (chan_cancel_hook **pp = &c->hooks; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == h) {
+			*pp = h->next;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&c->mtx);
 }
 

@@ -95,6 +95,7 @@ struct chan_client {
 	nng_ctx         *idle;      /* idle contexts for async calls */
 	size_t           nidle;
 	chan_call_link  *calls;
+	struct chan_cancel_hook *hooks; /* chan_cancel_hook_add */
 	chan_pending    *pend;      /* deliveries held by the caller, not yet sent */
 	size_t           npend;
 	size_t           pend_cap;
@@ -236,6 +237,9 @@ chan_status chan_counter_wait_build(chan_client *c, const char *name, chan_wait_
  */
 chan_status chan_unpack_msgs(chan_client *c, chan_exchange *x, size_t max, chan_msg **msgs,
     size_t *n, bool confirm);
+/* The same without a client: url names the daemon in errors; confirms nothing. */
+chan_status chan_unpack_msgs_from(const char *url, chan_exchange *x, size_t max, chan_msg **msgs,
+    size_t *n);
 
 /*
  * The caller now holds the messages of delivery d, which came over pipe:
@@ -257,6 +261,24 @@ void chan_confirms_clear(chan_exchange *x);
 
 /* Sets the thread's last error (printf-style) and returns s. */
 chan_status chan_fail(chan_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * Told when chan_cancel(c) runs: a producer on a connection of its own
+ * (producer.c) stops as the calls on c itself do. fn runs under c's lock
+ * (it must only note and wake), at once when c is cancelled already.
+ */
+typedef struct chan_cancel_hook {
+	struct chan_cancel_hook *next;
+	void                   (*fn)(void *arg);
+	void                    *arg;
+} chan_cancel_hook;
+
+void chan_cancel_hook_add(chan_client *c, chan_cancel_hook *h);
+void chan_cancel_hook_remove(chan_client *c, chan_cancel_hook *h);
+
+/* The longest answer c accepts (nng's NNG_OPT_RECVMAXSZ on its socket). */
+size_t      chan_recv_bound(const chan_client *c);
+/* A random non-zero 64-bit id (Request.client of a connection). */
+uint64_t    chan_random_id(void);
 
 /* Name check (local, the daemon's rule): CHAN_OK or CHAN_INVALID_ARGUMENT. */
 chan_status chan_check_name(const char *name);

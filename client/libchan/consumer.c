@@ -21,55 +21,17 @@
  * buffered after a receive, a fetch is started in the background that
  * waits forever (parked in the daemon, the channel's receiver meanwhile),
  * and a receive finding the buffer empty waits for it up to its timeout.
+ *
+ * For ipc:// and tcp:// the connection is the consumer's own chan_sp
+ * rather than an nng client (direct, consumer_sp.c): the caller's thread
+ * writes the fetches and reads their answers itself, with no aio.
  */
-#include "client.h"
+#include "consumer.h"
 
 #include <stdio.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define CHAN_CONFIRM_PING_MS 1000 /* bound on the round trip that carries confirmations */
-#define CHAN_CONFIRM_IDLE_MS 20   /* a fetch parked this long gets the confirmations a Ping */
-
-/* One answer's delivery and how many of its messages the caller has not taken. */
-typedef struct chan_kdelivery {
-	uint64_t id;
-	nng_pipe pipe;
-	size_t   n;
-	size_t   left;
-} chan_kdelivery;
-
-struct chan_consumer {
-	chan_client    *c; /* private connection */
-	char            name[CHAN_NAME_MAX + 1];
-	uint32_t        prefetch;
-	uint32_t        low_water;
-	uint64_t        limit;   /* 0: none */
-	size_t          fetch_bytes; /* Recv.max_bytes of a fetch (0: none) */
-	uint64_t        fetched; /* messages received in all */
-	chan_aio       *aio;
-
-	pthread_mutex_t mtx;       /* guards done and cancelled */
-	pthread_cond_t  cv;
-	/* Written under mtx (for cv); atomic so that the caller's thread can
-	 * look without the lock on every message. */
-	atomic_bool     done;      /* the fetch in flight is answered */
-	atomic_bool     cancelled;
-
-	bool            inflight;   /* a fetch started and not absorbed */
-	bool            background; /* it waits forever (not the caller's timeout) */
-	chan_status     pend;       /* a fetch's failure, told once the buffer is drained */
-	char            pend_msg[512];
-	bool            unsent;     /* confirmations queued since the last request */
-
-	chan_msg      **buf; /* ring */
-	size_t          bhead, bn, bcap;
-	chan_kdelivery *dq;  /* ring, in message order */
-	size_t          dhead, dn, dcap;
-	size_t          handed; /* handed out by the last call, taken at the next */
-};
 
 void
 chan_consumer_opts_init(chan_consumer_opts *o)
@@ -93,7 +55,7 @@ chan_consumer_aio_cb(chan_aio *a, void *arg)
 
 /* ---- rings ------------------------------------------------------------------ */
 
-static bool
+bool
 chan_ring_grow(void **ring, size_t elem, size_t *head, size_t n, size_t *cap, size_t want)
 {
 	size_t ncap = *cap != 0 ? *cap : 64;
@@ -129,6 +91,7 @@ chan_consumer_pop(chan_consumer *k)
 	return (m);
 }
 
+
 /* ---- custody ---------------------------------------------------------------- */
 
 /* What the last call handed out is taken now: confirm the deliveries it completes. */
@@ -144,7 +107,10 @@ chan_consumer_taken(chan_consumer *k)
 		if (d->left > 0) {
 			break;
 		}
-		if (d->id != 0) {
+		if (d->id != 0 && k->direct) {
+			chan_kc_add(k, d->id, CHAN_TAKEN_ALL, d->gen);
+			k->unsent = true;
+		} else if (d->id != 0) {
 			chan_confirm_later(k->c, d->id, d->pipe);
 			k->unsent = true;
 		}
@@ -168,7 +134,9 @@ chan_consumer_taken_part(chan_consumer *k)
 		return;
 	}
 	d = &k->dq[k->dhead];
-	if (d->id != 0 && d->left < d->n) {
+	if (d->id != 0 && d->left < d->n && k->direct) {
+		chan_kc_add(k, d->id, (uint32_t) (d->n - d->left), d->gen);
+	} else if (d->id != 0 && d->left < d->n) {
 		chan_confirm_part_later(k->c, d->id, (uint32_t) (d->n - d->left), d->pipe);
 	}
 }
@@ -185,6 +153,10 @@ chan_consumer_confirm_now(chan_consumer *k)
 	Chan__V1__Ping p = CHAN__V1__PING__INIT;
 
 	k->unsent = false;
+	if (k->direct) {
+		chan_kd_ping(k);
+		return;
+	}
 	chan_exchange_init(&x);
 	x.req.op_case = CHAN__V1__REQUEST__OP_PING;
 	x.req.ping = &p;
@@ -209,6 +181,14 @@ chan_consumer_fetch(chan_consumer *k, int64_t timeout_ms, bool background)
 	k->inflight = true;
 	k->background = background;
 	k->unsent = false; /* the request carries them */
+	if (k->direct) {
+		k->fetch_id = atomic_fetch_add(&k->next_id, 1) + 1;
+		k->fetch_want = (uint32_t) want;
+		k->fetch_timeout = background ? CHAN_WAIT_FOREVER : timeout_ms;
+		k->resets = 0;
+		(void) chan_kd_send_fetch(k); /* a failure: chan_kd_wait redials */
+		return;
+	}
 	chan_recv_aio_bytes(k->c, k->name, want, k->fetch_bytes,
 	    background ? CHAN_WAIT_FOREVER : timeout_ms, k->aio);
 }
@@ -222,6 +202,12 @@ chan_consumer_absorb(chan_consumer *k)
 	uint64_t    id = 0;
 	nng_pipe    pipe = NNG_PIPE_INITIALIZER;
 
+	if (k->direct) {
+		if (k->inflight && k->ans != NULL) {
+			chan_kd_absorb(k);
+		}
+		return;
+	}
 	if (!k->inflight || !atomic_load_explicit(&k->done, memory_order_acquire)) {
 		return;
 	}
@@ -249,16 +235,11 @@ chan_consumer_absorb(chan_consumer *k)
 		k->buf[(k->bhead + k->bn) % k->bcap] = chan_aio_take_msg(k->aio, i);
 		k->bn++;
 	}
-	k->dq[(k->dhead + k->dn) % k->dcap] = (chan_kdelivery) { id, pipe, n, n };
+	k->dq[(k->dhead + k->dn) % k->dcap] = (chan_kdelivery) { id, pipe, 0, n, n };
 	k->dn++;
 	k->fetched += n;
 }
 
-static bool
-chan_consumer_is_cancelled(chan_consumer *k)
-{
-	return (atomic_load_explicit(&k->cancelled, memory_order_acquire));
-}
 
 /* Fetches ahead when the buffer runs low. */
 static void
@@ -270,14 +251,6 @@ chan_consumer_prefetch(chan_consumer *k)
 	}
 }
 
-static int64_t
-chan_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
 
 /*
  * Waits for the fetch in flight: without a local bound for the caller's
@@ -290,6 +263,9 @@ chan_consumer_wait(chan_consumer *k, int64_t deadline_ms)
 	struct timespec ts;
 	bool            bounded = k->background && deadline_ms >= 0;
 
+	if (k->direct) {
+		return (chan_kd_wait(k, bounded ? deadline_ms : -1));
+	}
 	if (bounded) {
 		int64_t left = deadline_ms - chan_mono_ms();
 
@@ -397,6 +373,9 @@ chan_consumer_free(chan_consumer *k)
 	free(k->buf);
 	free(k->dq);
 	/* Last confirmations, then the connection closes: the rest goes back. */
+	if (k->direct) {
+		chan_kd_close(k);
+	}
 	chan_disconnect(k->c);
 	pthread_cond_destroy(&k->cv);
 	pthread_mutex_destroy(&k->mtx);
@@ -427,14 +406,21 @@ chan_consumer_open(chan_client *c, const char *name, const chan_consumer_opts *o
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&k->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	if ((s = chan_connect(chan_url(c), &k->c)) != CHAN_OK) {
-		goto fail;
+	if (chan_sp_wanted(chan_url(c))) {
+		if ((s = chan_kd_open(k, c)) != CHAN_OK) {
+			goto fail;
+		}
+		dmax = k->dmax;
+	} else {
+		if ((s = chan_connect(chan_url(c), &k->c)) != CHAN_OK) {
+			goto fail;
+		}
+		if ((s = chan_aio_alloc(&k->aio, chan_consumer_aio_cb, k)) != CHAN_OK) {
+			goto fail;
+		}
+		chan_aio_hold_confirm(k->aio, true);
+		dmax = chan_max_batch(k->c);
 	}
-	if ((s = chan_aio_alloc(&k->aio, chan_consumer_aio_cb, k)) != CHAN_OK) {
-		goto fail;
-	}
-	chan_aio_hold_confirm(k->aio, true);
-	dmax = chan_max_batch(k->c);
 	k->prefetch = opts != NULL && opts->prefetch != 0 && opts->prefetch < dmax ? opts->prefetch
 	                                                                            : dmax;
 	k->low_water = opts != NULL && opts->low_water != 0 ? opts->low_water : k->prefetch / 2;
@@ -452,6 +438,9 @@ chan_consumer_open(chan_client *c, const char *name, const chan_consumer_opts *o
 
 fail:
 	chan_aio_free(k->aio);
+	if (k->direct) {
+		chan_kd_close(k);
+	}
 	chan_disconnect(k->c);
 	pthread_cond_destroy(&k->cv);
 	pthread_mutex_destroy(&k->mtx);
@@ -508,6 +497,10 @@ chan_consumer_cancel(chan_consumer *k)
 	k->cancelled = true;
 	pthread_cond_broadcast(&k->cv);
 	pthread_mutex_unlock(&k->mtx);
+	if (k->direct) {
+		chan_kd_cancel(k);
+		return;
+	}
 	chan_cancel(k->c);
 }
 

@@ -18,8 +18,13 @@
  * first: the caller's (chan_producer_send, chan_producer_flush: no thread
  * hand-off for a lone message), the aio callback's (after an answer) or
  * the producer thread's (at the end of a linger).
+ *
+ * For ipc:// and tcp:// the producer has a connection of its own instead
+ * (direct, producer_sp.c): there the producer thread alone writes and
+ * reads it, and a due batch found by another thread is only claimed and
+ * the thread woken (one wake-up per batch, none while one is in flight).
  */
-#include "client.h"
+#include "producer.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -27,74 +32,6 @@
 #include <string.h>
 #include <time.h>
 
-/*
- * What one Send may carry, as the daemon computes its request limit
- * (daemon/config.c chd_config_request_max): max_batch * (max_message_size
- * + 16) + 64 KiB, capped at 256 MiB. Each message is counted with 16
- * bytes of framing (its tag and length take at most 6).
- */
-#define CHAN_PROD_MSG_COST 16u
-#define CHAN_PROD_REQ_CAP  (256ull * 1024u * 1024u)
-#define CHAN_PROD_REQ_SLACK (64u * 1024u)
-#define CHAN_PROD_ARENA_MIN 4096u
-#define CHAN_PROD_ARENA_KEEP (1u << 20) /* a recycled batch keeps at most this much */
-
-/* A batch: messages copied into one arena, sent as one Send. */
-typedef struct chan_pbatch {
-	struct chan_pbatch *next;
-	uint64_t            first;   /* ticket of its first message */
-	uint32_t            n;
-	size_t              cost;    /* payload + CHAN_PROD_MSG_COST per message */
-	size_t              bytes;   /* payload */
-	int64_t             born_us; /* when its first message came (monotonic) */
-	chan_status         st;      /* its answer */
-	uint64_t            seq;     /* first seq when accepted */
-	size_t             *off;     /* payload offsets in arena */
-	chan_buf           *bufs;    /* lengths; data set when it is sent */
-	char               *arena;
-	size_t              arena_cap;
-} chan_pbatch;
-
-struct chan_producer {
-	chan_client    *c;
-	char            name[CHAN_NAME_MAX + 1];
-	uint32_t        max_batch;
-	size_t          max_cost;      /* per batch */
-	int64_t         linger_us;
-	size_t          max_buffered;  /* messages given and not yet answered */
-	size_t          max_bytes;     /* payload given and not yet answered */
-	int64_t         timeout_ms;
-	chan_outcome_cb cb;
-	void           *arg;
-	bool            stop_on_failure;
-
-	pthread_mutex_t mtx;
-	pthread_cond_t  wake;    /* the producer thread */
-	pthread_cond_t  room;    /* senders blocked on max_buffered */
-	pthread_cond_t  settled; /* flushers */
-	pthread_t       thread;
-	bool            quit;
-
-	chan_pbatch    *head;     /* queued, oldest first */
-	chan_pbatch    *tail;
-	chan_pbatch    *inflight; /* claimed by the thread that starts it */
-	chan_pbatch    *done;     /* answered, outcomes not yet delivered (oldest first) */
-	chan_pbatch    *done_tail;
-	chan_pbatch    *spare;    /* recycled */
-	chan_aio       *aio;
-	size_t          nmsgs;    /* given, outcome not yet delivered */
-	size_t          nbytes;
-	uint64_t        last_ticket;
-	uint64_t        done_ticket; /* outcomes delivered up to this one */
-	uint64_t        flush_upto;  /* send these without lingering */
-
-	_Atomic uint64_t accepted;
-	_Atomic uint64_t failed;
-	chan_status     flush_err; /* first failure since the last flush */
-	char            flush_msg[512];
-	chan_status     stopped;   /* stop_on_failure: the failure that stopped it */
-	char            stop_msg[512];
-};
 
 static int64_t
 chan_mono_us(void)
@@ -240,6 +177,7 @@ chan_producer_ready(const chan_producer *p)
 /*
  * Claims the oldest batch and sends it. mtx held on entry and exit, but
  * dropped around chan_send_aio: its callback may run before it returns.
+ * direct: only claims it, for the producer thread to write.
  */
 static void
 chan_producer_start(chan_producer *p)
@@ -256,6 +194,12 @@ chan_producer_start(chan_producer *p)
 	for (i = 0; i < b->n; i++) {
 		/* A batch of empty messages has no arena. */
 		b->bufs[i].data = b->arena != NULL ? b->arena + b->off[i] : NULL;
+	}
+	if (p->direct) {
+		/* The producer thread writes it (chan_producer_main). */
+		p->wire = true;
+		pthread_cond_signal(&p->wake);
+		return;
 	}
 	pthread_mutex_unlock(&p->mtx);
 	chan_send_aio(p->c, p->name, b->bufs, b->n, p->timeout_ms, p->aio);
@@ -316,6 +260,27 @@ chan_producer_note_failure(chan_producer *p, chan_status s, const char *msg, uin
 	}
 }
 
+/* The batch in flight, b, was answered: it joins the done list. mtx held. */
+void
+chan_producer_answered(chan_producer *p, chan_pbatch *b, chan_status st, uint64_t seq,
+    const char *msg)
+{
+	b->st = st;
+	b->seq = st == CHAN_OK ? seq : 0;
+	if (st == CHAN_OK) {
+		atomic_fetch_add(&p->accepted, b->n);
+	} else {
+		chan_producer_note_failure(p, st, msg, b->n);
+	}
+	p->inflight = NULL;
+	if (p->done_tail != NULL) {
+		p->done_tail->next = b;
+	} else {
+		p->done = b;
+	}
+	p->done_tail = b;
+}
+
 /*
  * The batch in flight was answered (nng thread): note the answer, send
  * what accumulated meanwhile at once (the aio may be restarted from its
@@ -329,20 +294,8 @@ chan_producer_aio_cb(chan_aio *a, void *arg)
 
 	pthread_mutex_lock(&p->mtx);
 	b = p->inflight;
-	b->st = chan_aio_result(a);
-	b->seq = b->st == CHAN_OK ? chan_aio_first_seq(a) : 0;
-	if (b->st == CHAN_OK) {
-		atomic_fetch_add(&p->accepted, b->n);
-	} else {
-		chan_producer_note_failure(p, b->st, chan_aio_error(a), b->n);
-	}
-	p->inflight = NULL;
-	if (p->done_tail != NULL) {
-		p->done_tail->next = b;
-	} else {
-		p->done = b;
-	}
-	p->done_tail = b;
+	chan_producer_answered(p, b, chan_aio_result(a),
+	    chan_aio_result(a) == CHAN_OK ? chan_aio_first_seq(a) : 0, chan_aio_error(a));
 	if (p->head != NULL && p->stopped == CHAN_OK) {
 		chan_producer_start(p);
 	}
@@ -386,11 +339,23 @@ chan_producer_main(void *arg)
 {
 	chan_producer *p = arg;
 	int64_t        wait_us;
+	chan_status    pst = CHAN_OK, wst = CHAN_OK; /* direct: the batch in flight's packing, writing */
 
 	pthread_mutex_lock(&p->mtx);
 	for (;;) {
-		if (p->done != NULL) {
+		if (p->direct && p->inflight != NULL && p->wire) {
+			/* Out first, then the last batch's outcomes while it travels. */
+			p->wire = false;
+			pthread_mutex_unlock(&p->mtx);
+			chan_prod_sp_put(p, p->inflight, &pst, &wst);
+			pthread_mutex_lock(&p->mtx);
+		} else if (p->done != NULL) {
 			chan_producer_deliver(p);
+		} else if (p->direct && p->inflight != NULL) {
+			chan_pbatch *b = p->inflight;
+
+			pthread_mutex_unlock(&p->mtx);
+			chan_prod_sp_finish(p, b, pst, wst); /* returns with mtx held */
 		} else if (p->stopped != CHAN_OK && p->head != NULL && p->inflight == NULL) {
 			chan_producer_fail_queued(p);
 		} else if (p->inflight == NULL && p->head != NULL && p->stopped == CHAN_OK) {
@@ -466,6 +431,20 @@ chan_producer_limits(chan_producer *p, const chan_producer_opts *o)
 	return (CHAN_OK);
 }
 
+/*
+ * Its own connection when it can (direct, sp.h), else an aio on c. The
+ * first dial is here, so a producer that cannot reach the daemon says so
+ * at once.
+ */
+static chan_status
+chan_producer_connect(chan_producer *p)
+{
+	if (!chan_sp_wanted(chan_url(p->c))) {
+		return (chan_aio_alloc(&p->aio, chan_producer_aio_cb, p));
+	}
+	return (chan_prod_sp_open(p));
+}
+
 /* The producer thread takes no signals: they are the application's. */
 static int
 chan_producer_spawn(chan_producer *p)
@@ -486,6 +465,7 @@ chan_producer_destroy(chan_producer *p)
 	chan_pbatch *b;
 
 	chan_aio_free(p->aio);
+	chan_prod_sp_close(p);
 	while ((b = p->spare) != NULL) {
 		p->spare = b->next;
 		chan_pbatch_free(b);
@@ -520,6 +500,7 @@ chan_producer_open(chan_client *c, const char *name, const chan_producer_opts *o
 		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
 	}
 	p->c = c;
+	p->wakefd[0] = p->wakefd[1] = -1;
 	snprintf(p->name, sizeof(p->name), "%s", name);
 	pthread_mutex_init(&p->mtx, NULL);
 	chan_cond_init_mono(&p->wake);
@@ -528,7 +509,7 @@ chan_producer_open(chan_client *c, const char *name, const chan_producer_opts *o
 	atomic_init(&p->accepted, 0);
 	atomic_init(&p->failed, 0);
 	if ((s = chan_producer_limits(p, &o)) != CHAN_OK ||
-	    (s = chan_aio_alloc(&p->aio, chan_producer_aio_cb, p)) != CHAN_OK) {
+	    (s = chan_producer_connect(p)) != CHAN_OK) {
 		chan_producer_destroy(p);
 		return (s);
 	}

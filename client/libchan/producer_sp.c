@@ -1,0 +1,226 @@
+/*
+ * producer_sp.c - a direct producer's I/O (sp.h says why): the producer
+ * thread packs each batch as one Send, writes it on the producer's own
+ * connection, and reads the answer, while the caller keeps filling the
+ * next batch. A lost connection is dialled again (as nng's dialer would)
+ * and the same request written again (same client and id, so the daemon
+ * never does it twice). chan_cancel(c) reaches the thread through a hook
+ * on c and a pipe its reads poll.
+ */
+#include "producer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The batch in flight as one Send request in p->pk (a new Request.id). */
+static chan_status
+chan_producer_pack(chan_producer *p, const chan_pbatch *b)
+{
+	Chan__V1__Request q = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Send    snd = CHAN__V1__SEND__INIT;
+	chl_batch_layout  lay;
+	size_t            need;
+	uint32_t          i;
+
+	for (i = 0; i < b->n; i++) {
+		p->wdata[i].data = (uint8_t *) b->bufs[i].data;
+		p->wdata[i].len = b->bufs[i].len;
+	}
+	snd.name = p->name;
+	snd.n_data = b->n;
+	snd.data = p->wdata;
+	snd.has_timeout_ms = 1;
+	snd.timeout_ms = p->timeout_ms < 0 ? -1 : p->timeout_ms;
+	q.has_id = 1;
+	q.id = p->req_id = ++p->next_id;
+	q.has_client = 1;
+	q.client = p->client_id;
+	q.op_case = CHAN__V1__REQUEST__OP_SEND;
+	q.send = &snd;
+	need = chl_request_packed_size(&q, p->batch_form, &lay);
+	if (need > p->pk_cap) {
+		uint8_t *n = realloc(p->pk, need);
+
+		if (n == NULL) {
+			return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for a batch request"));
+		}
+		p->pk = n;
+		p->pk_cap = need;
+	}
+	p->pk_len = chl_request_pack(&q, p->batch_form, &lay, p->pk);
+	return (CHAN_OK);
+}
+
+/* chan_cancel(c) (any thread, under c's lock): the thread stops waiting. */
+static void
+chan_producer_cancel_hook(void *arg)
+{
+	chan_producer *p = arg;
+
+	atomic_store(&p->cancelled, true);
+	(void) !write(p->wakefd[1], "x", 1);
+}
+
+/*
+ * Cancelled: the connection closes, so a send parked in the daemon is
+ * withdrawn with it (the outcome is "cancelled" either way, as for a
+ * call on c).
+ */
+static chan_status
+chan_producer_cancelled(chan_producer *p)
+{
+	chan_sp_close(&p->sp);
+	return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+}
+
+/* Writes p->pk, connecting first (as nng's dialer would: until it works). */
+static chan_status
+chan_producer_write(chan_producer *p)
+{
+	while (p->sp.fd < 0 && !atomic_load(&p->cancelled) &&
+	    chan_sp_dial(&p->sp, CHAN_SP_DIAL_MS) != CHAN_OK) {
+		(void) chan_sp_pause(p->wakefd[0], CHAN_RESET_PAUSE_MS);
+	}
+	if (atomic_load(&p->cancelled)) {
+		return (chan_producer_cancelled(p));
+	}
+	return (chan_sp_send(&p->sp, (uint32_t) p->req_id, p->pk, p->pk_len));
+}
+
+/*
+ * The answer to p->pk, written with status st. A connection lost under
+ * it: the same request (same client and id, so the daemon never does it
+ * twice) goes again on a new one, as nng's client does.
+ */
+static chan_status
+chan_producer_read(chan_producer *p, chan_status st, void **ans, size_t *alen)
+{
+	uint32_t rid;
+	int      resets = 0;
+
+	for (;;) {
+		while (st == CHAN_OK) {
+			st = chan_sp_recv(&p->sp, &rid, ans, alen, -1, p->wakefd[0]);
+			if (st == CHAN_OK && rid == ((uint32_t) p->req_id & 0x7fffffffu)) {
+				return (CHAN_OK);
+			}
+			if (st == CHAN_OK) { /* not this request's: never expected, dropped */
+				free(*ans);
+				*ans = NULL;
+			}
+		}
+		if (atomic_load(&p->cancelled)) {
+			return (chan_producer_cancelled(p));
+		}
+		if (st != CHAN_UNAVAILABLE || ++resets > CHAN_MAX_RESETS) {
+			return (st != CHAN_UNAVAILABLE ? st : chan_fail(CHAN_UNAVAILABLE,
+			    "%s closed the connection %d times under this request (over its "
+			    "request size limit?)", p->sp.url, CHAN_MAX_RESETS + 1));
+		}
+		(void) chan_sp_pause(p->wakefd[0], CHAN_RESET_PAUSE_MS);
+		st = chan_producer_write(p);
+	}
+}
+
+/* The batch's outcome from its answer. *seq: its first seq. */
+static chan_status
+chan_producer_outcome(chan_producer *p, const void *ans, size_t alen, uint64_t *seq)
+{
+	Chan__V1__Response *r = chan__v1__response__unpack(NULL, alen, ans);
+	chan_status         st = CHAN_OK;
+
+	*seq = 0;
+	if (r == NULL) {
+		return (chan_fail(CHAN_PROTOCOL, "undecodable answer (%zu bytes) from %s", alen,
+		    p->sp.url));
+	}
+	if (r->has_id && r->id != p->req_id) {
+		st = chan_fail(CHAN_PROTOCOL, "answer to request %llu from %s, expected %llu",
+		    (unsigned long long) r->id, p->sp.url, (unsigned long long) p->req_id);
+	} else if (r->status != CHAN__V1__STATUS__OK) {
+		st = chan_fail((chan_status) r->status, "%s",
+		    r->error != NULL && r->error[0] != '\0' ? r->error
+		                                           : chan_strerror((chan_status) r->status));
+	} else if (r->result_case == CHAN__V1__RESPONSE__RESULT_SEND) {
+		*seq = r->send->first_seq;
+	}
+	chan__v1__response__free_unpacked(r, NULL);
+	return (st);
+}
+
+/*
+ * Producer thread, mtx not held: the batch in flight, written with status
+ * wst (or not packed: pst), is answered; back under mtx, it is done.
+ */
+void
+chan_prod_sp_finish(chan_producer *p, chan_pbatch *b, chan_status pst, chan_status wst)
+{
+	void       *ans = NULL;
+	size_t      alen = 0;
+	uint64_t    seq = 0;
+	chan_status st = pst;
+	char        msg[512] = "";
+
+	if (st == CHAN_OK && (st = chan_producer_read(p, wst, &ans, &alen)) == CHAN_OK) {
+		st = chan_producer_outcome(p, ans, alen, &seq);
+	}
+	free(ans);
+	if (st != CHAN_OK) {
+		snprintf(msg, sizeof(msg), "%s", chan_last_error(NULL));
+	}
+	if (p->pk_cap > 2 * CHAN_PROD_ARENA_KEEP) { /* one big burst keeps nothing */
+		free(p->pk);
+		p->pk = NULL;
+		p->pk_cap = 0;
+	}
+	pthread_mutex_lock(&p->mtx);
+	chan_producer_answered(p, b, st, seq, msg);
+}
+
+void
+chan_prod_sp_put(chan_producer *p, const chan_pbatch *b, chan_status *pst, chan_status *wst)
+{
+	*pst = atomic_load(&p->cancelled) ? chan_producer_cancelled(p) : chan_producer_pack(p, b);
+	if (*pst == CHAN_OK) {
+		*wst = chan_producer_write(p);
+	}
+}
+
+chan_status
+chan_prod_sp_open(chan_producer *p)
+{
+	chan_status s;
+
+	if ((p->wdata = calloc(p->max_batch, sizeof(*p->wdata))) == NULL) {
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
+	}
+	if ((s = chan_sp_init(&p->sp, chan_url(p->c), CHAN_PROD_ANSWER_MAX)) != CHAN_OK) {
+		chan_sp_fini(&p->sp);
+		return (s);
+	}
+	if ((s = chan_sp_wake_open(p->wakefd)) != CHAN_OK) {
+		chan_sp_fini(&p->sp);
+		return (s);
+	}
+	p->direct = true;
+	p->client_id = chan_random_id();
+	p->batch_form = p->c->batch_form;
+	p->hook.fn = chan_producer_cancel_hook;
+	p->hook.arg = p;
+	chan_cancel_hook_add(p->c, &p->hook);
+	return (chan_sp_dial(&p->sp, CHAN_SP_DIAL_MS));
+}
+
+void
+chan_prod_sp_close(chan_producer *p)
+{
+	if (p->direct) {
+		chan_cancel_hook_remove(p->c, &p->hook);
+		chan_sp_fini(&p->sp);
+	}
+	chan_sp_wake_close(p->wakefd);
+	free(p->wdata);
+	free(p->pk);
+}

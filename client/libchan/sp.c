@@ -1,0 +1,470 @@
+/* sp.c - SP over a socket of our own (sp.h says why and what). */
+#include "sp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+#define SP_REQ 0x30
+#define SP_REP 0x31
+#define SP_MSG 0x01 /* ipc: an ordinary message */
+
+static const char *const chan_sp_tcp_schemes[] = { "tcp://", "tcp4://", "tcp6://" };
+
+static int
+chan_sp_tcp_family(const char *url)
+{
+	if (strncmp(url, "tcp4://", 7) == 0) {
+		return (AF_INET);
+	}
+	return (strncmp(url, "tcp6://", 7) == 0 ? AF_INET6 : AF_UNSPEC);
+}
+
+/* The part after "scheme://" of a tcp URL, or NULL. */
+static const char *
+chan_sp_tcp_rest(const char *url)
+{
+	for (size_t i = 0; i < sizeof(chan_sp_tcp_schemes) / sizeof(chan_sp_tcp_schemes[0]); i++) {
+		size_t n = strlen(chan_sp_tcp_schemes[i]);
+
+		if (strncmp(url, chan_sp_tcp_schemes[i], n) == 0) {
+			return (url + n);
+		}
+	}
+	return (NULL);
+}
+
+bool
+chan_sp_speaks(const char *url)
+{
+	return (url != NULL && (strncmp(url, "ipc://", 6) == 0 || chan_sp_tcp_rest(url) != NULL));
+}
+
+bool
+chan_sp_wanted(const char *url)
+{
+	const char *v = getenv("CHAN_SP_DIRECT");
+
+	return (chan_sp_speaks(url) && (v == NULL || strcmp(v, "0") != 0));
+}
+
+chan_status
+chan_sp_init(chan_sp *s, const char *url, size_t recvmax)
+{
+	memset(s, 0, sizeof(*s));
+	s->fd = -1;
+	pthread_mutex_init(&s->mtx, NULL);
+	if (!chan_sp_speaks(url)) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "%s: not an ipc:// or tcp:// URL", url));
+	}
+	if ((s->url = strdup(url)) == NULL) {
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
+	}
+	s->tcp = chan_sp_tcp_rest(url) != NULL;
+	s->recvmax = recvmax;
+	return (CHAN_OK);
+}
+
+void
+chan_sp_close(chan_sp *s)
+{
+	pthread_mutex_lock(&s->mtx);
+	if (s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	pthread_mutex_unlock(&s->mtx);
+}
+
+void
+chan_sp_fini(chan_sp *s)
+{
+	chan_sp_close(s);
+	free(s->url);
+	s->url = NULL;
+	pthread_mutex_destroy(&s->mtx);
+}
+
+/* Waits for fd to be ready for events (and not wakefd); 1 ready, 0 timeout, -1 woken. */
+static int
+chan_sp_wait(int fd, short events, int64_t timeout_ms, int wakefd)
+{
+	struct pollfd pf[2] = { { .fd = fd, .events = events }, { .fd = wakefd, .events = POLLIN } };
+	int           n;
+
+	for (;;) {
+		n = poll(pf, wakefd >= 0 ? 2 : 1,
+		    timeout_ms < 0 ? -1 : timeout_ms > INT32_MAX ? INT32_MAX : (int) timeout_ms);
+		if (n < 0 && errno == EINTR) {
+			continue; /* a signal: the wait goes on (with its full timeout, as nng's does) */
+		}
+		if (n < 0) {
+			return (1); /* the read or write that follows reports the error */
+		}
+		if (n > 0 && wakefd >= 0 && (pf[1].revents & POLLIN) != 0) {
+			return (-1);
+		}
+		return (n > 0 ? 1 : 0);
+	}
+}
+
+/* Reads exactly len bytes (blocking). false: EOF or error. */
+static bool
+chan_sp_read_all(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n = recv(fd, p, len, 0);
+
+		if (n < 0 && errno == EINTR) {
+			continue;
+		}
+		if (n <= 0) {
+			return (false);
+		}
+		p += n;
+		len -= (size_t) n;
+	}
+	return (true);
+}
+
+/* Writes the iovecs whole (blocking, no SIGPIPE). false: the connection is gone. */
+static bool
+chan_sp_write_all(int fd, struct iovec *iov, int niov)
+{
+	struct msghdr mh;
+
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = (size_t) niov;
+	while (mh.msg_iovlen > 0) {
+		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR) {
+			continue;
+		}
+		if (n < 0) {
+			return (false);
+		}
+		while (mh.msg_iovlen > 0 && (size_t) n >= mh.msg_iov[0].iov_len) {
+			n -= (ssize_t) mh.msg_iov[0].iov_len;
+			mh.msg_iov++;
+			mh.msg_iovlen--;
+		}
+		if (mh.msg_iovlen > 0) {
+			mh.msg_iov[0].iov_base = (uint8_t *) mh.msg_iov[0].iov_base + n;
+			mh.msg_iov[0].iov_len -= (size_t) n;
+		}
+	}
+	return (true);
+}
+
+static void
+chan_sp_put_be(uint8_t *p, uint64_t v, int bytes)
+{
+	for (int i = bytes - 1; i >= 0; i--, v >>= 8) {
+		p[i] = (uint8_t) v;
+	}
+}
+
+static uint64_t
+chan_sp_get_be(const uint8_t *p, int bytes)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < bytes; i++) {
+		v = v << 8 | p[i];
+	}
+	return (v);
+}
+
+/* *fd: a connected unix socket for an ipc:// URL. */
+static chan_status
+chan_sp_connect_ipc(const char *url, int *out)
+{
+	struct sockaddr_un sa;
+	const char        *path = url + 6;
+	int                fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "%s: path too long for a unix socket", url));
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "%s: socket: %s", url, strerror(errno)));
+	}
+	if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
+		int err = errno;
+
+		close(fd);
+		return (chan_fail(CHAN_UNAVAILABLE, "cannot connect to %s: %s", url, strerror(err)));
+	}
+	*out = fd;
+	return (CHAN_OK);
+}
+
+/* Splits "host:port" / "[v6]:port" into host and port; false: malformed. */
+static bool
+chan_sp_host_port(const char *rest, char *host, size_t hostlen, const char **port)
+{
+	const char *colon;
+	size_t      n;
+
+	if (rest[0] == '[') {
+		const char *end = strchr(rest, ']');
+
+		if (end == NULL || end[1] != ':') {
+			return (false);
+		}
+		n = (size_t) (end - rest - 1);
+		rest++;
+		colon = end + 1;
+	} else {
+		if ((colon = strrchr(rest, ':')) == NULL) {
+			return (false);
+		}
+		n = (size_t) (colon - rest);
+	}
+	if (n == 0 || n >= hostlen || colon[1] == '\0') {
+		return (false);
+	}
+	memcpy(host, rest, n);
+	host[n] = '\0';
+	*port = colon + 1;
+	return (true);
+}
+
+/* Connects fd to ai within timeout_ms. */
+static bool
+chan_sp_connect_within(int fd, const struct addrinfo *ai, int64_t timeout_ms)
+{
+	int       err = 0;
+	socklen_t el = sizeof(err);
+
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+		return (true);
+	}
+	if (errno != EINPROGRESS || chan_sp_wait(fd, POLLOUT, timeout_ms, -1) != 1 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
+		errno = err != 0 ? err : errno == EINPROGRESS ? ETIMEDOUT : errno;
+		return (false);
+	}
+	return (true);
+}
+
+/* *fd: a connected TCP socket (blocking, TCP_NODELAY as nng sets it). */
+static chan_status
+chan_sp_connect_tcp(const char *url, int64_t timeout_ms, int *out)
+{
+	struct addrinfo  hints, *res = NULL, *ai;
+	char             host[256];
+	const char      *port;
+	int              fd = -1, rv, one = 1, err = ECONNREFUSED;
+
+	if (!chan_sp_host_port(chan_sp_tcp_rest(url), host, sizeof(host), &port)) {
+		return (chan_fail(CHAN_INVALID_ARGUMENT, "%s: expected tcp://HOST:PORT", url));
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = chan_sp_tcp_family(url);
+	hints.ai_socktype = SOCK_STREAM;
+	if ((rv = getaddrinfo(host, port, &hints, &res)) != 0) {
+		return (chan_fail(CHAN_UNAVAILABLE, "cannot resolve %s: %s", url, gai_strerror(rv)));
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		if ((fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0) {
+			err = errno;
+			continue;
+		}
+		if (chan_sp_connect_within(fd, ai, timeout_ms)) {
+			break;
+		}
+		err = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		return (chan_fail(CHAN_UNAVAILABLE, "cannot connect to %s: %s", url, strerror(err)));
+	}
+	/* Back to blocking: every wait that needs a bound polls first. */
+	(void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	*out = fd;
+	return (CHAN_OK);
+}
+
+chan_status
+chan_sp_dial(chan_sp *s, int64_t timeout_ms)
+{
+	uint8_t hello[8] = { 0, 'S', 'P', 0, 0, SP_REQ, 0, 0 }, peer[8];
+	struct iovec iov = { hello, sizeof(hello) };
+	chan_status  st;
+
+	int          fd = -1;
+
+	chan_sp_close(s);
+	st = s->tcp ? chan_sp_connect_tcp(s->url, timeout_ms, &fd) : chan_sp_connect_ipc(s->url, &fd);
+	if (st != CHAN_OK) {
+		return (st);
+	}
+	if (!chan_sp_write_all(fd, &iov, 1) || chan_sp_wait(fd, POLLIN, timeout_ms, -1) != 1 ||
+	    !chan_sp_read_all(fd, peer, sizeof(peer))) {
+		close(fd);
+		return (chan_fail(CHAN_UNAVAILABLE, "%s: no SP handshake from the daemon", s->url));
+	}
+	if (memcmp(peer, hello, 4) != 0 || chan_sp_get_be(peer + 4, 2) != SP_REP) {
+		close(fd);
+		return (chan_fail(CHAN_PROTOCOL, "%s: the peer is not chand (not an SP REP socket)",
+		    s->url));
+	}
+	pthread_mutex_lock(&s->mtx);
+	s->fd = fd;
+	s->gen++;
+	pthread_mutex_unlock(&s->mtx);
+	return (CHAN_OK);
+}
+
+/* Writes one frame under s->mtx. 1 written, 0 failed, -1 not connected. */
+static int
+chan_sp_frame(chan_sp *s, uint32_t rid, const void *body, size_t len)
+{
+	uint8_t      head[13];
+	size_t       hl = s->tcp ? 8 : 9;
+	struct iovec iov[2];
+	int          r = -1;
+
+	head[0] = SP_MSG;
+	chan_sp_put_be(head + hl - 8, len + 4, 8);
+	chan_sp_put_be(head + hl, rid | 0x80000000u, 4);
+	iov[0] = (struct iovec) { head, hl + 4 };
+	iov[1] = (struct iovec) { (void *) body, len };
+	pthread_mutex_lock(&s->mtx);
+	if (s->fd >= 0) {
+		r = chan_sp_write_all(s->fd, iov, len > 0 ? 2 : 1) ? 1 : 0;
+	}
+	pthread_mutex_unlock(&s->mtx);
+	return (r);
+}
+
+chan_status
+chan_sp_send(chan_sp *s, uint32_t rid, const void *body, size_t len)
+{
+	int r = chan_sp_frame(s, rid, body, len);
+
+	if (r < 0) {
+		return (chan_fail(CHAN_UNAVAILABLE, "not connected to %s", s->url));
+	}
+	if (r == 0) {
+		chan_sp_close(s);
+		return (chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
+	}
+	return (CHAN_OK);
+}
+
+void
+chan_sp_send_aside(chan_sp *s, uint32_t rid, const void *body, size_t len)
+{
+	(void) chan_sp_frame(s, rid, body, len);
+}
+
+chan_status
+chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len, int64_t timeout_ms, int wakefd)
+{
+	uint8_t  head[13];
+	size_t   hl = s->tcp ? 8 : 9;
+	uint64_t n;
+	uint8_t *b = NULL;
+	int      w;
+
+	*body = NULL;
+	*len = 0;
+	if (s->fd < 0) {
+		return (chan_fail(CHAN_UNAVAILABLE, "not connected to %s", s->url));
+	}
+	if ((w = chan_sp_wait(s->fd, POLLIN, timeout_ms, wakefd)) <= 0) {
+		return (w < 0 ? chan_fail(CHAN_UNAVAILABLE, "cancelled")
+		              : chan_fail(CHAN_TIMEOUT, "no answer from %s within %lld ms", s->url,
+		                    (long long) timeout_ms));
+	}
+	if (!chan_sp_read_all(s->fd, head, hl + 4)) {
+		chan_sp_close(s);
+		return (chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
+	}
+	n = chan_sp_get_be(head + hl - 8, 8);
+	if ((!s->tcp && head[0] != SP_MSG) || n < 4 || (s->recvmax != 0 && n - 4 > s->recvmax) ||
+	    (head[hl] & 0x80) == 0) {
+		chan_sp_close(s);
+		return (chan_fail(CHAN_PROTOCOL, "malformed answer (%llu bytes) from %s",
+		    (unsigned long long) n, s->url));
+	}
+	n -= 4;
+	if (n > 0 && ((b = malloc((size_t) n)) == NULL || !chan_sp_read_all(s->fd, b, (size_t) n))) {
+		bool oom = b == NULL;
+
+		free(b);
+		chan_sp_close(s);
+		return (oom ? chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for an answer")
+		            : chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
+	}
+	*rid = (uint32_t) chan_sp_get_be(head + hl, 4) & 0x7fffffffu;
+	*body = b;
+	*len = (size_t) n;
+	return (CHAN_OK);
+}
+
+bool
+chan_sp_pause(int wakefd, int64_t ms)
+{
+	struct pollfd pf = { .fd = wakefd, .events = POLLIN };
+
+	if (wakefd < 0) {
+		struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
+
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+		}
+		return (false);
+	}
+	return (poll(&pf, 1, (int) ms) > 0 && (pf.revents & POLLIN) != 0);
+}
+
+chan_status
+chan_sp_wake_open(int wake[2])
+{
+	if (pipe(wake) != 0) {
+		wake[0] = wake[1] = -1;
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "no pipe for a wake-up: %s",
+		    strerror(errno)));
+	}
+	for (int i = 0; i < 2; i++) {
+		(void) fcntl(wake[i], F_SETFD, FD_CLOEXEC);
+		(void) fcntl(wake[i], F_SETFL, O_NONBLOCK);
+	}
+	return (CHAN_OK);
+}
+
+void
+chan_sp_wake_close(int wake[2])
+{
+	for (int i = 0; i < 2; i++) {
+		if (wake[i] >= 0) {
+			close(wake[i]);
+			wake[i] = -1;
+		}
+	}
+}

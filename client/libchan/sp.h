@@ -1,0 +1,93 @@
+/*
+ * sp.h - a private connection to chand that speaks nng's SP wire protocol
+ * (the REQ side) itself, from the calling thread.
+ *
+ * Why: through nng's own client every request and every answer passes
+ * through nng's poller and task threads, a thread hand-off for each and
+ * another for each part of a big message the socket buffer splits. For
+ * the bulk handles (chan_producer, chan_consumer) those hand-offs cost
+ * more than the work: a 1 KiB stream moved 0.65-0.70 M msg/s through
+ * nng's client and 1.04-1.10 M msg/s with both ends writing and reading
+ * the socket themselves (docs/PERFORMANCE.md, session 7). chand cannot
+ * tell the difference: it sees an ordinary REQ peer.
+ *
+ * What it speaks (nng 1.5.2's ipc and tcp transports, and req0):
+ *   handshake  8 bytes each way: 0x00 'S' 'P' 0x00, the protocol number
+ *              (16 bits, big-endian: REQ 0x30, REP 0x31), 2 zero bytes;
+ *   message    ipc: a 0x01 byte, then the length (64 bits, big-endian);
+ *              tcp: the length only; then the bytes: a 32-bit request id
+ *              with its top bit set (REQ's header, echoed by REP), then
+ *              the protobuf body.
+ * Only ipc:// and tcp:// (tcp4://, tcp6://) URLs; anything else (tls+tcp,
+ * ws) keeps nng's client (chan_sp_speaks).
+ *
+ * Blocking I/O on the caller's thread; one thread at a time per chan_sp,
+ * except chan_sp_send_aside.
+ * Errors: a chan_status, and the thread's last error (chan_fail).
+ */
+#ifndef CHAN_SP_H
+#define CHAN_SP_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <chan/chan.h>
+
+typedef struct chan_sp {
+	int      fd;      /* -1: not connected */
+	bool     tcp;     /* tcp framing (no message-type byte) */
+	char    *url;
+	size_t   recvmax; /* a longer answer is refused (and drops the connection) */
+	uint64_t gen;     /* connections made: custody belongs to one of them */
+	pthread_mutex_t mtx; /* writes and fd changes (chan_sp_send_aside) */
+} chan_sp;
+
+#define CHAN_SP_DIAL_MS 10000 /* one connect, one handshake: each at most this long */
+
+/* Whether url is one chan_sp can dial (ipc://, tcp://, tcp4://, tcp6://). */
+bool        chan_sp_speaks(const char *url);
+/*
+ * Whether a bulk handle on url should use chan_sp: it can, and the
+ * environment does not say CHAN_SP_DIRECT=0 (which keeps nng's client
+ * for everything: a switch for comparing the two, docs/TRANSPORT.md).
+ */
+bool        chan_sp_wanted(const char *url);
+/* Not connected yet. recvmax: 0 means no bound. */
+chan_status chan_sp_init(chan_sp *s, const char *url, size_t recvmax);
+/* One attempt to connect and shake hands (up to timeout_ms each step). */
+chan_status chan_sp_dial(chan_sp *s, int64_t timeout_ms);
+/* Drops the connection (the daemon gives back what it held for it). */
+void        chan_sp_close(chan_sp *s);
+void        chan_sp_fini(chan_sp *s);
+/*
+ * Sends body[0..len) as request rid (the top bit is set here). Blocks
+ * until the kernel has it all. CHAN_UNAVAILABLE: the connection is gone
+ * (and closed).
+ */
+chan_status chan_sp_send(chan_sp *s, uint32_t rid, const void *body, size_t len);
+/* Waits ms, or until wakefd (>= 0) is readable: true then. */
+bool        chan_sp_pause(int wakefd, int64_t ms);
+/* A pipe for waking a blocked chan_sp_recv: both ends close-on-exec, non-blocking. */
+chan_status chan_sp_wake_open(int wake[2]);
+void        chan_sp_wake_close(int wake[2]);
+
+/*
+ * chan_sp_send from another thread than the owner's (a Cancel while the
+ * owner is blocked reading): whole frames never interleave; a failure
+ * leaves the connection to the owner to find.
+ */
+void        chan_sp_send_aside(chan_sp *s, uint32_t rid, const void *body, size_t len);
+/*
+ * The next answer: *rid its request id (top bit cleared), *body its bytes
+ * (malloc'd, caller frees; NULL when *len is 0). Waits up to timeout_ms
+ * (< 0: forever) for it to start; wakefd (>= 0) readable ends the wait
+ * with CHAN_UNAVAILABLE "cancelled" (wakefd is not read). CHAN_TIMEOUT:
+ * nothing came, the connection is intact. CHAN_UNAVAILABLE or
+ * CHAN_PROTOCOL otherwise: the connection is gone (and closed).
+ */
+chan_status chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len,
+    int64_t timeout_ms, int wakefd);
+
+#endif
