@@ -92,7 +92,7 @@ chan_kd_send_fetch(chan_consumer *k)
 	Chan__V1__Recv    r = CHAN__V1__RECV__INIT;
 	chan_status       st;
 
-	if (k->sp.fd < 0 && (st = chan_sp_dial(&k->sp, CHAN_SP_DIAL_MS)) != CHAN_OK) {
+	if (k->sp.fd < 0 && (st = chan_sp_dial(&k->sp, CHAN_SP_DIAL_MS, k->wake[0])) != CHAN_OK) {
 		return (st);
 	}
 	r.name = k->name;
@@ -326,7 +326,7 @@ chan_kd_open(chan_consumer *k, chan_client *c)
 	if ((s = chan_sp_init(&k->sp, k->url, chan_recv_bound(c))) != CHAN_OK) {
 		return (s);
 	}
-	return (chan_sp_dial(&k->sp, CHAN_SP_DIAL_MS));
+	return (chan_sp_dial(&k->sp, CHAN_SP_DIAL_MS, k->wake[0]));
 }
 
 void

@@ -20,9 +20,10 @@
  * the producer thread's (at the end of a linger).
  *
  * For ipc:// and tcp:// the producer has a connection of its own instead
- * (direct, producer_sp.c): there the producer thread alone writes and
- * reads it, and a due batch found by another thread is only claimed and
- * the thread woken (one wake-up per batch, none while one is in flight).
+ * (direct, producer_sp.c): there a second thread of the producer's
+ * alone writes and reads it; a due batch found by another thread is only
+ * claimed and that thread woken (once per batch, never while one is in
+ * flight), and it starts the next batch itself after an answer.
  */
 #include "producer.h"
 
@@ -177,7 +178,7 @@ chan_producer_ready(const chan_producer *p)
 /*
  * Claims the oldest batch and sends it. mtx held on entry and exit, but
  * dropped around chan_send_aio: its callback may run before it returns.
- * direct: only claims it, for the producer thread to write.
+ * direct: only claims it, for the I/O thread to write.
  */
 static void
 chan_producer_start(chan_producer *p)
@@ -196,9 +197,9 @@ chan_producer_start(chan_producer *p)
 		b->bufs[i].data = b->arena != NULL ? b->arena + b->off[i] : NULL;
 	}
 	if (p->direct) {
-		/* The producer thread writes it (chan_producer_main). */
+		/* The I/O thread writes it (producer_sp.c). */
 		p->wire = true;
-		pthread_cond_signal(&p->wake);
+		pthread_cond_signal(&p->io_wake);
 		return;
 	}
 	pthread_mutex_unlock(&p->mtx);
@@ -211,7 +212,7 @@ chan_producer_start(chan_producer *p)
  * the linger: always (flush), or only for a batch's first message (send:
  * one wake-up per batch, not per message). mtx held.
  */
-static void
+void
 chan_producer_kick(chan_producer *p, bool always)
 {
 	if (chan_producer_ready(p)) {
@@ -339,23 +340,11 @@ chan_producer_main(void *arg)
 {
 	chan_producer *p = arg;
 	int64_t        wait_us;
-	chan_status    pst = CHAN_OK, wst = CHAN_OK; /* direct: the batch in flight's packing, writing */
 
 	pthread_mutex_lock(&p->mtx);
 	for (;;) {
-		if (p->direct && p->inflight != NULL && p->wire) {
-			/* Out first, then the last batch's outcomes while it travels. */
-			p->wire = false;
-			pthread_mutex_unlock(&p->mtx);
-			chan_prod_sp_put(p, p->inflight, &pst, &wst);
-			pthread_mutex_lock(&p->mtx);
-		} else if (p->done != NULL) {
+		if (p->done != NULL) {
 			chan_producer_deliver(p);
-		} else if (p->direct && p->inflight != NULL) {
-			chan_pbatch *b = p->inflight;
-
-			pthread_mutex_unlock(&p->mtx);
-			chan_prod_sp_finish(p, b, pst, wst); /* returns with mtx held */
 		} else if (p->stopped != CHAN_OK && p->head != NULL && p->inflight == NULL) {
 			chan_producer_fail_queued(p);
 		} else if (p->inflight == NULL && p->head != NULL && p->stopped == CHAN_OK) {
@@ -445,16 +434,16 @@ chan_producer_connect(chan_producer *p)
 	return (chan_prod_sp_open(p));
 }
 
-/* The producer thread takes no signals: they are the application's. */
-static int
-chan_producer_spawn(chan_producer *p)
+/* The producer's threads take no signals: they are the application's. */
+int
+chan_thread_spawn(pthread_t *t, void *(*fn)(void *), void *arg)
 {
 	sigset_t all, old;
 	int      rv;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rv = pthread_create(&p->thread, NULL, chan_producer_main, p);
+	rv = pthread_create(t, NULL, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return (rv);
 }
@@ -473,6 +462,7 @@ chan_producer_destroy(chan_producer *p)
 	pthread_cond_destroy(&p->wake);
 	pthread_cond_destroy(&p->room);
 	pthread_cond_destroy(&p->settled);
+	pthread_cond_destroy(&p->io_wake);
 	pthread_mutex_destroy(&p->mtx);
 	free(p);
 }
@@ -506,6 +496,7 @@ chan_producer_open(chan_client *c, const char *name, const chan_producer_opts *o
 	chan_cond_init_mono(&p->wake);
 	chan_cond_init_mono(&p->room);
 	chan_cond_init_mono(&p->settled);
+	chan_cond_init_mono(&p->io_wake);
 	atomic_init(&p->accepted, 0);
 	atomic_init(&p->failed, 0);
 	if ((s = chan_producer_limits(p, &o)) != CHAN_OK ||
@@ -513,7 +504,7 @@ chan_producer_open(chan_client *c, const char *name, const chan_producer_opts *o
 		chan_producer_destroy(p);
 		return (s);
 	}
-	if (chan_producer_spawn(p) != 0) {
+	if (chan_thread_spawn(&p->thread, chan_producer_main, p) != 0) {
 		chan_producer_destroy(p);
 		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "producer: cannot start its thread"));
 	}

@@ -56,6 +56,9 @@ struct chan_producer {
 	pthread_cond_t  room;    /* senders blocked on max_buffered */
 	pthread_cond_t  settled; /* flushers */
 	pthread_t       thread;
+	pthread_cond_t  io_wake; /* direct: the I/O thread */
+	pthread_t       io_thread;
+	bool            io_running;
 	bool            quit;
 
 	chan_pbatch    *head;     /* queued, oldest first */
@@ -103,17 +106,22 @@ struct chan_producer {
 void chan_producer_answered(chan_producer *p, chan_pbatch *b, chan_status st, uint64_t seq,
     const char *msg);
 
+/* pthread_create with every signal blocked in the new thread; 0 or an errno. */
+int  chan_thread_spawn(pthread_t *t, void *(*fn)(void *), void *arg);
+
 /*
- * producer_sp.c. Open: the producer's own connection, dialled once now,
- * so a producer that cannot reach the daemon says so at once (p->direct
- * then). Close: undoes it (nothing when not direct).
+ * Starts a due batch (or, direct, claims it for the I/O thread), else
+ * lets the producer thread time the linger. mtx held.
+ */
+void chan_producer_kick(chan_producer *p, bool always);
+
+/*
+ * producer_sp.c. Open: the producer's own connection, dialled once now
+ * (so a producer that cannot reach the daemon says so at once), and its
+ * I/O thread (p->direct then). Close: stops and undoes it, after the
+ * producer has settled everything (nothing when not direct).
  */
 chan_status chan_prod_sp_open(chan_producer *p);
 void        chan_prod_sp_close(chan_producer *p);
-/* Producer thread, mtx not held: packs b (*pst) and writes it (*wst). */
-void        chan_prod_sp_put(chan_producer *p, const chan_pbatch *b, chan_status *pst,
-    chan_status *wst);
-/* Producer thread, mtx not held: b's answer; returns with mtx held, b done. */
-void        chan_prod_sp_finish(chan_producer *p, chan_pbatch *b, chan_status pst, chan_status wst);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * producer_sp.c - a direct producer's I/O (sp.h says why): the producer
- * thread packs each batch as one Send, writes it on the producer's own
- * connection, and reads the answer, while the caller keeps filling the
- * next batch. A lost connection is dialled again (as nng's dialer would)
+ * producer's I/O thread packs each batch as one Send, writes it on the
+ * producer's own connection, and reads the answer, while the caller keeps
+ * filling the next batch and the producer thread runs the outcomes. A lost connection is dialled again (as nng's dialer would)
  * and the same request written again (same client and id, so the daemon
  * never does it twice). chan_cancel(c) reaches the thread through a hook
  * on c and a pipe its reads poll.
@@ -80,7 +80,7 @@ static chan_status
 chan_producer_write(chan_producer *p)
 {
 	while (p->sp.fd < 0 && !atomic_load(&p->cancelled) &&
-	    chan_sp_dial(&p->sp, CHAN_SP_DIAL_MS) != CHAN_OK) {
+	    chan_sp_dial(&p->sp, CHAN_SP_DIAL_MS, p->wakefd[0]) != CHAN_OK) {
 		(void) chan_sp_pause(p->wakefd[0], CHAN_RESET_PAUSE_MS);
 	}
 	if (atomic_load(&p->cancelled)) {
@@ -150,42 +150,70 @@ chan_producer_outcome(chan_producer *p, const void *ans, size_t alen, uint64_t *
 	return (st);
 }
 
-/*
- * Producer thread, mtx not held: the batch in flight, written with status
- * wst (or not packed: pst), is answered; back under mtx, it is done.
- */
-void
-chan_prod_sp_finish(chan_producer *p, chan_pbatch *b, chan_status pst, chan_status wst)
+/* The answer to the batch just written (pst: packing, wst: writing): its outcome. */
+static chan_status
+chan_producer_answer(chan_producer *p, chan_status pst, chan_status wst, uint64_t *seq, char *msg,
+    size_t msglen)
 {
 	void       *ans = NULL;
 	size_t      alen = 0;
-	uint64_t    seq = 0;
 	chan_status st = pst;
-	char        msg[512] = "";
 
+	*seq = 0;
 	if (st == CHAN_OK && (st = chan_producer_read(p, wst, &ans, &alen)) == CHAN_OK) {
-		st = chan_producer_outcome(p, ans, alen, &seq);
+		st = chan_producer_outcome(p, ans, alen, seq);
 	}
 	free(ans);
-	if (st != CHAN_OK) {
-		snprintf(msg, sizeof(msg), "%s", chan_last_error(NULL));
-	}
+	snprintf(msg, msglen, "%s", st == CHAN_OK ? "" : chan_last_error(NULL));
 	if (p->pk_cap > 2 * CHAN_PROD_ARENA_KEEP) { /* one big burst keeps nothing */
 		free(p->pk);
 		p->pk = NULL;
 		p->pk_cap = 0;
 	}
-	pthread_mutex_lock(&p->mtx);
-	chan_producer_answered(p, b, st, seq, msg);
+	return (st);
 }
 
-void
-chan_prod_sp_put(chan_producer *p, const chan_pbatch *b, chan_status *pst, chan_status *wst)
+/*
+ * The I/O thread: writes each claimed batch, reads its answer, starts the
+ * next due batch at once (the pipeline never waits for the outcomes),
+ * then leaves the outcomes to the producer thread, whose on_outcome may
+ * take its time without holding up the sending.
+ */
+static void *
+chan_producer_io_main(void *arg)
 {
-	*pst = atomic_load(&p->cancelled) ? chan_producer_cancelled(p) : chan_producer_pack(p, b);
-	if (*pst == CHAN_OK) {
-		*wst = chan_producer_write(p);
+	chan_producer *p = arg;
+
+	pthread_mutex_lock(&p->mtx);
+	for (;;) {
+		if (p->inflight != NULL && p->wire) {
+			chan_pbatch *b = p->inflight;
+			chan_status  pst, wst = CHAN_OK, st;
+			uint64_t     seq;
+			char         msg[512];
+
+			p->wire = false;
+			pthread_mutex_unlock(&p->mtx);
+			pst = atomic_load(&p->cancelled) ? chan_producer_cancelled(p)
+			                                 : chan_producer_pack(p, b);
+			if (pst == CHAN_OK) {
+				wst = chan_producer_write(p);
+			}
+			st = chan_producer_answer(p, pst, wst, &seq, msg, sizeof(msg));
+			pthread_mutex_lock(&p->mtx);
+			chan_producer_answered(p, b, st, seq, msg);
+			if (p->head != NULL && p->stopped == CHAN_OK) {
+				chan_producer_kick(p, false);
+			}
+			pthread_cond_signal(&p->wake);
+		} else if (p->quit) {
+			break;
+		} else {
+			pthread_cond_wait(&p->io_wake, &p->mtx);
+		}
 	}
+	pthread_mutex_unlock(&p->mtx);
+	return (NULL);
 }
 
 chan_status
@@ -210,12 +238,27 @@ chan_prod_sp_open(chan_producer *p)
 	p->hook.fn = chan_producer_cancel_hook;
 	p->hook.arg = p;
 	chan_cancel_hook_add(p->c, &p->hook);
-	return (chan_sp_dial(&p->sp, CHAN_SP_DIAL_MS));
+	if ((s = chan_sp_dial(&p->sp, CHAN_SP_DIAL_MS, p->wakefd[0])) != CHAN_OK) {
+		return (s);
+	}
+	if (chan_thread_spawn(&p->io_thread, chan_producer_io_main, p) != 0) {
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "producer: cannot start its I/O thread"));
+	}
+	p->io_running = true;
+	return (CHAN_OK);
 }
 
 void
 chan_prod_sp_close(chan_producer *p)
 {
+	if (p->io_running) {
+		pthread_mutex_lock(&p->mtx);
+		p->quit = true;
+		pthread_cond_signal(&p->io_wake);
+		pthread_mutex_unlock(&p->mtx);
+		pthread_join(p->io_thread, NULL);
+		p->io_running = false;
+	}
 	if (p->direct) {
 		chan_cancel_hook_remove(p->c, &p->hook);
 		chan_sp_fini(&p->sp);

@@ -98,18 +98,31 @@ chan_sp_fini(chan_sp *s)
 	pthread_mutex_destroy(&s->mtx);
 }
 
+static int64_t
+chan_sp_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
 /* Waits for fd to be ready for events (and not wakefd); 1 ready, 0 timeout, -1 woken. */
 static int
 chan_sp_wait(int fd, short events, int64_t timeout_ms, int wakefd)
 {
 	struct pollfd pf[2] = { { .fd = fd, .events = events }, { .fd = wakefd, .events = POLLIN } };
+	int64_t       deadline = timeout_ms < 0 ? -1 : chan_sp_now_ms() + timeout_ms;
 	int           n;
 
 	for (;;) {
+		if (deadline >= 0 && (timeout_ms = deadline - chan_sp_now_ms()) < 0) {
+			timeout_ms = 0;
+		}
 		n = poll(pf, wakefd >= 0 ? 2 : 1,
 		    timeout_ms < 0 ? -1 : timeout_ms > INT32_MAX ? INT32_MAX : (int) timeout_ms);
 		if (n < 0 && errno == EINTR) {
-			continue; /* a signal: the wait goes on (with its full timeout, as nng's does) */
+			continue; /* a signal: the wait goes on, to the same deadline */
 		}
 		if (n < 0) {
 			return (1); /* the read or write that follows reports the error */
@@ -121,25 +134,40 @@ chan_sp_wait(int fd, short events, int64_t timeout_ms, int wakefd)
 	}
 }
 
-/* Reads exactly len bytes (blocking). false: EOF or error. */
-static bool
-chan_sp_read_all(int fd, void *buf, size_t len)
+/*
+ * Reads exactly len bytes: 1, or 0 (EOF, error, or nothing more came by
+ * deadline_ms, < 0: none), or -1 (wakefd became readable). Each recv is
+ * tried first and polled for only when the socket has nothing (one
+ * syscall per chunk while the data flows).
+ */
+static int
+chan_sp_read_all(int fd, void *buf, size_t len, int64_t deadline_ms, int wakefd)
 {
 	uint8_t *p = buf;
 
 	while (len > 0) {
-		ssize_t n = recv(fd, p, len, 0);
+		ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
 
 		if (n < 0 && errno == EINTR) {
 			continue;
 		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			int64_t left = deadline_ms < 0 ? -1 : deadline_ms - chan_sp_now_ms();
+			int     w = chan_sp_wait(fd, POLLIN, deadline_ms >= 0 && left < 0 ? 0 : left,
+			        wakefd);
+
+			if (w <= 0) {
+				return (w);
+			}
+			continue;
+		}
 		if (n <= 0) {
-			return (false);
+			return (0);
 		}
 		p += n;
 		len -= (size_t) n;
 	}
-	return (true);
+	return (1);
 }
 
 /* Writes the iovecs whole (blocking, no SIGPIPE). false: the connection is gone. */
@@ -250,9 +278,9 @@ chan_sp_host_port(const char *rest, char *host, size_t hostlen, const char **por
 	return (true);
 }
 
-/* Connects fd to ai within timeout_ms. */
+/* Connects fd to ai within timeout_ms (not once wakefd is readable). */
 static bool
-chan_sp_connect_within(int fd, const struct addrinfo *ai, int64_t timeout_ms)
+chan_sp_connect_within(int fd, const struct addrinfo *ai, int64_t timeout_ms, int wakefd)
 {
 	int       err = 0;
 	socklen_t el = sizeof(err);
@@ -260,7 +288,7 @@ chan_sp_connect_within(int fd, const struct addrinfo *ai, int64_t timeout_ms)
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
 		return (true);
 	}
-	if (errno != EINPROGRESS || chan_sp_wait(fd, POLLOUT, timeout_ms, -1) != 1 ||
+	if (errno != EINPROGRESS || chan_sp_wait(fd, POLLOUT, timeout_ms, wakefd) != 1 ||
 	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
 		errno = err != 0 ? err : errno == EINPROGRESS ? ETIMEDOUT : errno;
 		return (false);
@@ -270,7 +298,7 @@ chan_sp_connect_within(int fd, const struct addrinfo *ai, int64_t timeout_ms)
 
 /* *fd: a connected TCP socket (blocking, TCP_NODELAY as nng sets it). */
 static chan_status
-chan_sp_connect_tcp(const char *url, int64_t timeout_ms, int *out)
+chan_sp_connect_tcp(const char *url, int64_t timeout_ms, int wakefd, int *out)
 {
 	struct addrinfo  hints, *res = NULL, *ai;
 	char             host[256];
@@ -291,7 +319,7 @@ chan_sp_connect_tcp(const char *url, int64_t timeout_ms, int *out)
 			err = errno;
 			continue;
 		}
-		if (chan_sp_connect_within(fd, ai, timeout_ms)) {
+		if (chan_sp_connect_within(fd, ai, timeout_ms, wakefd)) {
 			break;
 		}
 		err = errno;
@@ -310,7 +338,7 @@ chan_sp_connect_tcp(const char *url, int64_t timeout_ms, int *out)
 }
 
 chan_status
-chan_sp_dial(chan_sp *s, int64_t timeout_ms)
+chan_sp_dial(chan_sp *s, int64_t timeout_ms, int wakefd)
 {
 	uint8_t hello[8] = { 0, 'S', 'P', 0, 0, SP_REQ, 0, 0 }, peer[8];
 	struct iovec iov = { hello, sizeof(hello) };
@@ -319,12 +347,14 @@ chan_sp_dial(chan_sp *s, int64_t timeout_ms)
 	int          fd = -1;
 
 	chan_sp_close(s);
-	st = s->tcp ? chan_sp_connect_tcp(s->url, timeout_ms, &fd) : chan_sp_connect_ipc(s->url, &fd);
+	st = s->tcp ? chan_sp_connect_tcp(s->url, timeout_ms, wakefd, &fd)
+	            : chan_sp_connect_ipc(s->url, &fd);
 	if (st != CHAN_OK) {
 		return (st);
 	}
-	if (!chan_sp_write_all(fd, &iov, 1) || chan_sp_wait(fd, POLLIN, timeout_ms, -1) != 1 ||
-	    !chan_sp_read_all(fd, peer, sizeof(peer))) {
+	/* The whole handshake within timeout_ms: a peer that sends half of it cannot hold us. */
+	if (!chan_sp_write_all(fd, &iov, 1) ||
+	    chan_sp_read_all(fd, peer, sizeof(peer), chan_sp_now_ms() + timeout_ms, wakefd) != 1) {
 		close(fd);
 		return (chan_fail(CHAN_UNAVAILABLE, "%s: no SP handshake from the daemon", s->url));
 	}
@@ -402,9 +432,15 @@ chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len, int64_t timeou
 		              : chan_fail(CHAN_TIMEOUT, "no answer from %s within %lld ms", s->url,
 		                    (long long) timeout_ms));
 	}
-	if (!chan_sp_read_all(s->fd, head, hl + 4)) {
+	/*
+	 * Once a frame has begun, the rest is waited for without a bound (as
+	 * nng does) but not past a wake-up: a peer stalled mid-frame cannot
+	 * hold a cancelled call. Either way the stream is torn: it closes.
+	 */
+	if ((w = chan_sp_read_all(s->fd, head, hl + 4, -1, wakefd)) != 1) {
 		chan_sp_close(s);
-		return (chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
+		return (w < 0 ? chan_fail(CHAN_UNAVAILABLE, "cancelled")
+		              : chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
 	}
 	n = chan_sp_get_be(head + hl - 8, 8);
 	if ((!s->tcp && head[0] != SP_MSG) || n < 4 || (s->recvmax != 0 && n - 4 > s->recvmax) ||
@@ -414,12 +450,14 @@ chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len, int64_t timeou
 		    (unsigned long long) n, s->url));
 	}
 	n -= 4;
-	if (n > 0 && ((b = malloc((size_t) n)) == NULL || !chan_sp_read_all(s->fd, b, (size_t) n))) {
+	if (n > 0 && ((b = malloc((size_t) n)) == NULL ||
+	                 (w = chan_sp_read_all(s->fd, b, (size_t) n, -1, wakefd)) != 1)) {
 		bool oom = b == NULL;
 
 		free(b);
 		chan_sp_close(s);
 		return (oom ? chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for an answer")
+		    : w < 0 ? chan_fail(CHAN_UNAVAILABLE, "cancelled")
 		            : chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
 	}
 	*rid = (uint32_t) chan_sp_get_be(head + hl, 4) & 0x7fffffffu;

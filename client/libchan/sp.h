@@ -56,8 +56,11 @@ bool        chan_sp_speaks(const char *url);
 bool        chan_sp_wanted(const char *url);
 /* Not connected yet. recvmax: 0 means no bound. */
 chan_status chan_sp_init(chan_sp *s, const char *url, size_t recvmax);
-/* One attempt to connect and shake hands (up to timeout_ms each step). */
-chan_status chan_sp_dial(chan_sp *s, int64_t timeout_ms);
+/*
+ * One attempt to connect and shake hands, each step within timeout_ms;
+ * wakefd (>= 0) readable ends it (CHAN_UNAVAILABLE).
+ */
+chan_status chan_sp_dial(chan_sp *s, int64_t timeout_ms, int wakefd);
 /* Drops the connection (the daemon gives back what it held for it). */
 void        chan_sp_close(chan_sp *s);
 void        chan_sp_fini(chan_sp *s);
@@ -83,8 +86,9 @@ void        chan_sp_send_aside(chan_sp *s, uint32_t rid, const void *body, size_
  * The next answer: *rid its request id (top bit cleared), *body its bytes
  * (malloc'd, caller frees; NULL when *len is 0). Waits up to timeout_ms
  * (< 0: forever) for it to start; wakefd (>= 0) readable ends the wait
- * with CHAN_UNAVAILABLE "cancelled" (wakefd is not read). CHAN_TIMEOUT:
- * nothing came, the connection is intact. CHAN_UNAVAILABLE or
+ * with CHAN_UNAVAILABLE "cancelled" (wakefd is not read; a wake-up in
+ * the middle of a frame closes the connection). CHAN_TIMEOUT: nothing
+ * came, the connection is intact. CHAN_UNAVAILABLE or
  * CHAN_PROTOCOL otherwise: the connection is gone (and closed).
  */
 chan_status chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len,
