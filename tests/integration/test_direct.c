@@ -9,9 +9,16 @@
  * hangs up on every request: 4 resends of the same bytes, then
  * UNAVAILABLE).
  *
+ * chan_consumer's direct mode too (client/libchan/consumer_sp.c): 20,000
+ * messages through a tcp consumer exactly once, a daemon killed under a
+ * parked fetch (the same fetch goes to the new daemon), a daemon gone
+ * mid-stream, custody (a consumer process that dies, a consumer closed
+ * with part of a delivery taken), confirmations of an idle consumer sent
+ * by a Ping, chan_consumer_cancel over tcp, and peers that are not chand.
+ *
  * The same suite runs with CHAN_SP_DIRECT=0 (integration.direct_nng: the
- * producer on nng's client, the chan_client's own connection). Where the
- * two must differ (a connection of the producer's own), each test says
+ * producer on nng's client, the chan_client's own connection; the consumer
+ * on a chan_connect of its own). Where the two must differ, each test says
  * what it expects of which (direct_mode()).
  *
  * Helper threads never call check's assertions: they record what they saw
@@ -32,6 +39,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chan/chan.h>
@@ -95,6 +103,45 @@ wait_blocked_senders(chan_client *c, const char *name, uint32_t n)
 		    name, n);
 		usleep(10 * 1000);
 	}
+}
+
+/*
+ * Waits until the channel shows n parked receivers (a channel not there
+ * yet has none: a receive creates it when its request arrives).
+ */
+static void
+wait_blocked_receivers(chan_client *c, const char *name, uint32_t n)
+{
+	int64_t        deadline = chh_now_ms() + chh_scaled_ms(5000);
+	chan_stat_info si;
+	chan_status    st;
+
+	while ((st = chan_stat(c, name, &si)) != CHAN_OK || si.blocked_receivers != n) {
+		ck_assert_msg(st == CHAN_OK || st == CHAN_NOT_FOUND, "stat %s: %s (%s)", name,
+		    chan_status_name(st), why(st));
+		ck_assert_msg(chh_now_ms() < deadline, "%s: %u parked receivers never showed",
+		    name, n);
+		usleep(10 * 1000);
+	}
+}
+
+/*
+ * Waits until nothing of the channel is handed out or parked for: a
+ * consumer's connection gone (or its deliveries confirmed) and its fetch
+ * withdrawn. The daemon learns of a hang-up asynchronously.
+ */
+static chan_stat_info
+wait_settled(chan_client *c, const char *name)
+{
+	int64_t        deadline = chh_now_ms() + chh_scaled_ms(5000);
+	chan_stat_info st;
+
+	while ((st = stat_of(c, name)).in_flight != 0 || st.blocked_receivers != 0) {
+		ck_assert_msg(chh_now_ms() < deadline, "%s: %llu still in flight, %u parked "
+		    "receivers", name, (unsigned long long) st.in_flight, st.blocked_receivers);
+		usleep(10 * 1000);
+	}
+	return (st);
 }
 
 /* The daemon's open connections. */
@@ -1149,6 +1196,749 @@ START_TEST(slow_outcome_does_not_stall_sending)
 }
 END_TEST
 
+/* ---- the consumer ---------------------------------------------------------------- */
+
+/*
+ * chan_consumer in direct mode (client/libchan/consumer_sp.c): its own
+ * connection, fetches written and answers read by the caller's thread,
+ * confirmations riding on the next request of the connection their
+ * delivery came over. With CHAN_SP_DIRECT=0 the consumer is on nng's
+ * client (a chan_connect of its own): the tests say where the two differ.
+ */
+
+/*
+ * chan_consumer_recv on a thread of its own, called until it returns OK
+ * or calls_max times (a failure is recorded, then a short pause): the test
+ * thread asserts on what it saw. A call that never returns is cancelled
+ * by krecv_finish, so a hang fails the test instead of its timeout.
+ */
+typedef struct krecv_job {
+	chan_consumer  *k;
+	int64_t         timeout; /* of each call */
+	int             calls_max;
+	pthread_t       th;
+	pthread_mutex_t mtx;
+	pthread_cond_t  cv;
+	bool            done;
+	int             calls;
+	chan_status     st;         /* of the last call */
+	chan_status     first_fail; /* CHAN_OK: none */
+	char            why[256];   /* the first failure's message */
+	uint64_t        idx;        /* payload_index of the message */
+	bool            redel;
+	int64_t         took;       /* ms, all calls */
+} krecv_job;
+
+static void *
+krecv_main(void *arg)
+{
+	krecv_job *j = arg;
+	chan_msg  *m = NULL;
+	int64_t    t0 = chh_now_ms();
+
+	for (;;) {
+		j->calls++;
+		if ((j->st = chan_consumer_recv(j->k, &m, j->timeout)) == CHAN_OK) {
+			j->idx = payload_index(m);
+			j->redel = chan_msg_redelivered(m);
+			chan_msg_free(m);
+			break;
+		}
+		if (j->first_fail == CHAN_OK) {
+			j->first_fail = j->st;
+			snprintf(j->why, sizeof(j->why), "%s", chan_last_error(NULL));
+		}
+		if (j->calls >= j->calls_max) {
+			break;
+		}
+		usleep(50 * 1000);
+	}
+	j->took = chh_now_ms() - t0;
+	pthread_mutex_lock(&j->mtx);
+	j->done = true;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mtx);
+	return (NULL);
+}
+
+static void
+krecv_start(krecv_job *j, chan_consumer *k, int64_t timeout, int calls_max)
+{
+	memset(j, 0, sizeof(*j));
+	j->k = k;
+	j->timeout = timeout;
+	j->calls_max = calls_max;
+	j->st = j->first_fail = CHAN_OK;
+	pthread_mutex_init(&j->mtx, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	ck_assert_int_eq(pthread_create(&j->th, NULL, krecv_main, j), 0);
+}
+
+/* Whether the job is done within ms (0: just look). */
+static bool
+krecv_done_within(krecv_job *j, int ms)
+{
+	struct timespec ts;
+	bool            done;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long) (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&j->mtx);
+	while (!j->done && pthread_cond_timedwait(&j->cv, &j->mtx, &ts) == 0) {
+	}
+	done = j->done;
+	pthread_mutex_unlock(&j->mtx);
+	return (done);
+}
+
+/*
+ * Joins the job; true: it was done within ms. Not done: the consumer is
+ * cancelled so the thread ends (the test then fails on false).
+ */
+static bool
+krecv_finish(krecv_job *j, int ms)
+{
+	bool done = krecv_done_within(j, ms);
+
+	if (!done) {
+		chan_consumer_cancel(j->k);
+	}
+	pthread_join(j->th, NULL);
+	pthread_cond_destroy(&j->cv);
+	pthread_mutex_destroy(&j->mtx);
+	return (done);
+}
+
+/* Sends payload(from) .. payload(from + n - 1) one by one on c. */
+static void
+send_n(chan_client *c, const char *name, uint64_t from, uint64_t n)
+{
+	char b[32];
+
+	for (uint64_t i = from; i < from + n; i++) {
+		payload(b, sizeof(b), i);
+		ck_status(chan_send(c, name, b, strlen(b), chh_scaled_ms(5000)), CHAN_OK);
+	}
+}
+
+/* A consumer of prefetch (0: the default) messages per fetch. */
+static chan_consumer *
+consumer_ok(chan_client *c, const char *name, uint32_t prefetch)
+{
+	chan_consumer_opts ko;
+	chan_consumer     *k = NULL;
+
+	chan_consumer_opts_init(&ko);
+	ko.prefetch = prefetch;
+	ck_status(chan_consumer_open(c, name, &ko, &k), CHAN_OK);
+	ck_assert_ptr_nonnull(k);
+	return (k);
+}
+
+/* Receives payload(from) .. payload(from + n - 1) from k in order, each marked redel or not. */
+static void
+consume_exactly(chan_consumer *k, uint64_t from, uint64_t n, bool redel)
+{
+	chan_msg *m;
+	uint64_t  i, x, last = 0, bad = 0, bad_seq = 0, bad_redel = 0, first_bad = 0;
+
+	for (i = 0; i < n; i++) {
+		ck_status(chan_consumer_recv(k, &m, chh_scaled_ms(5000)), CHAN_OK);
+		x = payload_index(m);
+		if (x != from + i && bad++ == 0) {
+			first_bad = i;
+		}
+		bad_seq += chan_msg_seq(m) <= last;
+		bad_redel += chan_msg_redelivered(m) != redel;
+		last = chan_msg_seq(m);
+		chan_msg_free(m);
+	}
+	ck_assert_msg(bad == 0, "%llu of %llu messages out of place, the first at %llu",
+	    (unsigned long long) bad, (unsigned long long) n, (unsigned long long) first_bad);
+	ck_assert_msg(bad_seq == 0, "%llu seqs not increasing", (unsigned long long) bad_seq);
+	ck_assert_msg(bad_redel == 0, "%llu messages %s marked redelivered",
+	    (unsigned long long) bad_redel, redel ? "not" : "wrongly");
+}
+
+/*
+ * 1. 20,000 messages through a tcp consumer, in order and exactly once;
+ * closing it after the last leaves nothing handed out and gives nothing
+ * back (every delivery confirmed: the last by the Ping of close).
+ */
+START_TEST(consumer_tcp_20k_exactly_once)
+{
+	chh_daemon     d;
+	char           url[64];
+	const char    *args[] = { "--listen", url, NULL };
+	chan_client   *c, *r;
+	chan_producer *p;
+	chan_consumer *k;
+	chan_msg      *m;
+	chan_stat_info si;
+	uint64_t       base = 2;
+
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
+	chh_start(&d, args);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	ck_status(chan_connect(url, &r), CHAN_OK);
+	ck_status(chan_producer_open(c, "k20k", NULL, &p), CHAN_OK);
+	produce_n(p, 0, TCP_N, 1);
+	ck_status(chan_producer_close(p), CHAN_OK);
+	ck_assert_uint_eq(stat_of(r, "k20k").depth, TCP_N);
+	if (direct_mode()) {
+		/* c and r only (the probe and the producer's own are gone). */
+		wait_connections(r, base);
+	}
+
+	k = consumer_ok(c, "k20k", 0);
+	if (direct_mode()) {
+		/* Its own connection, dialled by open. */
+		wait_connections(r, base + 1);
+	}
+	consume_exactly(k, 0, TCP_N, false);
+	/* Nothing more: a try answered EMPTY (the fetch parked in the background). */
+	ck_status(chan_consumer_recv(k, &m, 0), CHAN_EMPTY);
+	ck_assert_uint_eq(chan_consumer_buffered(k), 0);
+	chan_consumer_close(k);
+
+	si = wait_settled(r, "k20k");
+	ck_assert_uint_eq(si.depth, 0);
+	ck_assert_uint_eq(si.total_sent, TCP_N);
+	ck_assert_uint_eq(si.total_received, TCP_N);
+	ck_assert_uint_eq(si.total_redelivered, 0);
+	ck_status(chan_try_recv(r, "k20k", &m), CHAN_EMPTY);
+	if (direct_mode()) {
+		wait_connections(r, base);
+	}
+	chan_disconnect(r);
+	chan_disconnect(c);
+	chh_stop(&d);
+}
+END_TEST
+
+/*
+ * 2. _i bit 0: tcp (else ipc). A consumer parked on an empty channel (a
+ * chan_consumer_recv waiting forever) and the daemon SIGKILLed, then a new
+ * one started on the same URL. Direct: the consumer redials every 100 ms
+ * and writes the same fetch again; the same call gets the first message
+ * sent to the new daemon. nng: the consumer's client redials too (nng's
+ * dialer) and the receive loop gets it as well.
+ */
+START_TEST(consumer_restart_while_parked)
+{
+	bool           tcp = (_i & 1) != 0;
+	chh_daemon     d;
+	char           url[192], path[128];
+	const char    *args[] = { "--listen", url, NULL };
+	chan_client   *c, *r;
+	chan_consumer *k;
+	chan_stat_info si;
+	krecv_job      j;
+	int64_t        t0;
+	int            bound = chh_scaled_ms(5000);
+	bool           done;
+
+	if (tcp) {
+		snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
+	} else {
+		snprintf(url, sizeof(url), "ipc://%s", own_path("r.sock", path, sizeof(path)));
+	}
+	chh_start(&d, args);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	k = consumer_ok(c, "kr", 0);
+	krecv_start(&j, k, CHAN_WAIT_FOREVER, 100);
+	wait_blocked_receivers(c, "kr", 1);
+	chan_disconnect(c);
+
+	chh_kill(&d);
+	usleep(300 * 1000); /* a few failed redials: the daemon is really gone */
+	ck_assert_msg(!krecv_done_within(&j, 0), "the receive returned with the daemon gone: "
+	    "%s (%s)", chan_status_name(j.first_fail), j.why);
+	chh_start(&d, args);
+	ck_status(chan_connect(url, &r), CHAN_OK);
+
+	/* The fetch again, parked in the new daemon (which creates the channel for it). */
+	wait_blocked_receivers(r, "kr", 1);
+	send_n(r, "kr", 7, 1);
+	t0 = chh_now_ms();
+	done = krecv_finish(&j, bound);
+	ck_assert_msg(done, "the message sent to the new daemon did not arrive within %d ms "
+	    "(%d calls, %s: %s)", bound, j.calls, chan_status_name(j.first_fail), j.why);
+	ck_assert_msg(j.st == CHAN_OK && j.idx == 7 && !j.redel, "after the restart: %s, "
+	    "message %llu (redelivered %d)", chan_status_name(j.st), (unsigned long long) j.idx,
+	    j.redel);
+	/* The same call: no failure on the way. */
+	ck_assert_msg(j.calls == 1 && j.first_fail == CHAN_OK, "%d calls, the first failure "
+	    "%s (%s)", j.calls, chan_status_name(j.first_fail), j.why);
+	ck_assert_int_lt(chh_now_ms() - t0, bound);
+
+	/* And it goes on: more from the new daemon, in order, exactly once. */
+	send_n(r, "kr", 8, 3);
+	consume_exactly(k, 8, 3, false);
+	chan_consumer_close(k);
+	si = wait_settled(r, "kr");
+	ck_assert_uint_eq(si.depth, 0);
+	ck_assert_uint_eq(si.total_received, 4);
+	ck_assert_uint_eq(si.total_redelivered, 0);
+	chan_disconnect(r);
+	chh_stop(&d);
+	own_dir_clean(false);
+}
+END_TEST
+
+/*
+ * 3. _i 0: the daemon stopped (SIGTERM), 1: SIGKILLed, mid-stream: the
+ * consumer took 15 of 20 messages (prefetch 10: the first delivery
+ * confirmed by the fetch now parked, the second taken in half, not
+ * confirmed), 4 more are in its buffer. The daemon is in memory: its
+ * queue and custody die with it. Expected:
+ * - the buffered messages are still handed out (they are local);
+ * - then a clear status, never a hang: stopped, the parked fetch was
+ *   answered SHUTTING_DOWN (SPEC), told once; killed, nothing answers,
+ *   so a bounded receive times out while the consumer redials;
+ * - the consumer keeps working with no daemon (TIMEOUT within bounds), and
+ *   once a new daemon runs on the URL it receives what is sent there.
+ */
+START_TEST(consumer_daemon_gone_midstream)
+{
+	bool           killed = _i == 1;
+	chh_daemon     d;
+	char           url[192], path[128];
+	const char    *args[] = { "--listen", url, NULL };
+	chan_client   *c, *r;
+	chan_consumer *k;
+	chan_msg      *m;
+	chan_status    st;
+	krecv_job      j;
+	int64_t        t0, took;
+	bool           done;
+
+	snprintf(url, sizeof(url), "ipc://%s", own_path("r.sock", path, sizeof(path)));
+	chh_start(&d, args);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	send_n(c, "km", 0, 20);
+	k = consumer_ok(c, "km", 10);
+	consume_exactly(k, 0, 16, false); /* 15 taken, the 16th handed */
+	wait_blocked_receivers(c, "km", 1);
+	ck_assert_uint_eq(stat_of(c, "km").in_flight, 10); /* the first delivery confirmed */
+	ck_assert_uint_eq(chan_consumer_buffered(k), 4);
+	chan_disconnect(c);
+
+	if (killed) {
+		chh_kill(&d);
+	} else {
+		chh_stop(&d); /* asserts exit 0: the parked fetch does not hold it up */
+	}
+	/* What it holds. */
+	consume_exactly(k, 16, 4, false);
+
+	/* Then a clear status, within a bound. */
+	krecv_start(&j, k, 500, 1);
+	done = krecv_finish(&j, chh_scaled_ms(5000));
+	ck_assert_msg(done, "a 500 ms receive with the daemon %s never returned",
+	    killed ? "killed" : "stopped");
+	ck_assert_msg(j.st == (killed ? CHAN_TIMEOUT : CHAN_SHUTTING_DOWN), "the receive after "
+	    "the buffer: %s (%s) after %lld ms", chan_status_name(j.st), j.why,
+	    (long long) j.took);
+	if (killed) {
+		ck_assert_int_ge(j.took, 450);
+	}
+
+	if (killed) {
+		/*
+		 * No daemon: a bounded receive returns TIMEOUT, not a hang (the
+		 * background fetch is still in flight: its wait is local).
+		 * Stopped, that fetch was answered, so the next receive makes a
+		 * fetch of its own, which waits for a daemon
+		 * (consumer_recv_waits_for_daemon).
+		 */
+		krecv_start(&j, k, 300, 1);
+		done = krecv_finish(&j, chh_scaled_ms(5000));
+		ck_assert_msg(done, "a 300 ms receive with no daemon never returned");
+		ck_assert_msg(j.st == CHAN_TIMEOUT, "a 300 ms receive with no daemon: %s (%s)",
+		    chan_status_name(j.st), j.why);
+		ck_assert_int_ge(j.took, 270);
+		ck_status(chan_consumer_recv(k, &m, 0), CHAN_EMPTY);
+	}
+
+	/* A new daemon (empty: the old queue is gone): what is sent there arrives. */
+	chh_start(&d, args);
+	ck_status(chan_connect(url, &r), CHAN_OK);
+	send_n(r, "km", 100, 2);
+	t0 = chh_now_ms();
+	while ((st = chan_consumer_recv(k, &m, chh_scaled_ms(5000))) != CHAN_OK &&
+	    chh_now_ms() - t0 < chh_scaled_ms(5000)) {
+		usleep(10 * 1000);
+	}
+	took = chh_now_ms() - t0;
+	ck_assert_msg(st == CHAN_OK, "after the restart: %s (%s) after %lld ms",
+	    chan_status_name(st), why(st), (long long) took);
+	ck_assert_uint_eq(payload_index(m), 100);
+	chan_msg_free(m);
+	consume_exactly(k, 101, 1, false);
+	chan_consumer_close(k);
+	ck_assert_uint_eq(wait_settled(r, "km").total_redelivered, 0);
+	chan_disconnect(r);
+	chh_stop(&d);
+	own_dir_clean(false);
+}
+END_TEST
+
+/*
+ * A receive that makes a fetch of its own (the buffer empty, nothing in
+ * flight) while no daemon runs: its timeout is the daemon's to apply
+ * (docs/CLIENT.md "Requests, timeouts and reconnection": no client-side
+ * receive timeout; a call made while the daemon is down waits until it is
+ * back), so chan_consumer_recv(k, 300) does not return TIMEOUT after
+ * 300 ms; the consumer redials every 100 ms, and once a daemon runs on
+ * the URL again the fetch goes there and is answered (TIMEOUT by that
+ * daemon, 300 ms later); the consumer then goes on. (A consumer whose
+ * background fetch is in flight does time out locally instead:
+ * consumer_daemon_gone_midstream.) _i 0: stopped (SIGTERM), 1: SIGKILLed.
+ */
+START_TEST(consumer_recv_waits_for_daemon)
+{
+	chh_daemon     d;
+	char           url[192], path[128];
+	const char    *args[] = { "--listen", url, NULL };
+	chan_client   *c, *r;
+	chan_consumer *k;
+	krecv_job      j;
+	bool           done;
+
+	snprintf(url, sizeof(url), "ipc://%s", own_path("r.sock", path, sizeof(path)));
+	chh_start(&d, args);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	ck_status(chan_create(c, "kn", CHAN_UNBOUNDED), CHAN_OK);
+	k = consumer_ok(c, "kn", 0);
+	chan_disconnect(c);
+	if (_i == 1) {
+		chh_kill(&d);
+	} else {
+		chh_stop(&d);
+	}
+	krecv_start(&j, k, 300, 1);
+	ck_assert_msg(!krecv_done_within(&j, 1000), "a 300 ms receive with no daemon returned "
+	    "%s (%s) after %lld ms: it waits for the daemon", chan_status_name(j.st), j.why,
+	    (long long) j.took);
+	chh_start(&d, args);
+	done = krecv_finish(&j, chh_scaled_ms(5000));
+	ck_assert_msg(done, "the receive did not return within 5 s of the restart");
+	ck_assert_msg(j.st == CHAN_TIMEOUT && j.took >= 1000, "the receive after the restart: "
+	    "%s (%s) after %lld ms", chan_status_name(j.st), j.why, (long long) j.took);
+	ck_status(chan_connect(url, &r), CHAN_OK);
+	send_n(r, "kn", 3, 1);
+	consume_exactly(k, 3, 1, false);
+	chan_consumer_close(k);
+	ck_assert_uint_eq(wait_settled(r, "kn").depth, 0);
+	chan_disconnect(r);
+	chh_stop(&d);
+	own_dir_clean(false);
+}
+END_TEST
+
+/*
+ * The consumer of consumer_killed_gives_back, in a process of its own
+ * (spawn_helper): prefetch 10 on 20 messages, takes 15 and is handed the
+ * 16th: the first delivery complete (its confirmation rides on the fetch
+ * the 16th started, parked: the channel is empty), the second half taken.
+ * Once that fetch is parked it says so on fd 3 and dies without closing.
+ */
+static void
+kill_helper_main(const char *url, const char *name)
+{
+	chan_client       *c = NULL;
+	chan_consumer     *k = NULL;
+	chan_consumer_opts ko;
+	chan_msg          *m = NULL;
+	chan_stat_info     si;
+	int64_t            deadline;
+
+	chan_consumer_opts_init(&ko);
+	ko.prefetch = 10;
+	if (chan_connect(url, &c) != CHAN_OK || chan_consumer_open(c, name, &ko, &k) != CHAN_OK) {
+		_exit(2);
+	}
+	for (uint64_t i = 0; i < 16; i++) {
+		if (chan_consumer_recv(k, &m, 5000) != CHAN_OK || payload_index(m) != i) {
+			_exit(3);
+		}
+		chan_msg_free(m);
+	}
+	deadline = chh_now_ms() + 5000;
+	do {
+		if (chan_stat(c, name, &si) != CHAN_OK || chh_now_ms() > deadline) {
+			_exit(4);
+		}
+	} while (si.blocked_receivers == 0 && usleep(10 * 1000) == 0);
+	if (write(3, "r", 1) != 1) {
+		_exit(5);
+	}
+	_exit(0);
+}
+
+/*
+ * 4. Custody over the consumer's connection. A consumer process that dies
+ * (kill_helper_main): the confirmed delivery stays taken, the other one,
+ * half taken and never confirmed, comes back whole, marked redelivered,
+ * to the next receiver. A consumer closed with 4 of a delivery of 10
+ * taken: those 4 stay taken (Request.confirm_part), the 6 others come back.
+ */
+START_TEST(consumer_custody)
+{
+	chan_client   *c = connect_ok();
+	chan_consumer *k;
+	chan_msg      *m;
+	chan_stat_info si;
+	pid_t          pid;
+	int            status;
+
+	send_n(c, "kk", 0, 20);
+	pid = spawn_helper("--helper-kconsumer", "kk");
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "helper status %d", status);
+	si = wait_settled(c, "kk");
+	ck_assert_uint_eq(si.depth, 10);
+	ck_assert_uint_eq(si.total_redelivered, 10);
+	k = consumer_ok(c, "kk", 0);
+	consume_exactly(k, 10, 10, true);
+	ck_status(chan_consumer_recv(k, &m, 0), CHAN_EMPTY);
+	chan_consumer_close(k);
+	si = wait_settled(c, "kk");
+	ck_assert_uint_eq(si.depth, 0);
+	ck_assert_uint_eq(si.total_redelivered, 10);
+
+	/* Closed with part of a delivery taken. */
+	send_n(c, "kp", 0, 10);
+	k = consumer_ok(c, "kp", 10);
+	consume_exactly(k, 0, 4, false);
+	ck_assert_uint_eq(stat_of(c, "kp").in_flight, 10);
+	chan_consumer_close(k);
+	si = wait_settled(c, "kp");
+	ck_assert_uint_eq(si.depth, 6);
+	ck_assert_uint_eq(si.total_redelivered, 6);
+	k = consumer_ok(c, "kp", 0);
+	consume_exactly(k, 4, 6, true);
+	ck_status(chan_consumer_recv(k, &m, 0), CHAN_EMPTY);
+	chan_consumer_close(k);
+	ck_assert_uint_eq(wait_settled(c, "kp").depth, 0);
+	chan_disconnect(c);
+}
+END_TEST
+
+/*
+ * 5. Idle confirmations: the consumer took all 10 messages and waits for
+ * more, its fetch parked in the daemon. The confirmation of the delivery
+ * cannot ride on a request (none is made) and goes with a Ping after
+ * CHAN_CONFIRM_IDLE_MS (20 ms): the daemon's in_flight drops to 0 within
+ * about a second, while the receive is still waiting.
+ */
+START_TEST(consumer_idle_confirms)
+{
+	chan_client   *c = connect_ok();
+	chan_consumer *k;
+	chan_stat_info si;
+	krecv_job      j;
+	int64_t        deadline;
+
+	send_n(c, "kidle", 0, 10);
+	k = consumer_ok(c, "kidle", 10);
+	consume_exactly(k, 0, 10, false); /* the 10th handed, not taken yet */
+	wait_blocked_receivers(c, "kidle", 1);
+	ck_assert_uint_eq(stat_of(c, "kidle").in_flight, 10);
+
+	krecv_start(&j, k, CHAN_WAIT_FOREVER, 1); /* takes the 10th, then waits */
+	deadline = chh_now_ms() + chh_scaled_ms(1000);
+	while ((si = stat_of(c, "kidle")).in_flight > 0 && chh_now_ms() < deadline) {
+		usleep(10 * 1000);
+	}
+	ck_assert_msg(si.in_flight == 0, "%llu still in flight a second after the last was "
+	    "taken", (unsigned long long) si.in_flight);
+	ck_assert_msg(!krecv_done_within(&j, 0), "the receive returned: %s (%s)",
+	    chan_status_name(j.st), j.why);
+	ck_assert_uint_eq(si.blocked_receivers, 1);
+
+	send_n(c, "kidle", 10, 1);
+	ck_assert(krecv_finish(&j, chh_scaled_ms(5000)));
+	ck_assert_msg(j.st == CHAN_OK && j.idx == 10, "%s, message %llu", chan_status_name(j.st),
+	    (unsigned long long) j.idx);
+	chan_consumer_close(k);
+	si = wait_settled(c, "kidle");
+	ck_assert_uint_eq(si.depth, 0);
+	ck_assert_uint_eq(si.total_redelivered, 0);
+	chan_disconnect(c);
+}
+END_TEST
+
+/*
+ * 6. chan_consumer_cancel of a receive parked on a tcp daemon: it returns
+ * UNAVAILABLE "cancelled" at once, the fetch is withdrawn in the daemon
+ * while the consumer is still open (a Cancel naming it: no receiver left
+ * parked), so a message sent next goes to another client, not BUSY, and
+ * nothing is lost or given back.
+ */
+START_TEST(consumer_cancel_tcp)
+{
+	chh_daemon     d;
+	char           url[64];
+	const char    *args[] = { "--listen", url, NULL };
+	chan_client   *c, *r;
+	chan_consumer *k;
+	chan_msg      *m;
+	chan_stat_info si;
+	krecv_job      j;
+	int64_t        t0, took;
+	bool           done;
+
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
+	chh_start(&d, args);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	ck_status(chan_connect(url, &r), CHAN_OK);
+	ck_status(chan_create(c, "kc", CHAN_UNBOUNDED), CHAN_OK);
+	k = consumer_ok(c, "kc", 0);
+	krecv_start(&j, k, CHAN_WAIT_FOREVER, 1);
+	wait_blocked_receivers(r, "kc", 1);
+
+	t0 = chh_now_ms();
+	chan_consumer_cancel(k);
+	done = krecv_done_within(&j, chh_scaled_ms(2000));
+	took = chh_now_ms() - t0;
+	ck_assert_msg(done, "the receive did not return within %lld ms of the cancel",
+	    (long long) took);
+	ck_assert(krecv_finish(&j, 0));
+	ck_assert_msg(j.st == CHAN_UNAVAILABLE && strstr(j.why, "cancel") != NULL,
+	    "the cancelled receive: %s (%s)", chan_status_name(j.st), j.why);
+
+	/* Withdrawn with the consumer still open. */
+	wait_blocked_receivers(r, "kc", 0);
+	send_n(c, "kc", 5, 1);
+	ck_status(chan_recv(r, "kc", &m, chh_scaled_ms(5000)), CHAN_OK);
+	ck_assert_uint_eq(payload_index(m), 5);
+	ck_assert(!chan_msg_redelivered(m));
+	chan_msg_free(m);
+	/* The cancelled consumer stays cancelled. */
+	ck_status(chan_consumer_recv(k, &m, 0), CHAN_UNAVAILABLE);
+	chan_consumer_close(k);
+	si = wait_settled(r, "kc");
+	ck_assert_uint_eq(si.depth, 0);
+	ck_assert_uint_eq(si.total_sent, 1);
+	ck_assert_uint_eq(si.total_received, 1);
+	ck_assert_uint_eq(si.total_redelivered, 0);
+	chan_disconnect(r);
+	chan_disconnect(c);
+	chh_stop(&d);
+}
+END_TEST
+
+/*
+ * 7. chan_consumer_open on a URL whose new connections meet a peer that is
+ * not chand (gpeer modes 0-4). Direct: open dials its own connection at
+ * once and fails with a clear status (PROTOCOL for a wrong handshake,
+ * UNAVAILABLE for none), naming the URL; the client it was opened from
+ * still works. nng: open makes its client with chan_connect, whose
+ * connections meet the impostor too: UNAVAILABLE, naming the URL, within
+ * nng's own bounds (up to 10 s for a silent peer).
+ */
+START_TEST(consumer_peer_not_chand)
+{
+	static const chan_status want[GP_HANGUP] = {
+		CHAN_PROTOCOL, CHAN_PROTOCOL, CHAN_PROTOCOL, CHAN_UNAVAILABLE, CHAN_UNAVAILABLE,
+	};
+	int            limit = chh_scaled_ms(_i == GP_SILENT ? 15000 : 3000);
+	gpeer          g;
+	char           url[160];
+	chan_client   *c;
+	chan_consumer *k = NULL;
+	chan_status    st;
+	int64_t        t0, took;
+
+	gp_start(&g, _i, D.sock);
+	snprintf(url, sizeof(url), "ipc://%s", g.path);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	__atomic_store_n(&g.armed, 1, __ATOMIC_SEQ_CST);
+
+	t0 = chh_now_ms();
+	st = chan_consumer_open(c, "gk", NULL, &k);
+	took = chh_now_ms() - t0;
+	if (direct_mode()) {
+		ck_assert_msg(st == want[_i], "consumer open on a peer that is not chand (mode "
+		    "%d): %s (%s), expected %s", _i, chan_status_name(st), why(st),
+		    chan_status_name(want[_i]));
+		ck_assert_msg(strstr(chan_last_error(NULL), g.path) != NULL,
+		    "the message does not name the URL: %s", chan_last_error(NULL));
+		ck_assert_msg(took < limit, "open took %lld ms to fail", (long long) took);
+		ck_assert_int_eq(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 1);
+		if (_i != GP_CLOSE) {
+			ck_assert_int_eq(__atomic_load_n(&g.got_hello, __ATOMIC_SEQ_CST), 1);
+		}
+	} else {
+		/*
+		 * nng's client: its dialer fails (a handshake it refuses or a
+		 * reset: at once; silent: its 10 s dial bound) or retries a
+		 * wrong protocol until the 5 s Hello bound: UNAVAILABLE either way.
+		 */
+		ck_assert_msg(st == CHAN_UNAVAILABLE, "consumer open through an impostor (mode "
+		    "%d): %s (%s)", _i, chan_status_name(st), why(st));
+		ck_assert_msg(strstr(chan_last_error(NULL), g.path) != NULL,
+		    "the message does not name the URL: %s", chan_last_error(NULL));
+		ck_assert_msg(took < chh_scaled_ms(15000), "open took %lld ms to fail",
+		    (long long) took);
+		ck_assert_int_ge(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 1);
+	}
+	ck_assert_ptr_null(k);
+	ck_status(chan_ping(c, NULL), CHAN_OK);
+	chan_disconnect(c);
+	gp_stop(&g);
+	own_dir_clean(false);
+}
+END_TEST
+
+/*
+ * A peer that shakes hands as chand does and hangs up on every request:
+ * the direct consumer writes the same fetch (byte for byte: same client
+ * and id) on each new connection, CHAN_MAX_RESETS (4) times, then the
+ * receive fails UNAVAILABLE. nng: see consumer_peer_not_chand.
+ */
+START_TEST(consumer_peer_hangs_up_every_fetch)
+{
+	gpeer          g;
+	char           url[160];
+	chan_client   *c, *r;
+	chan_consumer *k;
+	chan_msg      *m;
+	chan_stat_info si;
+	chan_status    st;
+
+	if (!direct_mode()) {
+		return; /* nng's client never gets past the impostor (consumer_peer_not_chand) */
+	}
+	gp_start(&g, GP_HANGUP, D.sock);
+	snprintf(url, sizeof(url), "ipc://%s", g.path);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	__atomic_store_n(&g.armed, 1, __ATOMIC_SEQ_CST);
+	k = consumer_ok(c, "khu", 0);
+	st = chan_consumer_recv(k, &m, chh_scaled_ms(10000));
+	ck_assert_msg(st == CHAN_UNAVAILABLE, "receive: %s (%s), expected UNAVAILABLE",
+	    chan_status_name(st), why(st));
+	ck_assert_int_eq(__atomic_load_n(&g.requests, __ATOMIC_SEQ_CST), 5);
+	ck_assert_int_eq(__atomic_load_n(&g.req_changes, __ATOMIC_SEQ_CST), 0);
+	ck_assert_int_eq(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 5);
+	chan_consumer_close(k);
+	/* Nothing reached the real daemon. */
+	r = connect_ok();
+	ck_status(chan_stat(r, "khu", &si), CHAN_NOT_FOUND);
+	chan_disconnect(r);
+	chan_disconnect(c);
+	gp_stop(&g);
+	own_dir_clean(false);
+}
+END_TEST
+
 static Suite *
 direct_suite(void)
 {
@@ -1176,15 +1966,32 @@ direct_suite(void)
 	tcase_add_test(tc, peer_hangs_up_every_request);
 	tcase_add_test(tc, peer_half_handshake);
 	suite_add_tcase(s, tc);
+
+	tc = tcase_create("consumer");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, consumer_tcp_20k_exactly_once);
+	tcase_add_loop_test(tc, consumer_restart_while_parked, 0, 2);
+	tcase_add_loop_test(tc, consumer_daemon_gone_midstream, 0, 2);
+	tcase_add_loop_test(tc, consumer_recv_waits_for_daemon, 0, 2);
+	tcase_add_test(tc, consumer_custody);
+	tcase_add_test(tc, consumer_idle_confirms);
+	tcase_add_test(tc, consumer_cancel_tcp);
+	tcase_add_loop_test(tc, consumer_peer_not_chand, 0, GP_HANGUP);
+	tcase_add_test(tc, consumer_peer_hangs_up_every_fetch);
+	suite_add_tcase(s, tc);
 	return (s);
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	SRunner *sr;
 	int      failed;
 
+	if (argc == 4 && strcmp(argv[1], "--helper-kconsumer") == 0) {
+		kill_helper_main(argv[2], argv[3]); /* spawn_helper's child: never returns */
+	}
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(own_dir, sizeof(own_dir), "/tmp/chan-direct-XXXXXX");
 	if (mkdtemp(own_dir) == NULL) {
