@@ -768,9 +768,14 @@ print_machine(const bench_opts *o, int argc, char **argv)
 	    "--io-threads default); the bench's clients ",
 	    chl_nng_threads_default());
 	if (o->client_io_threads != 0)
-		printf("%d (--client-io-threads)\n\n", o->client_io_threads);
+		printf("%d (--client-io-threads)\n", o->client_io_threads);
 	else
-		printf("nng's own, 2 per CPU\n\n");
+		printf("nng's own, 2 per CPU\n");
+	/* libchan's producer and consumer carry the stream rows (2, 7). */
+	printf("libchan's producer and consumer: %s\n\n",
+	    getenv("CHAN_SP_DIRECT") != NULL && strcmp(getenv("CHAN_SP_DIRECT"), "0") == 0
+	        ? "nng's client (CHAN_SP_DIRECT=0)"
+	        : "own connections speaking SP (ipc://; CHAN_SP_DIRECT=0 for nng's client)");
 	fflush(stdout);
 }
 
