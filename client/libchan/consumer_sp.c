@@ -34,31 +34,38 @@ chan_kc_add(chan_consumer *k, uint64_t id, uint32_t taken, uint64_t gen)
  * Packs and writes a request carrying op (set in q) and every queued
  * confirmation of this connection (the others are void: that connection's
  * deliveries went back). The queue empties either way: a request that
- * does not arrive means a lost connection, and that voids them too.
+ * does not arrive means a lost connection, and that voids them too. All
+ * of them go, however many (a slow caller taking many one-message
+ * deliveries while a fetch is parked queues one each).
  */
 static chan_status
 chan_kd_send(chan_consumer *k, Chan__V1__Request *q, uint64_t id)
 {
-	Chan__V1__PartConfirm  parts[8], *pp[8];
-	uint64_t               conf[64];
-	uint8_t                small[1024], *buf = small;
-	size_t                 len, i, nc = 0;
-	chan_status            st;
+	Chan__V1__PartConfirm  *parts = NULL, **pp = NULL;
+	uint64_t               *conf = NULL;
+	uint8_t                 small[1024], *buf = small;
+	size_t                  len, i;
+	chan_status             st = CHAN_OK;
 
 	q->has_id = 1;
 	q->id = id;
 	q->has_client = 1;
 	q->client = k->client_id;
+	if (k->nkc > 0 && ((conf = malloc(k->nkc * sizeof(*conf))) == NULL ||
+	                      (parts = malloc(k->nkc * sizeof(*parts))) == NULL ||
+	                      (pp = malloc(k->nkc * sizeof(*pp))) == NULL)) {
+		st = chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory");
+		goto done; /* kept for the next request */
+	}
 	for (i = 0; i < k->nkc; i++) {
 		const chan_kconfirm *c = &k->kc[i];
 
 		if (c->gen != k->sp.gen) {
 			continue;
 		}
-		if (c->taken == CHAN_TAKEN_ALL && nc < sizeof(conf) / sizeof(conf[0])) {
-			conf[nc++] = c->id;
-		} else if (c->taken != CHAN_TAKEN_ALL && k->confirm_part &&
-		    q->n_confirm_part < sizeof(parts) / sizeof(parts[0])) {
+		if (c->taken == CHAN_TAKEN_ALL) {
+			conf[q->n_confirm++] = c->id;
+		} else if (k->confirm_part) {
 			chan__v1__part_confirm__init(&parts[q->n_confirm_part]);
 			parts[q->n_confirm_part].has_delivery = parts[q->n_confirm_part].has_taken = 1;
 			parts[q->n_confirm_part].delivery = c->id;
@@ -67,20 +74,23 @@ chan_kd_send(chan_consumer *k, Chan__V1__Request *q, uint64_t id)
 			q->n_confirm_part++;
 		}
 	}
-	/* The consumer confirms at most a few deliveries per request: one per fetch. */
-	k->nkc = 0;
-	q->n_confirm = nc;
 	q->confirm = conf;
 	q->confirm_part = pp;
 	len = chan__v1__request__get_packed_size(q);
 	if (len > sizeof(small) && (buf = malloc(len)) == NULL) {
-		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
+		st = chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory");
+		goto done;
 	}
 	(void) chan__v1__request__pack(q, buf);
+	k->nkc = 0;
 	st = chan_sp_send(&k->sp, (uint32_t) id, buf, len);
+done:
 	if (buf != small) {
 		free(buf);
 	}
+	free(conf);
+	free(parts);
+	free(pp);
 	return (st);
 }
 
