@@ -62,6 +62,20 @@ chh_suite_end(void)
 	}
 }
 
+int
+chh_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int      failed;
+
+	chh_suite_begin();
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	chh_suite_end();
+	return (failed);
+}
+
 /* The daemons this process started, for the atexit safety net. */
 #define CHH_LIVE_MAX 8
 static chh_daemon *chh_live[CHH_LIVE_MAX];

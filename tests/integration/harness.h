@@ -33,6 +33,13 @@ void chh_suite_begin(void);
 void chh_suite_end(void);
 
 /*
+ * Runs a check suite (srunner_run_all) between chh_suite_begin and
+ * chh_suite_end; returns how many tests failed.
+ */
+struct Suite;
+int chh_run_suite(struct Suite *s);
+
+/*
  * Starts chand --listen <url> [--workers 2] plus extra (NULL-terminated,
  * may be NULL) and waits until it answers a Hello (10 s, longer under a
  * sanitizer). Fails the current check test when it does not.

@@ -1,18 +1,28 @@
 /*
  * libchan_check.h - what the libchan tests (test_libchan.c, test_async.c,
- * test_handles.c) share: a fresh chand per test case (the checked
- * fixture's setup/teardown), a status assertion that prints both names and
- * the library's message, and a connect that must work. Include it once,
- * after harness.h and chan/chan.h.
+ * test_handles.c, test_direct.c ...) share: a fresh chand per test case
+ * (the checked fixture's setup/teardown), a status assertion that prints
+ * both names and the library's message, a connect that must work, numbered
+ * payloads, waits on a channel's stat, a free tcp port, a producer's
+ * outcomes recorded per ticket and a helper process. Include it once,
+ * after harness.h and chan/chan.h. Everything is static inline so that a
+ * suite that does not use a helper gets no unused-function warning.
  */
 #ifndef CHAN_LIBCHAN_CHECK_H
 #define CHAN_LIBCHAN_CHECK_H
 
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chan/chan.h>
@@ -50,6 +60,197 @@ connect_ok(void)
 	ck_status(chan_connect(D.url, &c), CHAN_OK);
 	ck_assert_ptr_nonnull(c);
 	return (c);
+}
+
+/* Payload i of the numbered messages: "m%08llu". */
+static inline void
+payload(char *buf, size_t cap, uint64_t i)
+{
+	snprintf(buf, cap, "m%08llu", (unsigned long long) i);
+}
+
+/* Index of a payload made by payload(), or UINT64_MAX. */
+static inline uint64_t
+payload_index(const chan_msg *m)
+{
+	char buf[32];
+
+	if (chan_msg_len(m) == 0 || chan_msg_len(m) >= sizeof(buf)) {
+		return (UINT64_MAX);
+	}
+	memcpy(buf, chan_msg_data(m), chan_msg_len(m));
+	buf[chan_msg_len(m)] = '\0';
+	return (buf[0] == 'm' ? strtoull(buf + 1, NULL, 10) : UINT64_MAX);
+}
+
+/*
+ * Sends payload(from) .. payload(from + n - 1) one by one on c; each send
+ * bounded (a send that cannot complete fails the test, it does not hang it).
+ */
+static inline void
+send_n(chan_client *c, const char *name, uint64_t from, uint64_t n)
+{
+	char b[32];
+
+	for (uint64_t i = from; i < from + n; i++) {
+		payload(b, sizeof(b), i);
+		ck_status(chan_send(c, name, b, strlen(b), chh_scaled_ms(5000)), CHAN_OK);
+	}
+}
+
+static inline chan_stat_info
+stat_of(chan_client *c, const char *name)
+{
+	chan_stat_info st;
+
+	ck_status(chan_stat(c, name, &st), CHAN_OK);
+	return (st);
+}
+
+/* Waits until the channel shows n parked senders. */
+static inline void
+wait_blocked_senders(chan_client *c, const char *name, uint32_t n)
+{
+	int64_t deadline = chh_now_ms() + chh_scaled_ms(5000);
+
+	while (stat_of(c, name).blocked_senders < n) {
+		ck_assert_msg(chh_now_ms() < deadline, "%s: %u parked senders never showed",
+		    name, n);
+		usleep(10 * 1000);
+	}
+}
+
+/*
+ * Waits until the channel shows exactly n parked receivers (0: a cancelled
+ * fetch withdrawn). A channel not there yet has none: a receive creates it
+ * when its request arrives, so NOT_FOUND is no failure.
+ */
+static inline void
+wait_blocked_receivers(chan_client *c, const char *name, uint32_t n)
+{
+	int64_t        deadline = chh_now_ms() + chh_scaled_ms(5000);
+	chan_stat_info si;
+	chan_status    st;
+
+	while ((st = chan_stat(c, name, &si)) != CHAN_OK || si.blocked_receivers != n) {
+		ck_assert_msg(st == CHAN_OK || st == CHAN_NOT_FOUND, "stat %s: %s (%s)", name,
+		    chan_status_name(st), chan_last_error(NULL));
+		ck_assert_msg(chh_now_ms() < deadline, "%s: %u parked receivers never showed",
+		    name, n);
+		usleep(10 * 1000);
+	}
+}
+
+/* A free local tcp port (closed again at once: a small race). */
+static inline int
+free_tcp_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t          len = sizeof(sa);
+	int                fd, port;
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return (port);
+}
+
+/*
+ * What a producer's on_outcome callbacks said (on_outcome with arg = an
+ * outcomes): counts, order and seqs checked as they come.
+ */
+typedef struct outcomes {
+	pthread_mutex_t mtx;
+	uint64_t        n;         /* callbacks so far */
+	uint64_t        bad_order; /* tickets not 1, 2, 3, ... */
+	uint64_t        ok, failed;
+	chan_status     first_fail;
+	uint64_t        bad_seq;   /* OK seqs not increasing, or failed ones not 0 */
+	uint64_t        last_seq;
+	uint64_t       *seqs;      /* seqs[ticket - 1], cap of them (may be NULL) */
+	uint64_t        cap;
+} outcomes;
+
+static inline void
+outcomes_init(outcomes *o, uint64_t cap)
+{
+	memset(o, 0, sizeof(*o));
+	pthread_mutex_init(&o->mtx, NULL);
+	if (cap > 0) {
+		o->seqs = calloc(cap, sizeof(*o->seqs));
+		ck_assert_ptr_nonnull(o->seqs);
+		o->cap = cap;
+	}
+}
+
+static inline void
+outcomes_fini(outcomes *o)
+{
+	free(o->seqs);
+	pthread_mutex_destroy(&o->mtx);
+}
+
+static inline void
+on_outcome(void *arg, uint64_t ticket, chan_status st, uint64_t seq)
+{
+	outcomes *o = arg;
+
+	pthread_mutex_lock(&o->mtx);
+	if (ticket != o->n + 1) {
+		o->bad_order++;
+	}
+	o->n++;
+	if (ticket >= 1 && ticket <= o->cap) {
+		o->seqs[ticket - 1] = seq;
+	}
+	if (st == CHAN_OK) {
+		o->ok++;
+		if (seq <= o->last_seq) {
+			o->bad_seq++;
+		}
+		o->last_seq = seq;
+	} else {
+		if (o->failed++ == 0) {
+			o->first_fail = st;
+		}
+		if (seq != 0) {
+			o->bad_seq++;
+		}
+	}
+	pthread_mutex_unlock(&o->mtx);
+}
+
+/* A consistent copy (the producer thread may still be in the callback). */
+static inline outcomes
+outcomes_get(outcomes *o)
+{
+	outcomes v;
+
+	pthread_mutex_lock(&o->mtx);
+	v = *o;
+	pthread_mutex_unlock(&o->mtx);
+	return (v);
+}
+
+/* A producer on c whose outcomes go to o (outcomes_init(o, cap) here). */
+static inline chan_producer *
+producer_with_outcomes(chan_client *c, const char *name, outcomes *o, uint64_t cap)
+{
+	chan_producer_opts po;
+	chan_producer     *p = NULL;
+
+	outcomes_init(o, cap);
+	chan_producer_opts_init(&po);
+	po.on_outcome = on_outcome;
+	po.arg = o;
+	ck_status(chan_producer_open(c, name, &po, &p), CHAN_OK);
+	return (p);
 }
 
 /*

@@ -48,7 +48,7 @@ connect_with(const char *url, const char *v)
 
 /* Payload i of a test batch: i % 7 == 0 empty, else up to 2000 bytes. */
 static size_t
-payload(size_t i, uint8_t *buf)
+batch_payload(size_t i, uint8_t *buf)
 {
 	size_t len = i % 7 == 0 ? 0 : (i * 131) % 2000 + 1;
 
@@ -62,7 +62,7 @@ static void
 expect_payload(const chan_msg *m, size_t i)
 {
 	static uint8_t want[2048];
-	size_t         len = payload(i, want);
+	size_t         len = batch_payload(i, want);
 
 	ck_assert_msg(chan_msg_len(m) == len, "message %zu: %zu bytes, wanted %zu", i,
 	    chan_msg_len(m), len);
@@ -85,7 +85,7 @@ exchange(chan_client *from, chan_client *to, const char *name, size_t n)
 	ck_assert_ptr_nonnull(msgs);
 	for (size_t i = 0; i < n; i++) {
 		bufs[i].data = store + i * 2048;
-		bufs[i].len = payload(i, store + i * 2048);
+		bufs[i].len = batch_payload(i, store + i * 2048);
 	}
 	ck_status(chan_send_batch(from, name, bufs, n, CHAN_WAIT_FOREVER, &sent_first), CHAN_OK);
 	while (got < n) {
@@ -145,7 +145,7 @@ START_TEST(batch_messages_outlive_answer_and_client)
 
 	for (size_t i = 0; i < 64; i++) {
 		bufs[i].data = store + i * 2048;
-		bufs[i].len = payload(i, store + i * 2048);
+		bufs[i].len = batch_payload(i, store + i * 2048);
 	}
 	ck_status(chan_send_batch(s, "keep", bufs, 64, CHAN_WAIT_FOREVER, NULL), CHAN_OK);
 	ck_status(chan_recv_n(c, "keep", 64, msgs, &n, 5000), CHAN_OK);
@@ -595,13 +595,8 @@ batchform_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(batchform_suite());
-	int      failed;
+	int failed;
 
-	chh_suite_begin();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	chh_suite_end();
+	failed = chh_run_suite(batchform_suite());
 	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
 }

@@ -292,14 +292,9 @@ cancel_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(cancel_suite());
-	int      failed;
+	int failed;
 
 	signal(SIGPIPE, SIG_IGN);
-	chh_suite_begin();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	chh_suite_end();
+	failed = chh_run_suite(cancel_suite());
 	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
 }

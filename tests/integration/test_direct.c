@@ -63,68 +63,6 @@ why(chan_status st)
 	return (st == CHAN_OK ? "" : chan_last_error(NULL));
 }
 
-static void
-payload(char *buf, size_t cap, uint64_t i)
-{
-	snprintf(buf, cap, "m%08llu", (unsigned long long) i);
-}
-
-/* Index of a payload made by payload(), or UINT64_MAX. */
-static uint64_t
-payload_index(const chan_msg *m)
-{
-	char buf[32];
-
-	if (chan_msg_len(m) == 0 || chan_msg_len(m) >= sizeof(buf)) {
-		return (UINT64_MAX);
-	}
-	memcpy(buf, chan_msg_data(m), chan_msg_len(m));
-	buf[chan_msg_len(m)] = '\0';
-	return (buf[0] == 'm' ? strtoull(buf + 1, NULL, 10) : UINT64_MAX);
-}
-
-static chan_stat_info
-stat_of(chan_client *c, const char *name)
-{
-	chan_stat_info st;
-
-	ck_status(chan_stat(c, name, &st), CHAN_OK);
-	return (st);
-}
-
-/* Waits until the channel shows n parked senders. */
-static void
-wait_blocked_senders(chan_client *c, const char *name, uint32_t n)
-{
-	int64_t deadline = chh_now_ms() + chh_scaled_ms(5000);
-
-	while (stat_of(c, name).blocked_senders < n) {
-		ck_assert_msg(chh_now_ms() < deadline, "%s: %u parked senders never showed",
-		    name, n);
-		usleep(10 * 1000);
-	}
-}
-
-/*
- * Waits until the channel shows n parked receivers (a channel not there
- * yet has none: a receive creates it when its request arrives).
- */
-static void
-wait_blocked_receivers(chan_client *c, const char *name, uint32_t n)
-{
-	int64_t        deadline = chh_now_ms() + chh_scaled_ms(5000);
-	chan_stat_info si;
-	chan_status    st;
-
-	while ((st = chan_stat(c, name, &si)) != CHAN_OK || si.blocked_receivers != n) {
-		ck_assert_msg(st == CHAN_OK || st == CHAN_NOT_FOUND, "stat %s: %s (%s)", name,
-		    chan_status_name(st), why(st));
-		ck_assert_msg(chh_now_ms() < deadline, "%s: %u parked receivers never showed",
-		    name, n);
-		usleep(10 * 1000);
-	}
-}
-
 /*
  * Waits until nothing of the channel is handed out or parked for: a
  * consumer's connection gone (or its deliveries confirmed) and its fetch
@@ -222,81 +160,6 @@ recv_exactly(chan_client *r, const char *name, uint64_t from, uint64_t n, size_t
 	ck_status(chan_try_recv(r, name, &m), CHAN_EMPTY);
 }
 
-/* ---- outcome recording ---------------------------------------------------------------- */
-
-typedef struct outcomes {
-	pthread_mutex_t mtx;
-	uint64_t        n;         /* callbacks so far */
-	uint64_t        bad_order; /* tickets not 1, 2, 3, ... */
-	uint64_t        ok, failed;
-	chan_status     first_fail;
-	uint64_t        bad_seq;   /* OK seqs not increasing, or failed ones not 0 */
-	uint64_t        last_seq;
-	uint64_t       *seqs;      /* seqs[ticket - 1], cap of them (may be NULL) */
-	uint64_t        cap;
-} outcomes;
-
-static void
-outcomes_init(outcomes *o, uint64_t cap)
-{
-	memset(o, 0, sizeof(*o));
-	pthread_mutex_init(&o->mtx, NULL);
-	if (cap > 0) {
-		o->seqs = calloc(cap, sizeof(*o->seqs));
-		ck_assert_ptr_nonnull(o->seqs);
-		o->cap = cap;
-	}
-}
-
-static void
-outcomes_fini(outcomes *o)
-{
-	free(o->seqs);
-	pthread_mutex_destroy(&o->mtx);
-}
-
-static void
-on_outcome(void *arg, uint64_t ticket, chan_status st, uint64_t seq)
-{
-	outcomes *o = arg;
-
-	pthread_mutex_lock(&o->mtx);
-	if (ticket != o->n + 1) {
-		o->bad_order++;
-	}
-	o->n++;
-	if (ticket >= 1 && ticket <= o->cap) {
-		o->seqs[ticket - 1] = seq;
-	}
-	if (st == CHAN_OK) {
-		o->ok++;
-		if (seq <= o->last_seq) {
-			o->bad_seq++;
-		}
-		o->last_seq = seq;
-	} else {
-		if (o->failed++ == 0) {
-			o->first_fail = st;
-		}
-		if (seq != 0) {
-			o->bad_seq++;
-		}
-	}
-	pthread_mutex_unlock(&o->mtx);
-}
-
-/* A consistent copy (the producer thread may still be in the callback). */
-static outcomes
-outcomes_get(outcomes *o)
-{
-	outcomes v;
-
-	pthread_mutex_lock(&o->mtx);
-	v = *o;
-	pthread_mutex_unlock(&o->mtx);
-	return (v);
-}
-
 /* ---- private paths and ports ------------------------------------------------------- */
 
 /*
@@ -330,24 +193,20 @@ own_path(const char *file, char *buf, size_t cap)
 	return (buf);
 }
 
-/* A free local tcp port (closed again at once: a small race). */
-static int
-free_tcp_port(void)
+/*
+ * A URL for a daemon of the test's own, one it can restart on the same
+ * URL: tcp on a free port, or ipc in own_dir.
+ */
+static void
+own_url(char *url, size_t cap, bool tcp)
 {
-	struct sockaddr_in sa;
-	socklen_t          len = sizeof(sa);
-	int                fd, port;
+	char path[128];
 
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_ge(fd, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return (port);
+	if (tcp) {
+		snprintf(url, cap, "tcp://127.0.0.1:%d", free_tcp_port());
+	} else {
+		snprintf(url, cap, "ipc://%s", own_path("r.sock", path, sizeof(path)));
+	}
 }
 
 /* ---- 20,000 over tcp ----------------------------------------------------------------- */
@@ -356,15 +215,14 @@ free_tcp_port(void)
 
 START_TEST(tcp_20k_in_order_exactly_once)
 {
-	chh_daemon         d;
-	char               url[64];
-	const char        *args[] = { "--listen", url, NULL };
-	chan_client       *c, *r;
-	chan_producer     *p;
-	chan_producer_opts po;
-	outcomes           o, v;
-	uint64_t           base;
-	size_t             max;
+	chh_daemon     d;
+	char           url[64];
+	const char    *args[] = { "--listen", url, NULL };
+	chan_client   *c, *r;
+	chan_producer *p;
+	outcomes       o, v;
+	uint64_t       base;
+	size_t         max;
 
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
 	chh_start(&d, args);
@@ -374,11 +232,7 @@ START_TEST(tcp_20k_in_order_exactly_once)
 	wait_connections(r, 2);
 	base = 2;
 
-	outcomes_init(&o, TCP_N);
-	chan_producer_opts_init(&po);
-	po.on_outcome = on_outcome;
-	po.arg = &o;
-	ck_status(chan_producer_open(c, "tcp20k", &po, &p), CHAN_OK);
+	p = producer_with_outcomes(c, "tcp20k", &o, TCP_N);
 	if (direct_mode()) {
 		/* Its own connection, made by open. */
 		wait_connections(r, base + 1);
@@ -501,40 +355,23 @@ END_TEST
  */
 START_TEST(restart_under_parked_batch)
 {
-	bool               tcp = (_i & 1) != 0, killed = (_i & 2) != 0;
-	chh_daemon         d;
-	char               url[192], path[128];
-	const char        *args[] = { "--listen", url, NULL };
-	chan_client       *c, *r;
-	chan_producer     *p;
-	chan_producer_opts po;
-	chan_status        st;
-	outcomes           o, v;
-	int64_t            t0, took;
-	int                bound = chh_scaled_ms(15000);
+	bool           tcp = (_i & 1) != 0, killed = (_i & 2) != 0;
+	chh_daemon     d;
+	char           url[192];
+	const char    *args[] = { "--listen", url, NULL };
+	chan_client   *c, *r;
+	chan_producer *p;
+	chan_status    st;
+	outcomes       o, v;
+	int64_t        t0, took;
+	int            bound = chh_scaled_ms(15000);
 
-	if (tcp) {
-		snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
-	} else {
-		snprintf(url, sizeof(url), "ipc://%s", own_path("r.sock", path, sizeof(path)));
-	}
+	own_url(url, sizeof(url), tcp);
 	chh_start(&d, args);
 	ck_status(chan_connect(url, &c), CHAN_OK);
 	ck_status(chan_create(c, "rs", 10), CHAN_OK);
-	{
-		char     b[32];
-		uint64_t i;
-
-		for (i = 1000; i < 1010; i++) { /* full: m00001000 .. m00001009 */
-			payload(b, sizeof(b), i);
-			ck_status(chan_send(c, "rs", b, strlen(b), CHAN_WAIT_FOREVER), CHAN_OK);
-		}
-	}
-	outcomes_init(&o, 10);
-	chan_producer_opts_init(&po);
-	po.on_outcome = on_outcome;
-	po.arg = &o;
-	ck_status(chan_producer_open(c, "rs", &po, &p), CHAN_OK);
+	send_n(c, "rs", 1000, 10); /* full: m00001000 .. m00001009 */
+	p = producer_with_outcomes(c, "rs", &o, 10);
 	produce_n(p, 0, 5, 1);
 	ck_status(chan_producer_flush(p, 0), CHAN_TIMEOUT); /* sends it, does not wait */
 	wait_blocked_senders(c, "rs", 1);
@@ -611,27 +448,16 @@ END_TEST
  */
 START_TEST(cancel_parked_batch)
 {
-	chan_client       *c = connect_ok(), *r = connect_ok();
-	chan_producer     *p;
-	chan_producer_opts po;
-	chan_status        st;
-	outcomes           o, v;
-	chan_msg          *m;
-	int64_t            t0, took, deadline;
-	uint64_t           i;
+	chan_client   *c = connect_ok(), *r = connect_ok();
+	chan_producer *p;
+	chan_status    st;
+	outcomes       o, v;
+	chan_msg      *m;
+	int64_t        t0, took, deadline;
 
 	ck_status(chan_create(c, "pc", 10), CHAN_OK);
-	for (i = 1000; i < 1010; i++) { /* full */
-		char b[32];
-
-		payload(b, sizeof(b), i);
-		ck_status(chan_send(c, "pc", b, strlen(b), CHAN_WAIT_FOREVER), CHAN_OK);
-	}
-	outcomes_init(&o, 0);
-	chan_producer_opts_init(&po);
-	po.on_outcome = on_outcome;
-	po.arg = &o;
-	ck_status(chan_producer_open(c, "pc", &po, &p), CHAN_OK);
+	send_n(c, "pc", 1000, 10); /* full */
+	p = producer_with_outcomes(c, "pc", &o, 0);
 	produce_n(p, 0, 5, 1);
 	ck_status(chan_producer_flush(p, 0), CHAN_TIMEOUT);
 	wait_blocked_senders(r, "pc", 1);
@@ -957,46 +783,109 @@ gp_stop(gpeer *g)
 	free(g->req);
 }
 
-START_TEST(peer_not_chand)
+/* From now on the impostor refuses every new connection its way. */
+static void
+gp_arm(gpeer *g)
+{
+	__atomic_store_n(&g->armed, 1, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * Starts an impostor of mode in front of the suite's daemon and returns a
+ * client connected through it (relayed to the daemon); arm: then armed.
+ */
+static chan_client *
+gp_client(gpeer *g, int mode, bool arm)
+{
+	char         url[160];
+	chan_client *c = NULL;
+
+	gp_start(g, mode, D.sock);
+	snprintf(url, sizeof(url), "ipc://%s", g->path);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	if (arm) {
+		gp_arm(g);
+	}
+	return (c);
+}
+
+/* Asserts the library's last message names the impostor's URL. */
+static void
+gp_assert_named(const gpeer *g)
+{
+	ck_assert_msg(strstr(chan_last_error(NULL), g->path) != NULL,
+	    "the message does not name the URL: %s", chan_last_error(NULL));
+}
+
+/*
+ * What an open (what: "open", "consumer open") that dials its own
+ * connection meets on an armed impostor of mode (below GP_HANGUP): the
+ * status below, naming the URL, at once (a silent peer: the dial's own
+ * bound, 10 s), the one connection refused, and (but for GP_CLOSE) the SP
+ * handshake sent first (REQ's 8 bytes).
+ */
+static void
+gp_assert_open_refused(const gpeer *g, int mode, const char *what, chan_status st,
+    int64_t took)
 {
 	static const chan_status want[GP_HANGUP] = {
 		CHAN_PROTOCOL, CHAN_PROTOCOL, CHAN_PROTOCOL, CHAN_UNAVAILABLE, CHAN_UNAVAILABLE,
 	};
-	/* A silent peer costs the dial's own bound (10 s); the others fail at once. */
-	int            limit = chh_scaled_ms(_i == GP_SILENT ? 15000 : 3000);
+	int limit = chh_scaled_ms(mode == GP_SILENT ? 15000 : 3000);
+
+	ck_assert_msg(st == want[mode], "%s on a peer that is not chand (mode %d): %s (%s), "
+	    "expected %s", what, mode, chan_status_name(st), why(st),
+	    chan_status_name(want[mode]));
+	gp_assert_named(g);
+	ck_assert_msg(took < limit, "open took %lld ms to fail", (long long) took);
+	ck_assert_int_eq(__atomic_load_n(&g->refused, __ATOMIC_SEQ_CST), 1);
+	if (mode != GP_CLOSE) {
+		ck_assert_int_eq(__atomic_load_n(&g->got_hello, __ATOMIC_SEQ_CST), 1);
+	}
+}
+
+/* GP_HANGUP: the requests it read, how many differed from the one before, connections refused. */
+static void
+gp_assert_hangups(const gpeer *g, int requests, int changes, int refused)
+{
+	ck_assert_int_eq(__atomic_load_n(&g->requests, __ATOMIC_SEQ_CST), requests);
+	ck_assert_int_eq(__atomic_load_n(&g->req_changes, __ATOMIC_SEQ_CST), changes);
+	ck_assert_int_eq(__atomic_load_n(&g->refused, __ATOMIC_SEQ_CST), refused);
+}
+
+/* Nothing reached the real daemon: it never heard of the channel. */
+static void
+assert_never_reached_daemon(const char *name)
+{
+	chan_client   *r = connect_ok();
+	chan_stat_info si;
+
+	ck_status(chan_stat(r, name, &si), CHAN_NOT_FOUND);
+	chan_disconnect(r);
+}
+
+START_TEST(peer_not_chand)
+{
 	gpeer          g;
-	char           url[160];
 	chan_client   *c, *r;
 	chan_producer *p = NULL;
 	chan_status    st;
 	int64_t        t0, took;
 
-	gp_start(&g, _i, D.sock);
-	snprintf(url, sizeof(url), "ipc://%s", g.path);
 	/* Through the relay to the real daemon. */
-	ck_status(chan_connect(url, &c), CHAN_OK);
+	c = gp_client(&g, _i, false);
 	ck_assert_int_ge(__atomic_load_n(&g.relayed, __ATOMIC_SEQ_CST), 1);
-	__atomic_store_n(&g.armed, 1, __ATOMIC_SEQ_CST);
+	gp_arm(&g);
 
 	t0 = chh_now_ms();
 	st = chan_producer_open(c, "gp", NULL, &p);
 	took = chh_now_ms() - t0;
 	if (direct_mode()) {
 		/* Its own connection meets the impostor: a clear failure, at once. */
-		ck_assert_msg(st == want[_i], "open on a peer that is not chand (mode %d): %s "
-		    "(%s), expected %s", _i, chan_status_name(st), why(st),
-		    chan_status_name(want[_i]));
-		ck_assert_msg(strstr(chan_last_error(NULL), g.path) != NULL,
-		    "the message does not name the URL: %s", chan_last_error(NULL));
-		ck_assert_msg(took < limit, "open took %lld ms to fail", (long long) took);
-		ck_assert_int_eq(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 1);
-		if (_i != GP_CLOSE) {
-			/* It did speak SP first (REQ's 8 bytes). */
-			ck_assert_int_eq(__atomic_load_n(&g.got_hello, __ATOMIC_SEQ_CST), 1);
-		}
+		gp_assert_open_refused(&g, _i, "open", st, took);
 		/* Nothing half-made: a second try fails the same way, c still works. */
 		if (_i != GP_SILENT) {
-			ck_status(chan_producer_open(c, "gp", NULL, &p), want[_i]);
+			ck_status(chan_producer_open(c, "gp", NULL, &p), st);
 		}
 		ck_status(chan_ping(c, NULL), CHAN_OK);
 	} else {
@@ -1023,24 +912,15 @@ END_TEST
  */
 START_TEST(peer_hangs_up_every_request)
 {
-	gpeer              g;
-	char               url[160];
-	chan_client       *c, *r;
-	chan_producer     *p = NULL;
-	chan_producer_opts po;
-	outcomes           o, v;
-	chan_status        st;
-	int64_t            t0, took;
+	gpeer          g;
+	chan_client   *c, *r;
+	chan_producer *p;
+	outcomes       o, v;
+	chan_status    st;
+	int64_t        t0, took;
 
-	gp_start(&g, GP_HANGUP, D.sock);
-	snprintf(url, sizeof(url), "ipc://%s", g.path);
-	ck_status(chan_connect(url, &c), CHAN_OK);
-	__atomic_store_n(&g.armed, 1, __ATOMIC_SEQ_CST);
-	outcomes_init(&o, 0);
-	chan_producer_opts_init(&po);
-	po.on_outcome = on_outcome;
-	po.arg = &o;
-	ck_status(chan_producer_open(c, "hu", &po, &p), CHAN_OK);
+	c = gp_client(&g, GP_HANGUP, true);
+	p = producer_with_outcomes(c, "hu", &o, 0);
 	produce_n(p, 0, 1, 1); /* one batch */
 	t0 = chh_now_ms();
 	st = chan_producer_flush(p, chh_scaled_ms(10000));
@@ -1049,12 +929,9 @@ START_TEST(peer_hangs_up_every_request)
 	if (direct_mode()) {
 		ck_assert_msg(st == CHAN_UNAVAILABLE, "flush: %s (%s) after %lld ms, expected "
 		    "UNAVAILABLE", chan_status_name(st), why(st), (long long) took);
-		ck_assert_msg(strstr(chan_last_error(NULL), g.path) != NULL,
-		    "the message does not name the URL: %s", chan_last_error(NULL));
+		gp_assert_named(&g);
 		/* The first and 4 resends; each the same request. */
-		ck_assert_int_eq(__atomic_load_n(&g.requests, __ATOMIC_SEQ_CST), 5);
-		ck_assert_int_eq(__atomic_load_n(&g.req_changes, __ATOMIC_SEQ_CST), 0);
-		ck_assert_int_eq(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 5);
+		gp_assert_hangups(&g, 5, 0, 5);
 		ck_assert_uint_eq(v.n, 1);
 		ck_assert_uint_eq(v.failed, 1);
 		ck_assert_int_eq(v.first_fail, CHAN_UNAVAILABLE);
@@ -1066,14 +943,7 @@ START_TEST(peer_hangs_up_every_request)
 		ck_assert_int_eq(__atomic_load_n(&g.req_changes, __ATOMIC_SEQ_CST), 1);
 		ck_assert_uint_eq(chan_producer_failed(p), 2);
 		ck_status(chan_producer_close(p), CHAN_OK);
-		/* Nothing reached the real daemon. */
-		r = connect_ok();
-		{
-			chan_stat_info si;
-
-			ck_status(chan_stat(r, "hu", &si), CHAN_NOT_FOUND);
-		}
-		chan_disconnect(r);
+		assert_never_reached_daemon("hu");
 	} else {
 		/* nng's client: the producer rides on c's connection, the relayed one. */
 		ck_status(st, CHAN_OK);
@@ -1099,7 +969,6 @@ END_TEST
 START_TEST(peer_half_handshake)
 {
 	gpeer          g;
-	char           url[160];
 	chan_client   *c;
 	chan_producer *p = NULL;
 	chan_status    st;
@@ -1108,10 +977,7 @@ START_TEST(peer_half_handshake)
 	if (!direct_mode()) {
 		return; /* nng's client never dials the impostor (peer_not_chand) */
 	}
-	gp_start(&g, GP_HALF, D.sock);
-	snprintf(url, sizeof(url), "ipc://%s", g.path);
-	ck_status(chan_connect(url, &c), CHAN_OK);
-	__atomic_store_n(&g.armed, 1, __ATOMIC_SEQ_CST);
+	c = gp_client(&g, GP_HALF, true);
 	t0 = chh_now_ms();
 	st = chan_producer_open(c, "gh", NULL, &p);
 	took = chh_now_ms() - t0;
@@ -1314,18 +1180,6 @@ krecv_finish(krecv_job *j, int ms)
 	return (done);
 }
 
-/* Sends payload(from) .. payload(from + n - 1) one by one on c. */
-static void
-send_n(chan_client *c, const char *name, uint64_t from, uint64_t n)
-{
-	char b[32];
-
-	for (uint64_t i = from; i < from + n; i++) {
-		payload(b, sizeof(b), i);
-		ck_status(chan_send(c, name, b, strlen(b), chh_scaled_ms(5000)), CHAN_OK);
-	}
-}
-
 /* A consumer of prefetch (0: the default) messages per fetch. */
 static chan_consumer *
 consumer_ok(chan_client *c, const char *name, uint32_t prefetch)
@@ -1363,6 +1217,21 @@ consume_exactly(chan_consumer *k, uint64_t from, uint64_t n, bool redel)
 	ck_assert_msg(bad_seq == 0, "%llu seqs not increasing", (unsigned long long) bad_seq);
 	ck_assert_msg(bad_redel == 0, "%llu messages %s marked redelivered",
 	    (unsigned long long) bad_redel, redel ? "not" : "wrongly");
+}
+
+/*
+ * Sends payload(0) .. payload(n - 1) to name and returns a consumer
+ * (prefetch 10: deliveries of 10) that has received the first `taken`.
+ */
+static chan_consumer *
+consumer_took(chan_client *c, const char *name, uint64_t n, uint64_t taken)
+{
+	chan_consumer *k;
+
+	send_n(c, name, 0, n);
+	k = consumer_ok(c, name, 10);
+	consume_exactly(k, 0, taken, false);
+	return (k);
 }
 
 /*
@@ -1433,7 +1302,7 @@ START_TEST(consumer_restart_while_parked)
 {
 	bool           tcp = (_i & 1) != 0;
 	chh_daemon     d;
-	char           url[192], path[128];
+	char           url[192];
 	const char    *args[] = { "--listen", url, NULL };
 	chan_client   *c, *r;
 	chan_consumer *k;
@@ -1443,11 +1312,7 @@ START_TEST(consumer_restart_while_parked)
 	int            bound = chh_scaled_ms(5000);
 	bool           done;
 
-	if (tcp) {
-		snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
-	} else {
-		snprintf(url, sizeof(url), "ipc://%s", own_path("r.sock", path, sizeof(path)));
-	}
+	own_url(url, sizeof(url), tcp);
 	chh_start(&d, args);
 	ck_status(chan_connect(url, &c), CHAN_OK);
 	k = consumer_ok(c, "kr", 0);
@@ -1508,7 +1373,7 @@ START_TEST(consumer_daemon_gone_midstream)
 {
 	bool           killed = _i == 1;
 	chh_daemon     d;
-	char           url[192], path[128];
+	char           url[192];
 	const char    *args[] = { "--listen", url, NULL };
 	chan_client   *c, *r;
 	chan_consumer *k;
@@ -1518,12 +1383,10 @@ START_TEST(consumer_daemon_gone_midstream)
 	int64_t        t0, took;
 	bool           done;
 
-	snprintf(url, sizeof(url), "ipc://%s", own_path("r.sock", path, sizeof(path)));
+	own_url(url, sizeof(url), false);
 	chh_start(&d, args);
 	ck_status(chan_connect(url, &c), CHAN_OK);
-	send_n(c, "km", 0, 20);
-	k = consumer_ok(c, "km", 10);
-	consume_exactly(k, 0, 16, false); /* 15 taken, the 16th handed */
+	k = consumer_took(c, "km", 20, 16); /* 15 taken, the 16th handed */
 	wait_blocked_receivers(c, "km", 1);
 	ck_assert_uint_eq(stat_of(c, "km").in_flight, 10); /* the first delivery confirmed */
 	ck_assert_uint_eq(chan_consumer_buffered(k), 4);
@@ -1604,14 +1467,14 @@ END_TEST
 START_TEST(consumer_recv_waits_for_daemon)
 {
 	chh_daemon     d;
-	char           url[192], path[128];
+	char           url[192];
 	const char    *args[] = { "--listen", url, NULL };
 	chan_client   *c, *r;
 	chan_consumer *k;
 	krecv_job      j;
 	bool           done;
 
-	snprintf(url, sizeof(url), "ipc://%s", own_path("r.sock", path, sizeof(path)));
+	own_url(url, sizeof(url), false);
 	chh_start(&d, args);
 	ck_status(chan_connect(url, &c), CHAN_OK);
 	ck_status(chan_create(c, "kn", CHAN_UNBOUNDED), CHAN_OK);
@@ -1683,6 +1546,26 @@ kill_helper_main(const char *url, const char *name)
 }
 
 /*
+ * A consumer of name went with the n messages from `from` on not
+ * confirmed: they are back in the queue (and all it holds), counted
+ * redelivered, and a new consumer gets exactly those, marked redelivered.
+ */
+static void
+assert_redelivered(chan_client *c, const char *name, uint64_t from, uint64_t n)
+{
+	chan_stat_info si = wait_settled(c, name);
+	chan_consumer *k;
+	chan_msg      *m;
+
+	ck_assert_uint_eq(si.depth, n);
+	ck_assert_uint_eq(si.total_redelivered, n);
+	k = consumer_ok(c, name, 0);
+	consume_exactly(k, from, n, true);
+	ck_status(chan_consumer_recv(k, &m, 0), CHAN_EMPTY);
+	chan_consumer_close(k);
+}
+
+/*
  * 4. Custody over the consumer's connection. A consumer process that dies
  * (kill_helper_main): the confirmed delivery stays taken, the other one,
  * half taken and never confirmed, comes back whole, marked redelivered,
@@ -1693,7 +1576,6 @@ START_TEST(consumer_custody)
 {
 	chan_client   *c = connect_ok();
 	chan_consumer *k;
-	chan_msg      *m;
 	chan_stat_info si;
 	pid_t          pid;
 	int            status;
@@ -1702,30 +1584,16 @@ START_TEST(consumer_custody)
 	pid = spawn_helper("--helper-kconsumer", "kk");
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "helper status %d", status);
-	si = wait_settled(c, "kk");
-	ck_assert_uint_eq(si.depth, 10);
-	ck_assert_uint_eq(si.total_redelivered, 10);
-	k = consumer_ok(c, "kk", 0);
-	consume_exactly(k, 10, 10, true);
-	ck_status(chan_consumer_recv(k, &m, 0), CHAN_EMPTY);
-	chan_consumer_close(k);
+	assert_redelivered(c, "kk", 10, 10);
 	si = wait_settled(c, "kk");
 	ck_assert_uint_eq(si.depth, 0);
 	ck_assert_uint_eq(si.total_redelivered, 10);
 
 	/* Closed with part of a delivery taken. */
-	send_n(c, "kp", 0, 10);
-	k = consumer_ok(c, "kp", 10);
-	consume_exactly(k, 0, 4, false);
+	k = consumer_took(c, "kp", 10, 4);
 	ck_assert_uint_eq(stat_of(c, "kp").in_flight, 10);
 	chan_consumer_close(k);
-	si = wait_settled(c, "kp");
-	ck_assert_uint_eq(si.depth, 6);
-	ck_assert_uint_eq(si.total_redelivered, 6);
-	k = consumer_ok(c, "kp", 0);
-	consume_exactly(k, 4, 6, true);
-	ck_status(chan_consumer_recv(k, &m, 0), CHAN_EMPTY);
-	chan_consumer_close(k);
+	assert_redelivered(c, "kp", 4, 6);
 	ck_assert_uint_eq(wait_settled(c, "kp").depth, 0);
 	chan_disconnect(c);
 }
@@ -1746,9 +1614,7 @@ START_TEST(consumer_idle_confirms)
 	krecv_job      j;
 	int64_t        deadline;
 
-	send_n(c, "kidle", 0, 10);
-	k = consumer_ok(c, "kidle", 10);
-	consume_exactly(k, 0, 10, false); /* the 10th handed, not taken yet */
+	k = consumer_took(c, "kidle", 10, 10); /* the 10th handed, not taken yet */
 	wait_blocked_receivers(c, "kidle", 1);
 	ck_assert_uint_eq(stat_of(c, "kidle").in_flight, 10);
 
@@ -1846,36 +1712,19 @@ END_TEST
  */
 START_TEST(consumer_peer_not_chand)
 {
-	static const chan_status want[GP_HANGUP] = {
-		CHAN_PROTOCOL, CHAN_PROTOCOL, CHAN_PROTOCOL, CHAN_UNAVAILABLE, CHAN_UNAVAILABLE,
-	};
-	int            limit = chh_scaled_ms(_i == GP_SILENT ? 15000 : 3000);
 	gpeer          g;
-	char           url[160];
 	chan_client   *c;
 	chan_consumer *k = NULL;
 	chan_status    st;
 	int64_t        t0, took;
 
-	gp_start(&g, _i, D.sock);
-	snprintf(url, sizeof(url), "ipc://%s", g.path);
-	ck_status(chan_connect(url, &c), CHAN_OK);
-	__atomic_store_n(&g.armed, 1, __ATOMIC_SEQ_CST);
+	c = gp_client(&g, _i, true);
 
 	t0 = chh_now_ms();
 	st = chan_consumer_open(c, "gk", NULL, &k);
 	took = chh_now_ms() - t0;
 	if (direct_mode()) {
-		ck_assert_msg(st == want[_i], "consumer open on a peer that is not chand (mode "
-		    "%d): %s (%s), expected %s", _i, chan_status_name(st), why(st),
-		    chan_status_name(want[_i]));
-		ck_assert_msg(strstr(chan_last_error(NULL), g.path) != NULL,
-		    "the message does not name the URL: %s", chan_last_error(NULL));
-		ck_assert_msg(took < limit, "open took %lld ms to fail", (long long) took);
-		ck_assert_int_eq(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 1);
-		if (_i != GP_CLOSE) {
-			ck_assert_int_eq(__atomic_load_n(&g.got_hello, __ATOMIC_SEQ_CST), 1);
-		}
+		gp_assert_open_refused(&g, _i, "consumer open", st, took);
 	} else {
 		/*
 		 * nng's client: its dialer fails (a handshake it refuses or a
@@ -1884,8 +1733,7 @@ START_TEST(consumer_peer_not_chand)
 		 */
 		ck_assert_msg(st == CHAN_UNAVAILABLE, "consumer open through an impostor (mode "
 		    "%d): %s (%s)", _i, chan_status_name(st), why(st));
-		ck_assert_msg(strstr(chan_last_error(NULL), g.path) != NULL,
-		    "the message does not name the URL: %s", chan_last_error(NULL));
+		gp_assert_named(&g);
 		ck_assert_msg(took < chh_scaled_ms(15000), "open took %lld ms to fail",
 		    (long long) took);
 		ck_assert_int_ge(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 1);
@@ -1907,32 +1755,22 @@ END_TEST
 START_TEST(consumer_peer_hangs_up_every_fetch)
 {
 	gpeer          g;
-	char           url[160];
-	chan_client   *c, *r;
+	chan_client   *c;
 	chan_consumer *k;
 	chan_msg      *m;
-	chan_stat_info si;
 	chan_status    st;
 
 	if (!direct_mode()) {
 		return; /* nng's client never gets past the impostor (consumer_peer_not_chand) */
 	}
-	gp_start(&g, GP_HANGUP, D.sock);
-	snprintf(url, sizeof(url), "ipc://%s", g.path);
-	ck_status(chan_connect(url, &c), CHAN_OK);
-	__atomic_store_n(&g.armed, 1, __ATOMIC_SEQ_CST);
+	c = gp_client(&g, GP_HANGUP, true);
 	k = consumer_ok(c, "khu", 0);
 	st = chan_consumer_recv(k, &m, chh_scaled_ms(10000));
 	ck_assert_msg(st == CHAN_UNAVAILABLE, "receive: %s (%s), expected UNAVAILABLE",
 	    chan_status_name(st), why(st));
-	ck_assert_int_eq(__atomic_load_n(&g.requests, __ATOMIC_SEQ_CST), 5);
-	ck_assert_int_eq(__atomic_load_n(&g.req_changes, __ATOMIC_SEQ_CST), 0);
-	ck_assert_int_eq(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 5);
+	gp_assert_hangups(&g, 5, 0, 5);
 	chan_consumer_close(k);
-	/* Nothing reached the real daemon. */
-	r = connect_ok();
-	ck_status(chan_stat(r, "khu", &si), CHAN_NOT_FOUND);
-	chan_disconnect(r);
+	assert_never_reached_daemon("khu");
 	chan_disconnect(c);
 	gp_stop(&g);
 	own_dir_clean(false);
@@ -1986,8 +1824,7 @@ direct_suite(void)
 int
 main(int argc, char **argv)
 {
-	SRunner *sr;
-	int      failed;
+	int failed;
 
 	if (argc == 4 && strcmp(argv[1], "--helper-kconsumer") == 0) {
 		kill_helper_main(argv[2], argv[3]); /* spawn_helper's child: never returns */
@@ -1998,12 +1835,7 @@ main(int argc, char **argv)
 		perror("mkdtemp");
 		return (EXIT_FAILURE);
 	}
-	sr = srunner_create(direct_suite());
-	chh_suite_begin();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	chh_suite_end();
+	failed = chh_run_suite(direct_suite());
 	own_dir_clean(true);
 	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
 }

@@ -23,12 +23,6 @@
 #include "harness.h"
 #include "libchan_check.h"
 
-static void
-payload(char *buf, size_t cap, uint64_t i)
-{
-	snprintf(buf, cap, "m%08llu", (unsigned long long) i);
-}
-
 /* Asserts m carries payload(i). */
 static void
 msg_is(const chan_msg *m, uint64_t i)
@@ -42,54 +36,6 @@ msg_is(const chan_msg *m, uint64_t i)
 	    (const char *) chan_msg_data(m), want);
 }
 
-/* Index of a payload made by payload(), or UINT64_MAX. */
-static uint64_t
-payload_index(const chan_msg *m)
-{
-	char buf[32];
-
-	if (chan_msg_len(m) == 0 || chan_msg_len(m) >= sizeof(buf)) {
-		return (UINT64_MAX);
-	}
-	memcpy(buf, chan_msg_data(m), chan_msg_len(m));
-	buf[chan_msg_len(m)] = '\0';
-	return (buf[0] == 'm' ? strtoull(buf + 1, NULL, 10) : UINT64_MAX);
-}
-
-static void
-send_n(chan_client *c, const char *name, uint64_t from, uint64_t n)
-{
-	char     b[32];
-	uint64_t i;
-
-	for (i = from; i < from + n; i++) {
-		payload(b, sizeof(b), i);
-		ck_status(chan_send(c, name, b, strlen(b), CHAN_WAIT_FOREVER), CHAN_OK);
-	}
-}
-
-static chan_stat_info
-stat_of(chan_client *c, const char *name)
-{
-	chan_stat_info st;
-
-	ck_status(chan_stat(c, name, &st), CHAN_OK);
-	return (st);
-}
-
-/* Waits until the channel shows a parked receiver. */
-static void
-wait_blocked_receivers(chan_client *c, const char *name, uint32_t n)
-{
-	int64_t deadline = chh_now_ms() + chh_scaled_ms(5000);
-
-	while (stat_of(c, name).blocked_receivers < n) {
-		ck_assert_msg(chh_now_ms() < deadline, "%s: %u parked receivers never showed",
-		    name, n);
-		usleep(10 * 1000);
-	}
-}
-
 /* Waits until the channel's depth is at least n. */
 static void
 wait_depth(chan_client *c, const char *name, uint64_t n)
@@ -101,52 +47,6 @@ wait_depth(chan_client *c, const char *name, uint64_t n)
 		    (unsigned long long) n);
 		usleep(10 * 1000);
 	}
-}
-
-/* ---- outcome recording -------------------------------------------------------- */
-
-typedef struct outcomes {
-	pthread_mutex_t mtx;
-	uint64_t        n;          /* callbacks so far */
-	uint64_t        bad_order;  /* tickets out of order */
-	uint64_t        ok, failed;
-	chan_status     first_fail;
-	uint64_t        last_seq;
-	uint64_t        bad_seq;    /* OK seqs not increasing, or failed ones not 0 */
-} outcomes;
-
-static void
-outcomes_init(outcomes *o)
-{
-	memset(o, 0, sizeof(*o));
-	pthread_mutex_init(&o->mtx, NULL);
-}
-
-static void
-on_outcome(void *arg, uint64_t ticket, chan_status st, uint64_t seq)
-{
-	outcomes *o = arg;
-
-	pthread_mutex_lock(&o->mtx);
-	if (ticket != o->n + 1) {
-		o->bad_order++;
-	}
-	o->n++;
-	if (st == CHAN_OK) {
-		o->ok++;
-		if (seq <= o->last_seq) {
-			o->bad_seq++;
-		}
-		o->last_seq = seq;
-	} else {
-		if (o->failed++ == 0) {
-			o->first_fail = st;
-		}
-		if (seq != 0) {
-			o->bad_seq++;
-		}
-	}
-	pthread_mutex_unlock(&o->mtx);
 }
 
 static void
@@ -203,21 +103,16 @@ produce_thread(void *arg)
 
 START_TEST(producer_100k_in_order_exactly_once)
 {
-	chan_client       *c = connect_ok(), *r = connect_ok();
-	chan_producer_opts po;
-	produce_job        j = { .n = BIG_N };
-	outcomes           o;
-	pthread_t          t;
-	chan_msg         **msgs = calloc(chan_max_batch(r), sizeof(*msgs));
-	chan_msg          *m;
-	uint64_t           got = 0, last_seq = 0;
-	size_t             n, i;
+	chan_client *c = connect_ok(), *r = connect_ok();
+	produce_job  j = { .n = BIG_N };
+	outcomes     o;
+	pthread_t    t;
+	chan_msg   **msgs = calloc(chan_max_batch(r), sizeof(*msgs));
+	chan_msg    *m;
+	uint64_t     got = 0, last_seq = 0;
+	size_t       n, i;
 
-	outcomes_init(&o);
-	chan_producer_opts_init(&po);
-	po.on_outcome = on_outcome;
-	po.arg = &o;
-	ck_status(chan_producer_open(c, "big", &po, &j.p), CHAN_OK);
+	j.p = producer_with_outcomes(c, "big", &o, 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, produce_thread, &j), 0);
 	/* Received while it is produced. */
 	while (got < BIG_N) {
@@ -282,21 +177,16 @@ drain_thread(void *arg)
 static void
 produce_through(int64_t capacity, const char *name, uint64_t n)
 {
-	chan_client       *c = connect_ok(), *r = connect_ok();
-	chan_producer     *p;
-	chan_producer_opts po;
-	drain_job          j = { .c = r, .name = name, .n = n };
-	outcomes           o;
-	pthread_t          t;
-	char               b[32];
-	uint64_t           i;
+	chan_client   *c = connect_ok(), *r = connect_ok();
+	chan_producer *p;
+	drain_job      j = { .c = r, .name = name, .n = n };
+	outcomes       o;
+	pthread_t      t;
+	char           b[32];
+	uint64_t       i;
 
 	ck_status(chan_create(c, name, capacity), CHAN_OK);
-	outcomes_init(&o);
-	chan_producer_opts_init(&po);
-	po.on_outcome = on_outcome;
-	po.arg = &o;
-	ck_status(chan_producer_open(c, name, &po, &p), CHAN_OK);
+	p = producer_with_outcomes(c, name, &o, 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, drain_thread, &j), 0);
 	for (i = 0; i < n; i++) {
 		payload(b, sizeof(b), i);
@@ -329,19 +219,14 @@ END_TEST
 
 START_TEST(producer_closed_channel)
 {
-	chan_client       *c = connect_ok();
-	chan_producer     *p;
-	chan_producer_opts po;
-	outcomes           o;
-	uint64_t           i, t;
+	chan_client   *c = connect_ok();
+	chan_producer *p;
+	outcomes       o;
+	uint64_t       i, t;
 
 	ck_status(chan_create(c, "shut", CHAN_UNBOUNDED), CHAN_OK);
 	ck_status(chan_close(c, "shut"), CHAN_OK);
-	outcomes_init(&o);
-	chan_producer_opts_init(&po);
-	po.on_outcome = on_outcome;
-	po.arg = &o;
-	ck_status(chan_producer_open(c, "shut", &po, &p), CHAN_OK);
+	p = producer_with_outcomes(c, "shut", &o, 0);
 	for (i = 1; i <= 5; i++) {
 		ck_status(chan_producer_send(p, "x", 1, &t), CHAN_OK);
 		ck_assert_uint_eq(t, i);
@@ -377,7 +262,7 @@ START_TEST(producer_stop_on_failure)
 
 	ck_status(chan_create(c, "stop", CHAN_UNBOUNDED), CHAN_OK);
 	ck_status(chan_close(c, "stop"), CHAN_OK);
-	outcomes_init(&o);
+	outcomes_init(&o, 0);
 	chan_producer_opts_init(&po);
 	po.on_outcome = on_outcome;
 	po.arg = &o;
@@ -403,19 +288,14 @@ END_TEST
 START_TEST(producer_no_auto_create)
 {
 	static const char *const extra[] = { "--no-auto-create", NULL };
-	chan_client       *c;
-	chan_producer     *p;
-	chan_producer_opts po;
-	outcomes           o;
+	chan_client   *c;
+	chan_producer *p;
+	outcomes       o;
 
 	chh_stop(&D);
 	chh_start(&D, extra);
 	c = connect_ok();
-	outcomes_init(&o);
-	chan_producer_opts_init(&po);
-	po.on_outcome = on_outcome;
-	po.arg = &o;
-	ck_status(chan_producer_open(c, "nowhere", &po, &p), CHAN_OK);
+	p = producer_with_outcomes(c, "nowhere", &o, 0);
 	ck_status(chan_producer_send(p, "a", 1, NULL), CHAN_OK);
 	ck_status(chan_producer_send(p, "b", 1, NULL), CHAN_OK);
 	ck_status(chan_producer_close(p), CHAN_NOT_FOUND);
@@ -1002,18 +882,12 @@ handles_suite(void)
 int
 main(int argc, char **argv)
 {
-	SRunner *sr;
-	int      failed;
+	int failed;
 
 	if (argc == 4 && strncmp(argv[1], "--helper-", 9) == 0) {
 		helper_main(argv[1], argv[2], argv[3]);
 	}
 	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(handles_suite());
-	chh_suite_begin();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	chh_suite_end();
+	failed = chh_run_suite(handles_suite());
 	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
 }

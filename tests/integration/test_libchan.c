@@ -435,24 +435,6 @@ send_thread(void *arg)
 	return (NULL);
 }
 
-/* Waits until a parked call shows up in stat (blocked receivers). */
-static void
-wait_blocked_receivers(chan_client *c, const char *name, uint32_t n)
-{
-	chan_stat_info st;
-	int64_t        deadline = chh_now_ms() + chh_scaled_ms(5000);
-
-	for (;;) {
-		if (chan_stat(c, name, &st) == CHAN_OK &&
-		    st.blocked_receivers >= n) {
-			return;
-		}
-		ck_assert_msg(chh_now_ms() < deadline,
-		    "%s: %u blocked receivers never showed in stat", name, n);
-		usleep(10 * 1000);
-	}
-}
-
 START_TEST(close_drains_then_closed)
 {
 	chan_client   *c = connect_ok();
@@ -997,26 +979,6 @@ END_TEST
 
 /* ---- tcp -------------------------------------------------------------------------- */
 
-/* A free local tcp port (closed again at once: a small race, retried). */
-static int
-free_tcp_port(void)
-{
-	struct sockaddr_in sa;
-	socklen_t          len = sizeof(sa);
-	int                fd, port;
-
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_ge(fd, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return (port);
-}
-
 START_TEST(tcp_and_ipc_together)
 {
 	chh_daemon     d2;
@@ -1117,20 +1079,13 @@ libchan_suite(void)
 int
 main(int argc, char **argv)
 {
-	SRunner *sr;
-	int      failed;
+	int failed;
 
 	if (argc == 4 && strncmp(argv[1], "--helper-", 9) == 0) {
 		helper_main(argv[1], argv[2], argv[3]);
 	}
-	sr = srunner_create(libchan_suite());
-
 	/* libchan may run threads of its own; SIGPIPE is never wanted. */
 	signal(SIGPIPE, SIG_IGN);
-	chh_suite_begin();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	chh_suite_end();
+	failed = chh_run_suite(libchan_suite());
 	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
 }

@@ -413,13 +413,8 @@ security_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(security_suite());
-	int      failed;
+	int failed;
 
-	chh_suite_begin();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	chh_suite_end();
+	failed = chh_run_suite(security_suite());
 	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
 }
