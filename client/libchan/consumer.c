@@ -147,21 +147,27 @@ chan_consumer_taken_part(chan_consumer *k)
  * handled do not come back if this process dies while the channel is idle.
  */
 static void
-chan_consumer_confirm_now(chan_consumer *k)
+chan_consumer_confirm_now(chan_consumer *k, int64_t deadline_ms)
 {
 	chan_exchange  x;
 	Chan__V1__Ping p = CHAN__V1__PING__INIT;
+	int64_t        bound = chan_mono_ms() + CHAN_CONFIRM_PING_MS;
 
+	/* Never past the caller's own deadline (< 0: none). */
+	if (deadline_ms >= 0 && deadline_ms < bound) {
+		bound = deadline_ms;
+	}
 	k->unsent = false;
 	if (k->direct) {
-		chan_kd_ping(k);
+		chan_kd_ping(k, bound);
 		return;
 	}
 	chan_exchange_init(&x);
 	x.req.op_case = CHAN__V1__REQUEST__OP_PING;
 	x.req.ping = &p;
 	/* A failure puts them back for the next request: nothing to do here. */
-	(void) chan_exchange_run(k->c, &x, 0, CHAN_CONFIRM_PING_MS, false);
+	bound -= chan_mono_ms();
+	(void) chan_exchange_run(k->c, &x, 0, bound > 0 ? bound : 0, false);
 	chan_exchange_fini(&x);
 }
 
@@ -351,7 +357,7 @@ chan_consumer_fill(chan_consumer *k, int64_t timeout_ms)
 				return (chan_fail(CHAN_TIMEOUT, "no message on '%s' within %lld ms",
 				    k->name, (long long) timeout_ms));
 			}
-			chan_consumer_confirm_now(k);
+			chan_consumer_confirm_now(k, deadline);
 			continue;
 		}
 		if (!chan_consumer_wait(k, deadline)) {

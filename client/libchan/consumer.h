@@ -119,8 +119,8 @@ chan_status chan_kd_send_fetch(chan_consumer *k);
 bool        chan_kd_wait(chan_consumer *k, int64_t deadline_ms);
 /* k->ans into the buffer (or its failure into k->pend). */
 void        chan_kd_absorb(chan_consumer *k);
-/* A Ping carrying the queued confirmations. */
-void        chan_kd_ping(chan_consumer *k);
+/* A Ping carrying the queued confirmations; its answer waited for until deadline_ms. */
+void        chan_kd_ping(chan_consumer *k, int64_t deadline_ms);
 /* Any thread: withdraws the parked fetch and wakes a blocked read. */
 void        chan_kd_cancel(chan_consumer *k);
 

@@ -265,7 +265,7 @@ chan_kd_absorb(chan_consumer *k)
 
 /* A Ping carrying the queued confirmations, answered within CHAN_CONFIRM_PING_MS. */
 void
-chan_kd_ping(chan_consumer *k)
+chan_kd_ping(chan_consumer *k, int64_t deadline_ms)
 {
 	Chan__V1__Request q = CHAN__V1__REQUEST__INIT;
 	Chan__V1__Ping    p = CHAN__V1__PING__INIT;
@@ -280,7 +280,7 @@ chan_kd_ping(chan_consumer *k)
 	q.op_case = CHAN__V1__REQUEST__OP_PING;
 	q.ping = &p;
 	if (chan_kd_send(k, &q, id) == CHAN_OK &&
-	    chan_kd_read(k, id, &ans, &len, chan_mono_ms() + CHAN_CONFIRM_PING_MS, false) == CHAN_OK) {
+	    chan_kd_read(k, id, &ans, &len, deadline_ms, false) == CHAN_OK) {
 		free(ans);
 	}
 }
@@ -343,7 +343,8 @@ void
 chan_kd_close(chan_consumer *k)
 {
 	if (k->nkc > 0) {
-		chan_kd_ping(k); /* last confirmations, then the connection closes */
+		/* Last confirmations, then the connection closes. */
+		chan_kd_ping(k, chan_mono_ms() + CHAN_CONFIRM_PING_MS);
 	}
 	free(k->ans); /* never absorbed: its delivery goes back with the connection */
 	k->ans = NULL;
