@@ -443,13 +443,10 @@ chan_answer_release(void *m)
 	chl_msgpool_put(m);
 }
 
-/* Decodes and checks the answer; keeps it in x->resp. */
-static chan_status
-chan_decode(chan_client *c, chan_exchange *x, nng_msg *answer)
+chan_status
+chan_decode_bytes(const char *url, chan_exchange *x, void *owner, void (*release)(void *),
+    const void *bytes, size_t len)
 {
-	size_t len = nng_msg_len(answer);
-
-	x->pipe = nng_msg_get_pipe(answer);
 	/* protobuf-c copies every field; 4x plus slack covers any honest answer. */
 	chl_capped_alloc_init(&x->alloc, len * 4 + (1u << 20));
 	/*
@@ -457,17 +454,38 @@ chan_decode(chan_client *c, chan_exchange *x, nng_msg *answer)
 	 * payloads into it instead of copying them; a batch answer's messages
 	 * then point into it too, see msg.c), and goes with x->alloc.
 	 */
-	chl_capped_alloc_borrow(&x->alloc, answer, chan_answer_release);
-	x->resp = chl_response_decode(&x->alloc, nng_msg_body(answer), len);
+	chl_capped_alloc_borrow(&x->alloc, owner, release);
+	x->resp = chl_response_decode(&x->alloc, bytes, len);
 	if (x->resp == NULL) {
-		return (chan_fail(CHAN_PROTOCOL, "undecodable answer (%zu bytes) from %s", len, c->url));
+		return (chan_fail(CHAN_PROTOCOL, "undecodable answer (%zu bytes) from %s", len, url));
 	}
-	/* nng matched the answer to this request; an id, when there is one, must agree. */
+	/* The transport matched the answer to this request; an id, when there is one, must agree. */
 	if (x->resp->has_id && x->resp->id != x->req.id) {
 		return (chan_fail(CHAN_PROTOCOL, "answer to request %llu from %s, expected %llu",
-		    (unsigned long long) x->resp->id, c->url, (unsigned long long) x->req.id));
+		    (unsigned long long) x->resp->id, url, (unsigned long long) x->req.id));
 	}
 	return (CHAN_OK);
+}
+
+chan_status
+chan_answer_status(const Chan__V1__Response *r)
+{
+	chan_status st = (chan_status) r->status;
+
+	if (st == CHAN_OK) {
+		return (CHAN_OK);
+	}
+	return (chan_fail(st, "%s", r->error != NULL && r->error[0] != '\0' ? r->error
+	                                                                   : chan_strerror(st)));
+}
+
+/* Decodes and checks the answer; keeps it in x->resp. */
+static chan_status
+chan_decode(chan_client *c, chan_exchange *x, nng_msg *answer)
+{
+	x->pipe = nng_msg_get_pipe(answer);
+	return (chan_decode_bytes(c->url, x, answer, chan_answer_release, nng_msg_body(answer),
+	    nng_msg_len(answer)));
 }
 
 chan_status
@@ -514,12 +532,7 @@ chan_exchange_answer(chan_client *c, chan_exchange *x, nng_msg *answer, int want
 		chan_confirm_later(c, x->resp->delivery, x->pipe);
 	}
 	if (st != CHAN_OK) {
-		if (x->resp->error != NULL && x->resp->error[0] != '\0') {
-			chan_fail(st, "%s", x->resp->error);
-		} else {
-			chan_fail(st, "%s", chan_strerror(st));
-		}
-		return (st);
+		return (chan_answer_status(x->resp));
 	}
 	if (want_result != 0 && (int) x->resp->result_case != want_result) {
 		return (chan_fail(CHAN_PROTOCOL, "answer from %s carries result %d, expected %d", c->url,

@@ -237,6 +237,16 @@ chan_status chan_counter_wait_build(chan_client *c, const char *name, chan_wait_
  */
 chan_status chan_unpack_msgs(chan_client *c, chan_exchange *x, size_t max, chan_msg **msgs,
     size_t *n, bool confirm);
+/*
+ * Decodes an answer's bytes into x->resp (x->alloc, which takes owner over
+ * and frees it with release, whatever happens) and checks its id against
+ * x->req.id. url names the daemon in errors. CHAN_OK or CHAN_PROTOCOL.
+ */
+chan_status chan_decode_bytes(const char *url, chan_exchange *x, void *owner,
+    void (*release)(void *), const void *bytes, size_t len);
+/* CHAN_OK, or r's failure, with its text (else the status's) as the thread's last error. */
+chan_status chan_answer_status(const Chan__V1__Response *r);
+
 /* The same without a client: url names the daemon in errors; confirms nothing. */
 chan_status chan_unpack_msgs_from(const char *url, chan_exchange *x, size_t max, chan_msg **msgs,
     size_t *n);

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 
 void
@@ -151,7 +152,7 @@ chan_consumer_confirm_now(chan_consumer *k, int64_t deadline_ms)
 {
 	chan_exchange  x;
 	Chan__V1__Ping p = CHAN__V1__PING__INIT;
-	int64_t        bound = chan_mono_ms() + CHAN_CONFIRM_PING_MS;
+	int64_t        bound = chl_now_mono_ms() + CHAN_CONFIRM_PING_MS;
 
 	/* Never past the caller's own deadline (< 0: none). */
 	if (deadline_ms >= 0 && deadline_ms < bound) {
@@ -166,7 +167,7 @@ chan_consumer_confirm_now(chan_consumer *k, int64_t deadline_ms)
 	x.req.op_case = CHAN__V1__REQUEST__OP_PING;
 	x.req.ping = &p;
 	/* A failure puts them back for the next request: nothing to do here. */
-	bound -= chan_mono_ms();
+	bound -= chl_now_mono_ms();
 	(void) chan_exchange_run(k->c, &x, 0, bound > 0 ? bound : 0, false);
 	chan_exchange_fini(&x);
 }
@@ -273,7 +274,7 @@ chan_consumer_wait(chan_consumer *k, int64_t deadline_ms)
 		return (chan_kd_wait(k, bounded ? deadline_ms : -1));
 	}
 	if (bounded) {
-		int64_t left = deadline_ms - chan_mono_ms();
+		int64_t left = deadline_ms - chl_now_mono_ms();
 
 		if (left < 0) {
 			left = 0;
@@ -310,7 +311,7 @@ chan_consumer_fill(chan_consumer *k, int64_t timeout_ms)
 	if (k->bn > 0) {
 		return (CHAN_OK);
 	}
-	deadline = timeout_ms > 0 ? chan_mono_ms() + timeout_ms : timeout_ms;
+	deadline = timeout_ms > 0 ? chl_now_mono_ms() + timeout_ms : timeout_ms;
 	for (;;) {
 		chan_consumer_absorb(k);
 		if (k->bn > 0) {
@@ -333,7 +334,7 @@ chan_consumer_fill(chan_consumer *k, int64_t timeout_ms)
 				    "consumer of '%s' reached its limit of %llu messages", k->name,
 				    (unsigned long long) k->limit));
 			}
-			if (timeout_ms > 0 && (t = deadline - chan_mono_ms()) < 0) {
+			if (timeout_ms > 0 && (t = deadline - chl_now_mono_ms()) < 0) {
 				t = 0;
 			}
 			chan_consumer_fetch(k, t, false);
@@ -348,12 +349,12 @@ chan_consumer_fill(chan_consumer *k, int64_t timeout_ms)
 			 * (streaming); one parked for longer (an idle channel)
 			 * would keep them: a Ping carries them then.
 			 */
-			int64_t idle = chan_mono_ms() + CHAN_CONFIRM_IDLE_MS;
+			int64_t idle = chl_now_mono_ms() + CHAN_CONFIRM_IDLE_MS;
 
 			if (chan_consumer_wait(k, deadline >= 0 && deadline < idle ? deadline : idle)) {
 				continue;
 			}
-			if (deadline >= 0 && chan_mono_ms() >= deadline) {
+			if (deadline >= 0 && chl_now_mono_ms() >= deadline) {
 				return (chan_fail(CHAN_TIMEOUT, "no message on '%s' within %lld ms",
 				    k->name, (long long) timeout_ms));
 			}

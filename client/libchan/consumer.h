@@ -7,7 +7,6 @@
 #define CHAN_CONSUMER_INT_H
 
 #include <stdatomic.h>
-#include <time.h>
 
 #include "client.h"
 #include "sp.h"
@@ -68,7 +67,6 @@ struct chan_consumer {
 	bool            direct;
 	chan_sp         sp;
 	int             wake[2];   /* chan_consumer_cancel writes, a blocked read wakes */
-	char           *url;
 	uint32_t        dmax;
 	bool            batch_form, confirm_part, cancel_op;
 	uint64_t        client_id;
@@ -84,15 +82,6 @@ struct chan_consumer {
 	chan_kconfirm  *kc;
 	size_t          nkc, kc_cap;
 };
-
-static inline int64_t
-chan_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
 
 static inline bool
 chan_consumer_is_cancelled(chan_consumer *k)

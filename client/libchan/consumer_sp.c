@@ -136,11 +136,8 @@ chan_kd_read(chan_consumer *k, uint64_t id, void **ans, size_t *len, int64_t dea
 		uint32_t    rid;
 		void       *b;
 		size_t      n;
-		int64_t     left = deadline_ms < 0 ? -1 : deadline_ms - chan_mono_ms();
-		chan_status st;
+		chan_status st = chan_sp_recv(&k->sp, &rid, &b, &n, deadline_ms, wake ? k->wake[0] : -1);
 
-		st = chan_sp_recv(&k->sp, &rid, &b, &n, deadline_ms >= 0 && left < 0 ? 0 : left,
-		    wake ? k->wake[0] : -1);
 		if (st != CHAN_OK) {
 			return (st);
 		}
@@ -184,7 +181,7 @@ chan_kd_wait(chan_consumer *k, int64_t deadline_ms)
 			return (true);
 		}
 		if (!k->fetch_sent && chan_kd_send_fetch(k) != CHAN_OK) {
-			if (deadline_ms >= 0 && chan_mono_ms() >= deadline_ms) {
+			if (deadline_ms >= 0 && chl_now_mono_ms() >= deadline_ms) {
 				return (false);
 			}
 			(void) chan_sp_pause(k->wake[0], CHAN_RESET_PAUSE_MS);
@@ -223,32 +220,30 @@ chan_kd_absorb(chan_consumer *k)
 
 	chan_exchange_init(&x);
 	recv.name = k->name;
+	x.req.id = k->fetch_id;
 	x.req.op_case = CHAN__V1__REQUEST__OP_RECV;
 	x.req.recv = &recv;
-	chl_capped_alloc_init(&x.alloc, k->ans_len * 4 + (1u << 20));
-	chl_capped_alloc_borrow(&x.alloc, k->ans, free);
 	atomic_store(&k->live_fetch, 0);
-	x.resp = chl_response_decode(&x.alloc, k->ans, k->ans_len);
+	st = chan_decode_bytes(k->sp.url, &x, k->ans, free, k->ans, k->ans_len);
 	k->ans = NULL;
 	k->inflight = false;
 	k->resets = 0;
-	if (x.resp == NULL || (x.resp->has_id && x.resp->id != k->fetch_id)) {
-		st = chan_fail(CHAN_PROTOCOL, "undecodable answer from %s", k->url);
-	} else if ((st = (chan_status) x.resp->status) != CHAN_OK) {
-		chan_fail(st, "%s", x.resp->error != NULL && x.resp->error[0] != '\0'
-		        ? x.resp->error : chan_strerror(st));
-	} else if (!chan_ring_grow((void **) &k->buf, sizeof(*k->buf), &k->bhead, k->bn, &k->bcap,
-	               k->fetch_want) ||
-	    !chan_ring_grow((void **) &k->dq, sizeof(*k->dq), &k->dhead, k->dn, &k->dcap, 1) ||
-	    (msgs = calloc(k->fetch_want, sizeof(*msgs))) == NULL) {
+	if (st == CHAN_OK) {
+		st = chan_answer_status(x.resp);
+	}
+	if (st == CHAN_OK &&
+	    (!chan_ring_grow((void **) &k->buf, sizeof(*k->buf), &k->bhead, k->bn, &k->bcap,
+	         k->fetch_want) ||
+	        !chan_ring_grow((void **) &k->dq, sizeof(*k->dq), &k->dhead, k->dn, &k->dcap, 1) ||
+	        (msgs = calloc(k->fetch_want, sizeof(*msgs))) == NULL)) {
 		st = chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for prefetched messages");
-	} else {
+	}
+	if (st == CHAN_OK) {
 		delivery = x.resp->delivery; /* the messages take x.resp with them */
-		st = chan_unpack_msgs_from(k->url, &x, k->fetch_want, msgs, &n);
+		st = chan_unpack_msgs_from(k->sp.url, &x, k->fetch_want, msgs, &n);
 	}
 	if (st != CHAN_OK) {
-		k->pend = st;
-		snprintf(k->pend_msg, sizeof(k->pend_msg), "%s", chan_last_error(NULL));
+		chan_kd_give_up(k, st, chan_last_error(NULL));
 	} else {
 		for (i = 0; i < n; i++) {
 			k->buf[(k->bhead + k->bn) % k->bcap] = msgs[i];
@@ -319,23 +314,18 @@ chan_kd_open(chan_consumer *k, chan_client *c)
 {
 	chan_status s;
 
+	/* First, so that chan_kd_close can undo whatever follows. */
+	s = chan_sp_init(&k->sp, chan_url(c), chan_recv_bound(c));
 	k->direct = true;
 	k->wake[0] = k->wake[1] = -1;
-	k->sp.fd = -1; /* chan_kd_close may run before chan_sp_init */
-	if ((s = chan_sp_wake_open(k->wake)) != CHAN_OK) {
+	if (s != CHAN_OK || (s = chan_sp_wake_open(k->wake)) != CHAN_OK) {
 		return (s);
-	}
-	if ((k->url = strdup(chan_url(c))) == NULL) {
-		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
 	}
 	k->dmax = c->max_batch;
 	k->batch_form = c->batch_form;
 	k->confirm_part = c->confirm_part;
 	k->cancel_op = c->cancel_op;
 	k->client_id = chan_random_id();
-	if ((s = chan_sp_init(&k->sp, k->url, chan_recv_bound(c))) != CHAN_OK) {
-		return (s);
-	}
 	return (chan_sp_dial(&k->sp, CHAN_SP_DIAL_MS, k->wake[0]));
 }
 
@@ -344,12 +334,11 @@ chan_kd_close(chan_consumer *k)
 {
 	if (k->nkc > 0) {
 		/* Last confirmations, then the connection closes. */
-		chan_kd_ping(k, chan_mono_ms() + CHAN_CONFIRM_PING_MS);
+		chan_kd_ping(k, chl_now_mono_ms() + CHAN_CONFIRM_PING_MS);
 	}
 	free(k->ans); /* never absorbed: its delivery goes back with the connection */
 	k->ans = NULL;
 	chan_sp_fini(&k->sp);
 	chan_sp_wake_close(k->wake);
 	free(k->kc);
-	free(k->url);
 }

@@ -33,7 +33,6 @@
 #include <string.h>
 #include <time.h>
 
-
 static int64_t
 chan_mono_us(void)
 {

@@ -83,7 +83,6 @@ struct chan_producer {
 	uint8_t             *pk;     /* the packed request */
 	size_t               pk_len, pk_cap;
 	uint64_t             req_id;
-	bool                 batch_form;
 	int                  wakefd[2]; /* chan_cancel(c) wakes the producer thread */
 	atomic_bool          cancelled;
 	chan_cancel_hook     hook;      /* on c (chan_cancel_hook_add) */

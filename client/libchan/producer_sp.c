@@ -1,10 +1,10 @@
 /*
- * producer_sp.c - a direct producer's I/O (sp.h says why): the producer
- * producer's I/O thread packs each batch as one Send, writes it on the
- * producer's own connection, and reads the answer, while the caller keeps
- * filling the next batch and the producer thread runs the outcomes. A lost connection is dialled again (as nng's dialer would)
- * and the same request written again (same client and id, so the daemon
- * never does it twice). chan_cancel(c) reaches the thread through a hook
+ * producer_sp.c - a direct producer's I/O (sp.h says why): the producer's
+ * I/O thread packs each batch as one Send, writes it on the producer's
+ * own connection and reads the answer, while the caller keeps filling the
+ * next batch and the producer thread runs the outcomes. A lost connection
+ * is dialled again (as nng's dialer would) and the same request written
+ * again (same client and id, so the daemon never does it twice). chan_cancel(c) reaches the thread through a hook
  * on c and a pipe its reads poll.
  */
 #include "producer.h"
@@ -39,7 +39,7 @@ chan_producer_pack(chan_producer *p, const chan_pbatch *b)
 	q.client = p->client_id;
 	q.op_case = CHAN__V1__REQUEST__OP_SEND;
 	q.send = &snd;
-	need = chl_request_packed_size(&q, p->batch_form, &lay);
+	need = chl_request_packed_size(&q, p->c->batch_form, &lay);
 	if (need > p->pk_cap) {
 		uint8_t *n = realloc(p->pk, need);
 
@@ -49,7 +49,7 @@ chan_producer_pack(chan_producer *p, const chan_pbatch *b)
 		p->pk = n;
 		p->pk_cap = need;
 	}
-	p->pk_len = chl_request_pack(&q, p->batch_form, &lay, p->pk);
+	p->pk_len = chl_request_pack(&q, p->c->batch_form, &lay, p->pk);
 	return (CHAN_OK);
 }
 
@@ -124,47 +124,39 @@ chan_producer_read(chan_producer *p, chan_status st, void **ans, size_t *alen)
 	}
 }
 
-/* The batch's outcome from its answer. *seq: its first seq. */
+/* The batch's outcome from its answer (taken over). *seq: its first seq. */
 static chan_status
-chan_producer_outcome(chan_producer *p, const void *ans, size_t alen, uint64_t *seq)
+chan_producer_outcome(chan_producer *p, void *ans, size_t alen, uint64_t *seq)
 {
-	Chan__V1__Response *r = chan__v1__response__unpack(NULL, alen, ans);
-	chan_status         st = CHAN_OK;
+	chan_exchange x;
+	chan_status   st;
 
-	*seq = 0;
-	if (r == NULL) {
-		return (chan_fail(CHAN_PROTOCOL, "undecodable answer (%zu bytes) from %s", alen,
-		    p->sp.url));
+	chan_exchange_init(&x);
+	x.req.id = p->req_id;
+	if ((st = chan_decode_bytes(p->sp.url, &x, ans, free, ans, alen)) == CHAN_OK &&
+	    (st = chan_answer_status(x.resp)) == CHAN_OK &&
+	    x.resp->result_case == CHAN__V1__RESPONSE__RESULT_SEND) {
+		*seq = x.resp->send->first_seq;
 	}
-	if (r->has_id && r->id != p->req_id) {
-		st = chan_fail(CHAN_PROTOCOL, "answer to request %llu from %s, expected %llu",
-		    (unsigned long long) r->id, p->sp.url, (unsigned long long) p->req_id);
-	} else if (r->status != CHAN__V1__STATUS__OK) {
-		st = chan_fail((chan_status) r->status, "%s",
-		    r->error != NULL && r->error[0] != '\0' ? r->error
-		                                           : chan_strerror((chan_status) r->status));
-	} else if (r->result_case == CHAN__V1__RESPONSE__RESULT_SEND) {
-		*seq = r->send->first_seq;
-	}
-	chan__v1__response__free_unpacked(r, NULL);
+	chan_exchange_fini(&x);
 	return (st);
 }
 
-/* The answer to the batch just written (pst: packing, wst: writing): its outcome. */
+/*
+ * The batch in flight, packed into p->pk: written, answered (over lost
+ * connections), and its outcome; *seq its first seq.
+ */
 static chan_status
-chan_producer_answer(chan_producer *p, chan_status pst, chan_status wst, uint64_t *seq, char *msg,
-    size_t msglen)
+chan_producer_exchange(chan_producer *p, uint64_t *seq)
 {
 	void       *ans = NULL;
 	size_t      alen = 0;
-	chan_status st = pst;
+	chan_status st;
 
 	*seq = 0;
-	if (st == CHAN_OK && (st = chan_producer_read(p, wst, &ans, &alen)) == CHAN_OK) {
+	if ((st = chan_producer_read(p, chan_producer_write(p), &ans, &alen)) == CHAN_OK) {
 		st = chan_producer_outcome(p, ans, alen, seq);
 	}
-	free(ans);
-	snprintf(msg, msglen, "%s", st == CHAN_OK ? "" : chan_last_error(NULL));
 	if (p->pk_cap > 2 * CHAN_PROD_ARENA_KEEP) { /* one big burst keeps nothing */
 		free(p->pk);
 		p->pk = NULL;
@@ -188,18 +180,20 @@ chan_producer_io_main(void *arg)
 	for (;;) {
 		if (p->inflight != NULL && p->wire) {
 			chan_pbatch *b = p->inflight;
-			chan_status  pst, wst = CHAN_OK, st;
-			uint64_t     seq;
-			char         msg[512];
+			chan_status  st;
+			uint64_t     seq = 0;
+			char         msg[512] = "";
 
 			p->wire = false;
 			pthread_mutex_unlock(&p->mtx);
-			pst = atomic_load(&p->cancelled) ? chan_producer_cancelled(p)
-			                                 : chan_producer_pack(p, b);
-			if (pst == CHAN_OK) {
-				wst = chan_producer_write(p);
+			st = atomic_load(&p->cancelled) ? chan_producer_cancelled(p)
+			                                : chan_producer_pack(p, b);
+			if (st == CHAN_OK) {
+				st = chan_producer_exchange(p, &seq);
 			}
-			st = chan_producer_answer(p, pst, wst, &seq, msg, sizeof(msg));
+			if (st != CHAN_OK) {
+				snprintf(msg, sizeof(msg), "%s", chan_last_error(NULL));
+			}
 			pthread_mutex_lock(&p->mtx);
 			chan_producer_answered(p, b, st, seq, msg);
 			if (p->head != NULL && p->stopped == CHAN_OK) {
@@ -234,7 +228,6 @@ chan_prod_sp_open(chan_producer *p)
 	}
 	p->direct = true;
 	p->client_id = chan_random_id();
-	p->batch_form = p->c->batch_form;
 	p->hook.fn = chan_producer_cancel_hook;
 	p->hook.arg = p;
 	chan_cancel_hook_add(p->c, &p->hook);

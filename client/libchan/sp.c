@@ -13,7 +13,6 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -98,29 +97,22 @@ chan_sp_fini(chan_sp *s)
 	pthread_mutex_destroy(&s->mtx);
 }
 
-static int64_t
-chan_sp_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
-/* Waits for fd to be ready for events (and not wakefd); 1 ready, 0 timeout, -1 woken. */
+/*
+ * Waits for fd to be ready for events until deadline_ms (chl_now_mono_ms;
+ * < 0: none), not once wakefd (>= 0) is readable: 1 ready, 0 the
+ * deadline passed, -1 woken.
+ */
 static int
-chan_sp_wait(int fd, short events, int64_t timeout_ms, int wakefd)
+chan_sp_wait(int fd, short events, int64_t deadline_ms, int wakefd)
 {
 	struct pollfd pf[2] = { { .fd = fd, .events = events }, { .fd = wakefd, .events = POLLIN } };
-	int64_t       deadline = timeout_ms < 0 ? -1 : chan_sp_now_ms() + timeout_ms;
+	int64_t       left;
 	int           n;
 
 	for (;;) {
-		if (deadline >= 0 && (timeout_ms = deadline - chan_sp_now_ms()) < 0) {
-			timeout_ms = 0;
-		}
+		left = deadline_ms < 0 ? -1 : deadline_ms - chl_now_mono_ms();
 		n = poll(pf, wakefd >= 0 ? 2 : 1,
-		    timeout_ms < 0 ? -1 : timeout_ms > INT32_MAX ? INT32_MAX : (int) timeout_ms);
+		    left < 0 ? (deadline_ms < 0 ? -1 : 0) : left > INT32_MAX ? INT32_MAX : (int) left);
 		if (n < 0 && errno == EINTR) {
 			continue; /* a signal: the wait goes on, to the same deadline */
 		}
@@ -152,9 +144,7 @@ chan_sp_read_all(int fd, void *buf, size_t len, int64_t deadline_ms, int wakefd)
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int64_t left = deadline_ms < 0 ? -1 : deadline_ms - chan_sp_now_ms();
-			int     w = chan_sp_wait(fd, POLLIN, deadline_ms >= 0 && left < 0 ? 0 : left,
-			        wakefd);
+			int w = chan_sp_wait(fd, POLLIN, deadline_ms, wakefd);
 
 			if (w <= 0) {
 				return (w);
@@ -278,9 +268,9 @@ chan_sp_host_port(const char *rest, char *host, size_t hostlen, const char **por
 	return (true);
 }
 
-/* Connects fd to ai within timeout_ms (not once wakefd is readable). */
+/* Connects fd to ai by deadline_ms (not once wakefd is readable). */
 static bool
-chan_sp_connect_within(int fd, const struct addrinfo *ai, int64_t timeout_ms, int wakefd)
+chan_sp_connect_within(int fd, const struct addrinfo *ai, int64_t deadline_ms, int wakefd)
 {
 	int       err = 0;
 	socklen_t el = sizeof(err);
@@ -288,7 +278,7 @@ chan_sp_connect_within(int fd, const struct addrinfo *ai, int64_t timeout_ms, in
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
 		return (true);
 	}
-	if (errno != EINPROGRESS || chan_sp_wait(fd, POLLOUT, timeout_ms, wakefd) != 1 ||
+	if (errno != EINPROGRESS || chan_sp_wait(fd, POLLOUT, deadline_ms, wakefd) != 1 ||
 	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
 		errno = err != 0 ? err : errno == EINPROGRESS ? ETIMEDOUT : errno;
 		return (false);
@@ -298,7 +288,7 @@ chan_sp_connect_within(int fd, const struct addrinfo *ai, int64_t timeout_ms, in
 
 /* *fd: a connected TCP socket (blocking, TCP_NODELAY as nng sets it). */
 static chan_status
-chan_sp_connect_tcp(const char *url, int64_t timeout_ms, int wakefd, int *out)
+chan_sp_connect_tcp(const char *url, int64_t deadline_ms, int wakefd, int *out)
 {
 	struct addrinfo  hints, *res = NULL, *ai;
 	char             host[256];
@@ -319,7 +309,7 @@ chan_sp_connect_tcp(const char *url, int64_t timeout_ms, int wakefd, int *out)
 			err = errno;
 			continue;
 		}
-		if (chan_sp_connect_within(fd, ai, timeout_ms, wakefd)) {
+		if (chan_sp_connect_within(fd, ai, deadline_ms, wakefd)) {
 			break;
 		}
 		err = errno;
@@ -340,21 +330,21 @@ chan_sp_connect_tcp(const char *url, int64_t timeout_ms, int wakefd, int *out)
 chan_status
 chan_sp_dial(chan_sp *s, int64_t timeout_ms, int wakefd)
 {
-	uint8_t hello[8] = { 0, 'S', 'P', 0, 0, SP_REQ, 0, 0 }, peer[8];
+	uint8_t      hello[8] = { 0, 'S', 'P', 0, 0, SP_REQ, 0, 0 }, peer[8];
 	struct iovec iov = { hello, sizeof(hello) };
+	int64_t      deadline = chl_now_mono_ms() + timeout_ms;
 	chan_status  st;
-
 	int          fd = -1;
 
 	chan_sp_close(s);
-	st = s->tcp ? chan_sp_connect_tcp(s->url, timeout_ms, wakefd, &fd)
+	st = s->tcp ? chan_sp_connect_tcp(s->url, deadline, wakefd, &fd)
 	            : chan_sp_connect_ipc(s->url, &fd);
 	if (st != CHAN_OK) {
 		return (st);
 	}
-	/* The whole handshake within timeout_ms: a peer that sends half of it cannot hold us. */
+	/* The whole handshake by the deadline: a peer that sends half of it cannot hold us. */
 	if (!chan_sp_write_all(fd, &iov, 1) ||
-	    chan_sp_read_all(fd, peer, sizeof(peer), chan_sp_now_ms() + timeout_ms, wakefd) != 1) {
+	    chan_sp_read_all(fd, peer, sizeof(peer), deadline, wakefd) != 1) {
 		close(fd);
 		return (chan_fail(CHAN_UNAVAILABLE, "%s: no SP handshake from the daemon", s->url));
 	}
@@ -413,8 +403,17 @@ chan_sp_send_aside(chan_sp *s, uint32_t rid, const void *body, size_t len)
 	(void) chan_sp_frame(s, rid, body, len);
 }
 
+/* A frame read in part (w: chan_sp_read_all's result): the stream is torn, it closes. */
+static chan_status
+chan_sp_torn(chan_sp *s, int w)
+{
+	chan_sp_close(s);
+	return (w < 0 ? chan_fail(CHAN_UNAVAILABLE, "cancelled")
+	              : chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
+}
+
 chan_status
-chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len, int64_t timeout_ms, int wakefd)
+chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len, int64_t deadline_ms, int wakefd)
 {
 	uint8_t  head[13];
 	size_t   hl = s->tcp ? 8 : 9;
@@ -427,10 +426,9 @@ chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len, int64_t timeou
 	if (s->fd < 0) {
 		return (chan_fail(CHAN_UNAVAILABLE, "not connected to %s", s->url));
 	}
-	if ((w = chan_sp_wait(s->fd, POLLIN, timeout_ms, wakefd)) <= 0) {
+	if ((w = chan_sp_wait(s->fd, POLLIN, deadline_ms, wakefd)) <= 0) {
 		return (w < 0 ? chan_fail(CHAN_UNAVAILABLE, "cancelled")
-		              : chan_fail(CHAN_TIMEOUT, "no answer from %s within %lld ms", s->url,
-		                    (long long) timeout_ms));
+		              : chan_fail(CHAN_TIMEOUT, "no answer from %s in time", s->url));
 	}
 	/*
 	 * Once a frame has begun, the rest is waited for without a bound (as
@@ -438,9 +436,7 @@ chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len, int64_t timeou
 	 * hold a cancelled call. Either way the stream is torn: it closes.
 	 */
 	if ((w = chan_sp_read_all(s->fd, head, hl + 4, -1, wakefd)) != 1) {
-		chan_sp_close(s);
-		return (w < 0 ? chan_fail(CHAN_UNAVAILABLE, "cancelled")
-		              : chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
+		return (chan_sp_torn(s, w));
 	}
 	n = chan_sp_get_be(head + hl - 8, 8);
 	if ((!s->tcp && head[0] != SP_MSG) || n < 4 || (s->recvmax != 0 && n - 4 > s->recvmax) ||
@@ -450,15 +446,13 @@ chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len, int64_t timeou
 		    (unsigned long long) n, s->url));
 	}
 	n -= 4;
-	if (n > 0 && ((b = malloc((size_t) n)) == NULL ||
-	                 (w = chan_sp_read_all(s->fd, b, (size_t) n, -1, wakefd)) != 1)) {
-		bool oom = b == NULL;
-
-		free(b);
+	if (n > 0 && (b = malloc((size_t) n)) == NULL) {
 		chan_sp_close(s);
-		return (oom ? chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for an answer")
-		    : w < 0 ? chan_fail(CHAN_UNAVAILABLE, "cancelled")
-		            : chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory for an answer"));
+	}
+	if (n > 0 && (w = chan_sp_read_all(s->fd, b, (size_t) n, -1, wakefd)) != 1) {
+		free(b);
+		return (chan_sp_torn(s, w));
 	}
 	*rid = (uint32_t) chan_sp_get_be(head + hl, 4) & 0x7fffffffu;
 	*body = b;
@@ -471,13 +465,6 @@ chan_sp_pause(int wakefd, int64_t ms)
 {
 	struct pollfd pf = { .fd = wakefd, .events = POLLIN };
 
-	if (wakefd < 0) {
-		struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
-
-		while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-		}
-		return (false);
-	}
 	return (poll(&pf, 1, (int) ms) > 0 && (pf.revents & POLLIN) != 0);
 }
 

@@ -70,7 +70,7 @@ void        chan_sp_fini(chan_sp *s);
  * (and closed).
  */
 chan_status chan_sp_send(chan_sp *s, uint32_t rid, const void *body, size_t len);
-/* Waits ms, or until wakefd (>= 0) is readable: true then. */
+/* Waits ms, or until wakefd is readable: true then. */
 bool        chan_sp_pause(int wakefd, int64_t ms);
 /* A pipe for waking a blocked chan_sp_recv: both ends close-on-exec, non-blocking. */
 chan_status chan_sp_wake_open(int wake[2]);
@@ -84,14 +84,14 @@ void        chan_sp_wake_close(int wake[2]);
 void        chan_sp_send_aside(chan_sp *s, uint32_t rid, const void *body, size_t len);
 /*
  * The next answer: *rid its request id (top bit cleared), *body its bytes
- * (malloc'd, caller frees; NULL when *len is 0). Waits up to timeout_ms
- * (< 0: forever) for it to start; wakefd (>= 0) readable ends the wait
+ * (malloc'd, caller frees; NULL when *len is 0). Waits until deadline_ms
+ * (chl_now_mono_ms; < 0: none) for it to start; wakefd (>= 0) readable ends the wait
  * with CHAN_UNAVAILABLE "cancelled" (wakefd is not read; a wake-up in
  * the middle of a frame closes the connection). CHAN_TIMEOUT: nothing
  * came, the connection is intact. CHAN_UNAVAILABLE or
  * CHAN_PROTOCOL otherwise: the connection is gone (and closed).
  */
 chan_status chan_sp_recv(chan_sp *s, uint32_t *rid, void **body, size_t *len,
-    int64_t timeout_ms, int wakefd);
+    int64_t deadline_ms, int wakefd);
 
 #endif
