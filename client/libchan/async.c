@@ -324,7 +324,7 @@ chan_aio_results(chan_aio *a)
 	a->nmsgs = n;
 	if (hold) {
 		a->delivery = r->delivery;
-		a->dpipe = a->x.pipe;
+		a->dpipe = a->x.via.pipe;
 	}
 	return (CHAN_OK);
 }
@@ -549,7 +549,7 @@ chan_aio_cb_nng(void *arg)
 			chan_aio_end(a, chan_fail(CHAN_UNAVAILABLE, "cancelled"));
 			return;
 		}
-		chan_confirms_build(&a->x); /* the broken connection's deliveries are void */
+		chan_confirms_build(a->c, &a->x); /* the broken connection's deliveries are void */
 		chan_aio_send_req(a);
 		return;
 	case CHAN_PH_LOCAL:

@@ -161,7 +161,7 @@ chan_unpack_msgs(chan_client *c, chan_exchange *x, size_t max, chan_msg **msgs, 
 
 	/* The caller holds them now: they may leave the daemon's custody. */
 	if (s == CHAN_OK && confirm) {
-		chan_confirm_later(c, delivery, x->pipe);
+		chan_confirm_later(c, delivery, x->via);
 	}
 	return (s);
 }

@@ -3,6 +3,7 @@
  * cancellation and the thread's last error.
  */
 #include "client.h"
+#include "lane.h"
 
 #include "msgpool.h"
 
@@ -82,7 +83,7 @@ chan_exchange_init(chan_exchange *x)
 {
 	chan__v1__request__init(&x->req);
 	x->resp = NULL;
-	x->pipe = (nng_pipe) NNG_PIPE_INITIALIZER;
+	x->via = (chan_via) { .pipe = NNG_PIPE_INITIALIZER };
 	x->held = NULL;
 	x->nheld = 0;
 	chl_capped_alloc_init(&x->alloc, 0);
@@ -95,8 +96,13 @@ chan_exchange_fini(chan_exchange *x)
 	x->resp = NULL;
 }
 
+static int         chan_open_socket_later(chan_client *c);
+static chan_status chan_answer_check(chan_client *c, chan_exchange *x, int want_result);
+static chan_status chan_lane_exchange(chan_client *c, chan_exchange *x, int want_result,
+    int64_t local_timeout_ms, bool internal);
+
 static void
-chan_pending_add(chan_client *c, uint64_t delivery, uint32_t taken, nng_pipe pipe)
+chan_pending_add(chan_client *c, uint64_t delivery, uint32_t taken, chan_via via)
 {
 	if (delivery == 0) {
 		return;
@@ -115,24 +121,35 @@ chan_pending_add(chan_client *c, uint64_t delivery, uint32_t taken, nng_pipe pip
 		c->pend_cap = ncap;
 	}
 	c->pend[c->npend].id = delivery;
-	c->pend[c->npend].pipe = pipe;
+	c->pend[c->npend].via = via;
 	c->pend[c->npend].taken = taken;
 	c->npend++;
 	pthread_mutex_unlock(&c->mtx);
 }
 
 void
-chan_confirm_later(chan_client *c, uint64_t delivery, nng_pipe pipe)
+chan_confirm_later(chan_client *c, uint64_t delivery, chan_via via)
 {
-	chan_pending_add(c, delivery, CHAN_TAKEN_ALL, pipe);
+	chan_pending_add(c, delivery, CHAN_TAKEN_ALL, via);
 }
 
 void
-chan_confirm_part_later(chan_client *c, uint64_t delivery, uint32_t taken, nng_pipe pipe)
+chan_confirm_part_later(chan_client *c, uint64_t delivery, uint32_t taken, chan_via via)
 {
 	if (c->confirm_part) {
-		chan_pending_add(c, delivery, taken, pipe);
+		chan_pending_add(c, delivery, taken, via);
 	}
+}
+
+/* The request x carries every confirmation pending on c. c->mtx held. */
+static void
+chan_pend_take(chan_client *c, chan_exchange *x)
+{
+	x->held = c->pend;
+	x->nheld = c->npend;
+	c->pend = NULL;
+	c->npend = 0;
+	c->pend_cap = 0;
 }
 
 /* Puts confirmations that may not have reached the daemon back in front. */
@@ -142,7 +159,7 @@ chan_confirms_restore(chan_client *c, chan_exchange *x)
 	size_t i;
 
 	for (i = 0; i < x->nheld; i++) {
-		chan_pending_add(c, x->held[i].id, x->held[i].taken, x->held[i].pipe);
+		chan_pending_add(c, x->held[i].id, x->held[i].taken, x->held[i].via);
 	}
 	free(x->held);
 	x->held = NULL;
@@ -165,11 +182,23 @@ chan_confirms_clear(chan_exchange *x)
  * connection is still up: deliveries of a closed connection were given
  * back by the daemon.
  */
+/* Whether the connection a delivery came over is still up. */
+static bool
+chan_via_up(chan_client *c, chan_via via)
+{
+	size_t sz;
+
+	if (via.lane_gen != 0) {
+		return (c->lane != NULL && chan_lane_holds(c->lane, via.lane_gen));
+	}
+	return (nng_pipe_get_size(via.pipe, NNG_OPT_RECVMAXSZ, &sz) == 0);
+}
+
 void
-chan_confirms_build(chan_exchange *x)
+chan_confirms_build(chan_client *c, chan_exchange *x)
 {
 	Chan__V1__PartConfirm *pcs;
-	size_t                 i, n = 0, np = 0, sz;
+	size_t                 i, n = 0, np = 0;
 
 	chan_confirms_clear(x);
 	for (i = 0; i < x->nheld; i++) {
@@ -185,7 +214,7 @@ chan_confirms_build(chan_exchange *x)
 	for (i = 0; i < x->nheld; i++) {
 		const chan_pending *h = &x->held[i];
 
-		if (nng_pipe_get_size(h->pipe, NNG_OPT_RECVMAXSZ, &sz) != 0) {
+		if (!chan_via_up(c, h->via)) {
 			continue;
 		}
 		if (h->taken == CHAN_TAKEN_ALL) {
@@ -208,6 +237,9 @@ chan_ctx_open(chan_client *c, nng_ctx *ctx)
 {
 	int rv;
 
+	if (!c->sock_open && (rv = chan_open_socket_later(c)) != 0) {
+		return (rv);
+	}
 	if ((rv = nng_ctx_open(ctx, c->sock)) != 0) {
 		return (rv);
 	}
@@ -276,13 +308,9 @@ chan_call_begin(chan_client *c, chan_exchange *x, chan_call_link *link, bool int
 	}
 	link->next = c->calls;
 	c->calls = link;
-	x->held = c->pend;
-	x->nheld = c->npend;
-	c->pend = NULL;
-	c->npend = 0;
-	c->pend_cap = 0;
+	chan_pend_take(c, x);
 	pthread_mutex_unlock(&c->mtx);
-	chan_confirms_build(x);
+	chan_confirms_build(c, x);
 	return (CHAN_OK);
 }
 
@@ -418,7 +446,7 @@ chan_transfer(chan_client *c, chan_call_link *link, chan_exchange *x, int64_t lo
 			break;
 		}
 		nng_msleep(CHAN_RESET_PAUSE_MS); /* the dialer reconnects meanwhile */
-		chan_confirms_build(x); /* the broken connection's deliveries are void */
+		chan_confirms_build(c, x); /* the broken connection's deliveries are void */
 	}
 	if (rv == 0) {
 		if (!chan_call_answered(c, link)) {
@@ -483,23 +511,20 @@ chan_answer_status(const Chan__V1__Response *r)
 static chan_status
 chan_decode(chan_client *c, chan_exchange *x, nng_msg *answer)
 {
-	x->pipe = nng_msg_get_pipe(answer);
+	x->via = (chan_via) { .pipe = nng_msg_get_pipe(answer) };
 	return (chan_decode_bytes(c->url, x, answer, chan_answer_release, nng_msg_body(answer),
 	    nng_msg_len(answer)));
 }
 
-chan_status
-chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t local_timeout_ms,
+/* chan_exchange_run on nng's socket (id and client filled). */
+static chan_status
+chan_exchange_nng(chan_client *c, chan_exchange *x, int want_result, int64_t local_timeout_ms,
     bool internal)
 {
 	chan_call_link link;
 	nng_msg       *answer = NULL;
 	chan_status    s;
 
-	x->req.has_id = 1;
-	x->req.id = atomic_fetch_add(&c->next_id, 1);
-	x->req.has_client = 1;
-	x->req.client = c->client_id;
 	if ((s = chan_call_begin(c, x, &link, internal)) != CHAN_OK) {
 		return (s);
 	}
@@ -517,19 +542,68 @@ chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t loc
 	return (chan_exchange_answer(c, x, answer, want_result));
 }
 
+/* chan_exchange_run on the lane: the pending confirmations ride along as on nng's. */
+static chan_status
+chan_lane_exchange(chan_client *c, chan_exchange *x, int want_result, int64_t local_timeout_ms,
+    bool internal)
+{
+	chan_status s;
+
+	pthread_mutex_lock(&c->mtx);
+	if (c->cancelled && !internal) {
+		pthread_mutex_unlock(&c->mtx);
+		return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
+	}
+	chan_pend_take(c, x);
+	pthread_mutex_unlock(&c->mtx);
+	chan_confirms_build(c, x);
+	s = chan_lane_run(c->lane, c, x, local_timeout_ms, internal);
+	chan_confirms_clear(x);
+	if (s != CHAN_OK) {
+		chan_confirms_restore(c, x); /* twice is harmless, lost is not */
+		return (s);
+	}
+	free(x->held);
+	x->held = NULL;
+	x->nheld = 0;
+	return (chan_answer_check(c, x, want_result));
+}
+
+/* Fills the request's id and client, then one exchange on the lane or nng's socket. */
+chan_status
+chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t local_timeout_ms,
+    bool internal)
+{
+	x->req.has_id = 1;
+	x->req.id = atomic_fetch_add(&c->next_id, 1);
+	x->req.has_client = 1;
+	x->req.client = c->client_id;
+	if (c->lane != NULL) {
+		return (chan_lane_exchange(c, x, want_result, local_timeout_ms, internal));
+	}
+	return (chan_exchange_nng(c, x, want_result, local_timeout_ms, internal));
+}
+
 chan_status
 chan_exchange_answer(chan_client *c, chan_exchange *x, nng_msg *answer, int want_result)
 {
 	chan_status s;
-	chan_status st;
 
 	if ((s = chan_decode(c, x, answer)) != CHAN_OK) {
 		return (s);
 	}
-	st = (chan_status) x->resp->status;
+	return (chan_answer_check(c, x, want_result));
+}
+
+/* The rest of an answer's checks, once decoded into x->resp. */
+static chan_status
+chan_answer_check(chan_client *c, chan_exchange *x, int want_result)
+{
+	chan_status st = (chan_status) x->resp->status;
+
 	/* Answers carrying messages are confirmed by whoever unpacks them. */
 	if (st != CHAN_OK || x->resp->result_case != CHAN__V1__RESPONSE__RESULT_RECV) {
-		chan_confirm_later(c, x->resp->delivery, x->pipe);
+		chan_confirm_later(c, x->resp->delivery, x->via);
 	}
 	if (st != CHAN_OK) {
 		return (chan_answer_status(x->resp));
@@ -633,13 +707,9 @@ chan_async_begin(chan_client *c, chan_exchange *x, chan_call_link *link, const c
 	}
 	link->next = c->calls;
 	c->calls = link;
-	x->held = c->pend;
-	x->nheld = c->npend;
-	c->pend = NULL;
-	c->npend = 0;
-	c->pend_cap = 0;
+	chan_pend_take(c, x);
 	pthread_mutex_unlock(&c->mtx);
-	chan_confirms_build(x);
+	chan_confirms_build(c, x);
 	return (CHAN_OK);
 }
 
@@ -845,17 +915,51 @@ chan_dial(chan_client *c)
 	return (rv);
 }
 
+/* A REQ socket, not dialled yet: 0 or an nng error. */
+static int
+chan_socket_make(chan_client *c, size_t recvmax)
+{
+	int rv;
+
+	if ((rv = nng_req0_open(&c->sock)) != 0) {
+		return (rv);
+	}
+	/* Resends would duplicate requests parked in the daemon. */
+	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, recvmax);
+	return (0);
+}
+
+/*
+ * nng's socket of a client with a lane, made by the first async call
+ * (c->mtx held). The daemon answered on the lane, so nothing waits for
+ * this dial: nng's dialer connects (and reconnects) in the background and
+ * the call's request waits for it, as on any nng connection.
+ */
+static int
+chan_open_socket_later(chan_client *c)
+{
+	int rv;
+
+	if ((rv = chan_socket_make(c, chan_recv_bound(c))) != 0) {
+		return (rv);
+	}
+	if ((rv = nng_dial(c->sock, c->url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+		nng_close(c->sock);
+		return (rv);
+	}
+	c->sock_open = true;
+	return (0);
+}
+
 static chan_status
 chan_open_socket(chan_client *c, size_t recvmax)
 {
 	int rv;
 
-	if ((rv = nng_req0_open(&c->sock)) != 0) {
+	if ((rv = chan_socket_make(c, recvmax)) != 0) {
 		return (chan_nng_fail(c, rv, "cannot open a socket for"));
 	}
-	/* Resends would duplicate requests parked in the daemon. */
-	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, recvmax);
 	if ((rv = chan_dial(c)) != 0) {
 		nng_close(c->sock);
 		c->sock = (nng_socket) NNG_SOCKET_INITIALIZER;
@@ -866,6 +970,7 @@ chan_open_socket(chan_client *c, size_t recvmax)
 		    nng_strerror(rv),
 		    rv == NNG_ECONNREFUSED || rv == NNG_ENOENT ? " (is chand running?)" : ""));
 	}
+	c->sock_open = true;
 	return (CHAN_OK);
 }
 
@@ -941,6 +1046,49 @@ chan_recv_bound(const chan_client *c)
 	return (total > SIZE_MAX ? SIZE_MAX : (size_t) total);
 }
 
+/*
+ * Without a lane. The receive limit of an nng connection is fixed when it
+ * is made, and the right one is only known from Hello: ask on a small
+ * probe connection, then make the real one.
+ */
+static chan_status
+chan_connect_nng(chan_client *c)
+{
+	chan_status s;
+
+	if ((s = chan_open_socket(c, CHAN_PROBE_RECVMAX)) != CHAN_OK) {
+		return (s);
+	}
+	s = chan_hello(c);
+	chan_slots_drain(c); /* the probe connection's */
+	nng_close(c->sock);
+	if (s != CHAN_OK) {
+		return (s);
+	}
+	return (chan_open_socket(c, chan_recv_bound(c)));
+}
+
+/* With a lane: Hello on it, whose answer sets how long an answer may be. */
+static chan_status
+chan_connect_lane(chan_client *c)
+{
+	chan_status s;
+
+	if ((c->lane = malloc(sizeof(*c->lane))) == NULL) {
+		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "out of memory"));
+	}
+	if ((s = chan_lane_open(c->lane, c, CHAN_PROBE_RECVMAX)) == CHAN_OK) {
+		if ((s = chan_hello(c)) == CHAN_OK) {
+			c->lane->sp.recvmax = chan_recv_bound(c);
+			return (CHAN_OK);
+		}
+		chan_lane_close(c->lane, c);
+	}
+	free(c->lane);
+	c->lane = NULL;
+	return (s);
+}
+
 chan_status
 chan_connect(const char *url, chan_client **out)
 {
@@ -964,21 +1112,8 @@ chan_connect(const char *url, chan_client **out)
 	pthread_cond_init(&c->cv, NULL);
 	c->client_id = chan_random_id();
 	atomic_init(&c->next_id, 1);
-	/*
-	 * The receive limit of a connection is fixed when it is made, and the
-	 * right one is only known from Hello: ask on a small probe connection,
-	 * then make the real one.
-	 */
-	if ((s = chan_open_socket(c, CHAN_PROBE_RECVMAX)) != CHAN_OK) {
-		goto fail;
-	}
-	s = chan_hello(c);
-	chan_slots_drain(c); /* the probe connection's */
-	nng_close(c->sock);
+	s = chan_lane_wanted(url) ? chan_connect_lane(c) : chan_connect_nng(c);
 	if (s != CHAN_OK) {
-		goto fail;
-	}
-	if ((s = chan_open_socket(c, chan_recv_bound(c))) != CHAN_OK) {
 		goto fail;
 	}
 	*out = c;
@@ -993,11 +1128,35 @@ fail:
 	return (s);
 }
 
+/*
+ * A last Ping, bounded: the pending confirmations ride on it (on the lane
+ * when there is one); on_nng: on nng's socket whatever the client has.
+ */
+static void
+chan_goodbye(chan_client *c, bool on_nng)
+{
+	chan_exchange  x;
+	Chan__V1__Ping p = CHAN__V1__PING__INIT;
+
+	chan_exchange_init(&x);
+	x.req.op_case = CHAN__V1__REQUEST__OP_PING;
+	x.req.ping = &p;
+	if (on_nng) {
+		x.req.has_id = x.req.has_client = 1;
+		x.req.id = atomic_fetch_add(&c->next_id, 1);
+		x.req.client = c->client_id;
+		(void) chan_exchange_nng(c, &x, 0, CHAN_GOODBYE_TIMEOUT_MS, true);
+	} else {
+		(void) chan_exchange_run(c, &x, 0, CHAN_GOODBYE_TIMEOUT_MS, true);
+	}
+	chan_exchange_fini(&x);
+}
+
 void
 chan_disconnect(chan_client *c)
 {
 	size_t pending;
-	bool   inflight, stopped;
+	bool   inflight, stopped, sock;
 
 	if (c == NULL) {
 		return;
@@ -1015,6 +1174,7 @@ chan_disconnect(chan_client *c)
 	}
 	pending = c->npend;
 	stopped = c->stray;
+	sock = c->sock_open;
 	pthread_mutex_unlock(&c->mtx);
 	/*
 	 * Calls stopped (cancelled, here or before) may still have requests
@@ -1030,14 +1190,10 @@ chan_disconnect(chan_client *c)
 	 * before, none in 12,000 after.
 	 */
 	if (pending > 0 || inflight) {
-		chan_exchange  x;
-		Chan__V1__Ping p = CHAN__V1__PING__INIT;
-
-		chan_exchange_init(&x);
-		x.req.op_case = CHAN__V1__REQUEST__OP_PING;
-		x.req.ping = &p;
-		(void) chan_exchange_run(c, &x, 0, CHAN_GOODBYE_TIMEOUT_MS, true);
-		chan_exchange_fini(&x);
+		chan_goodbye(c, false);
+	}
+	if (inflight && sock && c->lane != NULL) {
+		chan_goodbye(c, true); /* the flush above, on nng's connection */
 	}
 	/* The Cancel of stopped calls must not be mid-write when the
 	 * socket closes (nng #1543 again): wait for its answer. */
@@ -1048,7 +1204,13 @@ chan_disconnect(chan_client *c)
 		nng_msleep(CHAN_SETTLE_MS);
 	}
 	chan_slots_drain(c);
-	nng_close(c->sock);
+	if (sock) {
+		nng_close(c->sock);
+	}
+	if (c->lane != NULL) {
+		chan_lane_close(c->lane, c);
+		free(c->lane);
+	}
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mtx);
 	free(c->idle);

@@ -64,17 +64,33 @@ typedef struct chan_slot {
 void chan_aio_hold_confirm(chan_aio *a, bool hold);
 bool chan_aio_delivery(const chan_aio *a, uint64_t *id, nng_pipe *pipe);
 
+/*
+ * The connection a delivery came over: one of nng's (pipe), or the
+ * lane's connection number lane_gen (not 0; lane.h).
+ */
+typedef struct chan_via {
+	nng_pipe pipe;
+	uint64_t lane_gen;
+} chan_via;
+
 /* A delivery the caller holds, and the connection it came over. */
 typedef struct chan_pending {
 	uint64_t id;
-	nng_pipe pipe;
+	chan_via via;
 	uint32_t taken; /* CHAN_TAKEN_ALL: all of it (Request.confirm), else confirm_part */
 } chan_pending;
 
 #define CHAN_TAKEN_ALL UINT32_MAX
 
 struct chan_client {
+	/*
+	 * nng's socket: every call's without a lane; with one, only async
+	 * calls and their Cancels use it, and it is opened (sock_open) by
+	 * the first of them (chan_ctx_open).
+	 */
 	nng_socket       sock;
+	bool             sock_open; /* under mtx */
+	struct chan_lane *lane;     /* synchronous calls' connection, or NULL (lane.h) */
 	char            *url;
 	char            *server_version;
 	uint64_t         max_message_size;
@@ -121,7 +137,7 @@ typedef struct chan_exchange {
 	Chan__V1__Request   req;
 	Chan__V1__Response *resp;  /* set on CHAN_OK */
 	chl_capped_alloc    alloc; /* what resp was decoded with */
-	nng_pipe            pipe;  /* the connection resp came over */
+	chan_via            via;   /* the connection resp came over */
 	chan_pending       *held;  /* confirmations this request carries */
 	size_t              nheld;
 } chan_exchange;
@@ -162,7 +178,7 @@ chan_status chan_async_begin(chan_client *c, chan_exchange *x, chan_call_link *l
 /* Encodes x->req into a new nng message. */
 chan_status chan_encode(chan_client *c, chan_exchange *x, nng_msg **out);
 /* Rebuilds Request.confirm from the held deliveries whose connection is up. */
-void        chan_confirms_build(chan_exchange *x);
+void        chan_confirms_build(chan_client *c, chan_exchange *x);
 /* Was the call cancelled (its context closed, c cancelled or going away)? */
 bool        chan_async_stopped(chan_client *c, const chan_call_link *link);
 /* Starts the reconnect pause on link->aio unless the call was stopped (false). */
@@ -191,7 +207,10 @@ void        chan_cancel_note(chan_client *c, chan_call_link *link);
 void        chan_cancel_kick(chan_client *c);
 void        chan_cancel_settle(chan_client *c);
 
-/* A fresh context on c's socket (REQ resend off): 0 or an nng error. */
+/*
+ * A fresh context on c's socket (REQ resend off): 0 or an nng error.
+ * c->mtx held: opens the socket first when a lane kept it closed.
+ */
 int         chan_ctx_open(chan_client *c, nng_ctx *ctx);
 
 /* The status for an exchange that ended with nng error rv. */
@@ -257,7 +276,7 @@ chan_status chan_unpack_msgs_from(const char *url, chan_exchange *x, size_t max,
  * (the daemon has already given those messages back, and the id means
  * nothing to a restarted daemon).
  */
-void chan_confirm_later(chan_client *c, uint64_t delivery, nng_pipe pipe);
+void chan_confirm_later(chan_client *c, uint64_t delivery, chan_via via);
 /*
  * The same for a delivery the caller took only the first `taken` messages
  * of (a consumer closing mid-answer): the daemon frees those and gives the
@@ -265,7 +284,7 @@ void chan_confirm_later(chan_client *c, uint64_t delivery, nng_pipe pipe);
  * confirm_part) nothing is queued and the whole delivery comes back when
  * the connection closes, as before (at-least-once).
  */
-void chan_confirm_part_later(chan_client *c, uint64_t delivery, uint32_t taken, nng_pipe pipe);
+void chan_confirm_part_later(chan_client *c, uint64_t delivery, uint32_t taken, chan_via via);
 /* Frees Request.confirm and confirm_part as chan_confirms_build made them. */
 void chan_confirms_clear(chan_exchange *x);
 

@@ -112,7 +112,7 @@ chan_consumer_taken(chan_consumer *k)
 			chan_kc_add(k, d->id, CHAN_TAKEN_ALL, d->gen);
 			k->unsent = true;
 		} else if (d->id != 0) {
-			chan_confirm_later(k->c, d->id, d->pipe);
+			chan_confirm_later(k->c, d->id, (chan_via) { .pipe = d->pipe });
 			k->unsent = true;
 		}
 		k->dhead = (k->dhead + 1) % k->dcap;
@@ -138,7 +138,8 @@ chan_consumer_taken_part(chan_consumer *k)
 	if (d->id != 0 && d->left < d->n && k->direct) {
 		chan_kc_add(k, d->id, (uint32_t) (d->n - d->left), d->gen);
 	} else if (d->id != 0 && d->left < d->n) {
-		chan_confirm_part_later(k->c, d->id, (uint32_t) (d->n - d->left), d->pipe);
+		chan_confirm_part_later(k->c, d->id, (uint32_t) (d->n - d->left),
+		    (chan_via) { .pipe = d->pipe });
 	}
 }
 

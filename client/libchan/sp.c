@@ -77,6 +77,20 @@ chan_sp_init(chan_sp *s, const char *url, size_t recvmax)
 	return (CHAN_OK);
 }
 
+bool
+chan_sp_up(chan_sp *s, uint64_t *gen)
+{
+	bool up;
+
+	pthread_mutex_lock(&s->mtx);
+	up = s->fd >= 0;
+	if (gen != NULL) {
+		*gen = s->gen;
+	}
+	pthread_mutex_unlock(&s->mtx);
+	return (up);
+}
+
 void
 chan_sp_close(chan_sp *s)
 {
@@ -231,7 +245,8 @@ chan_sp_connect_ipc(const char *url, int *out)
 		int err = errno;
 
 		close(fd);
-		return (chan_fail(CHAN_UNAVAILABLE, "cannot connect to %s: %s", url, strerror(err)));
+		return (chan_fail(CHAN_UNAVAILABLE, "cannot connect to %s: %s%s", url, strerror(err),
+		    err == ENOENT || err == ECONNREFUSED ? " (is chand running?)" : ""));
 	}
 	*out = fd;
 	return (CHAN_OK);
@@ -318,7 +333,8 @@ chan_sp_connect_tcp(const char *url, int64_t deadline_ms, int wakefd, int *out)
 	}
 	freeaddrinfo(res);
 	if (fd < 0) {
-		return (chan_fail(CHAN_UNAVAILABLE, "cannot connect to %s: %s", url, strerror(err)));
+		return (chan_fail(CHAN_UNAVAILABLE, "cannot connect to %s: %s%s", url, strerror(err),
+		    err == ENOENT || err == ECONNREFUSED ? " (is chand running?)" : ""));
 	}
 	/* Back to blocking: every wait that needs a bound polls first. */
 	(void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);

@@ -61,6 +61,8 @@ chan_status chan_sp_init(chan_sp *s, const char *url, size_t recvmax);
  * wakefd (>= 0) readable ends it (CHAN_UNAVAILABLE).
  */
 chan_status chan_sp_dial(chan_sp *s, int64_t timeout_ms, int wakefd);
+/* Whether s is connected; *gen (may be NULL): which connection it is. */
+bool        chan_sp_up(chan_sp *s, uint64_t *gen);
 /* Drops the connection (the daemon gives back what it held for it). */
 void        chan_sp_close(chan_sp *s);
 void        chan_sp_fini(chan_sp *s);
