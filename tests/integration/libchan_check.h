@@ -4,7 +4,8 @@
  * (the checked fixture's setup/teardown), a status assertion that prints
  * both names and the library's message, a connect that must work, numbered
  * payloads, waits on a channel's stat, a free tcp port, a producer's
- * outcomes recorded per ticket and a helper process. Include it once,
+ * outcomes recorded per ticket, a helper process, the daemon's connection
+ * count, and raw socket helpers for fake peers (gp_*). Include it once,
  * after harness.h and chan/chan.h. Everything is static inline so that a
  * suite that does not use a helper gets no unused-function warning.
  */
@@ -21,8 +22,10 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chan/chan.h>
@@ -287,6 +290,140 @@ spawn_helper(const char *mode, const char *name)
 	    "helper %s did not get into position", mode);
 	close(ready[0]);
 	return (pid);
+}
+
+/* ---- shared by test_direct.c and test_lane.c ---------------------------------------- */
+
+/* What the library does (client/libchan/sp.c chan_sp_wanted). */
+static inline bool
+direct_mode(void)
+{
+	const char *v = getenv("CHAN_SP_DIRECT");
+
+	return (v == NULL || strcmp(v, "0") != 0);
+}
+
+/* The library's message for a failure (an OK leaves the last one, unrelated). */
+static inline const char *
+why(chan_status st)
+{
+	return (st == CHAN_OK ? "" : chan_last_error(NULL));
+}
+
+/* The daemon's open connections. */
+static inline uint64_t
+connections(chan_client *c)
+{
+	chan_stats_info si;
+
+	ck_status(chan_stats(c, &si), CHAN_OK);
+	return (si.connections);
+}
+
+/* Waits until the daemon counts exactly n connections (it learns of them asynchronously). */
+static inline void
+wait_connections(chan_client *c, uint64_t n)
+{
+	int64_t  deadline = chh_now_ms() + chh_scaled_ms(5000);
+	uint64_t now;
+
+	while ((now = connections(c)) != n) {
+		ck_assert_msg(chh_now_ms() < deadline, "the daemon counts %llu connections, "
+		    "expected %llu", (unsigned long long) now, (unsigned long long) n);
+		usleep(10 * 1000);
+	}
+}
+
+/* A connected unix stream socket to path, or -1. */
+static inline int
+gp_connect_unix(const char *path)
+{
+	struct sockaddr_un sa;
+	int                fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+		return (-1);
+	}
+	if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
+		close(fd);
+		return (-1);
+	}
+	return (fd);
+}
+
+static inline bool
+gp_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n <= 0) {
+			return (false);
+		}
+		p += n;
+		len -= (size_t) n;
+	}
+	return (true);
+}
+
+/* Reads up to len bytes within ms; returns how many came before EOF or the timeout. */
+static inline size_t
+gp_read_within(int fd, void *buf, size_t len, int ms)
+{
+	size_t        got = 0;
+	struct pollfd pf = { .fd = fd, .events = POLLIN };
+
+	while (got < len && poll(&pf, 1, ms) == 1) {
+		ssize_t n = recv(fd, (char *) buf + got, len - got, 0);
+
+		if (n <= 0) {
+			break;
+		}
+		got += (size_t) n;
+	}
+	return (got);
+}
+
+/* Reads one ipc SP message (type byte, 64-bit length, bytes) within ms; malloc'd, NULL: none. */
+static inline uint8_t *
+gp_read_msg(int fd, size_t *len, int ms)
+{
+	uint8_t  head[9], *body;
+	uint64_t n = 0;
+
+	if (gp_read_within(fd, head, sizeof(head), ms) != sizeof(head) || head[0] != 0x01) {
+		return (NULL);
+	}
+	for (int i = 1; i < 9; i++) {
+		n = n << 8 | head[i];
+	}
+	if (n == 0 || n > (1u << 20) || (body = malloc((size_t) n)) == NULL) {
+		return (NULL);
+	}
+	if (gp_read_within(fd, body, (size_t) n, ms) != n) {
+		free(body);
+		return (NULL);
+	}
+	*len = (size_t) n;
+	return (body);
+}
+
+/* Moves what from has to to; false: one of them is gone. */
+static inline bool
+gp_pump(int from, int to)
+{
+	char    buf[65536];
+	ssize_t n = recv(from, buf, sizeof(buf), MSG_DONTWAIT);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		return (true);
+	}
+	return (n > 0 && gp_write_all(to, buf, (size_t) n));
 }
 
 #endif
