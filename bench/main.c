@@ -439,6 +439,23 @@ run_floor(const bench_opts *o)
 		bench_nng_echo(o, &e, &w->chand);
 		print_row(w);
 	}
+	/*
+	 * Not a target: libchan's synchronous calls write and read their
+	 * own connection (client/libchan/lane.c), so this is the floor
+	 * their client side compares with: no nng thread in the client.
+	 */
+	for (size_t size = 16; size <= 1024; size *= 64) {
+		row *w = new_row(6, size);
+
+		w->sub = "g";
+		snprintf(w->name, sizeof(w->name), "floor with a client "
+		    "without nng threads (bare SP), %s", size_name(size));
+		bench_echo e = { .size = size, .count = n, .clients = 1,
+			.bare = true };
+
+		bench_nng_echo(o, &e, &w->chand);
+		print_row(w);
+	}
 }
 
 static void
@@ -641,9 +658,16 @@ print_targets(void)
 			    "floor with a second client at once, send p50 "
 			    "%.0f µs vs %.0f µs: %.2fx)\n", w->chand.p50_us,
 			    f->chand.p50_us, w->chand.p50_us / f->chand.p50_us);
+		if (w != NULL && (f = find_sub(6, "g", size)) != NULL &&
+		    ok(&w->chand) && ok(&f->chand))
+			printf("  (not the target, for the reader: beside the "
+			    "floor with a client without nng threads, as "
+			    "libchan's own, send p50 %.0f µs vs %.0f µs: "
+			    "%.2fx)\n", w->chand.p50_us, f->chand.p50_us,
+			    w->chand.p50_us / f->chand.p50_us);
 	}
 	{
-		const row *w = find(4, 0), *f = find(6, 16);
+		const row *w = find(4, 0), *f = find(6, 16), *g;
 
 		if (w == NULL || f == NULL || !ok(&w->chand) || !ok(&f->chand))
 			target_line("workload 4, one per call: within 1.25x of "
@@ -657,6 +681,13 @@ print_targets(void)
 			    w->chand.rate, f->chand.rate,
 			    f->chand.rate / w->chand.rate, w->chand.p50_us,
 			    f->chand.p50_us);
+		if (w != NULL && (g = find_sub(6, "g", 16)) != NULL &&
+		    ok(&w->chand) && ok(&g->chand))
+			printf("  (not the target, for the reader: beside the "
+			    "floor with a client without nng threads, %.0f/s "
+			    "vs %.0f/s, p50 %.0f µs vs %.0f µs)\n",
+			    w->chand.rate, g->chand.rate, w->chand.p50_us,
+			    g->chand.p50_us);
 		if (w != NULL && f != NULL && w->chand.server_cpu_us > 0 &&
 		    f->chand.server_cpu_us > 0)
 			printf("  (for the reader: server CPU per request, chand "
@@ -771,11 +802,12 @@ print_machine(const bench_opts *o, int argc, char **argv)
 		printf("%d (--client-io-threads)\n", o->client_io_threads);
 	else
 		printf("nng's own, 2 per CPU\n");
-	/* libchan's producer and consumer carry the stream rows (2, 7). */
-	printf("libchan's producer and consumer: %s\n\n",
+	/* Which client path libchan took (client/libchan/sp.h, lane.h). */
+	printf("libchan's calls and its producer and consumer: %s\n\n",
 	    getenv("CHAN_SP_DIRECT") != NULL && strcmp(getenv("CHAN_SP_DIRECT"), "0") == 0
 	        ? "nng's client (CHAN_SP_DIRECT=0)"
-	        : "own connections speaking SP (ipc://; CHAN_SP_DIRECT=0 for nng's client)");
+	        : "connections the calling threads speak SP on themselves (ipc://; "
+	          "CHAN_SP_DIRECT=0 for nng's client)");
 	fflush(stdout);
 }
 

@@ -871,6 +871,107 @@ START_TEST(mixed_sync_async_confirmed)
 }
 END_TEST
 
+/* ---- 9. chan_cancel while the daemon does not read ----------------------------------- */
+
+typedef struct stall_call {
+	chan_client *c;
+	int          kind; /* 0: a 1 MiB send, 1: a ping, 2: chan_cancel */
+	const void  *buf;
+	size_t       len;
+	pthread_t    th;
+	chan_status  st;
+	char         why[256];
+	int          done; /* atomic */
+} stall_call;
+
+static void *
+stall_main(void *arg)
+{
+	stall_call *k = arg;
+
+	if (k->kind == 0) {
+		k->st = chan_send(k->c, "st", k->buf, k->len, CHAN_WAIT_FOREVER);
+	} else if (k->kind == 1) {
+		k->st = chan_ping(k->c, NULL);
+	} else {
+		chan_cancel(k->c);
+		k->st = CHAN_OK;
+	}
+	snprintf(k->why, sizeof(k->why), "%s", why(k->st));
+	__atomic_store_n(&k->done, 1, __ATOMIC_SEQ_CST);
+	return (NULL);
+}
+
+static void
+stall_start(stall_call *k, chan_client *c, int kind, const void *buf, size_t len)
+{
+	memset(k, 0, sizeof(*k));
+	k->c = c;
+	k->kind = kind;
+	k->buf = buf;
+	k->len = len;
+	ck_assert_int_eq(pthread_create(&k->th, NULL, stall_main, k), 0);
+}
+
+static bool
+stall_finish(stall_call *k, int64_t deadline)
+{
+	while (!__atomic_load_n(&k->done, __ATOMIC_SEQ_CST)) {
+		if (chh_now_ms() >= deadline) {
+			return (false);
+		}
+		usleep(2 * 1000);
+	}
+	pthread_join(k->th, NULL);
+	return (true);
+}
+
+/*
+ * The daemon stops reading (SIGSTOP) while a thread sends a message
+ * larger than the socket's buffers (it cannot be written whole) and
+ * another pings on the same client. chan_cancel must return at once
+ * and both calls with it, UNAVAILABLE "cancelled" (chan.h: "every call in
+ * progress on c ... returns CHAN_UNAVAILABLE at once").
+ */
+START_TEST(cancel_while_daemon_stalled)
+{
+	chan_client *c = connect_ok();
+	stall_call   snd, png, cx;
+	uint8_t     *buf;
+	size_t       len = (size_t) chan_max_message_size(c);
+	int64_t      deadline;
+	bool         ok;
+
+	buf = calloc(1, len);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(kill(D.pid, SIGSTOP), 0);
+	stall_start(&snd, c, 0, buf, len);
+	usleep(200 * 1000);
+	stall_start(&png, c, 1, NULL, 0);
+	usleep(200 * 1000);
+	stall_start(&cx, c, 2, NULL, 0);
+	deadline = chh_now_ms() + chh_scaled_ms(20000);
+	ok = stall_finish(&cx, deadline);
+	if (!ok) {
+		kill(D.pid, SIGCONT);
+		ck_abort_msg("chan_cancel did not return within 2 s (the daemon stopped, a %zu-byte "
+		    "send and a ping in progress)", len);
+	}
+	ok = stall_finish(&snd, deadline) && stall_finish(&png, deadline);
+	kill(D.pid, SIGCONT);
+	ck_assert_msg(ok, "after chan_cancel: the send %s, the ping %s within 2 s",
+	    __atomic_load_n(&snd.done, __ATOMIC_SEQ_CST) ? "returned" : "did not return",
+	    __atomic_load_n(&png.done, __ATOMIC_SEQ_CST) ? "returned" : "did not return");
+	ck_assert_msg(snd.st == CHAN_UNAVAILABLE && strstr(snd.why, "cancel") != NULL,
+	    "the send: %s (%s)", chan_status_name(snd.st), snd.why);
+	ck_assert_msg(png.st == CHAN_UNAVAILABLE && strstr(png.why, "cancel") != NULL,
+	    "the ping: %s (%s)", chan_status_name(png.st), png.why);
+	chan_disconnect(c);
+	free(buf);
+	chh_assert_alive(&D);
+}
+END_TEST
+
 static Suite *
 lane_suite(void)
 {
@@ -885,6 +986,7 @@ lane_suite(void)
 	tcase_add_test(tc, connections_held);
 	tcase_add_test(tc, cancel_parked_calls);
 	tcase_add_test(tc, mixed_sync_async_confirmed);
+	tcase_add_test(tc, cancel_while_daemon_stalled);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("connection");
