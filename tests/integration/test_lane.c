@@ -950,7 +950,7 @@ START_TEST(cancel_while_daemon_stalled)
 	stall_start(&png, c, 1, NULL, 0);
 	usleep(200 * 1000);
 	stall_start(&cx, c, 2, NULL, 0);
-	deadline = chh_now_ms() + chh_scaled_ms(20000);
+	deadline = chh_now_ms() + chh_scaled_ms(2000);
 	ok = stall_finish(&cx, deadline);
 	if (!ok) {
 		kill(D.pid, SIGCONT);
