@@ -121,6 +121,18 @@ chan_lane_sleep(chan_lane *l, int64_t deadline)
 	(void) pthread_cond_timedwait(&l->cv, &l->mtx, &ts);
 }
 
+/* One dial's bound: CHAN_SP_DIAL_MS, or less to keep a call's deadline. */
+static int64_t
+chan_lane_dial_ms(int64_t deadline)
+{
+	int64_t left = deadline - chl_now_mono_ms();
+
+	if (deadline < 0 || left >= CHAN_SP_DIAL_MS) {
+		return (CHAN_SP_DIAL_MS);
+	}
+	return (left > 1 ? left : 1);
+}
+
 static bool
 chan_lane_stopped(const chan_lane *l, bool internal)
 {
@@ -154,7 +166,7 @@ chan_lane_connect(chan_lane *l, int64_t deadline, bool internal, uint64_t *gen)
 		}
 		l->dialing = true;
 		pthread_mutex_unlock(&l->mtx);
-		s = chan_sp_dial(&l->sp, CHAN_SP_DIAL_MS, internal ? -1 : l->wake[0]);
+		s = chan_sp_dial(&l->sp, chan_lane_dial_ms(deadline), internal ? -1 : l->wake[0]);
 		if (s != CHAN_OK) {
 			(void) chan_sp_pause(internal ? -1 : l->wake[0], CHAN_RESET_PAUSE_MS);
 		}

@@ -972,6 +972,43 @@ START_TEST(cancel_while_daemon_stalled)
 }
 END_TEST
 
+/*
+ * chan_cancel while the daemon is gone (SIGKILL, not restarted): the
+ * parked receive lost its connection and is redialling (no local timeout:
+ * it waits for a daemon). chan_cancel ends it at once, "cancelled".
+ */
+START_TEST(cancel_while_redialling)
+{
+	chh_daemon   d;
+	char         url[192];
+	const char  *args[] = { "--listen", url, NULL };
+	chan_client *c, *w;
+	job          a;
+	int64_t      t0;
+
+	snprintf(url, sizeof(url), "ipc://%s/r.sock", own_dir);
+	chh_start(&d, args);
+	ck_status(chan_connect(url, &c), CHAN_OK);
+	job_start(&a, c, "cr", JOB_RECV, CHAN_WAIT_FOREVER);
+	ck_status(chan_connect(url, &w), CHAN_OK);
+	wait_blocked_receivers(w, "cr", 1);
+	chan_disconnect(w);
+	chh_kill(&d);
+	usleep(400 * 1000); /* a few failed redials */
+	ck_assert_msg(!job_is_done(&a), "the receive returned %s (%s) with the daemon gone",
+	    chan_status_name(a.st), a.why);
+	t0 = chh_now_ms();
+	chan_cancel(c);
+	ck_assert_msg(job_finish(&a, chh_scaled_ms(2000)), "the redialling receive did not "
+	    "return within 2 s of chan_cancel");
+	ck_assert_msg(a.st == CHAN_UNAVAILABLE && strstr(a.why, "cancel") != NULL,
+	    "the receive after chan_cancel: %s (%s) after %lld ms", chan_status_name(a.st),
+	    a.why, (long long) (a.t_end - t0));
+	chan_disconnect(c);
+	own_dir_clean(false);
+}
+END_TEST
+
 static Suite *
 lane_suite(void)
 {
@@ -993,6 +1030,7 @@ lane_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, restart_under_parked_recv, 0, 2);
+	tcase_add_test(tc, cancel_while_redialling);
 	tcase_add_test(tc, peer_hangs_up_every_request);
 	tcase_add_test(tc, connect_to_non_sp_peer);
 	tcase_add_test(tc, tcp_round_trip);
