@@ -9,8 +9,9 @@
  * second once it makes an async one), chan_cancel of several parked
  * calls (withdrawn in the daemon too), a daemon restarted under a parked
  * receive, a peer that hangs up on every request, a peer that is not SP
- * at all, tcp end to end, and sync and async deliveries mixed on one
- * client (all confirmed: nothing redelivered after chan_disconnect).
+ * at all, tcp end to end, sync and async deliveries mixed on one client
+ * (all confirmed: nothing redelivered after chan_disconnect), and
+ * chan_cancel while the daemon reads nothing (SIGSTOP) or is gone.
  *
  * The same binary runs with CHAN_SP_DIRECT=0 (integration.lane_nng: every
  * call on nng's client). A check that only the lane can pass says so and
