@@ -53,6 +53,8 @@ chan_lane_open(chan_lane *l, chan_client *c, size_t recvmax)
 		chan_lane_close(l, NULL);
 		return (s);
 	}
+	l->up = true;
+	l->gen = l->sp.gen;
 	if (c != NULL) {
 		l->hook.fn = chan_lane_cancel_cb;
 		l->hook.arg = l;
@@ -76,11 +78,12 @@ chan_lane_close(chan_lane *l, chan_client *c)
 bool
 chan_lane_holds(chan_lane *l, uint64_t gen)
 {
-	bool     up;
-	uint64_t now;
+	bool up;
 
-	up = chan_sp_up(&l->sp, &now);
-	return (up && now == gen);
+	pthread_mutex_lock(&l->mtx);
+	up = l->up && l->gen == gen;
+	pthread_mutex_unlock(&l->mtx);
+	return (up);
 }
 
 /* The deadline (chl_now_mono_ms) of a local timeout; -1: none. */
@@ -154,7 +157,8 @@ chan_lane_connect(chan_lane *l, int64_t deadline, bool internal, uint64_t *gen)
 		if (chan_lane_stopped(l, internal)) {
 			return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
 		}
-		if (chan_sp_up(&l->sp, gen)) {
+		if (l->up) {
+			*gen = l->gen;
 			return (CHAN_OK);
 		}
 		if (chan_lane_expired(deadline)) {
@@ -171,6 +175,10 @@ chan_lane_connect(chan_lane *l, int64_t deadline, bool internal, uint64_t *gen)
 			(void) chan_sp_pause(internal ? -1 : l->wake[0], CHAN_RESET_PAUSE_MS);
 		}
 		pthread_mutex_lock(&l->mtx);
+		if (s == CHAN_OK) {
+			l->up = true;
+			l->gen = l->sp.gen; /* this thread's own dial wrote it */
+		}
 		l->dialing = false;
 		pthread_cond_broadcast(&l->cv);
 	}
@@ -191,11 +199,8 @@ chan_lane_unlink(chan_lane *l, chan_lane_call *call)
 static void
 chan_lane_deliver(chan_lane *l, uint32_t rid, void *body, size_t len)
 {
-	uint64_t gen;
-
-	(void) chan_sp_up(&l->sp, &gen);
 	for (chan_lane_call *k = l->calls; k != NULL; k = k->next) {
-		if (k->rid == rid && k->gen == gen && !k->done) {
+		if (k->rid == rid && k->gen == l->gen && !k->done) {
 			k->done = true;
 			k->body = body;
 			k->len = len;
@@ -217,12 +222,17 @@ chan_lane_read(chan_lane *l, int64_t deadline, bool internal)
 	uint32_t    rid;
 	void       *body;
 	size_t      len;
+	bool        closed;
 
 	l->reading = true;
 	pthread_mutex_unlock(&l->mtx);
 	s = chan_sp_recv(&l->sp, &rid, &body, &len, deadline, internal ? -1 : l->wake[0]);
+	closed = l->sp.fd < 0; /* only the reader closes it, so no lock for this */
 	pthread_mutex_lock(&l->mtx);
 	l->reading = false;
+	if (closed) {
+		l->up = false;
+	}
 	if (s == CHAN_OK) {
 		chan_lane_deliver(l, rid, body, len);
 	}
@@ -239,7 +249,6 @@ static chan_status
 chan_lane_await(chan_lane *l, chan_lane_call *call, int64_t deadline, bool internal, bool *lost)
 {
 	chan_status s;
-	uint64_t    gen;
 
 	for (;;) {
 		if (call->done) {
@@ -248,7 +257,7 @@ chan_lane_await(chan_lane *l, chan_lane_call *call, int64_t deadline, bool inter
 		if (chan_lane_stopped(l, internal)) {
 			return (chan_fail(CHAN_UNAVAILABLE, "cancelled"));
 		}
-		if (!chan_sp_up(&l->sp, &gen) || gen != call->gen) {
+		if (!l->up || l->gen != call->gen) {
 			*lost = true;
 			return (chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", l->sp.url));
 		}
@@ -315,10 +324,11 @@ static chan_status
 chan_lane_try(chan_lane *l, chan_client *c, chan_exchange *x, chan_lane_call *call,
     int64_t deadline, bool internal, bool *lost)
 {
-	uint8_t     stack[CHAN_LANE_STACK];
-	uint8_t    *buf;
-	size_t      len;
-	chan_status s;
+	uint8_t            stack[CHAN_LANE_STACK];
+	uint8_t           *buf;
+	size_t             len;
+	chan_status        s;
+	chan_sp_put_result put;
 
 	*lost = false;
 	if ((s = chan_lane_connect(l, deadline, internal, &call->gen)) != CHAN_OK) {
@@ -334,15 +344,23 @@ chan_lane_try(chan_lane *l, chan_client *c, chan_exchange *x, chan_lane_call *ca
 		chan_lane_unlink(l, call);
 		return (chan_fail(CHAN_RESOURCE_EXHAUSTED, "cannot encode a request for %s", c->url));
 	}
-	/*
-	 * A failed write leaves the connection to the reader, who finds it
-	 * gone too (closing it here could pull it from under a blocked read).
-	 */
-	chan_sp_send_aside(&l->sp, call->rid, buf, len);
+	/* A write waits for room no longer than the call, nor past chan_cancel. */
+	put = chan_sp_put(&l->sp, call->rid, buf, len, deadline, internal ? -1 : l->wake[0]);
 	if (buf != stack) {
 		free(buf);
 	}
 	pthread_mutex_lock(&l->mtx);
+	if (put == CHAN_SP_UNSENT) {
+		chan_lane_unlink(l, call); /* the daemon never saw it */
+		return (chan_lane_stopped(l, internal)
+		        ? chan_fail(CHAN_UNAVAILABLE, "cancelled")
+		        : chan_fail(CHAN_UNAVAILABLE, "%s took no request in time", c->url));
+	}
+	/*
+	 * A broken write (CHAN_SP_BROKEN shut the socket down, CHAN_SP_NOCONN
+	 * a reader closed it meanwhile) is found by whoever reads next:
+	 * then the call sees its connection gone, and may go again.
+	 */
 	s = chan_lane_await(l, call, deadline, internal, lost);
 	chan_lane_unlink(l, call);
 	if (s == CHAN_UNAVAILABLE && !call->done && l->cancelled && !internal) {

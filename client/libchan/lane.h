@@ -47,6 +47,15 @@ typedef struct chan_lane {
 	bool             reading; /* a caller is reading sp */
 	bool             dialing; /* a caller is (re)connecting sp */
 	bool             cancelled; /* chan_cancel: the wake pipe is written */
+	/*
+	 * Whether sp is connected, and which connection it is: kept here
+	 * because sp's own lock is held across a write that may block (a
+	 * daemon that stopped reading), and nothing may wait for it under
+	 * mtx (chan_cancel takes mtx). Set by the dialer; cleared by the
+	 * reader, the one thread that closes sp.
+	 */
+	bool             up;
+	uint64_t         gen;
 	chan_lane_call  *calls;
 	int              wake[2]; /* ends a wait of a cancelled client */
 	chan_cancel_hook hook;

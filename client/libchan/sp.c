@@ -174,24 +174,38 @@ chan_sp_read_all(int fd, void *buf, size_t len, int64_t deadline_ms, int wakefd)
 	return (1);
 }
 
-/* Writes the iovecs whole (blocking, no SIGPIPE). false: the connection is gone. */
-static bool
-chan_sp_write_all(int fd, struct iovec *iov, int niov)
+/*
+ * Writes the iovecs whole (no SIGPIPE), waiting for room until
+ * deadline_ms (< 0: none), not once wakefd (>= 0) is readable: 1, or 0
+ * (the connection failed), or -1 (stopped by the deadline or a wake-up;
+ * *began says whether part of it went).
+ */
+static int
+chan_sp_write_all(int fd, struct iovec *iov, int niov, int64_t deadline_ms, int wakefd,
+    bool *began)
 {
 	struct msghdr mh;
 
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = iov;
 	mh.msg_iovlen = (size_t) niov;
+	*began = false;
 	while (mh.msg_iovlen > 0) {
-		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0 && errno == EINTR) {
 			continue;
 		}
-		if (n < 0) {
-			return (false);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (chan_sp_wait(fd, POLLOUT, deadline_ms, wakefd) <= 0) {
+				return (-1);
+			}
+			continue;
 		}
+		if (n < 0) {
+			return (0);
+		}
+		*began = true;
 		while (mh.msg_iovlen > 0 && (size_t) n >= mh.msg_iov[0].iov_len) {
 			n -= (ssize_t) mh.msg_iov[0].iov_len;
 			mh.msg_iov++;
@@ -202,7 +216,7 @@ chan_sp_write_all(int fd, struct iovec *iov, int niov)
 			mh.msg_iov[0].iov_len -= (size_t) n;
 		}
 	}
-	return (true);
+	return (1);
 }
 
 static void
@@ -351,6 +365,7 @@ chan_sp_dial(chan_sp *s, int64_t timeout_ms, int wakefd)
 	int64_t      deadline = chl_now_mono_ms() + timeout_ms;
 	chan_status  st;
 	int          fd = -1;
+	bool         began;
 
 	chan_sp_close(s);
 	st = s->tcp ? chan_sp_connect_tcp(s->url, deadline, wakefd, &fd)
@@ -359,7 +374,7 @@ chan_sp_dial(chan_sp *s, int64_t timeout_ms, int wakefd)
 		return (st);
 	}
 	/* The whole handshake by the deadline: a peer that sends half of it cannot hold us. */
-	if (!chan_sp_write_all(fd, &iov, 1) ||
+	if (chan_sp_write_all(fd, &iov, 1, deadline, wakefd, &began) != 1 ||
 	    chan_sp_read_all(fd, peer, sizeof(peer), deadline, wakefd) != 1) {
 		close(fd);
 		return (chan_fail(CHAN_UNAVAILABLE, "%s: no SP handshake from the daemon", s->url));
@@ -376,14 +391,16 @@ chan_sp_dial(chan_sp *s, int64_t timeout_ms, int wakefd)
 	return (CHAN_OK);
 }
 
-/* Writes one frame under s->mtx. 1 written, 0 failed, -1 not connected. */
-static int
-chan_sp_frame(chan_sp *s, uint32_t rid, const void *body, size_t len)
+chan_sp_put_result
+chan_sp_put(chan_sp *s, uint32_t rid, const void *body, size_t len, int64_t deadline_ms,
+    int wakefd)
 {
-	uint8_t      head[13];
-	size_t       hl = s->tcp ? 8 : 9;
-	struct iovec iov[2];
-	int          r = -1;
+	uint8_t            head[13];
+	size_t             hl = s->tcp ? 8 : 9;
+	struct iovec       iov[2];
+	chan_sp_put_result r = CHAN_SP_NOCONN;
+	bool               began;
+	int                w;
 
 	head[0] = SP_MSG;
 	chan_sp_put_be(head + hl - 8, len + 4, 8);
@@ -392,7 +409,16 @@ chan_sp_frame(chan_sp *s, uint32_t rid, const void *body, size_t len)
 	iov[1] = (struct iovec) { (void *) body, len };
 	pthread_mutex_lock(&s->mtx);
 	if (s->fd >= 0) {
-		r = chan_sp_write_all(s->fd, iov, len > 0 ? 2 : 1) ? 1 : 0;
+		w = chan_sp_write_all(s->fd, iov, len > 0 ? 2 : 1, deadline_ms, wakefd, &began);
+		r = w == 1 ? CHAN_SP_SENT : w < 0 && !began ? CHAN_SP_UNSENT : CHAN_SP_BROKEN;
+		if (r == CHAN_SP_BROKEN) {
+			/*
+			 * Not close: another thread may be blocked reading
+			 * it (and the number could be reused under it).
+			 * Shut down, it reads the end and closes.
+			 */
+			(void) shutdown(s->fd, SHUT_RDWR);
+		}
 	}
 	pthread_mutex_unlock(&s->mtx);
 	return (r);
@@ -401,12 +427,12 @@ chan_sp_frame(chan_sp *s, uint32_t rid, const void *body, size_t len)
 chan_status
 chan_sp_send(chan_sp *s, uint32_t rid, const void *body, size_t len)
 {
-	int r = chan_sp_frame(s, rid, body, len);
+	chan_sp_put_result r = chan_sp_put(s, rid, body, len, -1, -1);
 
-	if (r < 0) {
+	if (r == CHAN_SP_NOCONN) {
 		return (chan_fail(CHAN_UNAVAILABLE, "not connected to %s", s->url));
 	}
-	if (r == 0) {
+	if (r != CHAN_SP_SENT) {
 		chan_sp_close(s);
 		return (chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
 	}
@@ -416,7 +442,7 @@ chan_sp_send(chan_sp *s, uint32_t rid, const void *body, size_t len)
 void
 chan_sp_send_aside(chan_sp *s, uint32_t rid, const void *body, size_t len)
 {
-	(void) chan_sp_frame(s, rid, body, len);
+	(void) chan_sp_put(s, rid, body, len, -1, -1);
 }
 
 /* A frame read in part (w: chan_sp_read_all's result): the stream is torn, it closes. */

@@ -78,6 +78,24 @@ bool        chan_sp_pause(int wakefd, int64_t ms);
 chan_status chan_sp_wake_open(int wake[2]);
 void        chan_sp_wake_close(int wake[2]);
 
+/* What chan_sp_put did. */
+typedef enum chan_sp_put_result {
+	CHAN_SP_SENT,   /* all of the frame is with the kernel */
+	CHAN_SP_UNSENT, /* none of it went (deadline, wake-up): the connection is intact */
+	CHAN_SP_BROKEN, /* the connection failed, or the frame was cut short */
+	CHAN_SP_NOCONN, /* not connected */
+} chan_sp_put_result;
+
+/*
+ * Writes request rid, waiting for room in the socket until deadline_ms
+ * (< 0: none), not once wakefd (>= 0) is readable. Frames of different
+ * threads never interleave. CHAN_SP_BROKEN shuts the socket down without
+ * closing it: a thread blocked reading it sees the end and closes it
+ * (chan_sp_recv), where a close could pull it from under that read.
+ */
+chan_sp_put_result chan_sp_put(chan_sp *s, uint32_t rid, const void *body, size_t len,
+    int64_t deadline_ms, int wakefd);
+
 /*
  * chan_sp_send from another thread than the owner's (a Cancel while the
  * owner is blocked reading): whole frames never interleave; a failure
