@@ -175,6 +175,16 @@ uint8_t *chl_batch_write_msgs(uint8_t *p, const chl_batch_layout *l,
 size_t chl_request_packed_size(const Chan__V1__Request *q, bool batch, chl_batch_layout *lay);
 size_t chl_request_pack(const Chan__V1__Request *q, bool batch, const chl_batch_layout *lay,
     uint8_t *out);
+/*
+ * chl_request_pack of a Send in the batch form, less its payloads, for a
+ * caller that writes them from where they lie (a producer's arena, with
+ * writev): out gets the rest, and *split says where in it the payloads go,
+ * back to back (lay->data bytes). Returns what out got: the packed size
+ * minus lay->data; 0 when q is not a Send this form can carry (then pack
+ * it whole). lay: as chl_request_packed_size(q, true, lay) filled it.
+ */
+size_t chl_request_pack_gather(const Chan__V1__Request *q, const chl_batch_layout *lay,
+    uint8_t *out, size_t *split);
 
 /* Wall clock in Unix microseconds, and a monotonic clock in ms. */
 uint64_t chl_now_unix_us(void);

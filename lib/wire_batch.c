@@ -184,12 +184,19 @@ chl_batch_layout_data(
 	return (chl_batch_body_size(l));
 }
 
+/*
+ * The Batch's data and sizes. at != NULL: the payloads are left out, and
+ * *at is where they would go (the caller writes them from where they lie).
+ */
 static uint8_t *
 chl_batch_write_data(uint8_t *p, const chl_batch_layout *l,
-    const ProtobufCBinaryData *d, size_t n)
+    const ProtobufCBinaryData *d, size_t n, uint8_t **at)
 {
 	p = chl_put_len_head(p, 1, l->data);
-	for (size_t i = 0; i < n; i++) {
+	if (at != NULL) {
+		*at = p;
+	}
+	for (size_t i = 0; at == NULL && i < n; i++) {
 		if (d[i].len > 0) {
 			memcpy(p, d[i].data, d[i].len);
 			p += d[i].len;
@@ -263,18 +270,16 @@ chl_request_packed_size(
 	        chl_send_body(q->send, lay != NULL ? lay : &l, false)));
 }
 
-size_t
-chl_request_pack(const Chan__V1__Request *q, bool batch,
-    const chl_batch_layout *lay, uint8_t *out)
+/* A batchable Send in the batch form (chl_request_pack, _gather). */
+static size_t
+chl_request_pack_batch(const Chan__V1__Request *q, const chl_batch_layout *lay,
+    uint8_t *out, uint8_t **at)
 {
 	const Chan__V1__Send *s = q->send;
 	Chan__V1__Request     h;
 	chl_batch_layout      l;
 	uint8_t              *p;
 
-	if (!batch || !chl_send_batchable(q)) {
-		return (chan__v1__request__pack(q, out));
-	}
 	if (lay != NULL) {
 		l = *lay;
 	}
@@ -297,6 +302,31 @@ chl_request_pack(const Chan__V1__Request *q, bool batch,
 		p = chl_put_varint(p, s->sender);
 	}
 	p = chl_put_len_head(p, CHL_F_SEND_BATCH, l.body);
-	p = chl_batch_write_data(p, &l, s->data, s->n_data);
+	p = chl_batch_write_data(p, &l, s->data, s->n_data, at);
 	return ((size_t)(p - out));
+}
+
+size_t
+chl_request_pack(const Chan__V1__Request *q, bool batch,
+    const chl_batch_layout *lay, uint8_t *out)
+{
+	if (!batch || !chl_send_batchable(q)) {
+		return (chan__v1__request__pack(q, out));
+	}
+	return (chl_request_pack_batch(q, lay, out, NULL));
+}
+
+size_t
+chl_request_pack_gather(const Chan__V1__Request *q, const chl_batch_layout *lay,
+    uint8_t *out, size_t *split)
+{
+	uint8_t *at;
+	size_t   n;
+
+	if (!chl_send_batchable(q)) {
+		return (0);
+	}
+	n = chl_request_pack_batch(q, lay, out, &at);
+	*split = (size_t)(at - out);
+	return (n);
 }

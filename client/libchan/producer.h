@@ -80,8 +80,16 @@ struct chan_producer {
 	uint64_t             client_id;
 	uint64_t             next_id;
 	ProtobufCBinaryData *wdata;  /* max_batch payload descriptors */
-	uint8_t             *pk;     /* the packed request */
+	uint8_t             *pk;     /* the packed request (but gathered payloads) */
 	size_t               pk_len, pk_cap;
+	/*
+	 * The payloads, when they lie back to back in the batch's arena
+	 * (as chan_producer_send puts them) and the batch form carries
+	 * them: written from there (writev), at pk_split in pk, rather
+	 * than copied into pk first. gather_len 0: pk holds everything.
+	 */
+	const uint8_t       *gather;
+	size_t               gather_len, pk_split;
 	uint64_t             req_id;
 	int                  wakefd[2]; /* chan_cancel(c) wakes the producer thread */
 	atomic_bool          cancelled;

@@ -14,7 +14,25 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The batch in flight as one Send request in p->pk (a new Request.id). */
+/* Whether b's payloads lie back to back, in order (one block to write from). */
+static bool
+chan_producer_contiguous(const chan_pbatch *b)
+{
+	for (uint32_t i = 1; i < b->n; i++) {
+		if ((const char *) b->bufs[i].data !=
+		    (const char *) b->bufs[i - 1].data + b->bufs[i - 1].len) {
+			return (false);
+		}
+	}
+	return (b->n > 0 && b->bufs[0].data != NULL);
+}
+
+/*
+ * The batch in flight as one Send request in p->pk (a new Request.id),
+ * its payloads left where they are when they can be written from there:
+ * a copy of every byte saved (the 1 KiB stream spent 8% of all its CPU,
+ * daemon included, on that copy).
+ */
 static chan_status
 chan_producer_pack(chan_producer *p, const chan_pbatch *b)
 {
@@ -40,6 +58,12 @@ chan_producer_pack(chan_producer *p, const chan_pbatch *b)
 	q.op_case = CHAN__V1__REQUEST__OP_SEND;
 	q.send = &snd;
 	need = chl_request_packed_size(&q, p->c->batch_form, &lay);
+	p->gather_len = 0;
+	if (p->c->batch_form && chan_producer_contiguous(b)) {
+		p->gather = (const uint8_t *) b->bufs[0].data;
+		p->gather_len = lay.data;
+		need -= lay.data;
+	}
 	if (need > p->pk_cap) {
 		uint8_t *n = realloc(p->pk, need);
 
@@ -49,7 +73,12 @@ chan_producer_pack(chan_producer *p, const chan_pbatch *b)
 		p->pk = n;
 		p->pk_cap = need;
 	}
-	p->pk_len = chl_request_pack(&q, p->c->batch_form, &lay, p->pk);
+	if (p->gather_len == 0) {
+		p->pk_len = chl_request_pack(&q, p->c->batch_form, &lay, p->pk);
+	} else if ((p->pk_len = chl_request_pack_gather(&q, &lay, p->pk, &p->pk_split)) == 0) {
+		/* Never: a batch of payloads is a Send the batch form carries. */
+		return (chan_fail(CHAN_INTERNAL, "a batch the batch form cannot carry"));
+	}
 	return (CHAN_OK);
 }
 
@@ -85,6 +114,15 @@ chan_producer_write(chan_producer *p)
 	}
 	if (atomic_load(&p->cancelled)) {
 		return (chan_producer_cancelled(p));
+	}
+	if (p->gather_len > 0) {
+		struct iovec parts[3] = {
+			{ p->pk, p->pk_split },
+			{ (void *) p->gather, p->gather_len },
+			{ p->pk + p->pk_split, p->pk_len - p->pk_split },
+		};
+
+		return (chan_sp_sendv(&p->sp, (uint32_t) p->req_id, parts, 3));
 	}
 	return (chan_sp_send(&p->sp, (uint32_t) p->req_id, p->pk, p->pk_len));
 }

@@ -392,24 +392,29 @@ chan_sp_dial(chan_sp *s, int64_t timeout_ms, int wakefd)
 }
 
 chan_sp_put_result
-chan_sp_put(chan_sp *s, uint32_t rid, const void *body, size_t len, int64_t deadline_ms,
-    int wakefd)
+chan_sp_putv(chan_sp *s, uint32_t rid, const struct iovec *parts, int nparts,
+    int64_t deadline_ms, int wakefd)
 {
 	uint8_t            head[13];
-	size_t             hl = s->tcp ? 8 : 9;
-	struct iovec       iov[2];
+	size_t             hl = s->tcp ? 8 : 9, len = 0;
+	struct iovec       iov[1 + CHAN_SP_PARTS];
+	int                n = 1, w;
 	chan_sp_put_result r = CHAN_SP_NOCONN;
 	bool               began;
-	int                w;
 
+	for (int i = 0; i < nparts && i < CHAN_SP_PARTS; i++) {
+		len += parts[i].iov_len;
+		if (parts[i].iov_len > 0) {
+			iov[n++] = parts[i];
+		}
+	}
 	head[0] = SP_MSG;
 	chan_sp_put_be(head + hl - 8, len + 4, 8);
 	chan_sp_put_be(head + hl, rid | 0x80000000u, 4);
 	iov[0] = (struct iovec) { head, hl + 4 };
-	iov[1] = (struct iovec) { (void *) body, len };
 	pthread_mutex_lock(&s->mtx);
 	if (s->fd >= 0) {
-		w = chan_sp_write_all(s->fd, iov, len > 0 ? 2 : 1, deadline_ms, wakefd, &began);
+		w = chan_sp_write_all(s->fd, iov, n, deadline_ms, wakefd, &began);
 		r = w == 1 ? CHAN_SP_SENT : w < 0 && !began ? CHAN_SP_UNSENT : CHAN_SP_BROKEN;
 		if (r == CHAN_SP_BROKEN) {
 			/*
@@ -424,10 +429,19 @@ chan_sp_put(chan_sp *s, uint32_t rid, const void *body, size_t len, int64_t dead
 	return (r);
 }
 
-chan_status
-chan_sp_send(chan_sp *s, uint32_t rid, const void *body, size_t len)
+chan_sp_put_result
+chan_sp_put(chan_sp *s, uint32_t rid, const void *body, size_t len, int64_t deadline_ms,
+    int wakefd)
 {
-	chan_sp_put_result r = chan_sp_put(s, rid, body, len, -1, -1);
+	struct iovec part = { (void *) body, len };
+
+	return (chan_sp_putv(s, rid, &part, 1, deadline_ms, wakefd));
+}
+
+chan_status
+chan_sp_sendv(chan_sp *s, uint32_t rid, const struct iovec *parts, int nparts)
+{
+	chan_sp_put_result r = chan_sp_putv(s, rid, parts, nparts, -1, -1);
 
 	if (r == CHAN_SP_NOCONN) {
 		return (chan_fail(CHAN_UNAVAILABLE, "not connected to %s", s->url));
@@ -437,6 +451,14 @@ chan_sp_send(chan_sp *s, uint32_t rid, const void *body, size_t len)
 		return (chan_fail(CHAN_UNAVAILABLE, "lost the connection to %s", s->url));
 	}
 	return (CHAN_OK);
+}
+
+chan_status
+chan_sp_send(chan_sp *s, uint32_t rid, const void *body, size_t len)
+{
+	struct iovec part = { (void *) body, len };
+
+	return (chan_sp_sendv(s, rid, &part, 1));
 }
 
 void

@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include <chan/chan.h>
 
@@ -72,6 +73,8 @@ void        chan_sp_fini(chan_sp *s);
  * (and closed).
  */
 chan_status chan_sp_send(chan_sp *s, uint32_t rid, const void *body, size_t len);
+/* The same with the body in pieces (chan_sp_putv). */
+chan_status chan_sp_sendv(chan_sp *s, uint32_t rid, const struct iovec *parts, int nparts);
 /* Waits ms, or until wakefd is readable: true then. */
 bool        chan_sp_pause(int wakefd, int64_t ms);
 /* A pipe for waking a blocked chan_sp_recv: both ends close-on-exec, non-blocking. */
@@ -95,6 +98,10 @@ typedef enum chan_sp_put_result {
  */
 chan_sp_put_result chan_sp_put(chan_sp *s, uint32_t rid, const void *body, size_t len,
     int64_t deadline_ms, int wakefd);
+/* The same with the body in up to CHAN_SP_PARTS pieces, written as one frame. */
+#define CHAN_SP_PARTS 3
+chan_sp_put_result chan_sp_putv(chan_sp *s, uint32_t rid, const struct iovec *parts,
+    int nparts, int64_t deadline_ms, int wakefd);
 
 /*
  * chan_sp_send from another thread than the owner's (a Cancel while the

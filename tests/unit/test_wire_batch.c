@@ -484,6 +484,74 @@ START_TEST(request_roundtrip)
 }
 END_TEST
 
+/*
+ * A producer writes its payloads from where they lie: the gathered pack
+ * with the payloads put in at its split is byte for byte the whole pack.
+ */
+START_TEST(request_gather_same_bytes)
+{
+	size_t               n = request_ns[_i];
+	ProtobufCBinaryData *d = calloc(n, sizeof(*d));
+	uint8_t             *pool = malloc(POOL + 600), *whole, *part, *joined, *p;
+	Chan__V1__Request    q;
+	Chan__V1__Send       sd;
+	chl_batch_layout     lay;
+	size_t               len, plen, split = 0, data = 0;
+
+	ck_assert_ptr_nonnull(d);
+	ck_assert_ptr_nonnull(pool);
+	request_init(&q, &sd, d, n, pool, 0x5eed + n);
+	len = chl_request_packed_size(&q, true, &lay);
+	for (size_t i = 0; i < n; i++) {
+		data += d[i].len;
+	}
+	ck_assert_uint_eq(lay.data, data);
+	whole = malloc(len);
+	part = malloc(len);
+	joined = malloc(len);
+	ck_assert_ptr_nonnull(whole);
+	ck_assert_ptr_nonnull(part);
+	ck_assert_ptr_nonnull(joined);
+	ck_assert_uint_eq(chl_request_pack(&q, true, &lay, whole), len);
+	plen = chl_request_pack_gather(&q, &lay, part, &split);
+	ck_assert_uint_eq(plen, len - data);
+	ck_assert_uint_le(split, plen);
+	memcpy(joined, part, split);
+	p = joined + split;
+	for (size_t i = 0; i < n; i++) {
+		if (d[i].len > 0) {
+			memcpy(p, d[i].data, d[i].len);
+			p += d[i].len;
+		}
+	}
+	memcpy(p, part + split, plen - split);
+	expect_same_bytes(whole, len, joined, len, "gathered request");
+	free(joined);
+	free(part);
+	free(whole);
+	free(pool);
+	free(d);
+}
+END_TEST
+
+/* Not a Send with payloads: nothing to gather, 0. */
+START_TEST(request_gather_refuses_other_ops)
+{
+	Chan__V1__Request q = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Send    sd = CHAN__V1__SEND__INIT;
+	uint8_t           out[256];
+	size_t            split = 7;
+
+	q.op_case = CHAN__V1__REQUEST__OP_PING;
+	ck_assert_uint_eq(chl_request_pack_gather(&q, NULL, out, &split), 0);
+	sd.name = "empty";
+	q.op_case = CHAN__V1__REQUEST__OP_SEND;
+	q.send = &sd;
+	ck_assert_uint_eq(chl_request_pack_gather(&q, NULL, out, &split), 0);
+	ck_assert_uint_eq(split, 7);
+}
+END_TEST
+
 /* Requests that are not a Send, or a Send without data, go as they are. */
 START_TEST(request_other_ops_unchanged)
 {
@@ -902,6 +970,9 @@ batch_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, request_roundtrip, 0,
 	    (int) (sizeof(request_ns) / sizeof(request_ns[0])));
+	tcase_add_loop_test(tc, request_gather_same_bytes, 0,
+	    (int) (sizeof(request_ns) / sizeof(request_ns[0])));
+	tcase_add_test(tc, request_gather_refuses_other_ops);
 	tcase_add_test(tc, request_other_ops_unchanged);
 	suite_add_tcase(s, tc);
 
