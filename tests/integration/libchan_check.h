@@ -5,7 +5,8 @@
  * both names and the library's message, a connect that must work, numbered
  * payloads, waits on a channel's stat, a free tcp port, a producer's
  * outcomes recorded per ticket, a helper process, the daemon's connection
- * count, and raw socket helpers for fake peers (gp_*). Include it once,
+ * count, raw socket helpers for fake peers (gp_*) and a relay in front of
+ * the daemon that turns into a fake peer when armed (chh_relay_*). Include it once,
  * after harness.h and chan/chan.h. Everything is static inline so that a
  * suite that does not use a helper gets no unused-function warning.
  */
@@ -14,6 +15,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -424,6 +426,198 @@ gp_pump(int from, int to)
 		return (true);
 	}
 	return (n > 0 && gp_write_all(to, buf, (size_t) n));
+}
+
+/*
+ * A relay in front of the daemon (chh_relay_*): a thread accepts on a private
+ * unix socket and, until armed, relays up to max connections to the daemon's
+ * socket (chan_connect works through it). Once armed (or with max relayed
+ * already) each new connection is counted in refused and handed to on_armed,
+ * the suite's own fake peer, then closed. Arming can also cut the relayed
+ * connections, so the client must dial again and meet the fake peer.
+ */
+#define CHH_RELAY_MAX 4
+
+struct chh_relay;
+typedef void (*chh_relay_fn)(struct chh_relay *, int);
+
+typedef struct chh_relay {
+	char         path[100]; /* fits sun_path */
+	const char  *target;    /* the real daemon's socket */
+	int          max;       /* connections relayed at once, <= CHH_RELAY_MAX */
+	chh_relay_fn on_armed;  /* what a connection gets once armed */
+	void        *arg;       /* the suite's, for on_armed */
+	int          lfd;
+	int          ctl[2];    /* 'c': arm and cut the relayed ones, 'q': quit */
+	pthread_t    th;
+	int          armed;     /* atomic: 0 relay new connections, 1 hand them to on_armed */
+	int          relayed;   /* atomic: connections relayed */
+	int          refused;   /* atomic: connections handed to on_armed */
+	int          requests;  /* atomic: chh_relay_keep_request: requests read */
+	int          changes;   /* atomic: of those, not the same as the one before */
+	uint8_t     *req;       /* the last request read (on the relay's thread only) */
+	size_t       req_len;
+} chh_relay;
+
+/*
+ * For on_armed: reads one request on fd within ms and keeps it, counting it
+ * and whether it differs, byte for byte, from the one before.
+ */
+static inline void
+chh_relay_keep_request(chh_relay *r, int fd, int ms)
+{
+	uint8_t *m;
+	size_t   len;
+
+	if ((m = gp_read_msg(fd, &len, ms)) == NULL) {
+		return;
+	}
+	if (r->req != NULL && (len != r->req_len || memcmp(m, r->req, len) != 0)) {
+		__atomic_add_fetch(&r->changes, 1, __ATOMIC_SEQ_CST);
+	}
+	free(r->req);
+	r->req = m;
+	r->req_len = len;
+	__atomic_add_fetch(&r->requests, 1, __ATOMIC_SEQ_CST);
+}
+
+/* A new connection: relayed while there is room and not armed, else on_armed's. */
+static inline void
+chh_relay_accept(chh_relay *r, int *a, int *b)
+{
+	int fd, i;
+
+	/* accept, not accept4: not every suite that includes this has _GNU_SOURCE. */
+	if ((fd = accept(r->lfd, NULL, NULL)) < 0) {
+		return;
+	}
+	(void) fcntl(fd, F_SETFD, FD_CLOEXEC);
+	for (i = 0; i < r->max && a[i] >= 0; i++) {
+	}
+	if (!__atomic_load_n(&r->armed, __ATOMIC_SEQ_CST) && i < r->max &&
+	    (b[i] = gp_connect_unix(r->target)) >= 0) {
+		a[i] = fd;
+		__atomic_add_fetch(&r->relayed, 1, __ATOMIC_SEQ_CST);
+		return;
+	}
+	__atomic_add_fetch(&r->refused, 1, __ATOMIC_SEQ_CST);
+	r->on_armed(r, fd);
+	close(fd);
+}
+
+static inline void *
+chh_relay_main(void *arg)
+{
+	chh_relay *r = arg;
+	int        a[CHH_RELAY_MAX], b[CHH_RELAY_MAX], i;
+	char       cmd;
+
+	for (i = 0; i < CHH_RELAY_MAX; i++) {
+		a[i] = b[i] = -1;
+	}
+	for (;;) {
+		struct pollfd pf[2 + 2 * CHH_RELAY_MAX];
+
+		cmd = 0;
+		pf[0] = (struct pollfd) { .fd = r->ctl[0], .events = POLLIN };
+		pf[1] = (struct pollfd) { .fd = r->lfd, .events = POLLIN };
+		for (i = 0; i < r->max; i++) {
+			pf[2 + 2 * i] = (struct pollfd) { .fd = a[i], .events = POLLIN };
+			pf[3 + 2 * i] = (struct pollfd) { .fd = b[i], .events = POLLIN };
+		}
+		if (poll(pf, (nfds_t) (2 + 2 * r->max), -1) < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			break;
+		}
+		if (pf[0].revents != 0) {
+			if (read(r->ctl[0], &cmd, 1) != 1 || cmd == 'q') {
+				break;
+			}
+		}
+		for (i = 0; i < r->max; i++) {
+			if (a[i] >= 0 && (cmd == 'c' ||
+			    (pf[2 + 2 * i].revents != 0 && !gp_pump(a[i], b[i])) ||
+			    (pf[3 + 2 * i].revents != 0 && !gp_pump(b[i], a[i])))) {
+				close(a[i]);
+				close(b[i]);
+				a[i] = b[i] = -1;
+			}
+		}
+		if (cmd == 'c') {
+			__atomic_store_n(&r->armed, 1, __ATOMIC_SEQ_CST);
+		}
+		if ((pf[1].revents & POLLIN) != 0) {
+			chh_relay_accept(r, a, b);
+		}
+	}
+	for (i = 0; i < r->max; i++) {
+		if (a[i] >= 0) {
+			close(a[i]);
+			close(b[i]);
+		}
+	}
+	return (NULL);
+}
+
+/* Listens on path and relays to target (max at once) until armed. */
+static inline void
+chh_relay_start(chh_relay *r, const char *path, const char *target, int max,
+    chh_relay_fn on_armed, void *arg)
+{
+	struct sockaddr_un sa;
+
+	ck_assert(max >= 1 && max <= CHH_RELAY_MAX);
+	memset(r, 0, sizeof(*r));
+	snprintf(r->path, sizeof(r->path), "%s", path);
+	r->target = target;
+	r->max = max;
+	r->on_armed = on_armed;
+	r->arg = arg;
+	unlink(r->path);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", r->path);
+	r->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(r->lfd, 0);
+	ck_assert_int_eq(bind(r->lfd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(r->lfd, 16), 0);
+	ck_assert_int_eq(pipe(r->ctl), 0);
+	ck_assert_int_eq(pthread_create(&r->th, NULL, chh_relay_main, r), 0);
+}
+
+/*
+ * From now on every new connection goes to on_armed. cut: the relayed ones
+ * are hung up on too; waits until the relay's thread has done both.
+ */
+static inline void
+chh_relay_arm(chh_relay *r, bool cut)
+{
+	int64_t deadline = chh_now_ms() + chh_scaled_ms(5000);
+
+	if (!cut) {
+		__atomic_store_n(&r->armed, 1, __ATOMIC_SEQ_CST);
+		return;
+	}
+	ck_assert_int_eq(write(r->ctl[1], "c", 1), 1);
+	while (!__atomic_load_n(&r->armed, __ATOMIC_SEQ_CST)) {
+		ck_assert_msg(chh_now_ms() < deadline, "the relay never armed");
+		usleep(2 * 1000);
+	}
+}
+
+static inline void
+chh_relay_stop(chh_relay *r)
+{
+	ck_assert_int_eq(write(r->ctl[1], "q", 1), 1);
+	pthread_join(r->th, NULL);
+	close(r->ctl[0]);
+	close(r->ctl[1]);
+	close(r->lfd);
+	unlink(r->path);
+	free(r->req);
+	r->req = NULL;
 }
 
 #endif

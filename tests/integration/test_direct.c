@@ -24,9 +24,6 @@
  * Helper threads never call check's assertions: they record what they saw
  * and the test thread asserts.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* accept4 */
-#endif
 #include <check.h>
 #include <errno.h>
 #include <arpa/inet.h>
@@ -464,7 +461,7 @@ END_TEST
 /* ---- peers that are not chand --------------------------------------------------------- */
 
 /*
- * A unix socket server in the test: until armed, its connections are
+ * A relay (chh_relay) in the test: until armed, its connections are
  * relayed to the real daemon (so chan_connect, and the producer's stat on
  * the client's connection, work through it); once armed, every new one
  * (the direct producer's own) gets a handshake that is not chand's, by
@@ -485,25 +482,14 @@ END_TEST
 #define GP_HALF    6
 
 typedef struct gpeer {
-	char        path[100]; /* fits sun_path */
-	const char *target; /* the real daemon's socket */
-	int         mode;
-	int         lfd;
-	int         stop[2];
-	pthread_t   th;
-	int         armed;   /* 0: relay new connections; 1: refuse them */
-	int         relayed; /* connections relayed */
-	int         refused; /* connections answered with garbage */
-	int         got_hello; /* of those, how many sent the 8-byte REQ handshake */
-	int         requests;  /* GP_HANGUP: requests read */
-	int         req_changes; /* GP_HANGUP: requests not the same as the one before */
-	uint8_t    *req;       /* GP_HANGUP: the last request */
-	size_t      req_len;
+	chh_relay r;         /* relays chan_connect's connections until armed */
+	int       mode;
+	int       got_hello; /* refused connections that sent the 8-byte REQ handshake */
 } gpeer;
 
-/* A connection after arming: answered by mode (gpeer says how). */
+/* A connection after arming: answered by mode (the gpeer in r->arg says how). */
 static void
-gp_refuse(gpeer *g, int fd)
+gp_refuse(chh_relay *r, int fd)
 {
 	static const uint8_t hs[GP_MODES][8] = {
 		{ 0x00, 'S', 'P', 0x00, 0x00, 0x50, 0x00, 0x00 },
@@ -515,10 +501,9 @@ gp_refuse(gpeer *g, int fd)
 		{ 0x00, 'S', 'P', 0x00 },                         /* its first half */
 	};
 	static const uint8_t req[8] = { 0x00, 'S', 'P', 0x00, 0x00, 0x30, 0x00, 0x00 };
-	uint8_t              in[8], rest[64], *m;
-	size_t               len;
+	gpeer               *g = r->arg;
+	uint8_t              in[8], rest[64];
 
-	__atomic_add_fetch(&g->refused, 1, __ATOMIC_SEQ_CST);
 	if (g->mode == GP_CLOSE) {
 		return; /* closed by the caller at once */
 	}
@@ -540,16 +525,7 @@ gp_refuse(gpeer *g, int fd)
 	(void) gp_write_all(fd, hs[g->mode], sizeof(hs[g->mode]));
 	if (g->mode == GP_HANGUP) {
 		/* One request (kept, to compare with the next), then hang up. */
-		if ((m = gp_read_msg(fd, &len, 5000)) == NULL) {
-			return;
-		}
-		if (g->req != NULL && (len != g->req_len || memcmp(m, g->req, len) != 0)) {
-			__atomic_add_fetch(&g->req_changes, 1, __ATOMIC_SEQ_CST);
-		}
-		free(g->req);
-		g->req = m;
-		g->req_len = len;
-		__atomic_add_fetch(&g->requests, 1, __ATOMIC_SEQ_CST);
+		chh_relay_keep_request(r, fd, 5000);
 		return;
 	}
 	/* Until the client hangs up (or 2 s): it must not wait for more. */
@@ -557,106 +533,30 @@ gp_refuse(gpeer *g, int fd)
 	}
 }
 
-#define GP_RELAYS 4
-
-static void *
-gp_main(void *arg)
-{
-	gpeer *g = arg;
-	int    a[GP_RELAYS], b[GP_RELAYS], fd, i, n;
-
-	for (i = 0; i < GP_RELAYS; i++) {
-		a[i] = b[i] = -1;
-	}
-	for (;;) {
-		struct pollfd pf[2 + 2 * GP_RELAYS];
-
-		pf[0] = (struct pollfd) { .fd = g->stop[0], .events = POLLIN };
-		pf[1] = (struct pollfd) { .fd = g->lfd, .events = POLLIN };
-		for (i = 0; i < GP_RELAYS; i++) {
-			pf[2 + 2 * i] = (struct pollfd) { .fd = a[i], .events = POLLIN };
-			pf[3 + 2 * i] = (struct pollfd) { .fd = b[i], .events = POLLIN };
-		}
-		if ((n = poll(pf, 2 + 2 * GP_RELAYS, -1)) < 0) {
-			if (errno == EINTR) {
-				continue;
-			}
-			break;
-		}
-		if (pf[0].revents != 0) {
-			break;
-		}
-		for (i = 0; i < GP_RELAYS; i++) {
-			if (a[i] >= 0 && ((pf[2 + 2 * i].revents != 0 && !gp_pump(a[i], b[i])) ||
-			    (pf[3 + 2 * i].revents != 0 && !gp_pump(b[i], a[i])))) {
-				close(a[i]);
-				close(b[i]);
-				a[i] = b[i] = -1;
-			}
-		}
-		if ((pf[1].revents & POLLIN) == 0 ||
-		    (fd = accept4(g->lfd, NULL, NULL, SOCK_CLOEXEC)) < 0) {
-			continue;
-		}
-		/* Relayed until the test arms it (chan_connect makes two connections). */
-		for (i = 0; i < GP_RELAYS && a[i] >= 0; i++) {
-		}
-		if (!__atomic_load_n(&g->armed, __ATOMIC_SEQ_CST) && i < GP_RELAYS &&
-		    (b[i] = gp_connect_unix(g->target)) >= 0) {
-			a[i] = fd;
-			__atomic_add_fetch(&g->relayed, 1, __ATOMIC_SEQ_CST);
-		} else {
-			gp_refuse(g, fd);
-			close(fd);
-		}
-	}
-	for (i = 0; i < GP_RELAYS; i++) {
-		if (a[i] >= 0) {
-			close(a[i]);
-			close(b[i]);
-		}
-	}
-	return (NULL);
-}
+#define GP_RELAYS 4 /* chan_connect makes two connections */
 
 static void
 gp_start(gpeer *g, int mode, const char *target)
 {
-	struct sockaddr_un sa;
+	char path[100];
 
 	memset(g, 0, sizeof(*g));
 	g->mode = mode;
-	g->target = target;
-	own_path("g.sock", g->path, sizeof(g->path));
-	unlink(g->path);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", g->path);
-	g->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ck_assert_int_ge(g->lfd, 0);
-	ck_assert_int_eq(bind(g->lfd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-	ck_assert_int_eq(listen(g->lfd, 16), 0);
-	ck_assert_int_eq(pipe(g->stop), 0);
-	ck_assert_int_eq(pthread_create(&g->th, NULL, gp_main, g), 0);
+	own_path("g.sock", path, sizeof(path));
+	chh_relay_start(&g->r, path, target, GP_RELAYS, gp_refuse, g);
 }
 
 static void
 gp_stop(gpeer *g)
 {
-	ck_assert_int_eq(write(g->stop[1], "x", 1), 1);
-	pthread_join(g->th, NULL);
-	close(g->stop[0]);
-	close(g->stop[1]);
-	close(g->lfd);
-	unlink(g->path);
-	free(g->req);
+	chh_relay_stop(&g->r);
 }
 
 /* From now on the impostor refuses every new connection its way. */
 static void
 gp_arm(gpeer *g)
 {
-	__atomic_store_n(&g->armed, 1, __ATOMIC_SEQ_CST);
+	chh_relay_arm(&g->r, false);
 }
 
 /*
@@ -670,7 +570,7 @@ gp_client(gpeer *g, int mode, bool arm)
 	chan_client *c = NULL;
 
 	gp_start(g, mode, D.sock);
-	snprintf(url, sizeof(url), "ipc://%s", g->path);
+	snprintf(url, sizeof(url), "ipc://%s", g->r.path);
 	ck_status(chan_connect(url, &c), CHAN_OK);
 	if (arm) {
 		gp_arm(g);
@@ -682,7 +582,7 @@ gp_client(gpeer *g, int mode, bool arm)
 static void
 gp_assert_named(const gpeer *g)
 {
-	ck_assert_msg(strstr(chan_last_error(NULL), g->path) != NULL,
+	ck_assert_msg(strstr(chan_last_error(NULL), g->r.path) != NULL,
 	    "the message does not name the URL: %s", chan_last_error(NULL));
 }
 
@@ -707,7 +607,7 @@ gp_assert_open_refused(const gpeer *g, int mode, const char *what, chan_status s
 	    chan_status_name(want[mode]));
 	gp_assert_named(g);
 	ck_assert_msg(took < limit, "open took %lld ms to fail", (long long) took);
-	ck_assert_int_eq(__atomic_load_n(&g->refused, __ATOMIC_SEQ_CST), 1);
+	ck_assert_int_eq(__atomic_load_n(&g->r.refused, __ATOMIC_SEQ_CST), 1);
 	if (mode != GP_CLOSE) {
 		ck_assert_int_eq(__atomic_load_n(&g->got_hello, __ATOMIC_SEQ_CST), 1);
 	}
@@ -717,9 +617,9 @@ gp_assert_open_refused(const gpeer *g, int mode, const char *what, chan_status s
 static void
 gp_assert_hangups(const gpeer *g, int requests, int changes, int refused)
 {
-	ck_assert_int_eq(__atomic_load_n(&g->requests, __ATOMIC_SEQ_CST), requests);
-	ck_assert_int_eq(__atomic_load_n(&g->req_changes, __ATOMIC_SEQ_CST), changes);
-	ck_assert_int_eq(__atomic_load_n(&g->refused, __ATOMIC_SEQ_CST), refused);
+	ck_assert_int_eq(__atomic_load_n(&g->r.requests, __ATOMIC_SEQ_CST), requests);
+	ck_assert_int_eq(__atomic_load_n(&g->r.changes, __ATOMIC_SEQ_CST), changes);
+	ck_assert_int_eq(__atomic_load_n(&g->r.refused, __ATOMIC_SEQ_CST), refused);
 }
 
 /* Nothing reached the real daemon: it never heard of the channel. */
@@ -743,7 +643,7 @@ START_TEST(peer_not_chand)
 
 	/* Through the relay to the real daemon. */
 	c = gp_client(&g, _i, false);
-	ck_assert_int_ge(__atomic_load_n(&g.relayed, __ATOMIC_SEQ_CST), 1);
+	ck_assert_int_ge(__atomic_load_n(&g.r.relayed, __ATOMIC_SEQ_CST), 1);
 	gp_arm(&g);
 
 	t0 = chh_now_ms();
@@ -762,7 +662,7 @@ START_TEST(peer_not_chand)
 		ck_status(st, CHAN_OK);
 		produce_n(p, 0, 3, 1);
 		ck_status(chan_producer_close(p), CHAN_OK);
-		ck_assert_int_eq(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 0);
+		ck_assert_int_eq(__atomic_load_n(&g.r.refused, __ATOMIC_SEQ_CST), 0);
 		r = connect_ok();
 		recv_exactly(r, "gp", 0, 3, 8, NULL);
 		chan_disconnect(r);
@@ -808,8 +708,8 @@ START_TEST(peer_hangs_up_every_request)
 		/* A failed batch does not stop the next (stop_on_failure off): a new request, 5 times. */
 		produce_n(p, 1, 1, 2);
 		ck_status(chan_producer_flush(p, chh_scaled_ms(10000)), CHAN_UNAVAILABLE);
-		ck_assert_int_eq(__atomic_load_n(&g.requests, __ATOMIC_SEQ_CST), 10);
-		ck_assert_int_eq(__atomic_load_n(&g.req_changes, __ATOMIC_SEQ_CST), 1);
+		ck_assert_int_eq(__atomic_load_n(&g.r.requests, __ATOMIC_SEQ_CST), 10);
+		ck_assert_int_eq(__atomic_load_n(&g.r.changes, __ATOMIC_SEQ_CST), 1);
 		ck_assert_uint_eq(chan_producer_failed(p), 2);
 		ck_status(chan_producer_close(p), CHAN_OK);
 		assert_never_reached_daemon("hu");
@@ -818,7 +718,7 @@ START_TEST(peer_hangs_up_every_request)
 		ck_status(st, CHAN_OK);
 		ck_assert_uint_eq(v.ok, 1);
 		ck_status(chan_producer_close(p), CHAN_OK);
-		ck_assert_int_eq(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 0);
+		ck_assert_int_eq(__atomic_load_n(&g.r.refused, __ATOMIC_SEQ_CST), 0);
 		r = connect_ok();
 		recv_exactly(r, "hu", 0, 1, 8, NULL);
 		chan_disconnect(r);
@@ -1608,7 +1508,7 @@ START_TEST(consumer_peer_not_chand)
 		gp_assert_named(&g);
 		ck_assert_msg(took < chh_scaled_ms(15000), "open took %lld ms to fail",
 		    (long long) took);
-		ck_assert_int_ge(__atomic_load_n(&g.refused, __ATOMIC_SEQ_CST), 1);
+		ck_assert_int_ge(__atomic_load_n(&g.r.refused, __ATOMIC_SEQ_CST), 1);
 	}
 	ck_assert_ptr_null(k);
 	ck_status(chan_ping(c, NULL), CHAN_OK);

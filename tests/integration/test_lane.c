@@ -474,159 +474,24 @@ END_TEST
 /* ---- 6. peers that are not chand ---------------------------------------------------- */
 
 /*
- * A unix socket server in the test: until armed, its connections are
- * relayed to the real daemon (chan_connect works through it). Arming
- * hangs up the relayed ones; every later connection gets chand's SP
- * handshake (REP), one request is read (compared with the one before,
- * byte for byte) and the connection is closed.
+ * A relay (chh_relay) in front of the daemon: chan_connect works through
+ * it. Arming hangs up the relayed connections; every later one gets
+ * chand's SP handshake (REP), one request is read (compared with the one
+ * before, byte for byte) and the connection is closed.
  */
 #define HP_RELAYS 2
 
-typedef struct hpeer {
-	char        path[100];
-	const char *target;
-	int         lfd;
-	int         ctl[2];    /* 'a': arm, 'q': quit */
-	pthread_t   th;
-	int         armed;     /* atomic: the relayed connections are gone */
-	int         relayed;   /* atomic */
-	int         refused;   /* atomic: connections after arming */
-	int         requests;  /* atomic: requests read after arming */
-	int         changes;   /* atomic: requests not the same as the one before */
-	uint8_t    *req;
-	size_t      req_len;
-} hpeer;
-
 static void
-hp_hang_up(hpeer *g, int fd)
+hp_hang_up(chh_relay *g, int fd)
 {
 	static const uint8_t rep[8] = { 0x00, 'S', 'P', 0x00, 0x00, 0x31, 0x00, 0x00 };
-	uint8_t              in[8], *m;
-	size_t               len;
+	uint8_t              in[8];
 
-	__atomic_add_fetch(&g->refused, 1, __ATOMIC_SEQ_CST);
 	if (gp_read_within(fd, in, sizeof(in), 2000) != sizeof(in) ||
-	    !gp_write_all(fd, rep, sizeof(rep)) || (m = gp_read_msg(fd, &len, 5000)) == NULL) {
+	    !gp_write_all(fd, rep, sizeof(rep))) {
 		return;
 	}
-	if (g->req != NULL && (len != g->req_len || memcmp(m, g->req, len) != 0)) {
-		__atomic_add_fetch(&g->changes, 1, __ATOMIC_SEQ_CST);
-	}
-	free(g->req);
-	g->req = m;
-	g->req_len = len;
-	__atomic_add_fetch(&g->requests, 1, __ATOMIC_SEQ_CST);
-}
-
-static void *
-hp_main(void *arg)
-{
-	hpeer *g = arg;
-	int    a[HP_RELAYS], b[HP_RELAYS], fd, i;
-	char   cmd;
-
-	for (i = 0; i < HP_RELAYS; i++) {
-		a[i] = b[i] = -1;
-	}
-	for (;;) {
-		struct pollfd pf[2 + 2 * HP_RELAYS];
-
-		cmd = 0;
-		pf[0] = (struct pollfd) { .fd = g->ctl[0], .events = POLLIN };
-		pf[1] = (struct pollfd) { .fd = g->lfd, .events = POLLIN };
-		for (i = 0; i < HP_RELAYS; i++) {
-			pf[2 + 2 * i] = (struct pollfd) { .fd = a[i], .events = POLLIN };
-			pf[3 + 2 * i] = (struct pollfd) { .fd = b[i], .events = POLLIN };
-		}
-		if (poll(pf, 2 + 2 * HP_RELAYS, -1) < 0) {
-			if (errno == EINTR) {
-				continue;
-			}
-			break;
-		}
-		if (pf[0].revents != 0) {
-			if (read(g->ctl[0], &cmd, 1) != 1 || cmd == 'q') {
-				break;
-			}
-		}
-		for (i = 0; i < HP_RELAYS; i++) {
-			if (a[i] >= 0 && (cmd == 'a' ||
-			    (pf[2 + 2 * i].revents != 0 && !gp_pump(a[i], b[i])) ||
-			    (pf[3 + 2 * i].revents != 0 && !gp_pump(b[i], a[i])))) {
-				close(a[i]);
-				close(b[i]);
-				a[i] = b[i] = -1;
-			}
-		}
-		if (cmd == 'a') {
-			__atomic_store_n(&g->armed, 1, __ATOMIC_SEQ_CST);
-		}
-		if ((pf[1].revents & POLLIN) == 0 || (fd = accept(g->lfd, NULL, NULL)) < 0) {
-			continue;
-		}
-		for (i = 0; i < HP_RELAYS && a[i] >= 0; i++) {
-		}
-		if (!__atomic_load_n(&g->armed, __ATOMIC_SEQ_CST) && i < HP_RELAYS &&
-		    (b[i] = gp_connect_unix(g->target)) >= 0) {
-			a[i] = fd;
-			__atomic_add_fetch(&g->relayed, 1, __ATOMIC_SEQ_CST);
-		} else {
-			hp_hang_up(g, fd);
-			close(fd);
-		}
-	}
-	for (i = 0; i < HP_RELAYS; i++) {
-		if (a[i] >= 0) {
-			close(a[i]);
-			close(b[i]);
-		}
-	}
-	return (NULL);
-}
-
-static void
-hp_start(hpeer *g, const char *target)
-{
-	struct sockaddr_un sa;
-
-	memset(g, 0, sizeof(*g));
-	g->target = target;
-	snprintf(g->path, sizeof(g->path), "%s/g.sock", own_dir);
-	unlink(g->path);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", g->path);
-	g->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ck_assert_int_ge(g->lfd, 0);
-	ck_assert_int_eq(bind(g->lfd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-	ck_assert_int_eq(listen(g->lfd, 16), 0);
-	ck_assert_int_eq(pipe(g->ctl), 0);
-	ck_assert_int_eq(pthread_create(&g->th, NULL, hp_main, g), 0);
-}
-
-/* Hangs up the relayed connections; every new one is hung up on. Waits until done. */
-static void
-hp_arm(hpeer *g)
-{
-	int64_t deadline = chh_now_ms() + chh_scaled_ms(5000);
-
-	ck_assert_int_eq(write(g->ctl[1], "a", 1), 1);
-	while (!__atomic_load_n(&g->armed, __ATOMIC_SEQ_CST)) {
-		ck_assert_msg(chh_now_ms() < deadline, "the relay never armed");
-		usleep(2 * 1000);
-	}
-}
-
-static void
-hp_stop(hpeer *g)
-{
-	ck_assert_int_eq(write(g->ctl[1], "q", 1), 1);
-	pthread_join(g->th, NULL);
-	close(g->ctl[0]);
-	close(g->ctl[1]);
-	close(g->lfd);
-	unlink(g->path);
-	free(g->req);
+	chh_relay_keep_request(g, fd, 5000);
 }
 
 /*
@@ -638,7 +503,8 @@ hp_stop(hpeer *g)
  */
 START_TEST(peer_hangs_up_every_request)
 {
-	hpeer        g;
+	chh_relay    g;
+	char         path[100];
 	chan_client *c, *w;
 	chan_status  st;
 	int64_t      t0, took, v;
@@ -647,7 +513,8 @@ START_TEST(peer_hangs_up_every_request)
 	if (!direct_mode()) {
 		return;
 	}
-	hp_start(&g, D.sock);
+	snprintf(path, sizeof(path), "%s/g.sock", own_dir);
+	chh_relay_start(&g, path, D.sock, HP_RELAYS, hp_hang_up, NULL);
 	{
 		char url[128];
 
@@ -656,7 +523,7 @@ START_TEST(peer_hangs_up_every_request)
 	}
 	ck_assert_int_eq(__atomic_load_n(&g.relayed, __ATOMIC_SEQ_CST), 1);
 	ck_status(chan_counter_add(c, "hu0", 1, &v), CHAN_OK); /* relayed: works */
-	hp_arm(&g);
+	chh_relay_arm(&g, true);
 
 	t0 = chh_now_ms();
 	st = chan_counter_add(c, "hu", 1, &v);
@@ -678,7 +545,7 @@ START_TEST(peer_hangs_up_every_request)
 	ck_status(chan_counter_get(w, "hu", &v), CHAN_NOT_FOUND);
 	chan_disconnect(w);
 	chan_disconnect(c);
-	hp_stop(&g);
+	chh_relay_stop(&g);
 	own_dir_clean(false);
 }
 END_TEST
