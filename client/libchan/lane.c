@@ -18,6 +18,16 @@ chan_lane_wanted(const char *url)
 	return (chan_sp_wanted(url));
 }
 
+/* Every waiting caller looks again: the connection or the client changed. l->mtx held. */
+static void
+chan_lane_wake_all(chan_lane *l)
+{
+	pthread_cond_broadcast(&l->cv);
+	for (chan_lane_call *k = l->calls; k != NULL; k = k->next) {
+		pthread_cond_signal(&k->cv);
+	}
+}
+
 /* chan_cancel(c): every waiting caller returns, the reader too. c->mtx held. */
 static void
 chan_lane_cancel_cb(void *arg)
@@ -29,7 +39,7 @@ chan_lane_cancel_cb(void *arg)
 		l->cancelled = true;
 		(void) !write(l->wake[1], "x", 1);
 	}
-	pthread_cond_broadcast(&l->cv);
+	chan_lane_wake_all(l);
 	pthread_mutex_unlock(&l->mtx);
 }
 
@@ -99,15 +109,15 @@ chan_lane_expired(int64_t deadline)
 	return (deadline >= 0 && chl_now_mono_ms() >= deadline);
 }
 
-/* Waits on l->cv until woken or deadline. l->mtx held. */
+/* Waits on cv (l->cv, or a call's) until woken or deadline. l->mtx held. */
 static void
-chan_lane_sleep(chan_lane *l, int64_t deadline)
+chan_lane_sleep(chan_lane *l, pthread_cond_t *cv, int64_t deadline)
 {
 	struct timespec ts;
 	int64_t         left;
 
 	if (deadline < 0) {
-		pthread_cond_wait(&l->cv, &l->mtx);
+		pthread_cond_wait(cv, &l->mtx);
 		return;
 	}
 	left = deadline - chl_now_mono_ms();
@@ -121,7 +131,7 @@ chan_lane_sleep(chan_lane *l, int64_t deadline)
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000;
 	}
-	(void) pthread_cond_timedwait(&l->cv, &l->mtx, &ts);
+	(void) pthread_cond_timedwait(cv, &l->mtx, &ts);
 }
 
 /* One dial's bound: CHAN_SP_DIAL_MS, or less to keep a call's deadline. */
@@ -165,7 +175,7 @@ chan_lane_connect(chan_lane *l, int64_t deadline, bool internal, uint64_t *gen)
 			return (chan_fail(CHAN_UNAVAILABLE, "cannot reach %s in time", l->sp.url));
 		}
 		if (l->dialing || l->reading) {
-			chan_lane_sleep(l, deadline);
+			chan_lane_sleep(l, &l->cv, deadline);
 			continue;
 		}
 		l->dialing = true;
@@ -184,13 +194,25 @@ chan_lane_connect(chan_lane *l, int64_t deadline, bool internal, uint64_t *gen)
 	}
 }
 
+/*
+ * A call leaves the lane. With nobody reading, the first call still
+ * waiting is woken to read: the role is never left empty while calls
+ * wait (each sleeps on its own condition, so an answer wakes only its
+ * call, not every thread sharing the client). l->mtx held.
+ */
 static void
 chan_lane_unlink(chan_lane *l, chan_lane_call *call)
 {
 	for (chan_lane_call **pp = &l->calls; *pp != NULL; pp = &(*pp)->next) {
 		if (*pp == call) {
 			*pp = call->next;
-			return;
+			break;
+		}
+	}
+	for (chan_lane_call *k = l->calls; k != NULL && !l->reading; k = k->next) {
+		if (!k->done) {
+			pthread_cond_signal(&k->cv);
+			break;
 		}
 	}
 }
@@ -204,6 +226,7 @@ chan_lane_deliver(chan_lane *l, uint32_t rid, void *body, size_t len)
 			k->done = true;
 			k->body = body;
 			k->len = len;
+			pthread_cond_signal(&k->cv);
 			return;
 		}
 	}
@@ -232,11 +255,11 @@ chan_lane_read(chan_lane *l, int64_t deadline, bool internal)
 	l->reading = false;
 	if (closed) {
 		l->up = false;
+		chan_lane_wake_all(l); /* every call on it is lost; dialers may go */
 	}
 	if (s == CHAN_OK) {
 		chan_lane_deliver(l, rid, body, len);
 	}
-	pthread_cond_broadcast(&l->cv);
 	return (s);
 }
 
@@ -265,7 +288,7 @@ chan_lane_await(chan_lane *l, chan_lane_call *call, int64_t deadline, bool inter
 			return (chan_fail(CHAN_UNAVAILABLE, "no answer from %s in time", l->sp.url));
 		}
 		if (l->reading) {
-			chan_lane_sleep(l, deadline);
+			chan_lane_sleep(l, &call->cv, deadline);
 			continue;
 		}
 		s = chan_lane_read(l, deadline, internal);
@@ -381,6 +404,7 @@ chan_lane_run(chan_lane *l, chan_client *c, chan_exchange *x, int64_t local_time
 	int            resets = 0;
 	bool           lost;
 
+	pthread_cond_init(&call.cv, NULL);
 	pthread_mutex_lock(&l->mtx);
 	while ((s = chan_lane_try(l, c, x, &call, deadline, internal, &lost)) != CHAN_OK && lost) {
 		/*
@@ -402,6 +426,7 @@ chan_lane_run(chan_lane *l, chan_client *c, chan_exchange *x, int64_t local_time
 		pthread_mutex_lock(&l->mtx);
 	}
 	pthread_mutex_unlock(&l->mtx);
+	pthread_cond_destroy(&call.cv);
 	if (s != CHAN_OK) {
 		return (s);
 	}

@@ -36,6 +36,7 @@ typedef struct chan_lane_call {
 	uint32_t               rid;  /* the SP request id (the Request.id's low 31 bits) */
 	uint64_t               gen;  /* the connection it was written on */
 	bool                   done; /* body/len hold its answer */
+	pthread_cond_t         cv;   /* its answer came, or it is to read */
 	void                  *body;
 	size_t                 len;
 } chan_lane_call;
@@ -43,7 +44,7 @@ typedef struct chan_lane_call {
 typedef struct chan_lane {
 	chan_sp          sp;
 	pthread_mutex_t  mtx;     /* everything below, and the reader role */
-	pthread_cond_t   cv;      /* an answer came, the reader or dialer left */
+	pthread_cond_t   cv;      /* the dialer left, or the connection went (callers not linked yet) */
 	bool             reading; /* a caller is reading sp */
 	bool             dialing; /* a caller is (re)connecting sp */
 	bool             cancelled; /* chan_cancel: the wake pipe is written */
