@@ -152,18 +152,31 @@ chan_pend_take(chan_client *c, chan_exchange *x)
 	c->pend_cap = 0;
 }
 
-/* Puts confirmations that may not have reached the daemon back in front. */
+/*
+ * After an exchange: the confirmations x carried reached the daemon
+ * (sent), or they go back in front for the next request, since they may
+ * not have (confirming twice is harmless, losing a confirmation is not).
+ */
 static void
-chan_confirms_restore(chan_client *c, chan_exchange *x)
+chan_confirms_settle(chan_client *c, chan_exchange *x, bool sent)
 {
-	size_t i;
-
-	for (i = 0; i < x->nheld; i++) {
+	chan_confirms_clear(x);
+	for (size_t i = 0; !sent && i < x->nheld; i++) {
 		chan_pending_add(c, x->held[i].id, x->held[i].taken, x->held[i].via);
 	}
 	free(x->held);
 	x->held = NULL;
 	x->nheld = 0;
+}
+
+/* A request's id (the next of c's) and client. */
+static void
+chan_stamp(chan_client *c, chan_exchange *x)
+{
+	x->req.has_id = 1;
+	x->req.id = atomic_fetch_add(&c->next_id, 1);
+	x->req.has_client = 1;
+	x->req.client = c->client_id;
 }
 
 void
@@ -177,11 +190,6 @@ chan_confirms_clear(chan_exchange *x)
 	x->req.n_confirm_part = 0;
 }
 
-/*
- * Fills Request.confirm (and confirm_part) from the held deliveries whose
- * connection is still up: deliveries of a closed connection were given
- * back by the daemon.
- */
 /* Whether the connection a delivery came over is still up. */
 static bool
 chan_via_up(chan_client *c, chan_via via)
@@ -193,6 +201,12 @@ chan_via_up(chan_client *c, chan_via via)
 	}
 	return (nng_pipe_get_size(via.pipe, NNG_OPT_RECVMAXSZ, &sz) == 0);
 }
+
+/*
+ * Fills Request.confirm (and confirm_part) from the held deliveries whose
+ * connection is still up: deliveries of a closed connection were given
+ * back by the daemon.
+ */
 
 void
 chan_confirms_build(chan_client *c, chan_exchange *x)
@@ -530,15 +544,10 @@ chan_exchange_nng(chan_client *c, chan_exchange *x, int want_result, int64_t loc
 	}
 	s = chan_transfer(c, &link, x, local_timeout_ms, &answer);
 	chan_call_end(c, &link);
-	chan_confirms_clear(x);
+	chan_confirms_settle(c, x, s == CHAN_OK);
 	if (s != CHAN_OK) {
-		/* Confirming twice is harmless, losing a confirmation is not. */
-		chan_confirms_restore(c, x);
 		return (s);
 	}
-	free(x->held);
-	x->held = NULL;
-	x->nheld = 0;
 	return (chan_exchange_answer(c, x, answer, want_result));
 }
 
@@ -558,14 +567,10 @@ chan_lane_exchange(chan_client *c, chan_exchange *x, int want_result, int64_t lo
 	pthread_mutex_unlock(&c->mtx);
 	chan_confirms_build(c, x);
 	s = chan_lane_run(c->lane, c, x, local_timeout_ms, internal);
-	chan_confirms_clear(x);
+	chan_confirms_settle(c, x, s == CHAN_OK);
 	if (s != CHAN_OK) {
-		chan_confirms_restore(c, x); /* twice is harmless, lost is not */
 		return (s);
 	}
-	free(x->held);
-	x->held = NULL;
-	x->nheld = 0;
 	return (chan_answer_check(c, x, want_result));
 }
 
@@ -574,10 +579,7 @@ chan_status
 chan_exchange_run(chan_client *c, chan_exchange *x, int want_result, int64_t local_timeout_ms,
     bool internal)
 {
-	x->req.has_id = 1;
-	x->req.id = atomic_fetch_add(&c->next_id, 1);
-	x->req.has_client = 1;
-	x->req.client = c->client_id;
+	chan_stamp(c, x);
 	if (c->lane != NULL) {
 		return (chan_lane_exchange(c, x, want_result, local_timeout_ms, internal));
 	}
@@ -683,10 +685,7 @@ chan_async_begin(chan_client *c, chan_exchange *x, chan_call_link *link, const c
 {
 	int rv;
 
-	x->req.has_id = 1;
-	x->req.id = atomic_fetch_add(&c->next_id, 1);
-	x->req.has_client = 1;
-	x->req.client = c->client_id;
+	chan_stamp(c, x);
 	link->tag = tag;
 	link->gen = gen;
 	link->aio = aio;
@@ -764,14 +763,7 @@ chan_async_end(chan_client *c, chan_call_link *link, chan_exchange *x)
 	if (!keep) {
 		nng_ctx_close(link->ctx);
 	}
-	chan_confirms_clear(x);
-	if (!link->clean) {
-		/* Confirming twice is harmless, losing a confirmation is not. */
-		chan_confirms_restore(c, x);
-	}
-	free(x->held);
-	x->held = NULL;
-	x->nheld = 0;
+	chan_confirms_settle(c, x, link->clean);
 }
 
 void
@@ -787,6 +779,32 @@ chan_async_cancel(chan_client *c, const chan_aio *tag, uint64_t gen)
 	}
 	chan_cancel_kick(c);
 	pthread_mutex_unlock(&c->mtx);
+}
+
+void
+chan_cond_init_mono(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+struct timespec
+chan_deadline_in(int64_t us)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += us / 1000000;
+	ts.tv_nsec += (long) (us % 1000000) * 1000;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return (ts);
 }
 
 uint64_t
@@ -1112,7 +1130,7 @@ chan_connect(const char *url, chan_client **out)
 	pthread_cond_init(&c->cv, NULL);
 	c->client_id = chan_random_id();
 	atomic_init(&c->next_id, 1);
-	s = chan_lane_wanted(url) ? chan_connect_lane(c) : chan_connect_nng(c);
+	s = chan_sp_wanted(url) ? chan_connect_lane(c) : chan_connect_nng(c);
 	if (s != CHAN_OK) {
 		goto fail;
 	}
@@ -1142,9 +1160,7 @@ chan_goodbye(chan_client *c, bool on_nng)
 	x.req.op_case = CHAN__V1__REQUEST__OP_PING;
 	x.req.ping = &p;
 	if (on_nng) {
-		x.req.has_id = x.req.has_client = 1;
-		x.req.id = atomic_fetch_add(&c->next_id, 1);
-		x.req.client = c->client_id;
+		chan_stamp(c, &x);
 		(void) chan_exchange_nng(c, &x, 0, CHAN_GOODBYE_TIMEOUT_MS, true);
 	} else {
 		(void) chan_exchange_run(c, &x, 0, CHAN_GOODBYE_TIMEOUT_MS, true);

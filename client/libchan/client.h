@@ -306,6 +306,14 @@ void chan_cancel_hook_remove(chan_client *c, chan_cancel_hook *h);
 
 /* The longest answer c accepts (nng's NNG_OPT_RECVMAXSZ on its socket). */
 size_t      chan_recv_bound(const chan_client *c);
+/*
+ * Condition variables timed on CLOCK_MONOTONIC (a wall-clock step must
+ * not stretch or cut a wait): chan_cond_init_mono makes one, and
+ * chan_deadline_in gives the absolute time us from now for
+ * pthread_cond_timedwait on it.
+ */
+void            chan_cond_init_mono(pthread_cond_t *cv);
+struct timespec chan_deadline_in(int64_t us);
 /* A random non-zero 64-bit id (Request.client of a connection). */
 uint64_t    chan_random_id(void);
 

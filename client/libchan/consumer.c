@@ -277,16 +277,7 @@ chan_consumer_wait(chan_consumer *k, int64_t deadline_ms)
 	if (bounded) {
 		int64_t left = deadline_ms - chl_now_mono_ms();
 
-		if (left < 0) {
-			left = 0;
-		}
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += left / 1000;
-		ts.tv_nsec += (long) (left % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = chan_deadline_in(left > 0 ? left * 1000 : 0);
 	}
 	pthread_mutex_lock(&k->mtx);
 	while (!k->done && !k->cancelled) {
@@ -396,7 +387,6 @@ chan_consumer_open(chan_client *c, const char *name, const chan_consumer_opts *o
 {
 	chan_consumer     *k;
 	chan_status        s;
-	pthread_condattr_t ca;
 	uint32_t           dmax;
 
 	if (c == NULL || out == NULL) {
@@ -410,10 +400,7 @@ chan_consumer_open(chan_client *c, const char *name, const chan_consumer_opts *o
 	}
 	snprintf(k->name, sizeof(k->name), "%s", name);
 	pthread_mutex_init(&k->mtx, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&k->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	chan_cond_init_mono(&k->cv);
 	if (chan_sp_wanted(chan_url(c))) {
 		if ((s = chan_kd_open(k, c)) != CHAN_OK) {
 			goto fail;

@@ -288,23 +288,10 @@ chan_kd_ping(chan_consumer *k, int64_t deadline_ms)
 void
 chan_kd_cancel(chan_consumer *k)
 {
-	Chan__V1__Request q = CHAN__V1__REQUEST__INIT;
-	Chan__V1__Cancel  cx = CHAN__V1__CANCEL__INIT;
-	uint64_t          id = atomic_load(&k->live_fetch), rid;
-	uint8_t           buf[128];
+	uint64_t id = atomic_load(&k->live_fetch);
 
 	if (id != 0 && k->cancel_op) {
-		rid = atomic_fetch_add(&k->next_id, 1) + 1;
-		cx.n_ids = 1;
-		cx.ids = &id;
-		q.has_id = q.has_client = 1;
-		q.id = rid;
-		q.client = k->client_id;
-		q.op_case = CHAN__V1__REQUEST__OP_CANCEL;
-		q.cancel = &cx;
-		if (chan__v1__request__get_packed_size(&q) <= sizeof(buf)) {
-			chan_sp_send_aside(&k->sp, (uint32_t) rid, buf, chan__v1__request__pack(&q, buf));
-		}
+		chan_sp_cancel_aside(&k->sp, k->client_id, atomic_fetch_add(&k->next_id, 1) + 1, id);
 	}
 	(void) !write(k->wake[1], "x", 1);
 }

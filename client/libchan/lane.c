@@ -12,12 +12,6 @@
 /* Requests this small are packed on the caller's stack. */
 #define CHAN_LANE_STACK 2048
 
-bool
-chan_lane_wanted(const char *url)
-{
-	return (chan_sp_wanted(url));
-}
-
 /* Every waiting caller looks again: the connection or the client changed. l->mtx held. */
 static void
 chan_lane_wake_all(chan_lane *l)
@@ -58,18 +52,16 @@ chan_lane_open(chan_lane *l, chan_client *c, size_t recvmax)
 		return (s);
 	}
 	pthread_mutex_init(&l->mtx, NULL);
-	pthread_cond_init(&l->cv, NULL);
+	chan_cond_init_mono(&l->cv);
 	if ((s = chan_sp_dial(&l->sp, CHAN_SP_DIAL_MS, -1)) != CHAN_OK) {
 		chan_lane_close(l, NULL);
 		return (s);
 	}
 	l->up = true;
 	l->gen = l->sp.gen;
-	if (c != NULL) {
-		l->hook.fn = chan_lane_cancel_cb;
-		l->hook.arg = l;
-		chan_cancel_hook_add(c, &l->hook);
-	}
+	l->hook.fn = chan_lane_cancel_cb;
+	l->hook.arg = l;
+	chan_cancel_hook_add(c, &l->hook);
 	return (CHAN_OK);
 }
 
@@ -124,13 +116,7 @@ chan_lane_sleep(chan_lane *l, pthread_cond_t *cv, int64_t deadline)
 	if (left <= 0) {
 		return;
 	}
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += left / 1000;
-	ts.tv_nsec += (left % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	ts = chan_deadline_in(left * 1000);
 	(void) pthread_cond_timedwait(cv, &l->mtx, &ts);
 }
 
@@ -320,25 +306,8 @@ chan_lane_pack(chan_client *c, chan_exchange *x, uint8_t *buf, size_t cap, size_
 static void
 chan_lane_withdraw(chan_lane *l, chan_client *c, uint64_t id)
 {
-	Chan__V1__Request req = CHAN__V1__REQUEST__INIT;
-	Chan__V1__Cancel  cm = CHAN__V1__CANCEL__INIT;
-	uint8_t           buf[64];
-	uint64_t          rid = atomic_fetch_add(&c->next_id, 1);
-
-	if (!c->cancel_op) {
-		return; /* parked until the lane closes */
-	}
-	req.has_id = req.has_client = 1;
-	req.id = rid;
-	req.client = c->client_id;
-	req.op_case = CHAN__V1__REQUEST__OP_CANCEL;
-	req.cancel = &cm;
-	cm.n_ids = 1;
-	cm.ids = &id;
-	if (chan__v1__request__get_packed_size(&req) <= sizeof(buf)) {
-		size_t n = chan__v1__request__pack(&req, buf);
-
-		chan_sp_send_aside(&l->sp, (uint32_t) (rid & 0x7fffffffu), buf, n);
+	if (c->cancel_op) { /* else parked until the lane closes */
+		chan_sp_cancel_aside(&l->sp, c->client_id, atomic_fetch_add(&c->next_id, 1), id);
 	}
 }
 
@@ -404,7 +373,7 @@ chan_lane_run(chan_lane *l, chan_client *c, chan_exchange *x, int64_t local_time
 	int            resets = 0;
 	bool           lost;
 
-	pthread_cond_init(&call.cv, NULL);
+	chan_cond_init_mono(&call.cv);
 	pthread_mutex_lock(&l->mtx);
 	while ((s = chan_lane_try(l, c, x, &call, deadline, internal, &lost)) != CHAN_OK && lost) {
 		/*

@@ -63,13 +63,15 @@ typedef struct chan_lane {
 } chan_lane;
 
 /*
- * Whether c's synchronous calls should use a lane: chan_sp_wanted (ipc://
- * and tcp://, unless CHAN_SP_DIRECT=0).
+ * Connects (one attempt, CHAN_SP_DIAL_MS). recvmax: as chan_sp_init. A
+ * client has a lane when chan_sp_wanted(url) (ipc:// and tcp://, unless
+ * CHAN_SP_DIRECT=0).
  */
-bool        chan_lane_wanted(const char *url);
-/* Connects (one attempt, CHAN_SP_DIAL_MS). recvmax: as chan_sp_init. */
 chan_status chan_lane_open(chan_lane *l, chan_client *c, size_t recvmax);
-/* Hangs up (the daemon gives back what the connection held). */
+/*
+ * Hangs up (the daemon gives back what the connection held). c: NULL
+ * when chan_lane_open failed before adding its cancel hook.
+ */
 void        chan_lane_close(chan_lane *l, chan_client *c);
 
 /*

@@ -42,33 +42,6 @@ chan_mono_us(void)
 	return ((int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
 }
 
-/* Absolute CLOCK_MONOTONIC time us from now, for pthread_cond_timedwait. */
-static struct timespec
-chan_deadline_in(int64_t us)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += us / 1000000;
-	ts.tv_nsec += (long) (us % 1000000) * 1000;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return (ts);
-}
-
-static void
-chan_cond_init_mono(pthread_cond_t *cv)
-{
-	pthread_condattr_t ca;
-
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(cv, &ca);
-	pthread_condattr_destroy(&ca);
-}
-
 void
 chan_producer_opts_init(chan_producer_opts *o)
 {

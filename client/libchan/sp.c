@@ -467,6 +467,26 @@ chan_sp_send_aside(chan_sp *s, uint32_t rid, const void *body, size_t len)
 	(void) chan_sp_put(s, rid, body, len, -1, -1);
 }
 
+void
+chan_sp_cancel_aside(chan_sp *s, uint64_t client, uint64_t rid, uint64_t id)
+{
+	Chan__V1__Request q = CHAN__V1__REQUEST__INIT;
+	Chan__V1__Cancel  cx = CHAN__V1__CANCEL__INIT;
+	uint8_t           buf[64];
+
+	cx.n_ids = 1;
+	cx.ids = &id;
+	q.has_id = q.has_client = 1;
+	q.id = rid;
+	q.client = client;
+	q.op_case = CHAN__V1__REQUEST__OP_CANCEL;
+	q.cancel = &cx;
+	if (chan__v1__request__get_packed_size(&q) <= sizeof(buf)) { /* always: three varints */
+		chan_sp_send_aside(s, (uint32_t) (rid & 0x7fffffffu), buf,
+		    chan__v1__request__pack(&q, buf));
+	}
+}
+
 /* A frame read in part (w: chan_sp_read_all's result): the stream is torn, it closes. */
 static chan_status
 chan_sp_torn(chan_sp *s, int w)

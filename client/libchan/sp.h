@@ -110,6 +110,12 @@ chan_sp_put_result chan_sp_putv(chan_sp *s, uint32_t rid, const struct iovec *pa
  */
 void        chan_sp_send_aside(chan_sp *s, uint32_t rid, const void *body, size_t len);
 /*
+ * A Cancel (request rid of client) naming request id, written aside: the
+ * daemon drops id if it is parked; its answer, and id's if one still
+ * comes, are for the owner's reads to drop.
+ */
+void        chan_sp_cancel_aside(chan_sp *s, uint64_t client, uint64_t rid, uint64_t id);
+/*
  * The next answer: *rid its request id (top bit cleared), *body its bytes
  * (malloc'd, caller frees; NULL when *len is 0). Waits until deadline_ms
  * (chl_now_mono_ms; < 0: none) for it to start; wakefd (>= 0) readable ends the wait
