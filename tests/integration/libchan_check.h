@@ -620,4 +620,53 @@ chh_relay_stop(chh_relay *r)
 	r->req = NULL;
 }
 
+/* ---- a dir of the run's own -------------------------------------------- */
+
+/*
+ * For sockets that must outlive one daemon (the harness removes a
+ * daemon's dir with it): own_dir_run makes it, runs the suite (each test
+ * in a forked child) and removes it after, with whatever a failed test
+ * left in it. Tests put their sockets at own_path("r.sock" or "g.sock").
+ */
+static char own_dir[64] __attribute__((unused));
+static const char *const own_files[] __attribute__((unused)) = { "r.sock", "g.sock" };
+
+static inline void
+own_dir_clean(bool rm)
+{
+	char path[128];
+
+	for (size_t i = 0; i < sizeof(own_files) / sizeof(own_files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", own_dir, own_files[i]);
+		unlink(path);
+	}
+	if (rm) {
+		rmdir(own_dir);
+	}
+}
+
+static inline const char *
+own_path(const char *file, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/%s", own_dir, file);
+	return (buf);
+}
+
+/* main's whole body for a suite that needs own_dir: an exit status. */
+static inline int
+own_dir_run(const char *name, Suite *s)
+{
+	int failed;
+
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(own_dir, sizeof(own_dir), "/tmp/chan-%s-XXXXXX", name);
+	if (mkdtemp(own_dir) == NULL) {
+		perror("mkdtemp");
+		return (EXIT_FAILURE);
+	}
+	failed = chh_run_suite(s);
+	own_dir_clean(true);
+	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+}
+
 #endif

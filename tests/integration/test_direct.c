@@ -119,36 +119,6 @@ recv_exactly(chan_client *r, const char *name, uint64_t from, uint64_t n, size_t
 
 /* ---- private paths and ports ------------------------------------------------------- */
 
-/*
- * A dir of this run's own for sockets that must outlive one daemon (the
- * harness removes a daemon's dir with it): made by main before the tests
- * (each runs in a forked child) and removed by it after them, with
- * whatever a failed test left in it.
- */
-static char own_dir[64];
-
-static const char *const own_files[] = { "r.sock", "g.sock" };
-
-static void
-own_dir_clean(bool rm)
-{
-	char path[128];
-
-	for (size_t i = 0; i < sizeof(own_files) / sizeof(own_files[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", own_dir, own_files[i]);
-		unlink(path);
-	}
-	if (rm) {
-		rmdir(own_dir);
-	}
-}
-
-static const char *
-own_path(const char *file, char *buf, size_t cap)
-{
-	snprintf(buf, cap, "%s/%s", own_dir, file);
-	return (buf);
-}
 
 /*
  * A URL for a daemon of the test's own, one it can restart on the same
@@ -1596,18 +1566,8 @@ direct_suite(void)
 int
 main(int argc, char **argv)
 {
-	int failed;
-
 	if (argc == 4 && strcmp(argv[1], "--helper-kconsumer") == 0) {
 		kill_helper_main(argv[2], argv[3]); /* spawn_helper's child: never returns */
 	}
-	signal(SIGPIPE, SIG_IGN);
-	snprintf(own_dir, sizeof(own_dir), "/tmp/chan-direct-XXXXXX");
-	if (mkdtemp(own_dir) == NULL) {
-		perror("mkdtemp");
-		return (EXIT_FAILURE);
-	}
-	failed = chh_run_suite(direct_suite());
-	own_dir_clean(true);
-	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+	return (own_dir_run("direct", direct_suite()));
 }

@@ -124,27 +124,6 @@ job_assert_got(job *j, const char *want)
 	j->m = NULL;
 }
 
-/* ---- private paths ----------------------------------------------------------------- */
-
-/* A dir of the run's own for sockets that outlive one daemon (main makes and removes it). */
-static char own_dir[64];
-
-static const char *const own_files[] = { "r.sock", "g.sock" };
-
-static void
-own_dir_clean(bool rm)
-{
-	char path[128];
-
-	for (size_t i = 0; i < sizeof(own_files) / sizeof(own_files[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", own_dir, own_files[i]);
-		unlink(path);
-	}
-	if (rm) {
-		rmdir(own_dir);
-	}
-}
-
 /* ---- 1. many threads on one client while a receive is parked ------------------------ */
 
 #define MUX_THREADS 4
@@ -909,15 +888,5 @@ lane_suite(void)
 int
 main(void)
 {
-	int failed;
-
-	signal(SIGPIPE, SIG_IGN);
-	snprintf(own_dir, sizeof(own_dir), "/tmp/chan-lane-XXXXXX");
-	if (mkdtemp(own_dir) == NULL) {
-		perror("mkdtemp");
-		return (EXIT_FAILURE);
-	}
-	failed = chh_run_suite(lane_suite());
-	own_dir_clean(true);
-	return (failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+	return (own_dir_run("lane", lane_suite()));
 }
