@@ -41,6 +41,9 @@ static const char chd_usage_text[] =
     "                              largest request body accepted (default: a\n"
     "                              full batch, capped at 256M)\n"
     "      --no-auto-create        send/recv on a missing channel: NOT_FOUND\n"
+    "      --no-sp-direct          serve ipc:// and tcp:// through nng's own\n"
+    "                              listeners too (default: chand's own; the\n"
+    "                              wire is the same, see chand(8))\n"
     "      --max-memory BYTES      payload bytes held daemon-wide before sends\n"
     "                              get RESOURCE_EXHAUSTED (default 1G; 0: none)\n"
     "      --max-connections N     client connections at once (default 0: any)\n"
@@ -383,6 +386,17 @@ chd_apply(chd_config *cfg, const char *key, const char *val, char *err,
 		cfg->max_request_size = u;
 		return (0);
 	}
+	if (strcmp(k, "sp-direct") == 0 || strcmp(k, "no-sp-direct") == 0) {
+		if (chd_parse_bool(val, &b) != 0) {
+			chd_errf(err, errlen,
+			    "%s: '%s' is not a boolean (yes/no, true/false, "
+			    "on/off, 1/0)",
+			    key, val);
+			return (-1);
+		}
+		cfg->sp_direct = k[0] == 's' ? b : !b;
+		return (0);
+	}
 	if (strcmp(k, "auto-create") == 0 || strcmp(k, "no-auto-create") == 0) {
 		if (chd_parse_bool(val, &b) != 0) {
 			chd_errf(err, errlen,
@@ -608,6 +622,7 @@ chd_config_defaults(chd_config *cfg)
 	cfg->max_message_size = eo.max_message_size;
 	cfg->max_batch = eo.max_batch;
 	cfg->auto_create = eo.auto_create;
+	cfg->sp_direct = true;
 	cfg->socket_mode = -1;
 	cfg->socket_gid = -1;
 	cfg->socket_dir_mode = 0750;
@@ -639,6 +654,7 @@ enum {
 	OPT_ALLOW,
 	OPT_TLS_CA,
 	OPT_IO_THREADS,
+	OPT_NO_SP_DIRECT,
 };
 
 static const struct option chd_long_opts[] = {
@@ -650,6 +666,7 @@ static const struct option chd_long_opts[] = {
 	{ "max-batch", required_argument, NULL, OPT_MAX_BATCH },
 	{ "max-request-size", required_argument, NULL, OPT_MAX_REQUEST_SIZE },
 	{ "no-auto-create", no_argument, NULL, OPT_NO_AUTO_CREATE },
+	{ "no-sp-direct", no_argument, NULL, OPT_NO_SP_DIRECT },
 	{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
 	{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
 	{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
@@ -727,7 +744,8 @@ chd_config_parse(chd_config *cfg, int argc, char **argv, char *err,
 			return (CHD_CONFIG_USAGE);
 		}
 		args[nargs].key = chd_opt_key(c);
-		args[nargs].val = c == OPT_NO_AUTO_CREATE ? "yes" : optarg;
+		args[nargs].val = c == OPT_NO_AUTO_CREATE || c == OPT_NO_SP_DIRECT
+		    ? "yes" : optarg;
 		nargs++;
 	}
 	if (optind < argc) {

@@ -40,6 +40,7 @@ typedef struct chd_config {
 	uint64_t      max_message_size; /* bytes */
 	uint32_t      max_batch;        /* messages per request */
 	bool          auto_create;
+	bool          sp_direct;        /* chand's own ipc/tcp listeners */
 	uint64_t      max_request_size; /* 0: derived, see chd_config_request_max */
 	int           socket_mode;      /* ipc socket file mode, -1: umask */
 	char         *tls_cert;         /* PEM file: certificate (+ key) */

@@ -130,6 +130,7 @@ chd_transport_opts_from(const chd_config *cfg, chd_transport_opts *to)
 	to->socket_dir_mode = cfg->socket_dir_mode;
 	to->max_conns = cfg->max_connections;
 	to->max_pending = cfg->max_pending;
+	to->sp_direct = cfg->sp_direct;
 	to->access = cfg->access;
 }
 

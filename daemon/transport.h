@@ -26,6 +26,7 @@ typedef struct chd_transport_opts {
 	int         socket_dir_mode; /* a socket directory chand creates */
 	unsigned    max_conns;   /* client connections at once, 0: any */
 	unsigned    max_pending; /* requests in flight per connection, 0: any */
+	bool        sp_direct;   /* ipc://, tcp://: chand's own listener (sps.h) */
 	const chd_access *access; /* borrowed; NULL or empty: off */
 } chd_transport_opts;
 
