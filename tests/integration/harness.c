@@ -166,6 +166,8 @@ static void
 chh_exec_chand(chh_daemon *d, const char *const *extra)
 {
 	const char *argv[64];
+	const char *env;
+	char       *words, *save = NULL;
 	int         n = 0, fd;
 
 	/* Dies with the test process, whatever kills that. */
@@ -184,6 +186,24 @@ chh_exec_chand(chh_daemon *d, const char *const *extra)
 	argv[n++] = d->url;
 	for (; extra != NULL && *extra != NULL && n < 62; extra++) {
 		argv[n++] = *extra;
+	}
+	/*
+	 * CHAN_TEST_CHAND_ARGS: extra words for every daemon of the run (a
+	 * ctest variant such as the _nngd ones keeps nng's own listeners
+	 * covered with --no-sp-direct). Split on blanks; no quoting. This is
+	 * the forked child, so strtok_r on a copy costs nothing.
+	 */
+	if ((env = getenv("CHAN_TEST_CHAND_ARGS")) != NULL &&
+	    (words = strdup(env)) != NULL) {
+		for (char *w = strtok_r(words, " \t\n", &save); w != NULL;
+		    w = strtok_r(NULL, " \t\n", &save)) {
+			if (n >= 62) {
+				fprintf(stderr, "CHAN_TEST_CHAND_ARGS: too many "
+				    "arguments\n");
+				_exit(127);
+			}
+			argv[n++] = w;
+		}
 	}
 	argv[n] = NULL;
 	execv(argv[0], (char *const *) argv);

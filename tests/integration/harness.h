@@ -3,6 +3,11 @@
  * socket, wait until it answers, talk raw nng to it, stop it by its PID.
  *
  * The binary is the one CMake built (CHAND_PATH), or $CHAN_TEST_CHAND.
+ * $CHAN_TEST_CHAND_ARGS (blank-separated words, no quoting) is appended to
+ * the command line of every daemon chh_start starts, after its own extra
+ * arguments: e.g. "--no-sp-direct" runs a suite against nng's own
+ * listeners (the *_nngd ctest variants). harness.sh's start_chand does the
+ * same.
  * A daemon still running when the test process exits (a failed check
  * assertion exits the forked test) is killed by an atexit handler, and
  * PR_SET_PDEATHSIG covers a test process killed outright.
@@ -40,8 +45,8 @@ struct Suite;
 int chh_run_suite(struct Suite *s);
 
 /*
- * Starts chand --listen <url> [--workers 2] plus extra (NULL-terminated,
- * may be NULL) and waits until it answers a Hello (10 s, longer under a
+ * Starts chand --listen <url> plus extra (NULL-terminated, may be NULL)
+ * plus $CHAN_TEST_CHAND_ARGS, and waits until it answers a Hello (10 s, longer under a
  * sanitizer). Fails the current check test when it does not.
  */
 void chh_start(chh_daemon *d, const char *const *extra);

@@ -1,7 +1,10 @@
 # shellcheck shell=bash disable=SC2034
 # harness.sh - shell twin of harness.c, sourced by the CLI tests.
 #
-# start_chand [chand args...]  private dir + ipc socket, waits for `chan ping`
+# start_chand [chand args...]  private dir + ipc socket, waits for `chan ping`;
+#                              $CHAN_TEST_CHAND_ARGS (blank-separated words)
+#                              is appended to every chand it starts, e.g.
+#                              "--no-sp-direct" (the *_nngd ctest variants)
 # stop_chand                   SIGTERM to its PID, expects exit 0 within 5 s
 # run CMD...                   runs CMD; sets RC, stdout in $OUT_FILE,
 #                              stderr in $ERR_FILE
@@ -59,12 +62,15 @@ now_ms() {
 # start_chand [args...]: sets CHAND_PID, CHAND_DIR, CHAN_URL (exported).
 start_chand() {
 	local i
+	local -a more=()
 
 	CHAND_DIR=$(mktemp -d "$WORK/d-XXXXXX")
 	CHAND_LOG=$CHAND_DIR/chand.log
 	CHAN_URL="ipc://$CHAND_DIR/s.sock"
 	export CHAN_URL
-	"$CHAND" --listen "$CHAN_URL" "$@" </dev/null >"$CHAND_LOG" 2>&1 &
+	# Words of CHAN_TEST_CHAND_ARGS, split on blanks (no globbing).
+	read -r -a more <<<"${CHAN_TEST_CHAND_ARGS:-}"
+	"$CHAND" --listen "$CHAN_URL" "$@" "${more[@]}" </dev/null >"$CHAND_LOG" 2>&1 &
 	CHAND_PID=$!
 	for ((i = 0; i < 200 * SLOW; i++)); do
 		if ! kill -0 "$CHAND_PID" 2>/dev/null; then
