@@ -259,9 +259,9 @@ handshake(sp_conn *c)
 	    in[3], in[4], in[5], in[6], in[7]);
 }
 
-/* A packed Ping with a fresh Request.id. Caller frees. */
+/* A packed Ping with a fresh Request.id (*id, may be NULL). Caller frees. */
 static uint8_t *
-pack_ping(size_t *len)
+pack_ping(size_t *len, uint64_t *id)
 {
 	Chan__V1__Request req = CHAN__V1__REQUEST__INIT;
 	Chan__V1__Ping    ping = CHAN__V1__PING__INIT;
@@ -271,6 +271,9 @@ pack_ping(size_t *len)
 	req.client = test_client;
 	req.has_id = 1;
 	req.id = test_id++;
+	if (id != NULL) {
+		*id = req.id;
+	}
 	req.op_case = CHAN__V1__REQUEST__OP_PING;
 	req.ping = &ping;
 	*len = chan__v1__request__get_packed_size(&req);
@@ -329,16 +332,21 @@ frame(bytes *o, bool tcp, const uint32_t *hdr, size_t nhdr, const void *body,
 	bytes_put(o, body, blen);
 }
 
-/* A Ping request frame with request id rid (the top bit set here). */
-static void
+/*
+ * A Ping request frame with request id rid (the top bit set here);
+ * returns its Request.id (what the Response's id must say).
+ */
+static uint64_t
 frame_ping(bytes *o, bool tcp, uint32_t rid)
 {
 	uint32_t hdr = rid | SP_END;
 	size_t   plen;
-	uint8_t *ping = pack_ping(&plen);
+	uint64_t id;
+	uint8_t *ping = pack_ping(&plen, &id);
 
 	frame(o, tcp, &hdr, 1, ping, plen);
 	free(ping);
+	return (id);
 }
 
 /* An answer: its backtrace words and the decoded Response. */
@@ -402,10 +410,12 @@ answer_free(answer *a)
 	}
 }
 
-/* The answer must be an OK Ping answer to request id rid, alone in its
- * backtrace. */
+/*
+ * The answer must be an OK answer to request id rid, alone in its
+ * backtrace, and answer Request.id id (the body belongs to that request).
+ */
 static void
-expect_ping_answer(answer *a, uint32_t rid, const char *what)
+expect_ping_answer(answer *a, uint32_t rid, uint64_t id, const char *what)
 {
 	ck_assert_msg(a->nhdr == 1 && a->hdr[0] == (rid | SP_END), "%s: answer "
 	    "to request id 0x%08x (%zu words), expected 0x%08x", what, a->hdr[0],
@@ -413,24 +423,28 @@ expect_ping_answer(answer *a, uint32_t rid, const char *what)
 	ck_assert_msg(a->resp != NULL, "%s: the answer does not decode", what);
 	ck_assert_msg(a->resp->status == ST(OK), "%s: Ping answered %d '%s'",
 	    what, (int) a->resp->status, a->resp->error ? a->resp->error : "");
+	ck_assert_msg(a->resp->has_id && a->resp->id == id, "%s: the answer "
+	    "under request id 0x%08x says Request.id %llu, expected %llu", what,
+	    rid | SP_END, (unsigned long long) a->resp->id,
+	    (unsigned long long) id);
 }
 
 /* Sends one Ping as rid and waits (timeout_ms) for its answer. */
 static void
 ping_on(sp_conn *c, uint32_t rid, int timeout_ms, const char *what)
 {
-	bytes  o = { 0 };
-	answer a;
-	int    rd;
+	bytes    o = { 0 };
+	answer   a;
+	int      rd;
+	uint64_t id = frame_ping(&o, c->tcp, rid);
 
-	frame_ping(&o, c->tcp, rid);
 	ck_assert_msg(write_all(c->fd, o.b, o.len), "%s: the daemon hung up",
 	    what);
 	free(o.b);
 	rd = read_answer(c, &a, chh_now_ms() + timeout_ms);
 	ck_assert_msg(rd == RD_OK, "%s: no answer to a Ping (%s)", what,
 	    rd == RD_EOF ? "connection closed" : "timed out");
-	expect_ping_answer(&a, rid, what);
+	expect_ping_answer(&a, rid, id, what);
 	answer_free(&a);
 }
 
@@ -477,12 +491,13 @@ START_TEST(one_byte_at_a_time)
 	bytes      o = { 0 };
 	uint8_t    hs[8], in[8];
 	answer     a;
+	uint64_t   id;
 
 	chh_start(&d, NULL);
 	c = conn_unix(d.sock);
 	handshake_bytes(hs, SP_PROTO_REQ);
 	bytes_put(&o, hs, 8);
-	frame_ping(&o, false, 0x2a);
+	id = frame_ping(&o, false, 0x2a);
 	for (size_t i = 0; i < o.len; i++) {
 		ck_assert_msg(write_all(c.fd, o.b + i, 1), "the daemon hung up "
 		    "after %zu bytes", i);
@@ -494,7 +509,7 @@ START_TEST(one_byte_at_a_time)
 	ck_assert_int_eq(in[5], SP_PROTO_REP);
 	ck_assert_int_eq(read_answer(&c, &a, chh_now_ms() + chh_scaled_ms(5000)),
 	    RD_OK);
-	expect_ping_answer(&a, 0x2a, "a dribbled request");
+	expect_ping_answer(&a, 0x2a, id, "a dribbled request");
 	answer_free(&a);
 	/* The connection goes on working. */
 	ping_on(&c, 0x2b, chh_scaled_ms(5000), "after a dribbled request");
@@ -512,6 +527,7 @@ START_TEST(fifty_in_one_write)
 	sp_conn    c;
 	bytes      o = { 0 };
 	bool       seen[N] = { false };
+	uint64_t   ids[N];
 	int64_t    deadline;
 	uint8_t    extra;
 
@@ -519,7 +535,7 @@ START_TEST(fifty_in_one_write)
 	c = conn_unix(d.sock);
 	handshake(&c);
 	for (int i = 0; i < N; i++) {
-		frame_ping(&o, false, BASE + (uint32_t) i);
+		ids[i] = frame_ping(&o, false, BASE + (uint32_t) i);
 	}
 	ck_assert_int_eq(send(c.fd, o.b, o.len, MSG_NOSIGNAL), (ssize_t) o.len);
 	free(o.b);
@@ -538,7 +554,8 @@ START_TEST(fifty_in_one_write)
 		    "0x%x, never sent", n, rid);
 		ck_assert_msg(!seen[rid - BASE], "id 0x%x answered twice", rid);
 		seen[rid - BASE] = true;
-		expect_ping_answer(&a, rid, "one of 50 in one write");
+		expect_ping_answer(&a, rid, ids[rid - BASE],
+		    "one of 50 in one write");
 		answer_free(&a);
 	}
 	/* And nothing more. */
@@ -576,12 +593,13 @@ START_TEST(backtrace_never_ends)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		sp_conn c = conn_unix(d.sock);
 		bytes   o = { 0 };
-		answer  a;
-		int     rd;
+		answer   a;
+		int      rd;
+		uint64_t id;
 
 		handshake(&c);
 		frame(&o, false, NULL, 0, cases[i].b, cases[i].len);
-		frame_ping(&o, false, 0x55);
+		id = frame_ping(&o, false, 0x55);
 		if (write_all(c.fd, o.b, o.len)) {
 			rd = read_answer(&c, &a, chh_now_ms() +
 			    chh_scaled_ms(5000));
@@ -592,7 +610,8 @@ START_TEST(backtrace_never_ends)
 			    "dropped the connection nor answered the next "
 			    "request", cases[i].what);
 			if (rd == RD_OK) {
-				expect_ping_answer(&a, 0x55, cases[i].what);
+				expect_ping_answer(&a, 0x55, id,
+				    cases[i].what);
 				answer_free(&a);
 				ck_assert_int_ne(read_full(c.fd, o.b, 1,
 				    chh_now_ms() + 200), RD_OK);
@@ -758,11 +777,12 @@ START_TEST(backtrace_echoed_whole)
 	uint8_t   *ping;
 	answer     a;
 	int        rd;
+	uint64_t   id;
 
 	chh_start(&d, NULL);
 	c = conn_unix(d.sock);
 	handshake(&c);
-	ping = pack_ping(&plen);
+	ping = pack_ping(&plen, &id);
 	frame(&o, false, hdr, 2, ping, plen);
 	free(ping);
 	ck_assert(write_all(c.fd, o.b, o.len));
@@ -779,6 +799,9 @@ START_TEST(backtrace_echoed_whole)
 	    hdr[1]);
 	ck_assert_ptr_nonnull(a.resp);
 	ck_assert_int_eq(a.resp->status, ST(OK));
+	ck_assert_msg(a.resp->has_id && a.resp->id == id, "the answer says "
+	    "Request.id %llu, expected %llu", (unsigned long long) a.resp->id,
+	    (unsigned long long) id);
 	answer_free(&a);
 	/* Plain requests on the same connection still work. */
 	ping_on(&c, 0x3, chh_scaled_ms(5000), "after a request with a hop");
