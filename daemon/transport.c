@@ -39,6 +39,7 @@
 #include "access.h"
 #include "msgpool.h"
 #include "notify.h"
+#include "sps.h"
 
 #define CHD_MAX_LISTENERS 32
 #define CHD_IDLE_MAX 64          /* idle contexts kept open for reuse */
@@ -62,8 +63,9 @@ typedef enum {
 /* One --listen URL. */
 typedef struct {
 	char        *url;
-	const char  *path; /* ipc: inside url; NULL for tcp/tls */
+	const char  *path; /* ipc: inside url; NULL for tcp/tls, and direct */
 	nng_listener l;    /* the listener currently serving url */
+	bool         direct; /* chand's own (sps.c), not nng's */
 } chd_lsn;
 
 /* A replaced listener, kept open while it still has connections. */
@@ -132,6 +134,9 @@ struct chd_transport {
 	chd_zombie      zombies[CHD_MAX_ZOMBIES];
 	int             nzombies;
 	unsigned        generation;
+
+	/* ipc:// and tcp:// served by chand itself (sps.h); NULL: by nng. */
+	chd_sps        *sps;
 
 	/* The ipc listener guard thread (nng #1518). */
 	pthread_t       guard;
@@ -687,20 +692,18 @@ chd_peer_of(nng_pipe p, chd_peer *peer)
  * nor refused. A refused pipe still gets REM_POST (not ADD_POST); it is
  * told apart by not being in t->peers.
  */
-static void
-chd_pipe_admit(chd_transport *t, nng_pipe p, uint32_t conn)
+/*
+ * Records conn's peer unless --max-connections are open already (or no
+ * memory): false then, and the refusal is logged. pipe_mtx held.
+ */
+static bool
+chd_conn_admit_locked(chd_transport *t, uint32_t conn, const chd_peer *peer)
 {
-	chd_peer peer;
-	int64_t  now;
+	int64_t now;
 
-	if (chd_pipe_pid(p) == (int) getpid()) {
-		return;
-	}
-	if (t->max_conns == 0 || chd_peers_count(t->peers) < t->max_conns) {
-		chd_peer_of(p, &peer);
-		if (chd_peers_put(t->peers, conn, &peer) == 0) {
-			return;
-		}
+	if ((t->max_conns == 0 || chd_peers_count(t->peers) < t->max_conns) &&
+	    chd_peers_put(t->peers, conn, peer) == 0) {
+		return (true);
 	}
 	/* One line per burst: a dialer retries a refused connection. */
 	t->refused_since++;
@@ -714,7 +717,49 @@ chd_pipe_admit(chd_transport *t, nng_pipe p, uint32_t conn)
 		t->refused_since = 0;
 		t->refused_log_ms = now;
 	}
-	(void) nng_pipe_close(p);
+	return (false);
+}
+
+/* An admitted connection is open (pipe_mtx held): count it, tell. */
+static void
+chd_conn_opened_locked(chd_transport *t, uint32_t conn, int pid)
+{
+	t->conns++;
+	if (t->engine_live) {
+		chd_engine_conn_open(t->engine, conn, pid);
+	}
+	chd_log(CHD_LOG_DEBUG, "conn %u opened (pid %d)", conn, pid);
+}
+
+/* conn went away (pipe_mtx held). false: it was never admitted. */
+static bool
+chd_conn_closed_locked(chd_transport *t, uint32_t conn)
+{
+	if (!chd_peers_del(t->peers, conn)) {
+		return (false);
+	}
+	if (t->conns > 0 && --t->conns == 0) {
+		pthread_cond_broadcast(&t->pipe_cv);
+	}
+	if (t->engine_live) {
+		chd_engine_conn_close(t->engine, conn);
+	}
+	chd_log(CHD_LOG_DEBUG, "conn %u closed", conn);
+	return (true);
+}
+
+static void
+chd_pipe_admit(chd_transport *t, nng_pipe p, uint32_t conn)
+{
+	chd_peer peer;
+
+	if (chd_pipe_pid(p) == (int) getpid()) {
+		return;
+	}
+	chd_peer_of(p, &peer);
+	if (!chd_conn_admit_locked(t, conn, &peer)) {
+		(void) nng_pipe_close(p);
+	}
 }
 
 /* nng's pipe callback: never touches the socket, only the engine. */
@@ -739,28 +784,85 @@ chd_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 			pthread_mutex_unlock(&t->pipe_mtx);
 			return;
 		}
-		t->conns++;
 		chd_lpipes_add(t, nng_listener_id(nng_pipe_listener(p)), 1);
-		if (t->engine_live) {
-			chd_engine_conn_open(t->engine, conn, pid);
-		}
-		chd_log(CHD_LOG_DEBUG, "conn %u opened (pid %d)", conn, pid);
+		chd_conn_opened_locked(t, conn, pid);
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
-		if (chd_self_pipe_take(t, id) || !chd_peers_del(t->peers, conn)) {
-			/* A guard probe, or refused at ADD_PRE: never opened. */
-			pthread_mutex_unlock(&t->pipe_mtx);
-			return;
+		/* A guard probe, or refused at ADD_PRE: never opened. */
+		if (!chd_self_pipe_take(t, id) && chd_conn_closed_locked(t, conn)) {
+			chd_lpipes_add(t, nng_listener_id(nng_pipe_listener(p)),
+			    -1);
 		}
-		if (t->conns > 0 && --t->conns == 0) {
-			pthread_cond_broadcast(&t->pipe_cv);
-		}
-		chd_lpipes_add(t, nng_listener_id(nng_pipe_listener(p)), -1);
-		if (t->engine_live) {
-			chd_engine_conn_close(t->engine, conn);
-		}
-		chd_log(CHD_LOG_DEBUG, "conn %u closed", conn);
 	}
 	pthread_mutex_unlock(&t->pipe_mtx);
+}
+
+/* ---- chand's own listener's hooks (sps.h) ------------------------------ */
+
+static bool
+chd_sps_admit(void *arg, uint32_t conn, const chd_peer *peer)
+{
+	chd_transport *t = arg;
+	bool           ok;
+
+	pthread_mutex_lock(&t->pipe_mtx);
+	ok = chd_conn_admit_locked(t, conn, peer);
+	pthread_mutex_unlock(&t->pipe_mtx);
+	return (ok);
+}
+
+static void
+chd_sps_opened(void *arg, uint32_t conn, int pid)
+{
+	chd_transport *t = arg;
+
+	pthread_mutex_lock(&t->pipe_mtx);
+	chd_conn_opened_locked(t, conn, pid);
+	pthread_mutex_unlock(&t->pipe_mtx);
+}
+
+static void
+chd_sps_closed(void *arg, uint32_t conn)
+{
+	chd_transport *t = arg;
+
+	pthread_mutex_lock(&t->pipe_mtx);
+	(void) chd_conn_closed_locked(t, conn);
+	pthread_mutex_unlock(&t->pipe_mtx);
+}
+
+static void
+chd_sps_inflight(void *arg, int delta)
+{
+	chd_transport *t = arg;
+
+	pthread_mutex_lock(&t->mtx);
+	if (delta > 0) {
+		t->inflight++;
+	} else if (t->inflight > 0 && --t->inflight == 0) {
+		pthread_cond_broadcast(&t->cv);
+	}
+	pthread_mutex_unlock(&t->mtx);
+}
+
+static int
+chd_sps_open(chd_transport *t, const chd_transport_opts *o, char *err,
+    size_t errlen)
+{
+	chd_sps_opts so;
+
+	memset(&so, 0, sizeof(so));
+	so.engine = t->engine;
+	so.peers = t->peers;
+	so.access = t->access;
+	so.recv_max = o->recv_max;
+	so.decode_cap = o->decode_cap;
+	so.max_pending = o->max_pending;
+	so.socket_mode = o->socket_mode;
+	so.socket_gid = o->socket_gid;
+	so.hooks = (chd_sps_hooks) { .arg = t, .admit = chd_sps_admit,
+		.opened = chd_sps_opened, .closed = chd_sps_closed,
+		.inflight = chd_sps_inflight };
+	return (chd_sps_new(&so, &t->sps, err, errlen));
 }
 
 unsigned
@@ -831,6 +933,10 @@ chd_transport_open(chd_engine *e, const chd_transport_opts *o,
 	         t)) != 0) {
 		chd_errf(err, errlen, "cannot set up the nng socket: %s",
 		    nng_strerror(rv));
+		nng_close(t->sock);
+		goto fail;
+	}
+	if (o->sp_direct && chd_sps_open(t, o, err, errlen) != 0) {
 		nng_close(t->sock);
 		goto fail;
 	}
@@ -1207,6 +1313,39 @@ chd_socket_dir_finish(chd_transport *t, const char *url, char *err,
 	return (0);
 }
 
+/* chd_transport_listen's path for a URL chand serves itself (sps.h). */
+static int
+chd_direct_listen(chd_transport *t, const char *url, bool created, char *err,
+    size_t errlen)
+{
+	chd_lsn *ls = &t->lsn[t->nlsn];
+	unsigned port;
+	char     why[512];
+
+	if (chd_sps_listen(t->sps, url, &port, why, sizeof(why)) != 0) {
+		chd_errf(err, errlen, "cannot listen on %s: %s", url, why);
+		return (-1);
+	}
+	if (created && chd_socket_dir_finish(t, url, err, errlen) != 0) {
+		return (-1); /* the listener goes with the others at exit */
+	}
+	memset(ls, 0, sizeof(*ls));
+	if ((ls->url = strdup(url)) == NULL) {
+		chd_errf(err, errlen, "cannot listen on %s: out of memory", url);
+		return (-1);
+	}
+	ls->direct = true;
+	pthread_mutex_lock(&t->lsn_mtx);
+	t->nlsn++;
+	pthread_mutex_unlock(&t->lsn_mtx);
+	if (port != 0) {
+		chd_log(CHD_LOG_INFO, "listening on %s (port %u)", url, port);
+	} else {
+		chd_log(CHD_LOG_INFO, "listening on %s", url);
+	}
+	return (0);
+}
+
 int
 chd_transport_listen(chd_transport *t, const char *url, char *err,
     size_t errlen)
@@ -1224,6 +1363,9 @@ chd_transport_listen(chd_transport *t, const char *url, char *err,
 	if (strncmp(url, "ipc://", 6) == 0 &&
 	    chd_ipc_prepare(url, url + 6, &created, err, errlen) != 0) {
 		return (-1);
+	}
+	if (t->sps != NULL && chd_sps_speaks(url)) {
+		return (chd_direct_listen(t, url, created, err, errlen));
 	}
 	if (chd_listener_open(t, url, &l, err, errlen) != 0) {
 		return (-1);
@@ -1570,9 +1712,14 @@ void
 chd_transport_stop_listening(chd_transport *t)
 {
 	chd_guard_stop(t);
+	if (t->sps != NULL) {
+		chd_sps_stop_listening(t->sps);
+	}
 	pthread_mutex_lock(&t->lsn_mtx);
 	for (int i = 0; i < t->nlsn; i++) {
-		(void) nng_listener_close(t->lsn[i].l);
+		if (!t->lsn[i].direct) {
+			(void) nng_listener_close(t->lsn[i].l);
+		}
 		if (t->lsn[i].path != NULL && t->generation > 0) {
 			/* A replacement listener only unlinks its temporary path. */
 			(void) unlink(t->lsn[i].path);
@@ -1636,6 +1783,7 @@ chd_transport_close(chd_transport *t)
 	t->closing = true;
 	pthread_mutex_unlock(&t->mtx);
 	chd_transport_stop_listening(t);
+	chd_sps_close(t->sps);
 	(void) nng_close(t->sock);
 }
 
@@ -1660,6 +1808,7 @@ chd_transport_free(chd_transport *t)
 		nng_aio_free(c->aio);
 		free(c);
 	}
+	chd_sps_free(t->sps);
 	if (t->tls != NULL) {
 		nng_tls_config_free(t->tls);
 	}
