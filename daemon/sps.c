@@ -58,12 +58,28 @@
 #define CHD_SPS_STACK_ANSWER 2048 /* answers packed on the stack */
 #define CHD_SPS_CONN_BIT 0x80000000u /* our conn ids; nng's are below */
 
-typedef struct chd_spo chd_spo; /* queued answer bytes */
+/*
+ * Queued answer bytes: copied into bytes[], or (a big answer's body the
+ * caller handed over) someone else's, given back with release(owner).
+ */
+typedef struct chd_spo chd_spo;
 struct chd_spo {
-	chd_spo *next;
-	size_t   len, off;
-	uint8_t  bytes[];
+	chd_spo       *next;
+	const uint8_t *p;
+	size_t         len, off;
+	void         (*release)(void *);
+	void          *owner;
+	uint8_t        bytes[];
 };
+
+/* The body of an answer and who keeps it alive: a queue takes it over
+ * instead of copying it. release NULL: the caller's (copied if queued). */
+typedef struct {
+	const void *p;
+	size_t      len;
+	void      (*release)(void *);
+	void       *owner;
+} chd_spbody;
 
 typedef struct chd_spc chd_spc;
 struct chd_spc {
@@ -162,6 +178,15 @@ chd_get_be64(const uint8_t *p)
 /* ---- connections: lifetime -------------------------------------------- */
 
 static void
+chd_spo_free(chd_spo *o)
+{
+	if (o->release != NULL) {
+		o->release(o->owner);
+	}
+	free(o);
+}
+
+static void
 chd_spc_unref(chd_spc *c)
 {
 	chd_spo *o, *next;
@@ -171,7 +196,7 @@ chd_spc_unref(chd_spc *c)
 	}
 	for (o = c->outq; o != NULL; o = next) {
 		next = o->next;
-		free(o);
+		chd_spo_free(o);
 	}
 	if (c->big != NULL) {
 		chl_msgpool_put(c->big);
@@ -221,34 +246,9 @@ chd_spc_close(chd_spc *c)
 
 /* ---- connections: writing ---------------------------------------------- */
 
-/* Queues p[0..len) behind what is queued. wmtx held. false: no memory. */
-static bool
-chd_spc_queue(chd_spc *c, const struct iovec *iov, int n, size_t skip)
+static void
+chd_spc_append(chd_spc *c, chd_spo *o)
 {
-	size_t   total = 0, at = 0;
-	chd_spo *o;
-
-	for (int i = 0; i < n; i++) {
-		total += iov[i].iov_len;
-	}
-	if ((o = malloc(sizeof(*o) + total - skip)) == NULL) {
-		return (false);
-	}
-	o->next = NULL;
-	o->len = total - skip;
-	o->off = 0;
-	for (int i = 0; i < n; i++) {
-		size_t l = iov[i].iov_len;
-		const uint8_t *p = iov[i].iov_base;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		memcpy(o->bytes + at, p + skip, l - skip);
-		at += l - skip;
-		skip = 0;
-	}
 	if (c->outq_tail != NULL) {
 		c->outq_tail->next = o;
 	} else {
@@ -256,6 +256,71 @@ chd_spc_queue(chd_spc *c, const struct iovec *iov, int n, size_t skip)
 	}
 	c->outq_tail = o;
 	c->out_bytes += o->len;
+}
+
+/*
+ * Queues what is left of iov[0..n) after skip bytes were written. The
+ * last piece is the body b: taken over (b->release) when the caller can
+ * hand it, else copied with the rest. wmtx held. false: no memory (the
+ * body is still the caller's). *taken: the queue owns the body now.
+ */
+static bool
+chd_spc_queue(chd_spc *c, const struct iovec *iov, int n, size_t skip,
+    const chd_spbody *b, bool *taken)
+{
+	bool     ref = b->release != NULL && b->len > 0; /* by reference */
+	int      ncopy = ref ? n - 1 : n; /* pieces copied */
+	size_t   copy = 0, at = 0, left = skip;
+	chd_spo *o = NULL, *ob = NULL;
+
+	for (int i = 0; i < ncopy; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (left >= l) {
+			left -= l;
+		} else {
+			copy += l - left;
+			left = 0;
+		}
+	}
+	if ((copy > 0 && (o = malloc(sizeof(*o) + copy)) == NULL) ||
+	    (ref && (ob = malloc(sizeof(*ob))) == NULL)) {
+		free(o);
+		return (false);
+	}
+	for (int i = 0; i < n; i++) {
+		size_t         l = iov[i].iov_len;
+		const uint8_t *p = iov[i].iov_base;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		if (i == n - 1 && ref) {
+			break; /* skip: how much of the body went out */
+		}
+		memcpy(o->bytes + at, p + skip, l - skip);
+		at += l - skip;
+		skip = 0;
+	}
+	if (o != NULL) {
+		o->next = NULL;
+		o->p = o->bytes;
+		o->len = at;
+		o->off = 0;
+		o->release = NULL;
+		chd_spc_append(c, o);
+	}
+	*taken = ref;
+	if (ref) {
+		ob->next = NULL;
+		ob->p = (const uint8_t *) b->p + skip;
+		ob->len = b->len - skip;
+		ob->off = 0;
+		ob->release = b->release;
+		ob->owner = b->owner;
+		chd_spc_append(c, ob);
+	}
 	return (true);
 }
 
@@ -274,17 +339,19 @@ chd_spc_broken(chd_spc *c)
 /*
  * Writes one frame (header, backtrace, body): now, from the calling
  * thread, when nothing is queued; whatever the socket does not take is
- * queued for the I/O thread. Any thread.
+ * queued for the I/O thread. The body's owner is given back (release)
+ * once it is written, dropped or queued by copy. Any thread.
  */
 static void
-chd_spc_write(chd_spc *c, const uint8_t *bt, size_t btlen, const void *body,
-    size_t len)
+chd_spc_write(chd_spc *c, const uint8_t *bt, size_t btlen,
+    const chd_spbody *b)
 {
 	uint8_t       hdr[9];
-	size_t        hlen = 0, total;
+	size_t        hlen = 0, total, len = b->len;
 	struct iovec  iov[3];
 	struct msghdr mh;
 	ssize_t       n = 0;
+	bool          taken = false;
 
 	if (!c->tcp) {
 		hdr[hlen++] = 0x01;
@@ -293,7 +360,7 @@ chd_spc_write(chd_spc *c, const uint8_t *bt, size_t btlen, const void *body,
 	hlen += 8;
 	iov[0] = (struct iovec) { .iov_base = hdr, .iov_len = hlen };
 	iov[1] = (struct iovec) { .iov_base = (void *) bt, .iov_len = btlen };
-	iov[2] = (struct iovec) { .iov_base = (void *) body, .iov_len = len };
+	iov[2] = (struct iovec) { .iov_base = (void *) b->p, .iov_len = len };
 	total = hlen + btlen + len;
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = iov;
@@ -318,7 +385,7 @@ chd_spc_write(chd_spc *c, const uint8_t *bt, size_t btlen, const void *body,
 			goto out;
 		}
 	}
-	if (!chd_spc_queue(c, iov, 3, (size_t) n)) {
+	if (!chd_spc_queue(c, iov, 3, (size_t) n, b, &taken)) {
 		/* Half an answer cannot be taken back: the frame is cut. */
 		chd_log(CHD_LOG_WARN, "conn %u: out of memory queueing an answer; "
 		    "dropping the connection", c->id);
@@ -331,6 +398,9 @@ chd_spc_write(chd_spc *c, const uint8_t *bt, size_t btlen, const void *body,
 	}
 out:
 	pthread_mutex_unlock(&c->wmtx);
+	if (!taken && b->release != NULL) {
+		b->release(b->owner);
+	}
 }
 
 /* I/O thread: the socket has room for what is queued. */
@@ -344,7 +414,7 @@ chd_spc_write_cb(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_lock(&c->wmtx);
 	while (!c->dead && c->outq != NULL) {
 		chd_spo *o = c->outq;
-		ssize_t  n = send(fd, o->bytes + o->off, o->len - o->off,
+		ssize_t  n = send(fd, o->p + o->off, o->len - o->off,
 		     MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0 && errno == EINTR) {
@@ -364,7 +434,7 @@ chd_spc_write_cb(evutil_socket_t fd, short what, void *arg)
 			if (c->outq == NULL) {
 				c->outq_tail = NULL;
 			}
-			free(o);
+			chd_spo_free(o);
 		}
 	}
 	if (c->outq == NULL || c->dead) {
@@ -415,15 +485,15 @@ chd_spr_write_resp(chd_spr *q, const Chan__V1__Response *resp, bool batch)
 		small.status = CHAN__V1__STATUS__RESOURCE_EXHAUSTED;
 		small.error = "daemon out of memory encoding the answer";
 		n = chan__v1__response__pack(&small, stack);
-		chd_spc_write(q->c, q->bt, q->btlen, stack, n);
+		chd_spc_write(q->c, q->bt, q->btlen,
+		    &(chd_spbody) { .p = stack, .len = n });
 		return;
 	}
 	(void) chl_packer_write(&pk, buf);
 	chl_packer_fini(&pk);
-	chd_spc_write(q->c, q->bt, q->btlen, buf, n);
-	if (buf != stack) {
-		free(buf);
-	}
+	/* A heap answer is handed over: queued, it is not copied again. */
+	chd_spc_write(q->c, q->bt, q->btlen, &(chd_spbody) { .p = buf,
+	    .len = n, .release = buf != stack ? free : NULL, .owner = buf });
 }
 
 /* r->reply: the engine's answer, from any engine thread. */
@@ -439,6 +509,12 @@ chd_spr_reply(chd_req *r, const Chan__V1__Response *resp)
 	chd_spr_done(q);
 }
 
+static void
+chd_spc_answer_release(void *a)
+{
+	chd_answer_unref(a);
+}
+
 /* r->reply_answer: already packed; written from the engine's bytes. */
 static void
 chd_spr_reply_answer(chd_req *r, chd_answer *a, chan_status st,
@@ -449,8 +525,8 @@ chd_spr_reply_answer(chd_req *r, chd_answer *a, chan_status st,
 	(void) st;
 	(void) delivery;
 	chd_peers_pending_done(q->c->s->o.peers, r->conn);
-	chd_spc_write(q->c, q->bt, q->btlen, a->bytes, a->len);
-	chd_answer_unref(a);
+	chd_spc_write(q->c, q->bt, q->btlen, &(chd_spbody) { .p = a->bytes,
+	    .len = a->len, .release = chd_spc_answer_release, .owner = a });
 	chd_spr_done(q);
 }
 
