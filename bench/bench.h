@@ -35,6 +35,15 @@ typedef struct bench_opts {
 /* ---- timing and latency ----------------------------------------------- */
 
 uint64_t bench_now_ns(void);
+
+/* CPU time counters of the whole machine (/proc/stat's cpu line): all of
+ * it, and what the hypervisor gave to others (steal). Zeros if unreadable. */
+typedef struct bench_cpu_sample {
+	uint64_t total, steal;
+} bench_cpu_sample;
+void   bench_cpu_sample_take(bench_cpu_sample *s);
+/* Percent of the machine's CPU time stolen between a and b; -1: unknown. */
+double bench_steal_pct(const bench_cpu_sample *a, const bench_cpu_sample *b);
 void     bench_sleep_ns(uint64_t ns);
 void     bench_pace(uint64_t *next, uint64_t period);
 

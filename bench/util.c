@@ -141,3 +141,31 @@ bench_result_fail(bench_result *r, const char *fmt, ...)
 	vsnprintf(r->err, sizeof(r->err), fmt, ap);
 	va_end(ap);
 }
+
+void
+bench_cpu_sample_take(bench_cpu_sample *s)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "r");
+
+	s->total = s->steal = 0;
+	if (f == NULL)
+		return;
+	/* cpu  user nice system idle iowait irq softirq steal ... */
+	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+	    &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+		for (int i = 0; i < 8; i++)
+			s->total += v[i];
+		s->steal = v[7];
+	}
+	fclose(f);
+}
+
+double
+bench_steal_pct(const bench_cpu_sample *a, const bench_cpu_sample *b)
+{
+	if (a->total == 0 || b->total <= a->total)
+		return (-1);
+	return (100.0 * (double) (b->steal - a->steal) /
+	    (double) (b->total - a->total));
+}
