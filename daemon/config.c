@@ -171,6 +171,23 @@ chd_parse_bool(const char *s, bool *out)
 	return (-1);
 }
 
+/* A yes/no setting k, or its "no-" form (which sets the opposite). */
+static int
+chd_set_flag(bool *flag, const char *k, const char *key, const char *val,
+    char *err, size_t errlen)
+{
+	bool b;
+
+	if (chd_parse_bool(val, &b) != 0) {
+		chd_errf(err, errlen,
+		    "%s: '%s' is not a boolean (yes/no, true/false, on/off, 1/0)",
+		    key, val);
+		return (-1);
+	}
+	*flag = strncmp(k, "no-", 3) == 0 ? !b : b;
+	return (0);
+}
+
 static int
 chd_set_string(char **slot, const char *val, char *err, size_t errlen)
 {
@@ -333,7 +350,6 @@ chd_apply(chd_config *cfg, const char *key, const char *val, char *err,
 {
 	char     k[64];
 	uint64_t u;
-	bool     b;
 	size_t   i;
 
 	for (i = 0; key[i] != '\0' && i < sizeof(k) - 1; i++) {
@@ -387,26 +403,10 @@ chd_apply(chd_config *cfg, const char *key, const char *val, char *err,
 		return (0);
 	}
 	if (strcmp(k, "sp-direct") == 0 || strcmp(k, "no-sp-direct") == 0) {
-		if (chd_parse_bool(val, &b) != 0) {
-			chd_errf(err, errlen,
-			    "%s: '%s' is not a boolean (yes/no, true/false, "
-			    "on/off, 1/0)",
-			    key, val);
-			return (-1);
-		}
-		cfg->sp_direct = k[0] == 's' ? b : !b;
-		return (0);
+		return (chd_set_flag(&cfg->sp_direct, k, key, val, err, errlen));
 	}
 	if (strcmp(k, "auto-create") == 0 || strcmp(k, "no-auto-create") == 0) {
-		if (chd_parse_bool(val, &b) != 0) {
-			chd_errf(err, errlen,
-			    "%s: '%s' is not a boolean (yes/no, true/false, "
-			    "on/off, 1/0)",
-			    key, val);
-			return (-1);
-		}
-		cfg->auto_create = k[0] == 'a' ? b : !b;
-		return (0);
+		return (chd_set_flag(&cfg->auto_create, k, key, val, err, errlen));
 	}
 	if (strcmp(k, "max-memory") == 0) {
 		if (chd_parse_bytes(val, &u) != 0) {

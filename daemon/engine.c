@@ -743,6 +743,17 @@ chd_answer_new(size_t len)
 }
 
 void
+chd_response_oom(Chan__V1__Response *small, const Chan__V1__Response *resp)
+{
+	chan__v1__response__init(small);
+	small->has_id = resp->has_id;
+	small->id = resp->id;
+	small->has_status = 1;
+	small->status = CHAN__V1__STATUS__RESOURCE_EXHAUSTED;
+	small->error = "daemon out of memory encoding the answer";
+}
+
+void
 chd_answer_unref(chd_answer *a)
 {
 	if (a != NULL && atomic_fetch_sub(&a->refs, 1) == 1) {

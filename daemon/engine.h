@@ -50,6 +50,13 @@ chd_answer *chd_answer_new(size_t len);
 void        chd_answer_unref(chd_answer *a);
 
 /*
+ * What a transport sends instead of resp when it has no memory to encode
+ * resp: RESOURCE_EXHAUSTED with resp's id (small is filled; it points to
+ * static text only).
+ */
+void chd_response_oom(Chan__V1__Response *small, const Chan__V1__Response *resp);
+
+/*
  * The same as chd_reply_fn with the answer already packed: a reference to
  * a (the callee takes it over), with the status and delivery id (0: none)
  * it carries. Optional: when the creator sets it, the engine uses it for

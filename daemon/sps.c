@@ -476,14 +476,10 @@ chd_spr_write_resp(chd_spr *q, const Chan__V1__Response *resp, bool batch)
 
 	n = chl_packer_init(&pk, resp, batch);
 	if (n > sizeof(stack) && (buf = malloc(n)) == NULL) {
-		Chan__V1__Response small = CHAN__V1__RESPONSE__INIT;
+		Chan__V1__Response small;
 
 		chl_packer_fini(&pk);
-		small.has_id = resp->has_id;
-		small.id = resp->id;
-		small.has_status = 1;
-		small.status = CHAN__V1__STATUS__RESOURCE_EXHAUSTED;
-		small.error = "daemon out of memory encoding the answer";
+		chd_response_oom(&small, resp);
 		n = chan__v1__response__pack(&small, stack);
 		chd_spc_write(q->c, q->bt, q->btlen,
 		    &(chd_spbody) { .p = stack, .len = n });

@@ -331,15 +331,11 @@ chd_ctx_send(chd_tctx *c, const Chan__V1__Response *resp, bool batch)
 
 	n = chl_packer_init(&pk, resp, batch);
 	if (chl_msgpool_get(&m, n) != 0) {
-		Chan__V1__Response small = CHAN__V1__RESPONSE__INIT;
+		Chan__V1__Response small;
 
 		chl_packer_fini(&pk);
 		/* Too big to allocate: the client still gets an answer. */
-		small.has_id = resp->has_id;
-		small.id = resp->id;
-		small.has_status = 1;
-		small.status = CHAN__V1__STATUS__RESOURCE_EXHAUSTED;
-		small.error = "daemon out of memory encoding the answer";
+		chd_response_oom(&small, resp);
 		n = chan__v1__response__get_packed_size(&small);
 		if (nng_msg_alloc(&m, n) != 0) {
 			chd_log(CHD_LOG_WARN,

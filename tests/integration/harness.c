@@ -4,7 +4,10 @@
 #endif
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <dirent.h>
@@ -630,4 +633,23 @@ chh_threads(const char *comm)
 	}
 	closedir(d);
 	return (n);
+}
+
+int
+chh_free_tcp_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t          len = sizeof(sa);
+	int                fd, port;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return (port);
 }

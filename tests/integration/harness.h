@@ -67,6 +67,10 @@ void chh_dump_log(const chh_daemon *d);
 /* Milliseconds scaled for slow (sanitized) builds. */
 int chh_scaled_ms(int ms);
 
+/* A loopback tcp port nobody listens on right now (bound to 0, read
+ * back, closed): for an extra --listen tcp://127.0.0.1:PORT. */
+int chh_free_tcp_port(void);
+
 /* Monotonic clock in ms. */
 int64_t chh_now_ms(void);
 

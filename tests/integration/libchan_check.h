@@ -146,26 +146,6 @@ wait_blocked_receivers(chan_client *c, const char *name, uint32_t n)
 	}
 }
 
-/* A free local tcp port (closed again at once: a small race). */
-static inline int
-free_tcp_port(void)
-{
-	struct sockaddr_in sa;
-	socklen_t          len = sizeof(sa);
-	int                fd, port;
-
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_ge(fd, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return (port);
-}
-
 /*
  * What a producer's on_outcome callbacks said (on_outcome with arg = an
  * outcomes): counts, order and seqs checked as they come.

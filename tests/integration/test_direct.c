@@ -130,7 +130,7 @@ own_url(char *url, size_t cap, bool tcp)
 	char path[128];
 
 	if (tcp) {
-		snprintf(url, cap, "tcp://127.0.0.1:%d", free_tcp_port());
+		snprintf(url, cap, "tcp://127.0.0.1:%d", chh_free_tcp_port());
 	} else {
 		snprintf(url, cap, "ipc://%s", own_path("r.sock", path, sizeof(path)));
 	}
@@ -151,7 +151,7 @@ START_TEST(tcp_20k_in_order_exactly_once)
 	uint64_t       base;
 	size_t         max;
 
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", chh_free_tcp_port());
 	chh_start(&d, args);
 	ck_status(chan_connect(url, &c), CHAN_OK);
 	ck_status(chan_connect(url, &r), CHAN_OK);
@@ -229,7 +229,7 @@ START_TEST(tcp_large_messages)
 	size_t         max, len[BIG_N];
 	uint64_t       k;
 
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", chh_free_tcp_port());
 	chh_start(&d, args);
 	ck_status(chan_connect(url, &c), CHAN_OK);
 	ck_status(chan_connect(url, &r), CHAN_OK);
@@ -990,7 +990,7 @@ START_TEST(consumer_tcp_20k_exactly_once)
 	chan_stat_info si;
 	uint64_t       base = 2;
 
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", chh_free_tcp_port());
 	chh_start(&d, args);
 	ck_status(chan_connect(url, &c), CHAN_OK);
 	ck_status(chan_connect(url, &r), CHAN_OK);
@@ -1403,7 +1403,7 @@ START_TEST(consumer_cancel_tcp)
 	int64_t        t0, took;
 	bool           done;
 
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", chh_free_tcp_port());
 	chh_start(&d, args);
 	ck_status(chan_connect(url, &c), CHAN_OK);
 	ck_status(chan_connect(url, &r), CHAN_OK);

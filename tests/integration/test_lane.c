@@ -629,7 +629,7 @@ START_TEST(tcp_round_trip)
 	int64_t      v;
 	bool         swapped;
 
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_tcp_port());
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", chh_free_tcp_port());
 	chh_start(&d, args);
 	ck_status(chan_connect(url, &c), CHAN_OK);
 	ck_status(chan_connect(url, &w), CHAN_OK);

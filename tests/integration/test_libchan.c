@@ -989,7 +989,7 @@ START_TEST(tcp_and_ipc_together)
 	chan_stat_info st;
 
 	/* A second daemon listening on ipc and tcp at once. */
-	snprintf(port, sizeof(port), "%d", free_tcp_port());
+	snprintf(port, sizeof(port), "%d", chh_free_tcp_port());
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%s", port);
 	chh_start(&d2, args);
 	ck_status(chan_connect(url, &t), CHAN_OK);

@@ -82,26 +82,6 @@ conn_tcp(int port)
 	return (c);
 }
 
-/* A port nobody listens on right now (bound to 0, read back, closed). */
-static int
-free_tcp_port(void)
-{
-	struct sockaddr_in sa;
-	socklen_t          len = sizeof(sa);
-	int                fd, port;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ck_assert_int_ge(fd, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return (port);
-}
-
 /* Writes all of b; false when the daemon hung up (EPIPE, ECONNRESET). */
 static bool
 write_all(int fd, const void *b, size_t n)
@@ -743,7 +723,7 @@ START_TEST(tcp_framing)
 	chh_daemon  d;
 	char        url[64];
 	const char *args[] = { "--listen", url, NULL };
-	int         port = free_tcp_port();
+	int         port = chh_free_tcp_port();
 	sp_conn     c;
 
 	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
