@@ -199,6 +199,10 @@ int bench_echo_server_main(const char *url);
 int bench_redis_echo(const bench_opts *o, size_t size, size_t count,
     double rate, bench_result *r);
 
+/* The machine's own floor for workload 5: a paced producer thread, a
+ * relay process, a consumer thread, unix sockets, no work (wake_floor.c). */
+int bench_wake_floor(size_t count, double rate, bench_result *r);
+
 /* ---- workload 7 and the memory / CPU figures ----------------------------- */
 
 int bench_script_chand(const bench_opts *o, size_t size, size_t lines,

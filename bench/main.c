@@ -418,6 +418,13 @@ run_paced(const bench_opts *o, bool have_chand)
 			bench_redis_echo(o, 16, n, 2000, &w->redis);
 		print_row(w);
 	}
+	/* Below any broker: the machine's own wake-ups at the same pace. */
+	w = new_row(5, 16);
+	w->sub = "o";
+	snprintf(w->name, sizeof(w->name), "machine floor: thread → relay "
+	    "process → thread, no work, 16 B");
+	bench_wake_floor(n, 2000, &w->chand);
+	print_row(w);
 }
 
 static void
@@ -726,6 +733,10 @@ print_targets(void)
 			    "µs, p50 %.0f µs", g->chand.p99_us, g->chand.p50_us);
 		if (f != NULL && ok(&f->chand))
 			printf(")\n");
+		if ((f = find_sub(5, "o", 16)) != NULL && ok(&f->chand))
+			printf("  (for the reader: the machine's own floor, the same "
+			    "three wake-ups with no work: p99 %.0f µs, p50 %.0f "
+			    "µs)\n", f->chand.p99_us, f->chand.p50_us);
 		if (w != NULL && steal_w5_chand >= 0)
 			printf("  (for the reader: CPU time the hypervisor gave to "
 			    "others (steal) during chand's run %.1f%%, during "
