@@ -822,9 +822,10 @@ print_machine(const bench_opts *o, int argc, char **argv)
 	    " (chand side not built: libchan was missing at configure)",
 #endif
 	    batch, o->quick ? "quick counts" : "full counts");
-	printf("nng task threads: chand and the echo server %d each (chand's "
-	    "--io-threads default); the bench's clients ",
-	    chl_nng_threads_default());
+	printf("chand serves ipc:// on its own SP listener (one I/O thread; "
+	    "nng's threads are for tls+tcp://)\n");
+	printf("nng task threads: the echo server %d (chand's --io-threads "
+	    "default); the bench's clients ", chl_nng_threads_default());
 	if (o->client_io_threads != 0)
 		printf("%d (--client-io-threads)\n", o->client_io_threads);
 	else
