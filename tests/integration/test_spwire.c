@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -791,6 +792,47 @@ START_TEST(backtrace_echoed_whole)
 }
 END_TEST
 
+/*
+ * (i) The daemon runs out of descriptors: a connection it already has
+ * keeps being served, the ones it cannot take wait, and once clients go
+ * away new connections are served again (chand pauses accepting instead
+ * of spinning or giving up its listener).
+ */
+#define FD_LIMIT 96
+#define FD_EXTRA 150
+START_TEST(descriptors_run_out)
+{
+	struct rlimit old, low;
+	chh_daemon    d;
+	sp_conn       held, extra[FD_EXTRA];
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = FD_LIMIT;
+	/* Inherited by the chand chh_start forks, then ours again. */
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	chh_start(&d, NULL);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	held = conn_unix(d.sock);
+	handshake(&held);
+	for (int i = 0; i < FD_EXTRA; i++) {
+		extra[i] = conn_unix(d.sock);
+	}
+	usleep(300 * 1000);
+	ping_on(&held, 0x501, chh_scaled_ms(5000),
+	    "a connection made before the descriptors ran out");
+	for (int i = 0; i < FD_EXTRA; i++) {
+		close(extra[i].fd);
+	}
+	ping_on(&held, 0x502, chh_scaled_ms(5000),
+	    "the same connection after the others left");
+	close(held.fd);
+	assert_alive_raw(&d, 0);
+	chh_stop(&d);
+}
+END_TEST
+
+
 static Suite *
 spwire_suite(void)
 {
@@ -806,6 +848,7 @@ spwire_suite(void)
 	tcase_add_test(tc, slow_reader_does_not_stall_others);
 	tcase_add_test(tc, tcp_framing);
 	tcase_add_test(tc, backtrace_echoed_whole);
+	tcase_add_test(tc, descriptors_run_out);
 	suite_add_tcase(s, tc);
 	return (s);
 }
