@@ -257,10 +257,12 @@ main(int argc, char **argv)
 		goto stop;
 	}
 	chd_log(CHD_LOG_INFO,
-	    "chand %s ready (pid %d): %d workers, %d io threads, max message %" PRIu64
-	    " bytes, max batch %" PRIu32 ", max request %zu bytes, "
-	    "auto-create %s",
+	    "chand %s ready (pid %d): %d workers, %d io threads (nng: %s), "
+	    "max message %" PRIu64 " bytes, max batch %" PRIu32 ", max request "
+	    "%zu bytes, auto-create %s",
 	    CHAN_VERSION, (int) getpid(), cfg.workers, cfg.io_threads,
+	    cfg.sp_direct ? "tls+tcp only; ipc and tcp on chand's own listener"
+	                  : "every listener",
 	    cfg.max_message_size,
 	    cfg.max_batch, to.recv_max, cfg.auto_create ? "on" : "off");
 	if (chd_access_enabled(cfg.access)) {
