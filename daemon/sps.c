@@ -136,9 +136,8 @@ struct chd_sps {
 	bool               running;
 	chd_spl            lsn[CHD_SPS_MAX_LISTEN];
 	int                nlsn;
-	pthread_mutex_t    mtx;     /* nlsn, next_id, closing */
+	pthread_mutex_t    mtx;     /* nlsn, next_id */
 	uint32_t           next_id;
-	bool               closing;
 	chd_spc           *conns;   /* I/O thread only */
 	uint8_t            rbuf[CHD_SPS_RBUF]; /* I/O thread's reads */
 	int64_t            emfile_log_ms;
@@ -269,20 +268,14 @@ chd_spc_queue(chd_spc *c, const struct iovec *iov, int n, size_t skip,
     const chd_spbody *b, bool *taken)
 {
 	bool     ref = b->release != NULL && b->len > 0; /* by reference */
-	int      ncopy = ref ? n - 1 : n; /* pieces copied */
-	size_t   copy = 0, at = 0, left = skip;
+	size_t   copied = 0, copy, at = 0; /* bytes of the pieces copied */
 	chd_spo *o = NULL, *ob = NULL;
 
-	for (int i = 0; i < ncopy; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (left >= l) {
-			left -= l;
-		} else {
-			copy += l - left;
-			left = 0;
-		}
+	for (int i = 0; i < (ref ? n - 1 : n); i++) {
+		copied += iov[i].iov_len;
 	}
+	/* What was written comes off the front of the copied pieces first. */
+	copy = skip < copied ? copied - skip : 0;
 	if ((copy > 0 && (o = malloc(sizeof(*o) + copy)) == NULL) ||
 	    (ref && (ob = malloc(sizeof(*ob))) == NULL)) {
 		free(o);
@@ -1230,9 +1223,6 @@ chd_sps_close(chd_sps *s)
 		return;
 	}
 	chd_sps_stop_listening(s);
-	pthread_mutex_lock(&s->mtx);
-	s->closing = true;
-	pthread_mutex_unlock(&s->mtx);
 	/* The connections belong to the I/O thread: it closes them. */
 	if (event_base_once(s->base, -1, EV_TIMEOUT, chd_sps_close_all, s,
 	    NULL) != 0) {
