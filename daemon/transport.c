@@ -1672,6 +1672,20 @@ chd_guard_stop(chd_transport *t)
 	}
 }
 
+/* Whether nng serves an ipc:// listener (sps.c's own ones have no path). */
+static bool
+chd_has_nng_ipc(chd_transport *t)
+{
+	bool any = false;
+
+	pthread_mutex_lock(&t->lsn_mtx);
+	for (int i = 0; i < t->nlsn && !any; i++) {
+		any = t->lsn[i].path != NULL;
+	}
+	pthread_mutex_unlock(&t->lsn_mtx);
+	return (any);
+}
+
 int
 chd_transport_start(chd_transport *t, char *err, size_t errlen)
 {
@@ -1686,6 +1700,9 @@ chd_transport_start(chd_transport *t, char *err, size_t errlen)
 		return (-1);
 	}
 	chd_arm(arm, n);
+	if (!chd_has_nng_ipc(t)) {
+		return (0); /* #1518 is nng's ipc listeners' alone */
+	}
 	/*
 	 * The #1518 prevention needs libnng's sendmsg calls to reach ours; a
 	 * static or differently linked build would leave only the guard.
