@@ -32,6 +32,7 @@ static const char chd_usage_text[] =
     "                              options given here override it\n"
     "  -w, --workers N             engine worker threads (default %d)\n"
     "      --io-threads N          nng threads that read, write and run requests\n"
+    "                              of tls+tcp:// (all URLs with --no-sp-direct)\n"
     "                              (2 to 16, odd rounds up; default %d: 1 per CPU)\n"
     "      --max-message-size BYTES\n"
     "                              largest payload (default %" PRIu64 " bytes;\n"
