@@ -832,6 +832,39 @@ START_TEST(descriptors_run_out)
 }
 END_TEST
 
+/*
+ * (j) A peer that never finishes its handshake is dropped after nng's
+ * 10 s (loosely: not before 5 s, within 20 s), having been sent nothing
+ * but the daemon's own 8 bytes; others are served meanwhile.
+ */
+START_TEST(unfinished_handshake_dropped)
+{
+	static const uint8_t half[3] = { 0, 'S', 'P' };
+	chh_daemon d;
+	sp_conn    c;
+	int64_t    t0;
+	size_t     got;
+	bool       eof;
+
+	chh_start(&d, NULL);
+	c = conn_unix(d.sock);
+	ck_assert(write_all(c.fd, half, sizeof(half)));
+	t0 = chh_now_ms();
+	assert_alive_raw(&d, 0);
+	eof = drained_to_eof(c.fd, t0 + chh_scaled_ms(20000), &got);
+	ck_assert_msg(eof, "a half handshake was kept over 20 s");
+	ck_assert_msg(chh_now_ms() - t0 >= 5000,
+	    "a half handshake was dropped after only %lld ms",
+	    (long long) (chh_now_ms() - t0));
+	ck_assert_msg(got <= 8, "the daemon sent %zu bytes to a peer that never "
+	    "shook hands", got);
+	close(c.fd);
+	assert_alive_raw(&d, 0);
+	chh_stop(&d);
+}
+END_TEST
+
+
 
 static Suite *
 spwire_suite(void)
@@ -849,6 +882,7 @@ spwire_suite(void)
 	tcase_add_test(tc, tcp_framing);
 	tcase_add_test(tc, backtrace_echoed_whole);
 	tcase_add_test(tc, descriptors_run_out);
+	tcase_add_test(tc, unfinished_handshake_dropped);
 	suite_add_tcase(s, tc);
 	return (s);
 }
